@@ -1,0 +1,262 @@
+// fusednn._C: the CPU kernels. The Python layer (fusednn.ops) validates user
+// input and names the public argument in its errors; the guards here keep the
+// private module itself from reading or writing out of bounds if it is called
+// directly with inconsistent arrays.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "cpu/blas.h"
+#include "cpu/kernels.h"
+
+namespace py = pybind11;
+using fusednn::Act;
+
+namespace {
+
+Act to_act(int kind) {
+  if (kind < 0 || kind >= static_cast<int>(Act::Count))
+    throw py::value_error("activation kind out of range: " + std::to_string(kind));
+  return static_cast<Act>(kind);
+}
+
+bool is_f64(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }
+
+// A C-contiguous float32/float64 array of the given dims (-1: any) and dtype.
+void require(const py::array& a, const char* name, const py::dtype& dt,
+             std::initializer_list<int64_t> dims) {
+  if (!a.dtype().is(dt))
+    throw py::type_error(std::string(name) + ": dtype " + std::string(py::str(a.dtype())) +
+                         ", expected " + std::string(py::str(dt)));
+  if (a.ndim() != (py::ssize_t)dims.size())
+    throw py::value_error(std::string(name) + ": has " + std::to_string(a.ndim()) +
+                          " dims, expected " + std::to_string(dims.size()));
+  int i = 0;
+  for (int64_t d : dims) {
+    if (d >= 0 && a.shape(i) != d)
+      throw py::value_error(std::string(name) + ": dim " + std::to_string(i) + " is " +
+                            std::to_string(a.shape(i)) + ", expected " + std::to_string(d));
+    ++i;
+  }
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + ": must be C-contiguous");
+  // OpenBLAS here takes 32-bit dimensions.
+  for (py::ssize_t j = 0; j < a.ndim(); ++j)
+    if (a.shape(j) > std::numeric_limits<int32_t>::max())
+      throw py::value_error(std::string(name) + ": dimension too large for 32-bit BLAS");
+}
+
+template <typename T>
+T* mut(py::array& a) { return static_cast<T*>(a.mutable_data()); }
+template <typename T>
+const T* cst(const py::array& a) { return static_cast<const T*>(a.data()); }
+
+template <typename T>
+py::array act_forward_t(const py::array& z, Act a, double alpha) {
+  py::array y(z.dtype(), std::vector<py::ssize_t>(z.shape(), z.shape() + z.ndim()));
+  const int64_t n = z.size();
+  const T* zp = cst<T>(z);
+  T* yp = mut<T>(y);
+  {
+    py::gil_scoped_release nogil;
+    fusednn::cpu::activation_forward<T>(a, (T)alpha, zp, yp, n);
+  }
+  return y;
+}
+
+template <typename T>
+py::array act_backward_t(const py::array& dy, const py::array& s, Act a, double alpha) {
+  py::array dz(dy.dtype(), std::vector<py::ssize_t>(dy.shape(), dy.shape() + dy.ndim()));
+  const int64_t n = dy.size();
+  const T* dyp = cst<T>(dy);
+  const T* sp = a == Act::Linear ? dyp : cst<T>(s);
+  T* dzp = mut<T>(dz);
+  {
+    py::gil_scoped_release nogil;
+    fusednn::cpu::activation_backward<T>(a, (T)alpha, dyp, sp, dzp, n);
+  }
+  return dz;
+}
+
+void require_flat_same(const py::array& a, const char* name, const py::array& ref) {
+  if (!a.dtype().is(ref.dtype())) throw py::type_error(std::string(name) + ": dtype mismatch");
+  if (a.size() != ref.size()) throw py::value_error(std::string(name) + ": size mismatch");
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + ": must be C-contiguous");
+}
+
+py::dtype checked_float_dtype(const py::array& a, const char* name) {
+  py::dtype dt = a.dtype();
+  if (!dt.is(py::dtype::of<float>()) && !dt.is(py::dtype::of<double>()))
+    throw py::type_error(std::string(name) + ": dtype " + std::string(py::str(dt)) +
+                         ", expected float32 or float64");
+  return dt;
+}
+
+template <typename T>
+py::tuple dense_forward_t(const py::array& x, const py::array& w, const py::object& b, Act a,
+                          double alpha, int64_t block_rows) {
+  const int64_t m = x.shape(0), k = x.shape(1), n = w.shape(1);
+  const T* bp = nullptr;
+  if (!b.is_none()) {
+    py::array ba = b.cast<py::array>();
+    require(ba, "b", x.dtype(), {n});
+    bp = cst<T>(ba);
+  }
+  py::array y(x.dtype(), std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
+  py::object zobj = py::none();
+  T* zp = nullptr;
+  if (fusednn::saves_input(a)) {
+    py::array z(x.dtype(), std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
+    zp = mut<T>(z);
+    zobj = z;
+  }
+  const T* xp = cst<T>(x);
+  const T* wp = cst<T>(w);
+  T* yp = mut<T>(y);
+  {
+    py::gil_scoped_release nogil;
+    fusednn::cpu::dense_forward<T>(xp, wp, bp, yp, zp, m, k, n, a, (T)alpha, block_rows);
+  }
+  return py::make_tuple(y, zobj);
+}
+
+template <typename T>
+py::tuple dense_backward_t(const py::array& dy, const py::object& s, const py::array& x,
+                           const py::array& w, bool has_bias, bool need_dx, Act a, double alpha) {
+  const int64_t m = x.shape(0), k = x.shape(1), n = w.shape(1);
+  const T* sp = nullptr;
+  if (a != Act::Linear) {
+    if (s.is_none()) throw py::value_error("saved: required for a non-linear activation");
+    py::array sa = s.cast<py::array>();
+    require(sa, "saved", x.dtype(), {m, n});
+    sp = cst<T>(sa);
+  }
+  const py::dtype dt = x.dtype();
+  py::array dw(dt, std::vector<py::ssize_t>{(py::ssize_t)k, (py::ssize_t)n});
+  py::object dbo = py::none(), dxo = py::none();
+  T* dbp = nullptr;
+  T* dxp = nullptr;
+  if (has_bias) {
+    py::array db(dt, std::vector<py::ssize_t>{(py::ssize_t)n});
+    dbp = mut<T>(db);
+    dbo = db;
+  }
+  if (need_dx) {
+    py::array dx(dt, std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)k});
+    dxp = mut<T>(dx);
+    dxo = dx;
+  }
+  py::object dzo = py::none();
+  T* dzp = nullptr;
+  if (a != Act::Linear) {
+    py::array dz(dt, std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
+    dzp = mut<T>(dz);
+    dzo = dz;
+  }
+  const T* dyp = cst<T>(dy);
+  const T* xp = cst<T>(x);
+  const T* wp = cst<T>(w);
+  T* dwp = mut<T>(dw);
+  {
+    py::gil_scoped_release nogil;
+    fusednn::cpu::dense_backward<T>(dyp, sp, xp, wp, dzp, dxp, dwp, dbp, m, k, n, a, (T)alpha);
+  }
+  return py::make_tuple(dxo, dw, dbo);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fusednn CPU kernels (OpenBLAS GEMM + fused OpenMP epilogues)";
+
+  m.def(
+      "activation_forward",
+      [](const py::array& z, int kind, double alpha) -> py::array {
+        checked_float_dtype(z, "z");
+        if (!(z.flags() & py::array::c_style)) throw py::value_error("z: must be C-contiguous");
+        const Act a = to_act(kind);
+        return is_f64(z) ? act_forward_t<double>(z, a, alpha) : act_forward_t<float>(z, a, alpha);
+      },
+      py::arg("z"), py::arg("kind"), py::arg("alpha"));
+
+  m.def(
+      "activation_backward",
+      [](const py::array& dy, const py::array& s, int kind, double alpha) -> py::array {
+        checked_float_dtype(dy, "dy");
+        if (!(dy.flags() & py::array::c_style)) throw py::value_error("dy: must be C-contiguous");
+        const Act a = to_act(kind);
+        if (a != Act::Linear) require_flat_same(s, "saved", dy);
+        return is_f64(dy) ? act_backward_t<double>(dy, s, a, alpha)
+                          : act_backward_t<float>(dy, s, a, alpha);
+      },
+      py::arg("dy"), py::arg("saved"), py::arg("kind"), py::arg("alpha"));
+
+  m.def(
+      "dense_forward",
+      [](const py::array& x, const py::array& w, const py::object& b, int kind, double alpha,
+         int64_t block_rows) -> py::tuple {
+        const py::dtype dt = checked_float_dtype(x, "x");
+        require(x, "x", dt, {-1, -1});
+        require(w, "w", dt, {x.shape(1), -1});
+        const Act a = to_act(kind);
+        return is_f64(x) ? dense_forward_t<double>(x, w, b, a, alpha, block_rows)
+                         : dense_forward_t<float>(x, w, b, a, alpha, block_rows);
+      },
+      py::arg("x"), py::arg("w"), py::arg("b"), py::arg("kind"), py::arg("alpha"),
+      py::arg("block_rows") = 0);
+
+  m.def(
+      "dense_backward",
+      [](const py::array& dy, const py::object& saved, const py::array& x, const py::array& w,
+         bool has_bias, bool need_dx, int kind, double alpha) -> py::tuple {
+        const py::dtype dt = checked_float_dtype(x, "x");
+        require(x, "x", dt, {-1, -1});
+        require(w, "w", dt, {x.shape(1), -1});
+        require(dy, "dy", dt, {x.shape(0), w.shape(1)});
+        const Act a = to_act(kind);
+        return is_f64(x) ? dense_backward_t<double>(dy, saved, x, w, has_bias, need_dx, a, alpha)
+                         : dense_backward_t<float>(dy, saved, x, w, has_bias, need_dx, a, alpha);
+      },
+      py::arg("dy"), py::arg("saved"), py::arg("x"), py::arg("w"), py::arg("has_bias"),
+      py::arg("need_dx"), py::arg("kind"), py::arg("alpha"));
+
+  m.def(
+      "gemm",
+      [](const py::array& a, const py::array& b) -> py::array {
+        // Bare GEMM, the roofline that bench/ compares the fused layer with.
+        const py::dtype dt = checked_float_dtype(a, "a");
+        require(a, "a", dt, {-1, -1});
+        require(b, "b", dt, {a.shape(1), -1});
+        const int64_t m = a.shape(0), k = a.shape(1), n = b.shape(1);
+        py::array c(dt, std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
+        const bool f64 = dt.is(py::dtype::of<double>());
+        const void* ap = a.data();
+        const void* bp = b.data();
+        void* cp = c.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          if (f64)
+            fusednn::cpu::gemm<double>(false, false, m, n, k, 1.0, (const double*)ap, k,
+                                       (const double*)bp, n, 0.0, (double*)cp, n);
+          else
+            fusednn::cpu::gemm<float>(false, false, m, n, k, 1.0f, (const float*)ap, k,
+                                      (const float*)bp, n, 0.0f, (float*)cp, n);
+        }
+        return c;
+      },
+      py::arg("a"), py::arg("b"));
+
+  m.def("dense_block_rows", &fusednn::cpu::dense_block_rows, py::arg("m"), py::arg("k"),
+        py::arg("n"), py::arg("elem_size"));
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
+    fusednn::cpu::set_num_threads(n);
+  });
+  m.def("num_threads", &fusednn::cpu::num_threads);
+  m.def("blas_num_threads", &fusednn::cpu::blas_num_threads);
+  m.def("blas_config", &fusednn::cpu::blas_config);
+}

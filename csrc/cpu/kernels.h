@@ -1,0 +1,38 @@
+// CPU kernels. Inputs are assumed valid (checked at the binding): contiguous
+// row-major arrays of the sizes given.
+#pragma once
+#include <cstdint>
+
+#include "fusednn/activations.h"
+
+namespace fusednn {
+namespace cpu {
+
+// y[i] = f(z[i]); y may alias z.
+template <typename T>
+void activation_forward(Act a, T alpha, const T* z, T* y, int64_t n);
+
+// dz[i] = dy[i] * f'(s[i]), s the saved value (see saves_input).
+template <typename T>
+void activation_backward(Act a, T alpha, const T* dy, const T* s, T* dz, int64_t n);
+
+// y = f(x @ w + b), x: m x k, w: k x n, b: n or null. z (m x n) receives the
+// pre-activation when saves_input(a), else must be null. The GEMM runs per
+// block of `block_rows` rows, each followed at once by the bias+activation
+// epilogue while that block of the output is still in cache; block_rows <= 0
+// picks it from the shapes.
+template <typename T>
+void dense_forward(const T* x, const T* w, const T* b, T* y, T* z, int64_t m, int64_t k,
+                   int64_t n, Act a, T alpha, int64_t block_rows);
+
+// dz = dy * f'(s); db = sum_rows dz; dw = x^T dz; dx = dz w^T.
+// dz_buf (m x n) is scratch, unused for linear; dx and db may be null.
+template <typename T>
+void dense_backward(const T* dy, const T* s, const T* x, const T* w, T* dz_buf, T* dx, T* dw,
+                    T* db, int64_t m, int64_t k, int64_t n, Act a, T alpha);
+
+// The row block dense_forward uses for these shapes when block_rows <= 0.
+int64_t dense_block_rows(int64_t m, int64_t k, int64_t n, int64_t elem_size);
+
+}  // namespace cpu
+}  // namespace fusednn

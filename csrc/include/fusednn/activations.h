@@ -1,0 +1,188 @@
+// Activation functions and their derivatives, written once as per-element
+// math for the CPU loops and the CUDA kernels.
+//
+// Convention: `forward(z)` gives y = f(z). `grad(s)` gives dy/dz from the
+// saved value `s`, which is the OUTPUT y for the activations that allow it
+// (relu, leaky_relu, elu, selu, sigmoid, tanh, softplus, linear) and the
+// INPUT z for the others (gelu, gelu_tanh, swish, mish). `saves_input(kind)`
+// says which; this is what lets a dense layer keep one buffer, not two.
+//
+// NaN: forward returns NaN for a NaN input, and grad returns NaN for a NaN
+// saved value, so a NaN propagates through training instead of vanishing.
+#pragma once
+
+#include "fusednn/common.h"
+
+namespace fusednn {
+
+// The numbering is part of the binding ABI (python/fusednn/activations.py).
+enum class Act : int {
+  Linear = 0,
+  Relu = 1,
+  LeakyRelu = 2,  // alpha = negative slope (>= 0)
+  Elu = 3,        // alpha = saturation value (>= 0)
+  Selu = 4,
+  Gelu = 5,       // exact: z * Phi(z)
+  GeluTanh = 6,   // tanh approximation (Hendrycks & Gimpel 2016)
+  Swish = 7,      // alpha = beta in z * sigmoid(beta z); silu is beta = 1
+  Mish = 8,
+  Sigmoid = 9,
+  Tanh = 10,
+  Softplus = 11,
+  Count = 12
+};
+
+FUSEDNN_HD constexpr bool saves_input(Act a) {
+  return a == Act::Gelu || a == Act::GeluTanh || a == Act::Swish || a == Act::Mish;
+}
+
+namespace act_detail {
+
+// Klambauer et al. 2017, "Self-Normalizing Neural Networks".
+constexpr double kSeluLambda = 1.0507009873554804934193349852946;
+constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
+constexpr double kInvSqrt2 = 0.70710678118654752440084436210485;
+constexpr double kInvSqrt2Pi = 0.39894228040143267793994605993438;
+constexpr double kSqrt2OverPi = 0.79788456080286535587989211986876;
+constexpr double kGeluTanhC = 0.044715;
+
+// Stable logistic: never exponentiates a positive number.
+template <typename T>
+FUSEDNN_HD T sigmoid(T z) {
+  if (z >= T(0)) return T(1) / (T(1) + math::exp(-z));
+  const T e = math::exp(z);
+  return e / (T(1) + e);  // also NaN -> NaN
+}
+
+// Stable softplus: log(1 + e^z) = max(z, 0) + log1p(e^-|z|).
+template <typename T>
+FUSEDNN_HD T softplus(T z) {
+  const T m = z > T(0) ? z : T(0);
+  return m + math::log1p(math::exp(-math::fabs(z)));
+}
+
+// Returns g for s > 0, h for s <= 0 and s itself when s is NaN.
+template <typename T>
+FUSEDNN_HD T piecewise(T s, T g, T h) {
+  return s > T(0) ? g : (s <= T(0) ? h : s);
+}
+
+}  // namespace act_detail
+
+// y = f(z). `alpha` is the parameter of leaky_relu, elu and swish (beta).
+template <typename T>
+FUSEDNN_HD T act_forward(Act a, T z, T alpha) {
+  using namespace act_detail;
+  switch (a) {
+    case Act::Linear:
+      return z;
+    case Act::Relu:
+      return z <= T(0) ? T(0) : z;  // written so NaN passes through
+    case Act::LeakyRelu:
+      return z <= T(0) ? alpha * z : z;
+    case Act::Elu:
+      return z > T(0) ? z : alpha * math::expm1(z);
+    case Act::Selu:
+      return T(kSeluLambda) * (z > T(0) ? z : T(kSeluAlpha) * math::expm1(z));
+    case Act::Gelu:
+      return T(0.5) * z * (T(1) + math::erf(z * T(kInvSqrt2)));
+    case Act::GeluTanh: {
+      const T u = T(kSqrt2OverPi) * (z + T(kGeluTanhC) * z * z * z);
+      return T(0.5) * z * (T(1) + math::tanh(u));
+    }
+    case Act::Swish:
+      return z * sigmoid(alpha * z);
+    case Act::Mish:
+      return z * math::tanh(softplus(z));
+    case Act::Sigmoid:
+      return sigmoid(z);
+    case Act::Tanh:
+      return math::tanh(z);
+    case Act::Softplus:
+      return softplus(z);
+    default:
+      return z;
+  }
+}
+
+// dy/dz from the saved value s (y or z, see saves_input).
+template <typename T>
+FUSEDNN_HD T act_grad(Act a, T s, T alpha) {
+  using namespace act_detail;
+  switch (a) {
+    case Act::Linear:
+      return T(1);
+    case Act::Relu:
+      return piecewise(s, T(1), T(0));
+    case Act::LeakyRelu:
+      return piecewise(s, T(1), alpha);
+    case Act::Elu:  // z <= 0: alpha e^z = y + alpha
+      return piecewise(s, T(1), s + alpha);
+    case Act::Selu:  // z <= 0: lambda alpha e^z = y + lambda alpha
+      return piecewise(s, T(kSeluLambda), s + T(kSeluLambda * kSeluAlpha));
+    case Act::Gelu: {  // Phi(z) + z phi(z)
+      const T cdf = T(0.5) * (T(1) + math::erf(s * T(kInvSqrt2)));
+      const T pdf = T(kInvSqrt2Pi) * math::exp(T(-0.5) * s * s);
+      return cdf + s * pdf;
+    }
+    case Act::GeluTanh: {
+      const T s2 = s * s;
+      const T t = math::tanh(T(kSqrt2OverPi) * s * (T(1) + T(kGeluTanhC) * s2));
+      const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluTanhC) * s2);
+      return T(0.5) * (T(1) + t) + T(0.5) * s * (T(1) - t * t) * du;
+    }
+    case Act::Swish: {  // sigma(bz) (1 + bz (1 - sigma(bz)))
+      const T bz = alpha * s;
+      const T sg = sigmoid(bz);
+      return sg * (T(1) + bz * (T(1) - sg));
+    }
+    case Act::Mish: {  // tanh(sp(z)) + z sigma(z) (1 - tanh^2(sp(z)))
+      const T t = math::tanh(softplus(s));
+      return t + s * sigmoid(s) * (T(1) - t * t);
+    }
+    case Act::Sigmoid:
+      return s * (T(1) - s);
+    case Act::Tanh:
+      return T(1) - s * s;
+    case Act::Softplus:  // sigma(z) = 1 - e^-y, via expm1 for tiny y
+      return -math::expm1(-s);
+    default:
+      return T(1);
+  }
+}
+
+}  // namespace fusednn
+
+#if !defined(__CUDA_ARCH__)
+#include <type_traits>
+namespace fusednn {
+
+// Calls f(std::integral_constant<Act, a>{}) so that a loop written once is
+// compiled per activation with the switch in act_forward/act_grad folded away.
+template <typename F>
+inline void dispatch_act(Act a, F&& f) {
+#define FUSEDNN_ACT_CASE(name) \
+  case Act::name:              \
+    f(std::integral_constant<Act, Act::name>{}); \
+    break;
+  switch (a) {
+    FUSEDNN_ACT_CASE(Linear)
+    FUSEDNN_ACT_CASE(Relu)
+    FUSEDNN_ACT_CASE(LeakyRelu)
+    FUSEDNN_ACT_CASE(Elu)
+    FUSEDNN_ACT_CASE(Selu)
+    FUSEDNN_ACT_CASE(Gelu)
+    FUSEDNN_ACT_CASE(GeluTanh)
+    FUSEDNN_ACT_CASE(Swish)
+    FUSEDNN_ACT_CASE(Mish)
+    FUSEDNN_ACT_CASE(Sigmoid)
+    FUSEDNN_ACT_CASE(Tanh)
+    FUSEDNN_ACT_CASE(Softplus)
+    default:
+      break;
+  }
+#undef FUSEDNN_ACT_CASE
+}
+
+}  // namespace fusednn
+#endif

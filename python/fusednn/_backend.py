@@ -1,0 +1,197 @@
+"""The one place that dispatches by array type.
+
+NumPy arrays go to the CPU kernels (``fusednn._C``), CuPy arrays to the CUDA
+kernels (``fusednn._C_cuda``). Mixing the two in one call is a TypeError.
+The CUDA module is imported lazily, so ``import fusednn`` never loads CUDA
+libraries on a machine that does not use them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _C
+
+_cuda_state: dict = {}
+_settings = {"tf32": False}
+
+
+def _load_cuda():
+    """(module or None, cupy or None, status message), cached."""
+    if "status" not in _cuda_state:
+        mod = cp = None
+        try:
+            from . import _build_config
+            if not _build_config.CUDA_BUILT:
+                raise ImportError("fusednn was built without CUDA")
+            from . import _C_cuda as mod  # noqa: N813
+            ok, msg = mod.runtime_status()
+            if not ok:
+                mod, msg = None, f"no usable GPU: {msg}"
+            else:
+                try:
+                    import cupy as cp
+                except ImportError as e:
+                    mod, msg = None, f"GPU found ({msg}) but CuPy is not installed: {e}"
+        except ImportError as e:
+            mod, msg = None, str(e)
+        _cuda_state.update(module=mod, cupy=cp, status=msg)
+    return _cuda_state["module"], _cuda_state["cupy"], _cuda_state["status"]
+
+
+def has_cuda() -> bool:
+    """True when the CUDA kernels were built, a GPU is usable and CuPy imports."""
+    return _load_cuda()[0] is not None
+
+
+def cuda_status() -> str:
+    return _load_cuda()[2]
+
+
+def set_float32_matmul_precision(precision: str) -> None:
+    """``"highest"``: full float32 GEMMs; ``"high"``: TF32 tensor cores on GPU.
+
+    Same names as ``torch.set_float32_matmul_precision``. The CPU is unaffected.
+    """
+    if precision not in ("highest", "high"):
+        raise ValueError(f"set_float32_matmul_precision: precision must be 'highest' or "
+                         f"'high', got {precision!r}")
+    _settings["tf32"] = precision == "high"
+
+
+def get_float32_matmul_precision() -> str:
+    return "high" if _settings["tf32"] else "highest"
+
+
+def _is_cupy(a) -> bool:
+    mod = type(a).__module__
+    return mod.startswith("cupy") and hasattr(a, "__cuda_array_interface__")
+
+
+class CPUBackend:
+    """NumPy arrays -> fusednn._C (OpenBLAS + OpenMP)."""
+
+    name = "cpu"
+    xp = np
+
+    @staticmethod
+    def activation_forward(z, spec):
+        return _C.activation_forward(z, spec.kind, spec.alpha)
+
+    @staticmethod
+    def activation_backward(dy, saved, spec):
+        return _C.activation_backward(dy, saved, spec.kind, spec.alpha)
+
+    @staticmethod
+    def dense_forward(x, w, b, spec):
+        return _C.dense_forward(x, w, b, spec.kind, spec.alpha)
+
+    @staticmethod
+    def dense_backward(dy, saved, x, w, has_bias, need_dx, spec):
+        return _C.dense_backward(dy, saved, x, w, has_bias, need_dx, spec.kind, spec.alpha)
+
+
+class CUDABackend:
+    """CuPy arrays -> fusednn._C_cuda (cuBLASLt + own kernels), on CuPy's current stream."""
+
+    name = "cuda"
+
+    def __init__(self, mod, cp):
+        self._C = mod
+        self.xp = cp
+
+    def _stream(self):
+        return self.xp.cuda.get_current_stream().ptr
+
+    @staticmethod
+    def _ptr(a):
+        return 0 if a is None else a.data.ptr
+
+    def activation_forward(self, z, spec):
+        with z.device:
+            return self._activation_forward(z, spec)
+
+    def activation_backward(self, dy, saved, spec):
+        with dy.device:
+            return self._activation_backward(dy, saved, spec)
+
+    def dense_forward(self, x, w, b, spec):
+        with x.device:
+            return self._dense_forward(x, w, b, spec)
+
+    def dense_backward(self, dy, saved, x, w, has_bias, need_dx, spec):
+        with x.device:
+            return self._dense_backward(dy, saved, x, w, has_bias, need_dx, spec)
+
+    def _activation_forward(self, z, spec):
+        y = self.xp.empty_like(z)
+        self._C.activation_forward(z.dtype.name, spec.kind, spec.alpha, z.size, z.data.ptr,
+                                   y.data.ptr, self._stream())
+        return y
+
+    def _activation_backward(self, dy, saved, spec):
+        dz = self.xp.empty_like(dy)
+        self._C.activation_backward(dy.dtype.name, spec.kind, spec.alpha, dy.size, dy.data.ptr,
+                                    self._ptr(saved), dz.data.ptr, self._stream())
+        return dz
+
+    def _dense_forward(self, x, w, b, spec):
+        (m, k), n = x.shape, w.shape[1]
+        y = self.xp.empty((m, n), dtype=x.dtype)
+        z = self.xp.empty((m, n), dtype=x.dtype) if spec.saves_input else None
+        self._C.dense_forward(x.dtype.name, m, k, n, x.data.ptr, w.data.ptr, self._ptr(b),
+                              y.data.ptr, self._ptr(z), spec.kind, spec.alpha, tf32(),
+                              self._stream())
+        return y, z
+
+    def _dense_backward(self, dy, saved, x, w, has_bias, need_dx, spec):
+        (m, k), n = x.shape, w.shape[1]
+        xp = self.xp
+        dw = xp.empty((k, n), dtype=x.dtype)
+        db = xp.empty((n,), dtype=x.dtype) if has_bias else None
+        dx = xp.empty((m, k), dtype=x.dtype) if need_dx else None
+        dz = xp.empty((m, n), dtype=x.dtype) if spec.kind != 0 else None
+        self._C.dense_backward(x.dtype.name, m, k, n, dy.data.ptr, self._ptr(saved),
+                               x.data.ptr, w.data.ptr, self._ptr(dz), self._ptr(dx),
+                               dw.data.ptr, self._ptr(db), spec.kind, spec.alpha, tf32(),
+                               self._stream())
+        return dx, dw, db
+
+
+def backend_for(caller: str, **arrays):
+    """The backend object for the named arrays; None values are skipped.
+
+    Raises TypeError for anything other than NumPy/CuPy arrays and for a mix.
+    """
+    kinds = {}
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        if isinstance(a, np.ndarray):
+            kinds[name] = "cpu"
+        elif _is_cupy(a):
+            kinds[name] = "cuda"
+        else:
+            raise TypeError(f"{caller}: {name} must be a numpy.ndarray or cupy.ndarray, "
+                            f"got {type(a).__module__}.{type(a).__name__}")
+    found = set(kinds.values())
+    if len(found) > 1:
+        detail = ", ".join(f"{n} is {'CuPy' if k == 'cuda' else 'NumPy'}" for n, k in kinds.items())
+        raise TypeError(f"{caller}: mixed NumPy and CuPy inputs ({detail}); move them to one "
+                        f"device first")
+    if found != {"cuda"}:
+        return CPUBackend
+    mod, cp, status = _load_cuda()
+    if mod is None:
+        raise RuntimeError(f"{caller}: CuPy arrays given but the CUDA backend is unavailable: "
+                           f"{status}")
+    devices = {n: a.device.id for n, a in arrays.items() if a is not None}
+    if len(set(devices.values())) > 1:
+        raise ValueError(f"{caller}: inputs on different GPUs: {devices}")
+    if "backend" not in _cuda_state:
+        _cuda_state["backend"] = CUDABackend(mod, cp)
+    return _cuda_state["backend"]
+
+
+def tf32() -> bool:
+    return _settings["tf32"]

@@ -1,0 +1,13 @@
+"""Functional forward/backward pairs: forward returns (out, ctx), backward consumes ctx."""
+
+from .activation import ActivationContext, activation_backward, activation_forward
+from .dense import DenseContext, dense_backward, dense_forward
+
+__all__ = [
+    "ActivationContext",
+    "DenseContext",
+    "activation_backward",
+    "activation_forward",
+    "dense_backward",
+    "dense_forward",
+]

@@ -1,0 +1,55 @@
+"""Element-wise activations as forward/backward pairs.
+
+``y, ctx = activation_forward(x, "elu", alpha=1.0)`` computes ``y = f(x)``;
+``dx = activation_backward(dy, ctx)`` computes ``dx = dy * f'(x)``, with f'
+taken from the saved output y where the activation allows it (relu,
+leaky_relu, elu, selu, sigmoid, tanh, softplus) and from the saved input x
+otherwise (gelu, swish, mish). See ``fusednn.activations`` for the names,
+parameters and defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import _backend
+from .. import activations as _act
+from ._checks import float_array
+
+__all__ = ["ActivationContext", "activation_forward", "activation_backward"]
+
+
+@dataclass
+class ActivationContext:
+    """What activation_backward needs: the activation and the saved array."""
+
+    spec: _act.ActivationSpec
+    saved: object  # y or x (see spec.saves_input), None for linear
+    shape: tuple
+    dtype: object
+    backend: object
+
+
+def activation_forward(x, activation, **params):
+    """y = f(x), element-wise, for an array of any shape. Returns (y, ctx)."""
+    caller = "activation_forward"
+    spec = _act.get(activation, caller, **params)
+    be = _backend.backend_for(caller, x=x)
+    x = float_array(caller, "x", x, be.xp)
+    y = be.activation_forward(x, spec)
+    saved = None if spec.kind == 0 else (x if spec.saves_input else y)
+    return y, ActivationContext(spec, saved, tuple(x.shape), x.dtype, be)
+
+
+def activation_backward(dy, ctx: ActivationContext):
+    """dx = dy * f'(x) from the context of activation_forward."""
+    caller = "activation_backward"
+    if not isinstance(ctx, ActivationContext):
+        raise TypeError(f"{caller}: ctx must come from activation_forward, "
+                        f"got {type(ctx).__name__}")
+    be = _backend.backend_for(caller, dy=dy, saved=ctx.saved)
+    dy = float_array(caller, "dy", dy, be.xp, dtype=ctx.dtype)
+    if tuple(dy.shape) != ctx.shape:
+        raise ValueError(f"{caller}: dy has shape {tuple(dy.shape)}, expected {ctx.shape} "
+                         f"(the shape of the forward input)")
+    return be.activation_backward(dy, ctx.saved, ctx.spec)

@@ -1,0 +1,89 @@
+"""The fused dense (fully connected) layer.
+
+Forward: ``y = f(x @ w + b)`` with x of shape (batch, in), w (in, units) as in
+Keras, b (units,) or None. The GEMM and the bias + activation epilogue run as
+one fused op: on the CPU the epilogue is applied per block of rows right
+after that block's GEMM, while it is in cache; on CUDA through cuBLASLt
+epilogues (bias, relu, gelu-tanh) or one fused kernel for the others.
+
+Backward, from dy = dL/dy:
+``dz = dy * f'(.)``, ``db = sum_batch dz``, ``dw = x^T dz``, ``dx = dz w^T``.
+The derivative comes from the saved output y where the activation allows it,
+else from the saved pre-activation z (gelu, swish, mish): one buffer of
+shape (batch, units) is kept, never two.
+
+The context keeps references to x and w, not copies: modifying them in place
+between forward and backward changes the gradients (as in other frameworks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import _backend
+from .. import activations as _act
+from ._checks import float_array
+
+__all__ = ["DenseContext", "dense_forward", "dense_backward"]
+
+
+@dataclass
+class DenseContext:
+    """What dense_backward needs from dense_forward."""
+
+    x: object
+    w: object
+    has_bias: bool
+    spec: _act.ActivationSpec
+    saved: object  # y, or z for activations that save their input; None for linear
+    backend: object
+
+
+def dense_forward(x, w, b=None, activation="linear", **params):
+    """y = activation(x @ w + b). Returns (y, ctx).
+
+    x: (batch, in) float32 or float64; w: (in, units), same dtype; b: (units,)
+    or None. ``params`` are the activation's (``alpha``, ``approximate``,
+    ``beta``; see fusednn.activations). NumPy inputs run on the CPU, CuPy
+    inputs on the GPU. Non-contiguous inputs are copied to C order first.
+    """
+    caller = "dense_forward"
+    spec = _act.get(activation, caller, **params)
+    be = _backend.backend_for(caller, x=x, w=w, b=b)
+    x = float_array(caller, "x", x, be.xp, ndim=2)
+    w = float_array(caller, "w", w, be.xp, ndim=2, dtype=x.dtype)
+    batch, n_in = x.shape
+    if n_in == 0:
+        raise ValueError(f"{caller}: x has 0 features; a dense layer needs at least one input")
+    if w.shape[0] != n_in:
+        raise ValueError(f"{caller}: w has shape {tuple(w.shape)} but x has {n_in} features; "
+                         f"expected w of shape ({n_in}, units)")
+    units = w.shape[1]
+    if units == 0:
+        raise ValueError(f"{caller}: w has 0 units (shape {tuple(w.shape)})")
+    if b is not None:
+        b = float_array(caller, "b", b, be.xp, ndim=1, dtype=x.dtype)
+        if b.shape[0] != units:
+            raise ValueError(f"{caller}: b has shape {tuple(b.shape)}, expected ({units},) "
+                             f"to match w of shape {tuple(w.shape)}")
+    y, z = be.dense_forward(x, w, b, spec)
+    saved = None if spec.kind == 0 else (z if spec.saves_input else y)
+    return y, DenseContext(x, w, b is not None, spec, saved, be)
+
+
+def dense_backward(dy, ctx: DenseContext, *, need_dx: bool = True):
+    """Gradients (dx, dw, db) of the layer from dy = dL/dy.
+
+    dx is None when ``need_dx=False`` (the first layer needs no input
+    gradient, which saves one GEMM); db is None when the layer had no bias.
+    """
+    caller = "dense_backward"
+    if not isinstance(ctx, DenseContext):
+        raise TypeError(f"{caller}: ctx must come from dense_forward, got {type(ctx).__name__}")
+    be = _backend.backend_for(caller, dy=dy, x=ctx.x)
+    dy = float_array(caller, "dy", dy, be.xp, ndim=2, dtype=ctx.x.dtype)
+    expected = (ctx.x.shape[0], ctx.w.shape[1])
+    if tuple(dy.shape) != expected:
+        raise ValueError(f"{caller}: dy has shape {tuple(dy.shape)}, expected {expected} "
+                         f"(batch, units) of the forward output")
+    return be.dense_backward(dy, ctx.saved, ctx.x, ctx.w, ctx.has_bias, bool(need_dx), ctx.spec)

@@ -1,0 +1,1 @@
+"""Testing helpers: the NumPy float64 reference implementations."""
