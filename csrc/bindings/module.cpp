@@ -68,11 +68,11 @@ py::array act_forward_t(const py::array& z, Act a, double alpha) {
 }
 
 template <typename T>
-py::array act_backward_t(const py::array& dy, const py::array& s, Act a, double alpha) {
+py::array act_backward_t(const py::array& dy, const py::object& s, Act a, double alpha) {
   py::array dz(dy.dtype(), std::vector<py::ssize_t>(dy.shape(), dy.shape() + dy.ndim()));
   const int64_t n = dy.size();
   const T* dyp = cst<T>(dy);
-  const T* sp = a == Act::Linear ? dyp : cst<T>(s);
+  const T* sp = a == Act::Linear ? dyp : cst<T>(s.cast<py::array>());
   T* dzp = mut<T>(dz);
   {
     py::gil_scoped_release nogil;
@@ -185,11 +185,14 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "activation_backward",
-      [](const py::array& dy, const py::array& s, int kind, double alpha) -> py::array {
+      [](const py::array& dy, const py::object& s, int kind, double alpha) -> py::array {
         checked_float_dtype(dy, "dy");
         if (!(dy.flags() & py::array::c_style)) throw py::value_error("dy: must be C-contiguous");
         const Act a = to_act(kind);
-        if (a != Act::Linear) require_flat_same(s, "saved", dy);
+        if (a != Act::Linear) {
+          if (s.is_none()) throw py::value_error("saved: required for a non-linear activation");
+          require_flat_same(s.cast<py::array>(), "saved", dy);
+        }
         return is_f64(dy) ? act_backward_t<double>(dy, s, a, alpha)
                           : act_backward_t<float>(dy, s, a, alpha);
       },

@@ -5,14 +5,23 @@ NumPy arrays run on the CPU kernels, CuPy arrays on the CUDA kernels.
 
 from __future__ import annotations
 
-from . import activations, ops
-from ._backend import (
+import os as _os
+
+# OpenBLAS keeps its own worker threads; OpenMP workers that spin between
+# regions steal the cores it needs (and it steals ours), which on a small
+# machine halves the speed of a GEMM followed by an epilogue. Sleeping OpenMP
+# workers cost a few microseconds to wake, far less. Effective only if set
+# before libgomp starts; a value the user set is kept.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import activations, ops  # noqa: E402
+from ._backend import (  # noqa: E402
     cuda_status,
     get_float32_matmul_precision,
     has_cuda,
     set_float32_matmul_precision,
 )
-from ._C import num_threads, set_num_threads
+from ._C import num_threads, set_num_threads  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -50,7 +59,9 @@ def build_info() -> dict:
         try:
             from . import _C_cuda
 
-            info.update({f"cuda_{k}": v for k, v in _C_cuda.build_info().items()})
+            cinfo = _C_cuda.build_info()
+            info["cuda_runtime_version"] = cinfo["cuda_runtime_version"]
+            info["cublaslt_version"] = cinfo["cublaslt_version"]
         except ImportError as e:  # built, but e.g. libcublasLt is not installed
             info["cuda_import_error"] = str(e)
     return info

@@ -5,10 +5,36 @@
 #if defined(__CUDACC__)
 #define FUSEDNN_HD __host__ __device__ __forceinline__
 #else
-#define FUSEDNN_HD inline
+// always_inline: the activation switch must fold away inside vectorised loops.
+#define FUSEDNN_HD inline __attribute__((always_inline))
 #endif
 
 #include <cmath>
+
+// Host loops over exp/erf/tanh vectorise only if the compiler knows a SIMD
+// variant of each function. glibc >= 2.35 ships them in libmvec but declares
+// them only under -ffast-math, which would also drop NaN handling; declaring
+// them here keeps IEEE semantics and lets `#pragma omp simd` loops call
+// the vector versions. The CPU target defines FUSEDNN_USE_LIBMVEC and links
+// libmvec.
+#if defined(FUSEDNN_USE_LIBMVEC) && !defined(__CUDACC__) && defined(__GNUC__) && \
+    !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__) &&         \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+extern "C" {
+#define FUSEDNN_SIMD_DECL(ret, fn) __attribute__((simd("notinbranch"))) ret fn(ret) noexcept(true);
+FUSEDNN_SIMD_DECL(float, expf)
+FUSEDNN_SIMD_DECL(float, expm1f)
+FUSEDNN_SIMD_DECL(float, log1pf)
+FUSEDNN_SIMD_DECL(float, tanhf)
+FUSEDNN_SIMD_DECL(float, erff)
+FUSEDNN_SIMD_DECL(double, exp)
+FUSEDNN_SIMD_DECL(double, expm1)
+FUSEDNN_SIMD_DECL(double, log1p)
+FUSEDNN_SIMD_DECL(double, tanh)
+FUSEDNN_SIMD_DECL(double, erf)
+#undef FUSEDNN_SIMD_DECL
+}
+#endif
 
 namespace fusednn {
 namespace math {

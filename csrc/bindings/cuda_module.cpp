@@ -1,0 +1,223 @@
+// fusednn._C_cuda: the CUDA kernels for CuPy arrays. Arrays arrive as device
+// addresses (Python ints) already checked by the Python layer for shape, dtype,
+// contiguity and device; here we check what a wrong call could still turn into
+// an out-of-bounds write (sizes, null pointers, the activation kind), then call
+// the kernel with the GIL released, on the caller's stream.
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include "cuda/kernels.cuh"
+
+namespace py = pybind11;
+using fusednn::Act;
+
+namespace {
+
+enum class DType { F32, F64 };
+
+DType parse_dtype(const char* fn, const std::string& dtype) {
+  if (dtype == "float32") return DType::F32;
+  if (dtype == "float64") return DType::F64;
+  throw py::value_error(std::string(fn) + ": dtype must be 'float32' or 'float64', got '" + dtype +
+                        "'");
+}
+
+Act parse_kind(const char* fn, int kind) {
+  if (kind < 0 || kind >= int(Act::Count))
+    throw py::value_error(std::string(fn) + ": activation kind must be in [0, " +
+                          std::to_string(int(Act::Count)) + "), got " + std::to_string(kind));
+  return Act(kind);
+}
+
+void check_size(const char* fn, const char* name, int64_t v) {
+  if (v < 0)
+    throw py::value_error(std::string(fn) + ": " + name + " must be >= 0, got " +
+                          std::to_string(v));
+}
+
+// a * b, refusing sizes whose element count overflows int64.
+int64_t count(const char* fn, int64_t a, int64_t b) {
+  if (a != 0 && b > std::numeric_limits<int64_t>::max() / a)
+    throw py::value_error(std::string(fn) + ": size " + std::to_string(a) + " x " +
+                          std::to_string(b) + " overflows");
+  return a * b;
+}
+
+// A buffer of `elems` elements must have an address unless it is empty.
+void check_ptr(const char* fn, const char* name, uintptr_t p, int64_t elems) {
+  if (p == 0 && elems > 0)
+    throw py::value_error(std::string(fn) + ": " + name + " is null for " +
+                          std::to_string(elems) + " elements");
+}
+
+// Calls f with a typed null of the requested dtype, so one lambda serves both.
+template <typename F>
+void with_dtype(DType t, F&& f) {
+  if (t == DType::F32)
+    f(static_cast<float*>(nullptr));
+  else
+    f(static_cast<double*>(nullptr));
+}
+
+template <typename T>
+T* ptr(T*, uintptr_t p) {
+  return reinterpret_cast<T*>(p);
+}
+
+cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
+
+py::tuple runtime_status() {
+  // With no driver, cudart_static reports an error here instead of failing to
+  // load, which is what makes this safe on a machine without a GPU.
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e == cudaSuccess && n < 1) e = cudaErrorNoDevice;
+  int dev = 0;
+  cudaDeviceProp prop{};
+  if (e == cudaSuccess) e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, dev);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear it, so no later call reports it as its own
+    return py::make_tuple(false, std::string(cudaGetErrorString(e)));
+  }
+  return py::make_tuple(true, std::string(prop.name) + ", cc " + std::to_string(prop.major) + "." +
+                                  std::to_string(prop.minor) + ", " + std::to_string(n) +
+                                  (n == 1 ? " device" : " devices"));
+}
+
+py::dict build_info() {
+  py::dict d;
+  d["cuda_runtime_version"] = int(CUDART_VERSION);
+  d["cublaslt_version"] = py::int_(cublasLtGetVersion());
+  d["archs"] = std::string(FUSEDNN_CUDA_ARCHS);
+  d["cublaslt_source"] = std::string(FUSEDNN_CUBLASLT_SOURCE);
+  return d;
+}
+
+void activation_forward(const std::string& dtype, int kind, double alpha, int64_t n,
+                        uintptr_t z_ptr, uintptr_t y_ptr, uintptr_t stream) {
+  const char* fn = "activation_forward";
+  const DType t = parse_dtype(fn, dtype);
+  const Act a = parse_kind(fn, kind);
+  check_size(fn, "n", n);
+  check_ptr(fn, "z", z_ptr, n);
+  check_ptr(fn, "y", y_ptr, n);
+  py::gil_scoped_release nogil;
+  with_dtype(t, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    fusednn::cuda::activation_forward<T>(a, T(alpha), ptr(tag, z_ptr), ptr(tag, y_ptr), n,
+                                         as_stream(stream));
+  });
+}
+
+void activation_backward(const std::string& dtype, int kind, double alpha, int64_t n,
+                         uintptr_t dy_ptr, uintptr_t s_ptr, uintptr_t dz_ptr, uintptr_t stream) {
+  const char* fn = "activation_backward";
+  const DType t = parse_dtype(fn, dtype);
+  const Act a = parse_kind(fn, kind);
+  check_size(fn, "n", n);
+  check_ptr(fn, "dy", dy_ptr, n);
+  if (a != Act::Linear) check_ptr(fn, "s", s_ptr, n);
+  check_ptr(fn, "dz", dz_ptr, n);
+  py::gil_scoped_release nogil;
+  with_dtype(t, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    fusednn::cuda::activation_backward<T>(a, T(alpha), ptr(tag, dy_ptr), ptr(tag, s_ptr),
+                                          ptr(tag, dz_ptr), n, as_stream(stream));
+  });
+}
+
+void dense_forward(const std::string& dtype, int64_t m, int64_t k, int64_t n, uintptr_t x_ptr,
+                   uintptr_t w_ptr, uintptr_t b_ptr, uintptr_t y_ptr, uintptr_t z_ptr, int kind,
+                   double alpha, bool tf32, uintptr_t stream) {
+  const char* fn = "dense_forward";
+  const DType t = parse_dtype(fn, dtype);
+  const Act a = parse_kind(fn, kind);
+  check_size(fn, "m", m);
+  check_size(fn, "k", k);
+  check_size(fn, "n", n);
+  const int64_t mn = count(fn, m, n);
+  check_ptr(fn, "x", x_ptr, count(fn, m, k));
+  check_ptr(fn, "w", w_ptr, count(fn, k, n));
+  check_ptr(fn, "y", y_ptr, mn);
+  if (fusednn::saves_input(a))
+    check_ptr(fn, "z", z_ptr, mn);
+  else if (z_ptr != 0)
+    throw py::value_error(std::string(fn) + ": z must be null (0) for activation kind " +
+                          std::to_string(kind) + ", which saves its output");
+  py::gil_scoped_release nogil;
+  with_dtype(t, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    fusednn::cuda::dense_forward<T>(ptr(tag, x_ptr), ptr(tag, w_ptr), ptr(tag, b_ptr),
+                                    ptr(tag, y_ptr), ptr(tag, z_ptr), m, k, n, a, T(alpha), tf32,
+                                    as_stream(stream));
+  });
+}
+
+void dense_backward(const std::string& dtype, int64_t m, int64_t k, int64_t n, uintptr_t dy_ptr,
+                    uintptr_t s_ptr, uintptr_t x_ptr, uintptr_t w_ptr, uintptr_t dz_ptr,
+                    uintptr_t dx_ptr, uintptr_t dw_ptr, uintptr_t db_ptr, int kind, double alpha,
+                    bool tf32, uintptr_t stream) {
+  const char* fn = "dense_backward";
+  const DType t = parse_dtype(fn, dtype);
+  const Act a = parse_kind(fn, kind);
+  check_size(fn, "m", m);
+  check_size(fn, "k", k);
+  check_size(fn, "n", n);
+  const int64_t mn = count(fn, m, n);
+  check_ptr(fn, "dy", dy_ptr, mn);
+  check_ptr(fn, "x", x_ptr, count(fn, m, k));
+  check_ptr(fn, "w", w_ptr, count(fn, k, n));
+  check_ptr(fn, "dw", dw_ptr, count(fn, k, n));
+  if (a != Act::Linear) {
+    check_ptr(fn, "s", s_ptr, mn);
+    check_ptr(fn, "dz", dz_ptr, mn);
+  }
+  py::gil_scoped_release nogil;
+  with_dtype(t, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    fusednn::cuda::dense_backward<T>(ptr(tag, dy_ptr), ptr(tag, s_ptr), ptr(tag, x_ptr),
+                                     ptr(tag, w_ptr), ptr(tag, dz_ptr), ptr(tag, dx_ptr),
+                                     ptr(tag, dw_ptr), ptr(tag, db_ptr), m, k, n, a, T(alpha),
+                                     tf32, as_stream(stream));
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C_cuda, m) {
+  m.doc() = "fusednn CUDA kernels (cuBLASLt GEMMs with fused epilogues), called by "
+            "fusednn._backend with CuPy device pointers and CuPy's current stream.";
+
+  m.def("runtime_status", &runtime_status,
+        "(True, '<device>, cc X.Y, N devices') when a GPU is usable, else (False, reason). "
+        "Never raises, also on a machine without a CUDA driver.");
+  m.def("build_info", &build_info,
+        "CUDA runtime and cuBLASLt versions, compiled archs and where cuBLASLt came from.");
+
+  m.def("activation_forward", &activation_forward, py::arg("dtype"), py::arg("kind"),
+        py::arg("alpha"), py::arg("n"), py::arg("z_ptr"), py::arg("y_ptr"), py::arg("stream"),
+        "y = f(z) over n elements.");
+  m.def("activation_backward", &activation_backward, py::arg("dtype"), py::arg("kind"),
+        py::arg("alpha"), py::arg("n"), py::arg("dy_ptr"), py::arg("s_ptr"), py::arg("dz_ptr"),
+        py::arg("stream"),
+        "dz = dy * f'(s), s the saved value (z for gelu/gelu_tanh/swish/mish, y otherwise; "
+        "0 for linear).");
+  m.def("dense_forward", &dense_forward, py::arg("dtype"), py::arg("m"), py::arg("k"),
+        py::arg("n"), py::arg("x_ptr"), py::arg("w_ptr"), py::arg("b_ptr"), py::arg("y_ptr"),
+        py::arg("z_ptr"), py::arg("kind"), py::arg("alpha"), py::arg("tf32"), py::arg("stream"),
+        "y = f(x @ w + b), x: m x k, w: k x n; b_ptr = 0 for no bias; z (m x n) receives "
+        "x @ w + b when the activation saves its input, else z_ptr must be 0.");
+  m.def("dense_backward", &dense_backward, py::arg("dtype"), py::arg("m"), py::arg("k"),
+        py::arg("n"), py::arg("dy_ptr"), py::arg("s_ptr"), py::arg("x_ptr"), py::arg("w_ptr"),
+        py::arg("dz_ptr"), py::arg("dx_ptr"), py::arg("dw_ptr"), py::arg("db_ptr"),
+        py::arg("kind"), py::arg("alpha"), py::arg("tf32"), py::arg("stream"),
+        "dz = dy * f'(s) (into the m x n scratch dz, unused for linear); dw = x^T dz; "
+        "db = column sums of dz (db_ptr = 0: none); dx = dz w^T (dx_ptr = 0: skipped).");
+}

@@ -1,0 +1,208 @@
+// Fused dense layer on the GPU: cuBLASLt GEMMs with the bias, relu and gelu
+// (tanh) epilogues fused where cuBLASLt offers them, and one pass of our own
+// over the output for everything it does not.
+//
+// Row-major (m x n) is column-major (n x m) with ld n, so every product is
+// computed transposed: Y^T = W^T X^T keeps all arrays as they are, and the
+// bias runs along the rows of D, which is how cuBLASLt broadcasts it.
+#include "cuda/kernels.cuh"
+#include "cuda/launch.cuh"
+#include "cuda/lt.cuh"
+
+namespace fusednn {
+namespace cuda {
+
+namespace {
+
+// pre = pre + b, kept when the activation saves its input; y = f(pre + b).
+// pre and y are the same buffer when the activation saves its output.
+template <typename T, Act A>
+__global__ void bias_act_kernel(T* pre, T* y, const T* b, int64_t total, int64_t n, T alpha) {
+  const int64_t stride = grid_stride();
+  // The column advances by a fixed step per iteration: one 64-bit division per
+  // thread instead of one per element.
+  const int64_t col_step = stride % n;
+  int64_t i = thread_index();
+  int64_t col = i % n;
+  for (; i < total; i += stride) {
+    const T v = pre[i] + b[col];
+    if (saves_input(A)) pre[i] = v;
+    y[i] = act_forward<T>(A, v, alpha);
+    col += col_step;
+    if (col >= n) col -= n;
+  }
+}
+
+// A block covers kSumCols adjacent columns (a 32-byte sector of floats per
+// row) with kSumLanes threads per column, each summing every kSumLanes-th row;
+// the lanes are then combined in a fixed order: deterministic, no atomics.
+constexpr int kSumCols = 8;
+constexpr int kSumLanes = kThreads / kSumCols;
+static_assert(kThreads % kSumCols == 0, "block shape");
+
+template <typename T>
+__global__ void column_sum_kernel(const T* dz, T* db, int64_t m, int64_t n) {
+  __shared__ T part[kSumLanes][kSumCols];
+  const int c = threadIdx.x % kSumCols;
+  const int lane = threadIdx.x / kSumCols;
+  // The tile loop is uniform over the block, so the barriers are safe.
+  for (int64_t j0 = int64_t(blockIdx.x) * kSumCols; j0 < n; j0 += int64_t(gridDim.x) * kSumCols) {
+    const int64_t j = j0 + c;
+    T acc = T(0);
+    if (j < n)
+      for (int64_t i = lane; i < m; i += kSumLanes) acc += dz[i * n + j];
+    part[lane][c] = acc;
+    __syncthreads();
+    if (lane == 0 && j < n) {
+      T sum = T(0);
+      for (int l = 0; l < kSumLanes; ++l) sum += part[l][c];
+      db[j] = sum;
+    }
+    __syncthreads();
+  }
+}
+
+template <typename T>
+void column_sum(const T* dz, T* db, int64_t m, int64_t n, cudaStream_t stream) {
+  linear_kernel<kSumCols>(column_sum_kernel<T>, 0, stream, n, dz, db, m, n);
+}
+
+// What the GEMM's epilogue left undone, in one pass over the output: bias (when
+// b is given) and f, from pre into y.
+template <typename T>
+void finish_forward(Act a, T* pre, T* y, const T* b, int64_t m, int64_t n, T alpha,
+                    cudaStream_t stream) {
+  if (b == nullptr) {
+    if (a != Act::Linear) activation_forward<T>(a, alpha, pre, y, m * n, stream);
+    return;
+  }
+  with_act(a, [&](auto act) {
+    linear_kernel(bias_act_kernel<T, decltype(act)::value>, 0, stream, m * n, pre, y, b, m * n, n,
+                  alpha);
+  });
+}
+
+template <typename T>
+void zero(T* p, int64_t count, cudaStream_t stream) {
+  if (p != nullptr && count > 0)
+    FUSEDNN_CUDA_CHECK(cudaMemsetAsync(p, 0, size_t(count) * sizeof(T), stream));
+}
+
+}  // namespace
+
+template <typename T>
+void dense_forward(const T* x, const T* w, const T* b, T* y, T* z, int64_t m, int64_t k,
+                   int64_t n, Act a, T alpha, bool tf32, cudaStream_t stream) {
+  if (m == 0 || n == 0) return;
+  T* pre = saves_input(a) ? z : y;
+  if (k == 0) {  // x @ w is all zeros, and cuBLASLt takes no empty inner dimension
+    zero(pre, m * n, stream);
+    finish_forward(a, pre, y, b, m, n, alpha, stream);
+    return;
+  }
+  // D = Y^T (n x m, ld n) = A W^T (n x k, ld n) * B X^T (k x m, ld k).
+  lt::Gemm g = lt::gemm_for<T>(tf32);
+  g.rows = n, g.cols = m, g.inner = k;
+  g.a = w, g.lda = n;
+  g.b = x, g.ldb = k;
+  g.d = y, g.ldd = n;
+
+  // 1. Everything in the epilogue.
+  const bool bias_ok = b == nullptr || lt::aligned16(b);
+  if (bias_ok) {
+    const bool has_b = b != nullptr;
+    bool fused = true;
+    switch (a) {
+      case Act::Linear:
+        g.epilogue = has_b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+        break;
+      case Act::Relu:
+        g.epilogue = has_b ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+        break;
+      case Act::GeluTanh:  // cuBLASLt's GELU is the tanh form; aux gets its input z
+        g.epilogue = has_b ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+        g.aux = z, g.aux_ld = n;
+        fused = n % 8 == 0 && lt::aligned16(z);  // aux ld must be a multiple of 8
+        break;
+      default:
+        fused = false;
+    }
+    g.bias = b;
+    if (fused && lt::try_matmul(g, stream)) return;
+  }
+
+  // 2. GEMM + bias into the pre-activation buffer, f in our own pass.
+  g.d = pre, g.aux = nullptr, g.aux_ld = 0;
+  if (b != nullptr && bias_ok && a != Act::Linear) {  // linear + BIAS was step 1
+    g.epilogue = CUBLASLT_EPILOGUE_BIAS, g.bias = b;
+    if (lt::try_matmul(g, stream)) {
+      finish_forward<T>(a, pre, y, nullptr, m, n, alpha, stream);
+      return;
+    }
+  }
+
+  // 3. Plain GEMM, bias and f in our own pass.
+  g.epilogue = CUBLASLT_EPILOGUE_DEFAULT, g.bias = nullptr;
+  lt::matmul(g, stream);
+  finish_forward(a, pre, y, b, m, n, alpha, stream);
+}
+
+template <typename T>
+void dense_backward(const T* dy, const T* s, const T* x, const T* w, T* dz_buf, T* dx, T* dw,
+                    T* db, int64_t m, int64_t k, int64_t n, Act a, T alpha, bool tf32,
+                    cudaStream_t stream) {
+  if (m == 0 || n == 0) {  // empty sums: zero gradients, and no GEMM with an empty dimension
+    zero(dw, k * n, stream);
+    zero(db, n, stream);
+    zero(dx, m * k, stream);
+    return;
+  }
+  const T* dz = dy;
+  if (a != Act::Linear) {
+    activation_backward<T>(a, alpha, dy, s, dz_buf, m * n, stream);
+    dz = dz_buf;
+  }
+  if (k == 0) {  // dw and dx are empty
+    if (db != nullptr) column_sum(dz, db, m, n, stream);
+    return;
+  }
+
+  // D = dW^T (n x k, ld n) = A dZ^T (n x m, ld n) * op(B), B = X^T (k x m, ld k)
+  // transposed. BGRADA sums A over the GEMM's inner dimension, the batch: db.
+  lt::Gemm g = lt::gemm_for<T>(tf32);
+  g.rows = n, g.cols = k, g.inner = m;
+  g.a = dz, g.lda = n;
+  g.b = x, g.ldb = k, g.trans_b = true;
+  g.d = dw, g.ldd = n;
+  bool db_done = false;
+  if (db != nullptr && lt::aligned16(db)) {
+    g.epilogue = CUBLASLT_EPILOGUE_BGRADA, g.bias = db;
+    db_done = lt::try_matmul(g, stream);
+  }
+  if (!db_done) {
+    g.epilogue = CUBLASLT_EPILOGUE_DEFAULT, g.bias = nullptr;
+    lt::matmul(g, stream);
+    if (db != nullptr) column_sum(dz, db, m, n, stream);
+  }
+
+  if (dx == nullptr) return;
+  // D = dX^T (k x m, ld k) = op(A), A = W^T (n x k, ld n) transposed, * B dZ^T (n x m, ld n).
+  lt::Gemm gx = lt::gemm_for<T>(tf32);
+  gx.rows = k, gx.cols = m, gx.inner = n;
+  gx.a = w, gx.lda = n, gx.trans_a = true;
+  gx.b = dz, gx.ldb = n;
+  gx.d = dx, gx.ldd = k;
+  lt::matmul(gx, stream);
+}
+
+#define FUSEDNN_INSTANTIATE(T)                                                                   \
+  template void dense_forward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t, int64_t, \
+                                 Act, T, bool, cudaStream_t);                                    \
+  template void dense_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, T*,         \
+                                  int64_t, int64_t, int64_t, Act, T, bool, cudaStream_t);
+FUSEDNN_INSTANTIATE(float)
+FUSEDNN_INSTANTIATE(double)
+#undef FUSEDNN_INSTANTIATE
+
+}  // namespace cuda
+}  // namespace fusednn

@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+
+import fusednn as fd
+from fusednn.testing import reference as R
+
+from conftest import ACT_IDS, ACTIVATIONS, RTOL, assert_scaled_close, to_backend, to_numpy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,params", ACTIVATIONS, ids=ACT_IDS)
+@pytest.mark.parametrize("shape", [(1,), (3, 17), (1000, 41), (2, 3, 5)])
+def test_matches_reference(backend, name, params, dtype, shape):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    y, ctx = fd.ops.activation_forward(to_backend(x, backend), name, **params)
+    assert y.dtype == dtype and y.shape == shape
+    assert_scaled_close(y, R.activation(x, name, **params), RTOL[dtype], "forward")
+    dx = fd.ops.activation_backward(to_backend(dy, backend), ctx)
+    ref = dy.astype(np.float64) * R.activation_grad(x, name, **params)
+    assert_scaled_close(dx, ref, RTOL[dtype], "backward")
+
+
+@pytest.mark.parametrize("name,params", ACTIVATIONS, ids=ACT_IDS)
+def test_backward_matches_finite_differences(backend, name, params):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(64) * 2
+    x = x[np.abs(x) > 1e-3]  # keep away from the kinks of relu & co.
+    dy = rng.standard_normal(x.shape)
+    _, ctx = fd.ops.activation_forward(to_backend(x, backend), name, **params)
+    dx = to_numpy(fd.ops.activation_backward(to_backend(dy, backend), ctx))
+    h = 1e-6
+    f = lambda v: to_numpy(fd.ops.activation_forward(to_backend(v, backend), name, **params)[0])
+    fd_grad = (f(x + h) - f(x - h)) / (2 * h)
+    np.testing.assert_allclose(dx, dy * fd_grad, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name,params", ACTIVATIONS, ids=ACT_IDS)
+def test_large_inputs_stay_finite(backend, name, params):
+    x = np.array([-1e4, -88.0, -20.0, 0.0, 20.0, 88.0, 1e4], dtype=np.float32)
+    y, ctx = fd.ops.activation_forward(to_backend(x, backend), name, **params)
+    dx = fd.ops.activation_backward(to_backend(np.ones_like(x), backend), ctx)
+    assert np.all(np.isfinite(to_numpy(y))), to_numpy(y)
+    assert np.all(np.isfinite(to_numpy(dx))), to_numpy(dx)
+    assert_scaled_close(y, R.activation(x, name, **params), 1e-5, "forward")
+
+
+@pytest.mark.parametrize("name,params", ACTIVATIONS, ids=ACT_IDS)
+def test_nan_propagates(backend, name, params):
+    x = np.array([np.nan, 1.0, -1.0], dtype=np.float32)
+    y, ctx = fd.ops.activation_forward(to_backend(x, backend), name, **params)
+    dx = fd.ops.activation_backward(to_backend(np.ones(3, np.float32), backend), ctx)
+    y, dx = to_numpy(y), to_numpy(dx)
+    assert np.isnan(y[0]) and np.all(np.isfinite(y[1:]))
+    if name != "linear":  # linear's derivative does not read x
+        assert np.isnan(dx[0])
+    assert np.all(np.isfinite(dx[1:]))
+
+
+def test_derivative_from_saved_output_where_possible():
+    for name in ["relu", "leaky_relu", "elu", "selu", "sigmoid", "tanh", "softplus"]:
+        assert not fd.activations.get(name).saves_input, name
+    for name in ["gelu", "swish", "mish"]:
+        assert fd.activations.get(name).saves_input, name
+    x = np.linspace(-3, 3, 11)
+    _, ctx = fd.ops.activation_forward(x, "elu")
+    np.testing.assert_array_equal(ctx.saved, R.activation(x, "elu"))
+
+
+def test_names_and_aliases():
+    assert fd.activations.get("silu") == fd.activations.get("swish")
+    assert fd.activations.get(None).name == "linear"
+    assert fd.activations.get("ReLU").name == "relu"
+    assert fd.activations.get("leaky_relu").alpha == 0.2  # Keras' function default
+    assert fd.activations.get("gelu", approximate=True).name == "gelu_tanh"
+    spec = fd.activations.get("elu", alpha=0.5)
+    assert fd.activations.get(**{"identifier": spec.get_config()["name"]}, alpha=0.5) == spec
+
+
+@pytest.mark.parametrize("bad,exc,match", [
+    ("nope", ValueError, "unknown activation 'nope'"),
+    (3, TypeError, "activation must be a string"),
+    ("softmax", ValueError, "unknown activation"),
+])
+def test_bad_activation_name(bad, exc, match):
+    with pytest.raises(exc, match=match):
+        fd.ops.activation_forward(np.zeros(3, np.float32), bad)
+
+
+@pytest.mark.parametrize("name,params,match", [
+    ("relu", {"alpha": 0.1}, "takes no parameter alpha"),
+    ("leaky_relu", {"alpha": -0.1}, "alpha >= 0"),
+    ("elu", {"alpha": float("nan")}, "finite"),
+    ("gelu", {"approximate": 1}, "approximate must be a bool"),
+])
+def test_bad_activation_params(name, params, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        fd.ops.activation_forward(np.zeros(3, np.float32), name, **params)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float16, np.complex64, bool])
+def test_bad_dtype(dtype):
+    with pytest.raises(TypeError, match="x has dtype"):
+        fd.ops.activation_forward(np.zeros(3, dtype), "relu")
+
+
+def test_bad_backward_inputs():
+    _, ctx = fd.ops.activation_forward(np.zeros((2, 3), np.float32), "relu")
+    with pytest.raises(ValueError, match=r"dy has shape \(3, 2\), expected \(2, 3\)"):
+        fd.ops.activation_backward(np.zeros((3, 2), np.float32), ctx)
+    with pytest.raises(TypeError, match="dy has dtype float64"):
+        fd.ops.activation_backward(np.zeros((2, 3)), ctx)
+    with pytest.raises(TypeError, match="ctx must come from activation_forward"):
+        fd.ops.activation_backward(np.zeros((2, 3), np.float32), object())
+    with pytest.raises(TypeError, match="must be a numpy.ndarray"):
+        fd.ops.activation_forward([1.0, 2.0], "relu")
+
+
+def test_non_contiguous_input(backend):
+    x = np.random.default_rng(3).standard_normal((8, 10)).astype(np.float32)
+    xs = to_backend(x, backend)[:, ::2]
+    y, _ = fd.ops.activation_forward(xs, "elu")
+    assert_scaled_close(y, R.activation(x[:, ::2], "elu"), 1e-5)
