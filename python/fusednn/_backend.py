@@ -34,7 +34,11 @@ def _load_cuda():
                 except ImportError as e:
                     mod, msg = None, f"GPU found ({msg}) but CuPy is not installed: {e}"
         except ImportError as e:
-            mod, msg = None, str(e)
+            msg = str(e)
+            if "libcublasLt" in msg:
+                msg = (f"the CUDA kernels were built but cuBLASLt is not installed ({msg}); "
+                       f"install it with: pip install 'fusednn[cuda]'")
+            mod = None
         _cuda_state.update(module=mod, cupy=cp, status=msg)
     return _cuda_state["module"], _cuda_state["cupy"], _cuda_state["status"]
 
