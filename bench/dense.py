@@ -48,6 +48,22 @@ def torch_peer(name, threads):
     return torch, getattr(torch.nn.functional, name)
 
 
+def torch_contenders(peer, tx, tw, tb, tdy):
+    """PyTorch's forward (no_grad) and forward+backward (autograd) of the layer."""
+    torch, F = peer
+    txg, twg, tbg = (t.clone().requires_grad_(True) for t in (tx, tw, tb))
+
+    def torch_fwd():
+        with torch.no_grad():
+            return F(torch.addmm(tb, tx, tw))
+
+    def torch_fwdbwd():
+        F(torch.addmm(tbg, txg, twg)).backward(tdy)
+        txg.grad = twg.grad = tbg.grad = None
+
+    return torch_fwd, torch_fwdbwd
+
+
 def check(x, w, b, act, xp_to_np):
     y, ctx = fd.ops.dense_forward(x, w, b, act)
     dy = y * 0 + 1
@@ -92,20 +108,8 @@ def bench_cpu(act, shapes, rounds):
                "gemm": lambda: _C.gemm(x, w), "numpy": np_fwd}
         fb = {"ours": ours_fwdbwd, "numpy": np_fwdbwd}
         if peer:
-            torch, F = peer
-            tx, tw, tb, tdy = (torch.from_numpy(a) for a in (x, w, b, dy))
-            txg, twg, tbg = (t.clone().requires_grad_(True) for t in (tx, tw, tb))
-
-            def torch_fwd():
-                with torch.no_grad():
-                    return F(torch.addmm(tb, tx, tw))
-
-            def torch_fwdbwd():
-                y = F(torch.addmm(tbg, txg, twg))
-                y.backward(tdy)
-                txg.grad = twg.grad = tbg.grad = None
-
-            fwd["torch"], fb["torch"] = torch_fwd, torch_fwdbwd
+            fwd["torch"], fb["torch"] = torch_contenders(
+                peer, *(peer[0].from_numpy(a) for a in (x, w, b, dy)))
         tf = interleaved(fwd, r)
         tb_ = interleaved(fb, r)
         flops = 2.0 * m * k * n
@@ -149,21 +153,10 @@ def bench_cuda(act, shapes, rounds):
             fwd = {"ours": lambda: fd.ops.dense_forward(x, w, b, act), "gemm": lambda: x @ w}
             fb = {"ours": ours_fwdbwd}
             if peer:
-                torch, F = peer
+                torch = peer[0]
                 torch.backends.cuda.matmul.allow_tf32 = precision == "high"
                 tx, tw, tb, tdy = (torch.as_tensor(a, device="cuda") for a in (x, w, b, dy))
-                txg, twg, tbg = (t.clone().requires_grad_(True) for t in (tx, tw, tb))
-
-                def torch_fwd():
-                    with torch.no_grad():
-                        return F(torch.addmm(tb, tx, tw))
-
-                def torch_fwdbwd():
-                    y = F(torch.addmm(tbg, txg, twg))
-                    y.backward(tdy)
-                    txg.grad = twg.grad = tbg.grad = None
-
-                fwd["torch"], fb["torch"] = torch_fwd, torch_fwdbwd
+                fwd["torch"], fb["torch"] = torch_contenders(peer, tx, tw, tb, tdy)
                 # cuBLAS through torch honours allow_tf32, so it is the roofline
                 # in both precisions (CuPy fixes TF32 at import time).
                 fwd["gemm"] = lambda: torch.mm(tx, tw)

@@ -133,18 +133,24 @@ void activation_backward(const std::string& dtype, int kind, double alpha, int64
   });
 }
 
+// Sizes of a dense layer x (m x k) @ w (k x n) and its two inputs; returns m * n.
+int64_t check_dense_shapes(const char* fn, int64_t m, int64_t k, int64_t n, uintptr_t x_ptr,
+                           uintptr_t w_ptr) {
+  check_size(fn, "m", m);
+  check_size(fn, "k", k);
+  check_size(fn, "n", n);
+  check_ptr(fn, "x", x_ptr, count(fn, m, k));
+  check_ptr(fn, "w", w_ptr, count(fn, k, n));
+  return count(fn, m, n);
+}
+
 void dense_forward(const std::string& dtype, int64_t m, int64_t k, int64_t n, uintptr_t x_ptr,
                    uintptr_t w_ptr, uintptr_t b_ptr, uintptr_t y_ptr, uintptr_t z_ptr, int kind,
                    double alpha, bool tf32, uintptr_t stream) {
   const char* fn = "dense_forward";
   const DType t = parse_dtype(fn, dtype);
   const Act a = parse_kind(fn, kind);
-  check_size(fn, "m", m);
-  check_size(fn, "k", k);
-  check_size(fn, "n", n);
-  const int64_t mn = count(fn, m, n);
-  check_ptr(fn, "x", x_ptr, count(fn, m, k));
-  check_ptr(fn, "w", w_ptr, count(fn, k, n));
+  const int64_t mn = check_dense_shapes(fn, m, k, n, x_ptr, w_ptr);
   check_ptr(fn, "y", y_ptr, mn);
   if (fusednn::saves_input(a))
     check_ptr(fn, "z", z_ptr, mn);
@@ -167,13 +173,8 @@ void dense_backward(const std::string& dtype, int64_t m, int64_t k, int64_t n, u
   const char* fn = "dense_backward";
   const DType t = parse_dtype(fn, dtype);
   const Act a = parse_kind(fn, kind);
-  check_size(fn, "m", m);
-  check_size(fn, "k", k);
-  check_size(fn, "n", n);
-  const int64_t mn = count(fn, m, n);
+  const int64_t mn = check_dense_shapes(fn, m, k, n, x_ptr, w_ptr);
   check_ptr(fn, "dy", dy_ptr, mn);
-  check_ptr(fn, "x", x_ptr, count(fn, m, k));
-  check_ptr(fn, "w", w_ptr, count(fn, k, n));
   check_ptr(fn, "dw", dw_ptr, count(fn, k, n));
   if (a != Act::Linear) {
     check_ptr(fn, "s", s_ptr, mn);
