@@ -168,6 +168,60 @@ py::tuple dense_backward_t(const py::array& dy, const py::object& s, const py::a
   return py::make_tuple(dxo, dw, dbo);
 }
 
+py::array new_matrix(const py::dtype& dt, int64_t rows, int64_t cols) {
+  return py::array(dt, std::vector<py::ssize_t>{(py::ssize_t)rows, (py::ssize_t)cols});
+}
+
+template <typename T>
+py::tuple backward_weight_t(const py::array& dz, const py::array& x, bool need_db) {
+  const int64_t m = x.shape(0), k = x.shape(1), n = dz.shape(1);
+  py::array dw = new_matrix(x.dtype(), k, n);
+  py::object dbo = py::none();
+  T* dbp = nullptr;
+  if (need_db) {
+    py::array db(x.dtype(), std::vector<py::ssize_t>{(py::ssize_t)n});
+    dbp = mut<T>(db);
+    dbo = db;
+  }
+  const T* dzp = cst<T>(dz);
+  const T* xp = cst<T>(x);
+  T* dwp = mut<T>(dw);
+  {
+    py::gil_scoped_release nogil;
+    fusednn::cpu::dense_backward_weight<T>(dzp, xp, dwp, dbp, m, k, n);
+  }
+  return py::make_tuple(dw, dbo);
+}
+
+template <typename T>
+py::tuple backward_input_t(const py::array& dz, const py::array& w, const py::object& s_prev,
+                           Act a_prev, double alpha_prev, bool need_db_prev) {
+  const int64_t m = dz.shape(0), n = dz.shape(1), k = w.shape(0);
+  const T* sp = nullptr;
+  if (a_prev != Act::Linear) {
+    if (s_prev.is_none()) throw py::value_error("saved_prev: required for a non-linear activation");
+    py::array sa = s_prev.cast<py::array>();
+    require(sa, "saved_prev", dz.dtype(), {m, k});
+    sp = cst<T>(sa);
+  }
+  py::array dzp_out = new_matrix(dz.dtype(), m, k);
+  py::object dbo = py::none();
+  T* dbp = nullptr;
+  if (need_db_prev) {
+    py::array db(dz.dtype(), std::vector<py::ssize_t>{(py::ssize_t)k});
+    dbp = mut<T>(db);
+    dbo = db;
+  }
+  const T* dzp = cst<T>(dz);
+  const T* wp = cst<T>(w);
+  T* outp = mut<T>(dzp_out);
+  {
+    py::gil_scoped_release nogil;
+    fusednn::cpu::dense_backward_input<T>(dzp, wp, sp, outp, dbp, m, k, n, a_prev, (T)alpha_prev);
+  }
+  return py::make_tuple(dzp_out, dbo);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -226,6 +280,33 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("dy"), py::arg("saved"), py::arg("x"), py::arg("w"), py::arg("has_bias"),
       py::arg("need_dx"), py::arg("kind"), py::arg("alpha"));
+
+  m.def(
+      "dense_backward_weight",
+      [](const py::array& dz, const py::array& x, bool need_db) -> py::tuple {
+        const py::dtype dt = checked_float_dtype(x, "x");
+        require(x, "x", dt, {-1, -1});
+        require(dz, "dz", dt, {x.shape(0), -1});
+        return is_f64(x) ? backward_weight_t<double>(dz, x, need_db)
+                         : backward_weight_t<float>(dz, x, need_db);
+      },
+      py::arg("dz"), py::arg("x"), py::arg("need_db"),
+      "(dw, db): dw = x^T dz, db = column sums of dz (None unless need_db).");
+
+  m.def(
+      "dense_backward_input",
+      [](const py::array& dz, const py::array& w, const py::object& saved_prev, int kind_prev,
+         double alpha_prev, bool need_db_prev) -> py::tuple {
+        const py::dtype dt = checked_float_dtype(dz, "dz");
+        require(dz, "dz", dt, {-1, -1});
+        require(w, "w", dt, {-1, dz.shape(1)});
+        const Act a = to_act(kind_prev);
+        return is_f64(dz) ? backward_input_t<double>(dz, w, saved_prev, a, alpha_prev, need_db_prev)
+                          : backward_input_t<float>(dz, w, saved_prev, a, alpha_prev, need_db_prev);
+      },
+      py::arg("dz"), py::arg("w"), py::arg("saved_prev"), py::arg("kind_prev"),
+      py::arg("alpha_prev"), py::arg("need_db_prev"),
+      "(dz_prev, db_prev): dz_prev = (dz w^T) * f_prev'(saved_prev), db_prev its column sums.");
 
   m.def(
       "gemm",

@@ -31,6 +31,19 @@ template <typename T>
 void dense_backward(const T* dy, const T* s, const T* x, const T* w, T* dz_buf, T* dx, T* dw,
                     T* db, int64_t m, int64_t k, int64_t n, Act a, T alpha);
 
+// dw = x^T dz; db = column sums of dz when db is non-null.
+template <typename T>
+void dense_backward_weight(const T* dz, const T* x, T* dw, T* db, int64_t m, int64_t k, int64_t n);
+
+// Backward through two stacked dense layers: this layer's input x (m x k) is
+// the previous layer's output f_prev(z_prev). dz_prev = (dz w^T) * f_prev'(s_prev),
+// db_prev = column sums of dz_prev (when non-null), the dx GEMM row-blocked
+// with the f' and column-sum pass applied to each block while it is in cache.
+// a_prev = Linear gives plain dx (s_prev unused).
+template <typename T>
+void dense_backward_input(const T* dz, const T* w, const T* s_prev, T* dz_prev, T* db_prev,
+                          int64_t m, int64_t k, int64_t n, Act a_prev, T alpha_prev);
+
 // The row block dense_forward uses for these shapes when block_rows <= 0.
 int64_t dense_block_rows(int64_t m, int64_t k, int64_t n, int64_t elem_size);
 

@@ -88,11 +88,25 @@ class CPUBackend:
 
     @staticmethod
     def dense_forward(x, w, b, spec):
-        return _C.dense_forward(x, w, b, spec.kind, spec.alpha)
+        """(y, z or None, relu mask or None)."""
+        y, z = _C.dense_forward(x, w, b, spec.kind, spec.alpha)
+        return y, z, None
 
     @staticmethod
     def dense_backward(dy, saved, x, w, has_bias, need_dx, spec):
         return _C.dense_backward(dy, saved, x, w, has_bias, need_dx, spec.kind, spec.alpha)
+
+    @staticmethod
+    def dense_backward_weight(dz, x, need_db):
+        return _C.dense_backward_weight(dz, x, need_db)
+
+    @staticmethod
+    def dense_backward_input(dz, w, prev, need_db_prev):
+        """(dz_prev, db_prev) through the layer whose context is `prev` (None: plain dx)."""
+        if prev is None:
+            return _C.dense_backward_input(dz, w, None, 0, 0.0, False)
+        return _C.dense_backward_input(dz, w, prev.saved, prev.spec.kind, prev.spec.alpha,
+                                       need_db_prev)
 
 
 class CUDABackend:
@@ -127,6 +141,31 @@ class CUDABackend:
         with x.device:
             return self._dense_backward(dy, saved, x, w, has_bias, need_dx, spec)
 
+    def dense_backward_weight(self, dz, x, need_db):
+        (m, k), n = x.shape, dz.shape[1]
+        with x.device:
+            dw = self.xp.empty((k, n), dtype=x.dtype)
+            db = self.xp.empty((n,), dtype=x.dtype) if need_db else None
+            self._C.dense_backward_weight(x.dtype.name, m, k, n, dz.data.ptr, x.data.ptr,
+                                          dw.data.ptr, self._ptr(db), tf32(), self._stream())
+        return dw, db
+
+    def dense_backward_input(self, dz, w, prev, need_db_prev):
+        (k, n), m = w.shape, dz.shape[0]
+        with dz.device:
+            out = self.xp.empty((m, k), dtype=dz.dtype)
+            db = self.xp.empty((k,), dtype=dz.dtype) if prev is not None and need_db_prev else None
+            kind, alpha, saved, mask, ld = 0, 0.0, None, None, 0
+            if prev is not None:
+                kind, alpha, saved = prev.spec.kind, prev.spec.alpha, prev.saved
+                if prev.mask is not None:
+                    mask, ld = prev.mask
+            self._C.dense_backward_input(dz.dtype.name, m, k, n, dz.data.ptr, w.data.ptr,
+                                         out.data.ptr, self._ptr(db), kind, alpha,
+                                         self._ptr(saved), self._ptr(mask), ld, tf32(),
+                                         self._stream())
+        return out, db
+
     def _activation_forward(self, z, spec):
         y = self.xp.empty_like(z)
         self._C.activation_forward(z.dtype.name, spec.kind, spec.alpha, z.size, z.data.ptr,
@@ -143,10 +182,17 @@ class CUDABackend:
         (m, k), n = x.shape, w.shape[1]
         y = self.xp.empty((m, n), dtype=x.dtype)
         z = self.xp.empty((m, n), dtype=x.dtype) if spec.saves_input else None
-        self._C.dense_forward(x.dtype.name, m, k, n, x.data.ptr, w.data.ptr, self._ptr(b),
-                              y.data.ptr, self._ptr(z), spec.kind, spec.alpha, tf32(),
-                              self._stream())
-        return y, z
+        # relu: cuBLASLt's forward epilogue also writes a bit mask (rows padded
+        # to 128 bits), which the DRELU_BGRAD epilogue of the next layer's
+        # backward GEMM reads: 1/32 of y's size.
+        mask, ld = None, 0
+        if spec.name == "relu":
+            ld = -(-n // 128) * 128
+            mask = self.xp.empty((m * ld // 8,), dtype=self.xp.uint8)
+        wrote = self._C.dense_forward(x.dtype.name, m, k, n, x.data.ptr, w.data.ptr,
+                                      self._ptr(b), y.data.ptr, self._ptr(z), self._ptr(mask),
+                                      ld, spec.kind, spec.alpha, tf32(), self._stream())
+        return y, z, ((mask, ld) if wrote else None)
 
     def _dense_backward(self, dy, saved, x, w, has_bias, need_dx, spec):
         (m, k), n = x.shape, w.shape[1]

@@ -1,7 +1,7 @@
 """Functional forward/backward pairs: forward returns (out, ctx), backward consumes ctx."""
 
 from .activation import ActivationContext, activation_backward, activation_forward
-from .dense import DenseContext, dense_backward, dense_forward
+from .dense import DenseContext, dense_backward, dense_forward, dense_stack_backward
 
 __all__ = [
     "ActivationContext",
@@ -10,4 +10,5 @@ __all__ = [
     "activation_forward",
     "dense_backward",
     "dense_forward",
+    "dense_stack_backward",
 ]
