@@ -133,37 +133,65 @@ void activation_backward(const std::string& dtype, int kind, double alpha, int64
   });
 }
 
-// Sizes of a dense layer x (m x k) @ w (k x n) and its two inputs; returns m * n.
-int64_t check_dense_shapes(const char* fn, int64_t m, int64_t k, int64_t n, uintptr_t x_ptr,
-                           uintptr_t w_ptr) {
+// Element counts of a dense layer x (m x k) @ w (k x n) = y (m x n).
+struct DenseSizes {
+  int64_t mk, kn, mn;
+};
+
+DenseSizes check_dense_sizes(const char* fn, int64_t m, int64_t k, int64_t n) {
   check_size(fn, "m", m);
   check_size(fn, "k", k);
   check_size(fn, "n", n);
-  check_ptr(fn, "x", x_ptr, count(fn, m, k));
-  check_ptr(fn, "w", w_ptr, count(fn, k, n));
-  return count(fn, m, n);
+  return {count(fn, m, k), count(fn, k, n), count(fn, m, n)};
 }
 
-void dense_forward(const std::string& dtype, int64_t m, int64_t k, int64_t n, uintptr_t x_ptr,
-                   uintptr_t w_ptr, uintptr_t b_ptr, uintptr_t y_ptr, uintptr_t z_ptr, int kind,
-                   double alpha, bool tf32, uintptr_t stream) {
+// A relu bitmask for `rows` features by m samples. cuBLASLt takes its leading
+// dimension in bits, a multiple of 128 and at least the rows of D.
+void check_mask(const char* fn, const char* ld_name, int64_t ld, const char* rows_name,
+                int64_t rows, int64_t m) {
+  if (ld < rows || ld % 128 != 0)
+    throw py::value_error(std::string(fn) + ": " + ld_name + " must be a multiple of 128 and >= " +
+                          rows_name + " = " + std::to_string(rows) + ", got " +
+                          std::to_string(ld));
+  count(fn, m, ld);
+}
+
+void check_relu_mask(const char* fn, const char* name, Act a, int kind) {
+  if (a != Act::Relu)
+    throw py::value_error(std::string(fn) + ": " + name +
+                          " must be null (0) unless the activation is relu (kind " +
+                          std::to_string(int(Act::Relu)) + "), got kind " + std::to_string(kind));
+}
+
+bool dense_forward(const std::string& dtype, int64_t m, int64_t k, int64_t n, uintptr_t x_ptr,
+                   uintptr_t w_ptr, uintptr_t b_ptr, uintptr_t y_ptr, uintptr_t z_ptr,
+                   uintptr_t mask_ptr, int64_t mask_ld, int kind, double alpha, bool tf32,
+                   uintptr_t stream) {
   const char* fn = "dense_forward";
   const DType t = parse_dtype(fn, dtype);
   const Act a = parse_kind(fn, kind);
-  const int64_t mn = check_dense_shapes(fn, m, k, n, x_ptr, w_ptr);
-  check_ptr(fn, "y", y_ptr, mn);
+  const DenseSizes sz = check_dense_sizes(fn, m, k, n);
+  check_ptr(fn, "x", x_ptr, sz.mk);
+  check_ptr(fn, "w", w_ptr, sz.kn);
+  check_ptr(fn, "y", y_ptr, sz.mn);
   if (fusednn::saves_input(a))
-    check_ptr(fn, "z", z_ptr, mn);
+    check_ptr(fn, "z", z_ptr, sz.mn);
   else if (z_ptr != 0)
     throw py::value_error(std::string(fn) + ": z must be null (0) for activation kind " +
                           std::to_string(kind) + ", which saves its output");
+  if (mask_ptr != 0) {
+    check_relu_mask(fn, "mask", a, kind);
+    check_mask(fn, "mask_ld", mask_ld, "n", n, m);
+  }
+  bool mask_written = false;
   py::gil_scoped_release nogil;
   with_dtype(t, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    fusednn::cuda::dense_forward<T>(ptr(tag, x_ptr), ptr(tag, w_ptr), ptr(tag, b_ptr),
-                                    ptr(tag, y_ptr), ptr(tag, z_ptr), m, k, n, a, T(alpha), tf32,
-                                    as_stream(stream));
+    mask_written = fusednn::cuda::dense_forward<T>(
+        ptr(tag, x_ptr), ptr(tag, w_ptr), ptr(tag, b_ptr), ptr(tag, y_ptr), ptr(tag, z_ptr),
+        reinterpret_cast<void*>(mask_ptr), mask_ld, m, k, n, a, T(alpha), tf32, as_stream(stream));
   });
+  return mask_written;
 }
 
 void dense_backward(const std::string& dtype, int64_t m, int64_t k, int64_t n, uintptr_t dy_ptr,
@@ -173,12 +201,14 @@ void dense_backward(const std::string& dtype, int64_t m, int64_t k, int64_t n, u
   const char* fn = "dense_backward";
   const DType t = parse_dtype(fn, dtype);
   const Act a = parse_kind(fn, kind);
-  const int64_t mn = check_dense_shapes(fn, m, k, n, x_ptr, w_ptr);
-  check_ptr(fn, "dy", dy_ptr, mn);
-  check_ptr(fn, "dw", dw_ptr, count(fn, k, n));
+  const DenseSizes sz = check_dense_sizes(fn, m, k, n);
+  check_ptr(fn, "x", x_ptr, sz.mk);
+  check_ptr(fn, "w", w_ptr, sz.kn);
+  check_ptr(fn, "dy", dy_ptr, sz.mn);
+  check_ptr(fn, "dw", dw_ptr, sz.kn);
   if (a != Act::Linear) {
-    check_ptr(fn, "s", s_ptr, mn);
-    check_ptr(fn, "dz", dz_ptr, mn);
+    check_ptr(fn, "s", s_ptr, sz.mn);
+    check_ptr(fn, "dz", dz_ptr, sz.mn);
   }
   py::gil_scoped_release nogil;
   with_dtype(t, [&](auto* tag) {
@@ -187,6 +217,52 @@ void dense_backward(const std::string& dtype, int64_t m, int64_t k, int64_t n, u
                                      ptr(tag, w_ptr), ptr(tag, dz_ptr), ptr(tag, dx_ptr),
                                      ptr(tag, dw_ptr), ptr(tag, db_ptr), m, k, n, a, T(alpha),
                                      tf32, as_stream(stream));
+  });
+}
+
+void dense_backward_weight(const std::string& dtype, int64_t m, int64_t k, int64_t n,
+                           uintptr_t dz_ptr, uintptr_t x_ptr, uintptr_t dw_ptr, uintptr_t db_ptr,
+                           bool tf32, uintptr_t stream) {
+  const char* fn = "dense_backward_weight";
+  const DType t = parse_dtype(fn, dtype);
+  const DenseSizes sz = check_dense_sizes(fn, m, k, n);
+  check_ptr(fn, "dz", dz_ptr, sz.mn);
+  check_ptr(fn, "x", x_ptr, sz.mk);
+  check_ptr(fn, "dw", dw_ptr, sz.kn);
+  py::gil_scoped_release nogil;
+  with_dtype(t, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    fusednn::cuda::dense_backward_weight<T>(ptr(tag, dz_ptr), ptr(tag, x_ptr), ptr(tag, dw_ptr),
+                                            ptr(tag, db_ptr), m, k, n, tf32, as_stream(stream));
+  });
+}
+
+void dense_backward_input(const std::string& dtype, int64_t m, int64_t k, int64_t n,
+                          uintptr_t dz_ptr, uintptr_t w_ptr, uintptr_t dzprev_ptr,
+                          uintptr_t dbprev_ptr, int prev_kind, double prev_alpha,
+                          uintptr_t prev_saved_ptr, uintptr_t prev_mask_ptr, int64_t prev_mask_ld,
+                          bool tf32, uintptr_t stream) {
+  const char* fn = "dense_backward_input";
+  const DType t = parse_dtype(fn, dtype);
+  const Act a = parse_kind(fn, prev_kind);
+  const DenseSizes sz = check_dense_sizes(fn, m, k, n);
+  check_ptr(fn, "dz", dz_ptr, sz.mn);
+  check_ptr(fn, "w", w_ptr, sz.kn);
+  check_ptr(fn, "dzprev", dzprev_ptr, sz.mk);
+  // Required with a mask too: it is what the fallback reads when cuBLASLt
+  // refuses the DRELU epilogue.
+  if (a != Act::Linear) check_ptr(fn, "prev_saved", prev_saved_ptr, sz.mk);
+  if (prev_mask_ptr != 0) {
+    check_relu_mask(fn, "prev_mask", a, prev_kind);
+    check_mask(fn, "prev_mask_ld", prev_mask_ld, "k", k, m);
+  }
+  py::gil_scoped_release nogil;
+  with_dtype(t, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    fusednn::cuda::dense_backward_input<T>(
+        ptr(tag, dz_ptr), ptr(tag, w_ptr), ptr(tag, prev_saved_ptr),
+        reinterpret_cast<const void*>(prev_mask_ptr), prev_mask_ld, ptr(tag, dzprev_ptr),
+        ptr(tag, dbprev_ptr), m, k, n, a, T(prev_alpha), tf32, as_stream(stream));
   });
 }
 
@@ -212,13 +288,32 @@ PYBIND11_MODULE(_C_cuda, m) {
         "0 for linear).");
   m.def("dense_forward", &dense_forward, py::arg("dtype"), py::arg("m"), py::arg("k"),
         py::arg("n"), py::arg("x_ptr"), py::arg("w_ptr"), py::arg("b_ptr"), py::arg("y_ptr"),
-        py::arg("z_ptr"), py::arg("kind"), py::arg("alpha"), py::arg("tf32"), py::arg("stream"),
+        py::arg("z_ptr"), py::arg("mask_ptr"), py::arg("mask_ld"), py::arg("kind"),
+        py::arg("alpha"), py::arg("tf32"), py::arg("stream"),
         "y = f(x @ w + b), x: m x k, w: k x n; b_ptr = 0 for no bias; z (m x n) receives "
-        "x @ w + b when the activation saves its input, else z_ptr must be 0.");
+        "x @ w + b when the activation saves its input, else z_ptr must be 0. For relu, "
+        "mask_ptr (m * mask_ld / 8 bytes, mask_ld a multiple of 128 and >= n; 0 for none, and "
+        "0 for every other activation) may receive the bitmask of x @ w + b > 0 for "
+        "dense_backward_input. Returns True iff the mask was written; False leaves it unusable.");
   m.def("dense_backward", &dense_backward, py::arg("dtype"), py::arg("m"), py::arg("k"),
         py::arg("n"), py::arg("dy_ptr"), py::arg("s_ptr"), py::arg("x_ptr"), py::arg("w_ptr"),
         py::arg("dz_ptr"), py::arg("dx_ptr"), py::arg("dw_ptr"), py::arg("db_ptr"),
         py::arg("kind"), py::arg("alpha"), py::arg("tf32"), py::arg("stream"),
         "dz = dy * f'(s) (into the m x n scratch dz, unused for linear); dw = x^T dz; "
         "db = column sums of dz (db_ptr = 0: none); dx = dz w^T (dx_ptr = 0: skipped).");
+  m.def("dense_backward_weight", &dense_backward_weight, py::arg("dtype"), py::arg("m"),
+        py::arg("k"), py::arg("n"), py::arg("dz_ptr"), py::arg("x_ptr"), py::arg("dw_ptr"),
+        py::arg("db_ptr"), py::arg("tf32"), py::arg("stream"),
+        "dw = x^T dz (k x n), dz: m x n the gradient at the pre-activation, x: m x k; "
+        "db = column sums of dz (db_ptr = 0: none).");
+  m.def("dense_backward_input", &dense_backward_input, py::arg("dtype"), py::arg("m"),
+        py::arg("k"), py::arg("n"), py::arg("dz_ptr"), py::arg("w_ptr"), py::arg("dzprev_ptr"),
+        py::arg("dbprev_ptr"), py::arg("prev_kind"), py::arg("prev_alpha"),
+        py::arg("prev_saved_ptr"), py::arg("prev_mask_ptr"), py::arg("prev_mask_ld"),
+        py::arg("tf32"), py::arg("stream"),
+        "Backward through two stacked dense layers, this layer's input (m x k) being "
+        "f_prev(z_prev): dz_prev = (dz w^T) * f_prev'(saved), dz: m x n, w: k x n; "
+        "db_prev = column sums of dz_prev (dbprev_ptr = 0: none). prev_saved is z_prev for "
+        "gelu/gelu_tanh/swish/mish, y_prev otherwise (required unless linear); prev_mask_ptr "
+        "(0 for none) is the relu bitmask dense_forward reported as written, ld prev_mask_ld.");
 }

@@ -1,6 +1,7 @@
 // Fused dense layer on the GPU: cuBLASLt GEMMs with the bias, relu and gelu
-// (tanh) epilogues fused where cuBLASLt offers them, and one pass of our own
-// over the output for everything it does not.
+// (tanh) epilogues, and in the backward pass their gradients, fused where
+// cuBLASLt offers them, and one pass of our own over the output for everything
+// it does not.
 //
 // Row-major (m x n) is column-major (n x m) with ld n, so every product is
 // computed transposed: Y^T = W^T X^T keeps all arrays as they are, and the
@@ -91,14 +92,15 @@ void zero(T* p, int64_t count, cudaStream_t stream) {
 }  // namespace
 
 template <typename T>
-void dense_forward(const T* x, const T* w, const T* b, T* y, T* z, int64_t m, int64_t k,
-                   int64_t n, Act a, T alpha, bool tf32, cudaStream_t stream) {
-  if (m == 0 || n == 0) return;
+bool dense_forward(const T* x, const T* w, const T* b, T* y, T* z, void* mask, int64_t mask_ld,
+                   int64_t m, int64_t k, int64_t n, Act a, T alpha, bool tf32,
+                   cudaStream_t stream) {
+  if (m == 0 || n == 0) return false;
   T* pre = saves_input(a) ? z : y;
   if (k == 0) {  // x @ w is all zeros, and cuBLASLt takes no empty inner dimension
     zero(pre, m * n, stream);
     finish_forward(a, pre, y, b, m, n, alpha, stream);
-    return;
+    return false;
   }
   // D = Y^T (n x m, ld n) = A W^T (n x k, ld n) * B X^T (k x m, ld k).
   lt::Gemm g = lt::gemm_for<T>(tf32);
@@ -111,6 +113,16 @@ void dense_forward(const T* x, const T* w, const T* b, T* y, T* z, int64_t m, in
   const bool bias_ok = b == nullptr || lt::aligned16(b);
   if (bias_ok) {
     const bool has_b = b != nullptr;
+    g.bias = b;
+    // The bitmask, m * mask_ld / 8 bytes against m * n elements of y, lets the
+    // next layer's backward GEMM apply relu' in its epilogue (DRELU) instead of
+    // a pass over y.
+    if (a == Act::Relu && mask != nullptr && lt::aligned16(mask)) {
+      g.epilogue = has_b ? CUBLASLT_EPILOGUE_RELU_AUX_BIAS : CUBLASLT_EPILOGUE_RELU_AUX;
+      g.aux = mask, g.aux_ld = mask_ld;
+      if (lt::try_matmul(g, stream)) return true;
+      g.aux = nullptr, g.aux_ld = 0;
+    }
     bool fused = true;
     switch (a) {
       case Act::Linear:
@@ -127,8 +139,7 @@ void dense_forward(const T* x, const T* w, const T* b, T* y, T* z, int64_t m, in
       default:
         fused = false;
     }
-    g.bias = b;
-    if (fused && lt::try_matmul(g, stream)) return;
+    if (fused && lt::try_matmul(g, stream)) return false;
   }
 
   // 2. GEMM + bias into the pre-activation buffer, f in our own pass.
@@ -137,7 +148,7 @@ void dense_forward(const T* x, const T* w, const T* b, T* y, T* z, int64_t m, in
     g.epilogue = CUBLASLT_EPILOGUE_BIAS, g.bias = b;
     if (lt::try_matmul(g, stream)) {
       finish_forward<T>(a, pre, y, nullptr, m, n, alpha, stream);
-      return;
+      return false;
     }
   }
 
@@ -145,28 +156,21 @@ void dense_forward(const T* x, const T* w, const T* b, T* y, T* z, int64_t m, in
   g.epilogue = CUBLASLT_EPILOGUE_DEFAULT, g.bias = nullptr;
   lt::matmul(g, stream);
   finish_forward(a, pre, y, b, m, n, alpha, stream);
+  return false;
 }
 
 template <typename T>
-void dense_backward(const T* dy, const T* s, const T* x, const T* w, T* dz_buf, T* dx, T* dw,
-                    T* db, int64_t m, int64_t k, int64_t n, Act a, T alpha, bool tf32,
-                    cudaStream_t stream) {
+void dense_backward_weight(const T* dz, const T* x, T* dw, T* db, int64_t m, int64_t k,
+                           int64_t n, bool tf32, cudaStream_t stream) {
   if (m == 0 || n == 0) {  // empty sums: zero gradients, and no GEMM with an empty dimension
     zero(dw, k * n, stream);
     zero(db, n, stream);
-    zero(dx, m * k, stream);
     return;
   }
-  const T* dz = dy;
-  if (a != Act::Linear) {
-    activation_backward<T>(a, alpha, dy, s, dz_buf, m * n, stream);
-    dz = dz_buf;
-  }
-  if (k == 0) {  // dw and dx are empty
+  if (k == 0) {  // dw is empty
     if (db != nullptr) column_sum(dz, db, m, n, stream);
     return;
   }
-
   // D = dW^T (n x k, ld n) = A dZ^T (n x m, ld n) * op(B), B = X^T (k x m, ld k)
   // transposed. BGRADA sums A over the GEMM's inner dimension, the batch: db.
   lt::Gemm g = lt::gemm_for<T>(tf32);
@@ -184,22 +188,79 @@ void dense_backward(const T* dy, const T* s, const T* x, const T* w, T* dz_buf, 
     lt::matmul(g, stream);
     if (db != nullptr) column_sum(dz, db, m, n, stream);
   }
+}
 
-  if (dx == nullptr) return;
+template <typename T>
+void dense_backward_input(const T* dz, const T* w, const T* s_prev, const void* mask_prev,
+                          int64_t mask_ld_prev, T* dz_prev, T* db_prev, int64_t m, int64_t k,
+                          int64_t n, Act a_prev, T alpha_prev, bool tf32, cudaStream_t stream) {
+  if (m == 0 || k == 0 || n == 0) {  // dz w^T is empty or all zeros: no GEMM
+    zero(dz_prev, m * k, stream);
+    zero(db_prev, k, stream);
+    return;
+  }
   // D = dX^T (k x m, ld k) = op(A), A = W^T (n x k, ld n) transposed, * B dZ^T (n x m, ld n).
-  lt::Gemm gx = lt::gemm_for<T>(tf32);
-  gx.rows = k, gx.cols = m, gx.inner = n;
-  gx.a = w, gx.lda = n, gx.trans_a = true;
-  gx.b = dz, gx.ldb = n;
-  gx.d = dx, gx.ldd = k;
-  lt::matmul(gx, stream);
+  // D is laid out as the previous layer's D = Y_prev^T was, so its aux outputs
+  // (bitmask, GELU input) line up, and D*_BGRAD sums D's rows over the batch: db_prev.
+  lt::Gemm g = lt::gemm_for<T>(tf32);
+  g.rows = k, g.cols = m, g.inner = n;
+  g.a = w, g.lda = n, g.trans_a = true;
+  g.b = dz, g.ldb = n;
+  g.d = dz_prev, g.ldd = k;
+
+  // 1. f_prev' (and db_prev) in the epilogue, from what the previous layer's
+  // forward epilogue saved.
+  const bool bgrad = db_prev != nullptr && lt::aligned16(db_prev);
+  bool fused = false;
+  if (a_prev == Act::Relu && mask_prev != nullptr) {
+    g.epilogue = bgrad ? CUBLASLT_EPILOGUE_DRELU_BGRAD : CUBLASLT_EPILOGUE_DRELU;
+    g.aux = mask_prev, g.aux_ld = mask_ld_prev;
+    fused = lt::aligned16(mask_prev);
+  } else if (a_prev == Act::GeluTanh) {  // cuBLASLt's DGELU differentiates the tanh form
+    g.epilogue = bgrad ? CUBLASLT_EPILOGUE_DGELU_BGRAD : CUBLASLT_EPILOGUE_DGELU;
+    g.aux = s_prev, g.aux_ld = k;
+    fused = k % 8 == 0 && lt::aligned16(s_prev);  // aux ld must be a multiple of 8
+  }
+  g.bias = bgrad ? db_prev : nullptr;
+  bool db_done = false;
+  if (fused && lt::try_matmul(g, stream)) {
+    db_done = bgrad;
+  } else {
+    // 2. Plain GEMM, then f_prev' in one in-place pass of our own.
+    g.epilogue = CUBLASLT_EPILOGUE_DEFAULT, g.bias = nullptr, g.aux = nullptr, g.aux_ld = 0;
+    lt::matmul(g, stream);
+    if (a_prev != Act::Linear)
+      activation_backward<T>(a_prev, alpha_prev, dz_prev, s_prev, dz_prev, m * k, stream);
+  }
+  if (db_prev != nullptr && !db_done) column_sum(dz_prev, db_prev, m, k, stream);
+}
+
+// The layer's own f' first, then the two halves shared with layer chains: dx
+// is dense_backward_input with a linear previous layer.
+template <typename T>
+void dense_backward(const T* dy, const T* s, const T* x, const T* w, T* dz_buf, T* dx, T* dw,
+                    T* db, int64_t m, int64_t k, int64_t n, Act a, T alpha, bool tf32,
+                    cudaStream_t stream) {
+  const T* dz = dy;
+  if (a != Act::Linear) {
+    activation_backward<T>(a, alpha, dy, s, dz_buf, m * n, stream);
+    dz = dz_buf;
+  }
+  dense_backward_weight<T>(dz, x, dw, db, m, k, n, tf32, stream);
+  if (dx != nullptr)
+    dense_backward_input<T>(dz, w, nullptr, nullptr, 0, dx, nullptr, m, k, n, Act::Linear, T(0),
+                            tf32, stream);
 }
 
 #define FUSEDNN_INSTANTIATE(T)                                                                   \
-  template void dense_forward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t, int64_t, \
-                                 Act, T, bool, cudaStream_t);                                    \
+  template bool dense_forward<T>(const T*, const T*, const T*, T*, T*, void*, int64_t, int64_t,   \
+                                 int64_t, int64_t, Act, T, bool, cudaStream_t);                  \
   template void dense_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, T*,         \
-                                  int64_t, int64_t, int64_t, Act, T, bool, cudaStream_t);
+                                  int64_t, int64_t, int64_t, Act, T, bool, cudaStream_t);         \
+  template void dense_backward_weight<T>(const T*, const T*, T*, T*, int64_t, int64_t, int64_t,   \
+                                         bool, cudaStream_t);                                     \
+  template void dense_backward_input<T>(const T*, const T*, const T*, const void*, int64_t, T*,   \
+                                        T*, int64_t, int64_t, int64_t, Act, T, bool, cudaStream_t);
 FUSEDNN_INSTANTIATE(float)
 FUSEDNN_INSTANTIATE(double)
 #undef FUSEDNN_INSTANTIATE

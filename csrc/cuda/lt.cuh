@@ -26,8 +26,11 @@ struct Gemm {
   void* d = nullptr;
   int64_t ldd = 0;
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
-  const void* bias = nullptr;  // BIAS: input of length rows; BGRADA: output of length rows
-  void* aux = nullptr;         // GELU_AUX: the GELU input, rows x cols
+  const void* bias = nullptr;  // BIAS: input of length rows; BGRADA, D*_BGRAD: output, length rows
+  // rows x cols, laid out like D with leading dimension aux_ld. GELU_AUX: output, the GELU
+  // input (aux_ld in elements, a multiple of 8); RELU_AUX: output, the bitmask of D > 0
+  // (aux_ld in bits, a multiple of 128). DGELU, DRELU: the same, read back as input.
+  const void* aux = nullptr;
   int64_t aux_ld = 0;
 };
 
