@@ -54,6 +54,28 @@ T* mut(py::array& a) { return static_cast<T*>(a.mutable_data()); }
 template <typename T>
 const T* cst(const py::array& a) { return static_cast<const T*>(a.data()); }
 
+// A new array of `shape` when `want`, else None; *data gets its pointer or null.
+template <typename T>
+py::object optional_out(bool want, const py::dtype& dt, std::vector<py::ssize_t> shape, T** data) {
+  *data = nullptr;
+  if (!want) return py::none();
+  py::array a(dt, shape);
+  *data = mut<T>(a);
+  return std::move(a);
+}
+
+// The saved y or z of an activation (rows x cols), null for linear.
+template <typename T>
+const T* saved_data(const py::object& s, const char* name, Act a, const py::dtype& dt,
+                    int64_t rows, int64_t cols) {
+  if (a == Act::Linear) return nullptr;
+  if (s.is_none())
+    throw py::value_error(std::string(name) + ": required for a non-linear activation");
+  py::array sa = s.cast<py::array>();
+  require(sa, name, dt, {rows, cols});
+  return cst<T>(sa);
+}
+
 template <typename T>
 py::array act_forward_t(const py::array& z, Act a, double alpha) {
   py::array y(z.dtype(), std::vector<py::ssize_t>(z.shape(), z.shape() + z.ndim()));
@@ -107,13 +129,9 @@ py::tuple dense_forward_t(const py::array& x, const py::array& w, const py::obje
     bp = cst<T>(ba);
   }
   py::array y(x.dtype(), std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
-  py::object zobj = py::none();
-  T* zp = nullptr;
-  if (fusednn::saves_input(a)) {
-    py::array z(x.dtype(), std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
-    zp = mut<T>(z);
-    zobj = z;
-  }
+  T* zp;
+  py::object zobj = optional_out<T>(fusednn::saves_input(a), x.dtype(),
+                                    {(py::ssize_t)m, (py::ssize_t)n}, &zp);
   const T* xp = cst<T>(x);
   const T* wp = cst<T>(w);
   T* yp = mut<T>(y);
@@ -128,35 +146,13 @@ template <typename T>
 py::tuple dense_backward_t(const py::array& dy, const py::object& s, const py::array& x,
                            const py::array& w, bool has_bias, bool need_dx, Act a, double alpha) {
   const int64_t m = x.shape(0), k = x.shape(1), n = w.shape(1);
-  const T* sp = nullptr;
-  if (a != Act::Linear) {
-    if (s.is_none()) throw py::value_error("saved: required for a non-linear activation");
-    py::array sa = s.cast<py::array>();
-    require(sa, "saved", x.dtype(), {m, n});
-    sp = cst<T>(sa);
-  }
+  const T* sp = saved_data<T>(s, "saved", a, x.dtype(), m, n);
   const py::dtype dt = x.dtype();
   py::array dw(dt, std::vector<py::ssize_t>{(py::ssize_t)k, (py::ssize_t)n});
-  py::object dbo = py::none(), dxo = py::none();
-  T* dbp = nullptr;
-  T* dxp = nullptr;
-  if (has_bias) {
-    py::array db(dt, std::vector<py::ssize_t>{(py::ssize_t)n});
-    dbp = mut<T>(db);
-    dbo = db;
-  }
-  if (need_dx) {
-    py::array dx(dt, std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)k});
-    dxp = mut<T>(dx);
-    dxo = dx;
-  }
-  py::object dzo = py::none();
-  T* dzp = nullptr;
-  if (a != Act::Linear) {
-    py::array dz(dt, std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
-    dzp = mut<T>(dz);
-    dzo = dz;
-  }
+  T *dbp, *dxp, *dzp;
+  py::object dbo = optional_out<T>(has_bias, dt, {(py::ssize_t)n}, &dbp);
+  py::object dxo = optional_out<T>(need_dx, dt, {(py::ssize_t)m, (py::ssize_t)k}, &dxp);
+  py::object dzo = optional_out<T>(a != Act::Linear, dt, {(py::ssize_t)m, (py::ssize_t)n}, &dzp);
   const T* dyp = cst<T>(dy);
   const T* xp = cst<T>(x);
   const T* wp = cst<T>(w);
@@ -176,13 +172,8 @@ template <typename T>
 py::tuple backward_weight_t(const py::array& dz, const py::array& x, bool need_db) {
   const int64_t m = x.shape(0), k = x.shape(1), n = dz.shape(1);
   py::array dw = new_matrix(x.dtype(), k, n);
-  py::object dbo = py::none();
-  T* dbp = nullptr;
-  if (need_db) {
-    py::array db(x.dtype(), std::vector<py::ssize_t>{(py::ssize_t)n});
-    dbp = mut<T>(db);
-    dbo = db;
-  }
+  T* dbp;
+  py::object dbo = optional_out<T>(need_db, x.dtype(), {(py::ssize_t)n}, &dbp);
   const T* dzp = cst<T>(dz);
   const T* xp = cst<T>(x);
   T* dwp = mut<T>(dw);
@@ -197,21 +188,10 @@ template <typename T>
 py::tuple backward_input_t(const py::array& dz, const py::array& w, const py::object& s_prev,
                            Act a_prev, double alpha_prev, bool need_db_prev) {
   const int64_t m = dz.shape(0), n = dz.shape(1), k = w.shape(0);
-  const T* sp = nullptr;
-  if (a_prev != Act::Linear) {
-    if (s_prev.is_none()) throw py::value_error("saved_prev: required for a non-linear activation");
-    py::array sa = s_prev.cast<py::array>();
-    require(sa, "saved_prev", dz.dtype(), {m, k});
-    sp = cst<T>(sa);
-  }
+  const T* sp = saved_data<T>(s_prev, "saved_prev", a_prev, dz.dtype(), m, k);
   py::array dzp_out = new_matrix(dz.dtype(), m, k);
-  py::object dbo = py::none();
-  T* dbp = nullptr;
-  if (need_db_prev) {
-    py::array db(dz.dtype(), std::vector<py::ssize_t>{(py::ssize_t)k});
-    dbp = mut<T>(db);
-    dbo = db;
-  }
+  T* dbp;
+  py::object dbo = optional_out<T>(need_db_prev, dz.dtype(), {(py::ssize_t)k}, &dbp);
   const T* dzp = cst<T>(dz);
   const T* wp = cst<T>(w);
   T* outp = mut<T>(dzp_out);

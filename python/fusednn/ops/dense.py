@@ -73,6 +73,17 @@ def dense_forward(x, w, b=None, activation="linear", **params):
     return y, DenseContext(x, w, b is not None, spec, saved, be, y, mask)
 
 
+def _output_grad(caller, dy, ctx):
+    """(backend, dy checked against the output of the layer of `ctx`)."""
+    be = _backend.backend_for(caller, dy=dy, x=ctx.x)
+    dy = float_array(caller, "dy", dy, be.xp, ndim=2, dtype=ctx.x.dtype)
+    expected = (ctx.x.shape[0], ctx.w.shape[1])
+    if tuple(dy.shape) != expected:
+        raise ValueError(f"{caller}: dy has shape {tuple(dy.shape)}, expected {expected} "
+                         f"(batch, units) of the layer's output")
+    return be, dy
+
+
 def dense_backward(dy, ctx: DenseContext, *, need_dx: bool = True):
     """Gradients (dx, dw, db) of the layer from dy = dL/dy.
 
@@ -82,12 +93,7 @@ def dense_backward(dy, ctx: DenseContext, *, need_dx: bool = True):
     caller = "dense_backward"
     if not isinstance(ctx, DenseContext):
         raise TypeError(f"{caller}: ctx must come from dense_forward, got {type(ctx).__name__}")
-    be = _backend.backend_for(caller, dy=dy, x=ctx.x)
-    dy = float_array(caller, "dy", dy, be.xp, ndim=2, dtype=ctx.x.dtype)
-    expected = (ctx.x.shape[0], ctx.w.shape[1])
-    if tuple(dy.shape) != expected:
-        raise ValueError(f"{caller}: dy has shape {tuple(dy.shape)}, expected {expected} "
-                         f"(batch, units) of the forward output")
+    be, dy = _output_grad(caller, dy, ctx)
     return be.dense_backward(dy, ctx.saved, ctx.x, ctx.w, ctx.has_bias, bool(need_dx), ctx.spec)
 
 
@@ -122,12 +128,7 @@ def dense_stack_backward(dy, ctxs, *, need_dx: bool = False):
             raise ValueError(f"{caller}: ctxs[{i}].x is not the output of ctxs[{i - 1}]; the "
                              f"layers must be stacked (y of one is x of the next)")
     top = ctxs[-1]
-    be = _backend.backend_for(caller, dy=dy, x=top.x)
-    dy = float_array(caller, "dy", dy, be.xp, ndim=2, dtype=top.x.dtype)
-    expected = (top.x.shape[0], top.w.shape[1])
-    if tuple(dy.shape) != expected:
-        raise ValueError(f"{caller}: dy has shape {tuple(dy.shape)}, expected {expected} "
-                         f"(batch, units) of the last layer's output")
+    be, dy = _output_grad(caller, dy, top)
 
     dz = dy if top.spec.kind == 0 else be.activation_backward(dy, top.saved, top.spec)
     db = None
