@@ -75,7 +75,9 @@ def test_names_and_aliases():
     assert fd.activations.get("leaky_relu").alpha == 0.2  # Keras' function default
     assert fd.activations.get("gelu", approximate=True).name == "gelu_tanh"
     spec = fd.activations.get("elu", alpha=0.5)
-    assert fd.activations.get(**{"identifier": spec.get_config()["name"]}, alpha=0.5) == spec
+    cfg = spec.get_config()
+    assert cfg == {"name": "elu", "alpha": 0.5}
+    assert fd.activations.get(cfg.pop("name"), **cfg) == spec  # config round-trips
 
 
 @pytest.mark.parametrize("bad,exc,match", [
