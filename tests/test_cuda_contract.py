@@ -73,8 +73,8 @@ def test_every_cuda_entry_point_is_called_correctly(name, dtype):
             else fd.activations.get(name))
     x, w, b = _FakeArray((5, 3), dtype), _FakeArray((3, 4), dtype), _FakeArray((4,), dtype)
     dy = _FakeArray((5, 4), dtype)
-    prev = fd.ops.DenseContext(x, w, True, spec, _FakeArray((5, 3), dtype), be,
-                               _FakeArray((5, 3), dtype),
+    prev = fd.ops.DenseContext(x, w, True, spec, be, _FakeArray((5, 3), dtype),
+                               _FakeArray((5, 3), dtype) if spec.saves_input else None,
                                (_FakeArray((5 * 128 // 8,), np.uint8), 128)
                                if name == "relu" else None)
     calls = [

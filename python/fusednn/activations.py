@@ -66,6 +66,12 @@ class ActivationSpec:
         """True when backward needs the pre-activation z (else the output y)."""
         return self.name in _SAVES_INPUT
 
+    def saved(self, z, y):
+        """What backward keeps of f(z) = y: None (linear), z or y."""
+        if self.kind == 0:
+            return None
+        return z if self.saves_input else y
+
     def get_config(self) -> dict:
         if self.name == "gelu_tanh":
             return {"name": "gelu", "approximate": True}

@@ -37,8 +37,7 @@ def activation_forward(x, activation, **params):
     be = _backend.backend_for(caller, x=x)
     x = float_array(caller, "x", x, be.xp)
     y = be.activation_forward(x, spec)
-    saved = None if spec.kind == 0 else (x if spec.saves_input else y)
-    return y, ActivationContext(spec, saved, tuple(x.shape), x.dtype, be)
+    return y, ActivationContext(spec, spec.saved(x, y), tuple(x.shape), x.dtype, be)
 
 
 def activation_backward(dy, ctx: ActivationContext):

@@ -35,10 +35,15 @@ class DenseContext:
     w: object
     has_bias: bool
     spec: _act.ActivationSpec
-    saved: object  # y, or z for activations that save their input; None for linear
     backend: object
-    y: object = None  # the output, to recognise the next layer's input
+    y: object  # the output (also what identifies the next layer's input)
+    z: object = None  # the pre-activation, kept only for activations that save their input
     mask: object = None  # CUDA relu: (bit mask, row length in bits) from cuBLASLt
+
+    @property
+    def saved(self):
+        """What the activation's derivative is computed from: z, y or None (linear)."""
+        return self.spec.saved(self.z, self.y)
 
 
 def dense_forward(x, w, b=None, activation="linear", **params):
@@ -69,8 +74,7 @@ def dense_forward(x, w, b=None, activation="linear", **params):
             raise ValueError(f"{caller}: b has shape {tuple(b.shape)}, expected ({units},) "
                              f"to match w of shape {tuple(w.shape)}")
     y, z, mask = be.dense_forward(x, w, b, spec)
-    saved = None if spec.kind == 0 else (z if spec.saves_input else y)
-    return y, DenseContext(x, w, b is not None, spec, saved, be, y, mask)
+    return y, DenseContext(x, w, b is not None, spec, be, y, z, mask)
 
 
 def _output_grad(caller, dy, ctx):
