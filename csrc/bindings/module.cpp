@@ -322,5 +322,7 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("num_threads", &fusednn::cpu::num_threads);
   m.def("blas_num_threads", &fusednn::cpu::blas_num_threads);
+  m.attr("blas_on_openmp") = fusednn::cpu::install_blas_threads();
+  m.def("blas_callback_calls", &fusednn::cpu::blas_callback_calls);
   m.def("blas_config", &fusednn::cpu::blas_config);
 }

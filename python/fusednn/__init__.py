@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import os as _os
 
-# OpenBLAS keeps its own worker threads; OpenMP workers that spin between
-# regions steal the cores it needs (and it steals ours), which on a small
-# machine halves the speed of a GEMM followed by an epilogue. Sleeping OpenMP
-# workers cost a few microseconds to wake, far less. Effective only if set
-# before libgomp starts; a value the user set is kept.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# One thread pool: OpenBLAS's parallel jobs run on fusednn's OpenMP team
+# (see csrc/cpu/blas.cpp), so a GEMM and the epilogue after it share
+# threads, and OpenMP's default wait policy (spin a few milliseconds, then
+# sleep) lets back-to-back kernels start at once. FUSEDNN_BLAS_THREADS=native
+# keeps OpenBLAS's own pool, which spins ~100 ms after each call; OpenMP
+# workers then sleep at once (PASSIVE) so the two pools do not fight over the
+# cores. Both must be decided before libgomp starts; a value the user set is
+# kept.
+if _os.environ.get("FUSEDNN_BLAS_THREADS") == "native":
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import activations, ops  # noqa: E402
 from ._backend import (  # noqa: E402
@@ -52,6 +56,9 @@ def build_info() -> dict:
         "cuda_status": cuda_status(),
         "blas": cfg.BLAS,
         "blas_config": _C.blas_config(),
+        # "openmp": OpenBLAS's parallel jobs run on fusednn's OpenMP team;
+        # "openblas": its own pool (FUSEDNN_BLAS_THREADS=native).
+        "blas_threads": "openmp" if _C.blas_on_openmp else "openblas",
         "cpu_threads": _C.num_threads(),
         "cxx_compiler": cfg.CXX_COMPILER,
     }
