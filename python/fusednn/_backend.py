@@ -213,6 +213,8 @@ def backend_for(caller: str, **arrays):
 
     Raises TypeError for anything other than NumPy/CuPy arrays and for a mix.
     """
+    if all(type(a) is np.ndarray or a is None for a in arrays.values()):
+        return CPUBackend  # the common case, without building the report below
     kinds = {}
     for name, a in arrays.items():
         if a is None:

@@ -86,12 +86,26 @@ def names() -> list[str]:
     return [n for n in _KINDS if n != "gelu_tanh"] + ["silu"]
 
 
+# Names resolved without parameters, so a hot loop does not re-parse them.
+# Specs are frozen, so sharing one is safe.
+_RESOLVED: dict[str, ActivationSpec] = {}
+
+
 def get(identifier, caller: str = "activation", **params) -> ActivationSpec:
     """Resolve a name (or an ActivationSpec) and its parameters.
 
     Raises ValueError for an unknown name, an unknown parameter or a bad
     value, and TypeError for a non-string identifier.
     """
+    if params or type(identifier) is not str:
+        return _resolve(identifier, caller, params)
+    spec = _RESOLVED.get(identifier)
+    if spec is None:
+        spec = _RESOLVED[identifier] = _resolve(identifier, caller, params)
+    return spec
+
+
+def _resolve(identifier, caller: str, params: dict) -> ActivationSpec:
     if isinstance(identifier, ActivationSpec):
         if params:
             raise ValueError(f"{caller}: parameters {sorted(params)} given with a resolved "

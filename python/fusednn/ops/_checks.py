@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-_FLOATS = ("float32", "float64")
+_FLOAT_CHARS = ("f", "d")  # float32, float64; dtype.char is a cheap C attribute
 
 
 def float_array(caller: str, name: str, a, xp, ndim: int | None = None, dtype=None):
@@ -12,9 +12,9 @@ def float_array(caller: str, name: str, a, xp, ndim: int | None = None, dtype=No
     C order, since every kernel reads row-major contiguous memory.
     """
     dt = a.dtype
-    if dt.name not in _FLOATS:
+    if dt.char not in _FLOAT_CHARS:
         raise TypeError(f"{caller}: {name} has dtype {dt.name}, expected float32 or float64")
-    if dtype is not None and dt != dtype:
+    if dtype is not None and dt is not dtype and dt != dtype:
         raise TypeError(f"{caller}: {name} has dtype {dt.name} but the other inputs are "
                         f"{dtype.name}; cast them to one dtype")
     if ndim is not None and a.ndim != ndim:
