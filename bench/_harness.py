@@ -1,7 +1,7 @@
 """Shared benchmark plumbing: interleaved repetitions, medians, machine facts.
 
-Every contender of one configuration is timed in turn, round after round; the
-median per contender is reported. Interleaving makes the ratios robust to
+Every contender of one configuration is timed in turn, round after round;
+times are medians per contender, ratios medians of the per-round ratios. Interleaving makes the ratios robust to
 the slow drifts of a shared, noisy machine. Each turn starts with one
 untimed call: contenders use different thread pools (OpenBLAS in NumPy, in
 fusednn, OpenMP in PyTorch) whose workers keep spinning for a while after a
@@ -43,9 +43,24 @@ def machine() -> dict:
     }
 
 
+class Timings(dict):
+    """{name: [seconds per call, one entry per round]} from `interleaved`."""
+
+    def median(self, name: str) -> float:
+        return float(np.median(self[name]))
+
+    def ratio(self, slow: str, fast: str) -> float:
+        """Median over rounds of time[slow] / time[fast] within each round.
+
+        Pairing the turns of one round cancels the machine's slow drifts
+        that a ratio of two medians would keep.
+        """
+        return float(np.median(np.asarray(self[slow]) / np.asarray(self[fast])))
+
+
 def interleaved(fns: dict, rounds: int, sync=None, warmup: int = 1,
-                min_turn: float = 0.05, settle: float = 0.3) -> dict:
-    """{name: median seconds per call} over `rounds` turns of each fn.
+                min_turn: float = 0.05, settle: float = 0.3) -> Timings:
+    """Per-round seconds per call of each fn, over `rounds` interleaved turns.
 
     A turn is a pause of `settle` seconds, one untimed call, then `inner`
     timed calls, `inner` chosen per fn so that a turn lasts at least
@@ -72,7 +87,7 @@ def interleaved(fns: dict, rounds: int, sync=None, warmup: int = 1,
                 f()
             sync()
             times[k].append((time.perf_counter() - t0) / inner[k])
-    return {k: float(np.median(v)) for k, v in times.items()}
+    return Timings(times)
 
 
 def write_json(name: str, payload: dict) -> str:

@@ -114,16 +114,16 @@ def bench_cpu(act, shapes, rounds):
         tb_ = interleaved(fb, r)
         flops = 2.0 * m * k * n
         row = {"shape": f"{m}x{k}x{n}", "act": act,
-               "gemm_gflops": round(flops / tf["gemm"] / 1e9, 1),
-               "fwd_ms": round(tf["ours"] * 1e3, 3),
-               "fwd_vs_gemm": round(tf["gemm"] / tf["ours"], 3),
-               "fwd_vs_numpy": round(tf["numpy"] / tf["ours"], 2),
-               "fb_ms": round(tb_["ours"] * 1e3, 3),
-               "fb_vs_3gemm": round(3 * tf["gemm"] / tb_["ours"], 3),
-               "fb_vs_numpy": round(tb_["numpy"] / tb_["ours"], 2)}
+               "gemm_gflops": round(flops / tf.median("gemm") / 1e9, 1),
+               "fwd_ms": round(tf.median("ours") * 1e3, 3),
+               "fwd_vs_gemm": round(tf.ratio("gemm", "ours"), 3),
+               "fwd_vs_numpy": round(tf.ratio("numpy", "ours"), 2),
+               "fb_ms": round(tb_.median("ours") * 1e3, 3),
+               "fb_vs_3gemm": round(3 * tf.median("gemm") / tb_.median("ours"), 3),
+               "fb_vs_numpy": round(tb_.ratio("numpy", "ours"), 2)}
         if peer:
-            row["fwd_vs_torch"] = round(tf["torch"] / tf["ours"], 2)
-            row["fb_vs_torch"] = round(tb_["torch"] / tb_["ours"], 2)
+            row["fwd_vs_torch"] = round(tf.ratio("torch", "ours"), 2)
+            row["fb_vs_torch"] = round(tb_.ratio("torch", "ours"), 2)
         rows.append(row)
         print(row, flush=True)
     return rows
@@ -170,14 +170,14 @@ def bench_cuda(act, shapes, rounds):
             tb_ = interleaved(fb, rounds * 4, sync_all, warmup=3)
             flops = 2.0 * m * k * n
             row = {"shape": f"{m}x{k}x{n}", "act": act, "precision": precision,
-                   "gemm_tflops": round(flops / tf["gemm"] / 1e12, 2),
-                   "fwd_ms": round(tf["ours"] * 1e3, 4),
-                   "fwd_vs_gemm": round(tf["gemm"] / tf["ours"], 3),
-                   "fb_ms": round(tb_["ours"] * 1e3, 4),
-                   "fb_vs_3gemm": round(3 * tf["gemm"] / tb_["ours"], 3)}
+                   "gemm_tflops": round(flops / tf.median("gemm") / 1e12, 2),
+                   "fwd_ms": round(tf.median("ours") * 1e3, 4),
+                   "fwd_vs_gemm": round(tf.ratio("gemm", "ours"), 3),
+                   "fb_ms": round(tb_.median("ours") * 1e3, 4),
+                   "fb_vs_3gemm": round(3 * tf.median("gemm") / tb_.median("ours"), 3)}
             if peer:
-                row["fwd_vs_torch"] = round(tf["torch"] / tf["ours"], 2)
-                row["fb_vs_torch"] = round(tb_["torch"] / tb_["ours"], 2)
+                row["fwd_vs_torch"] = round(tf.ratio("torch", "ours"), 2)
+                row["fb_vs_torch"] = round(tb_.ratio("torch", "ours"), 2)
             rows.append(row)
             print(row, flush=True)
     fd.set_float32_matmul_precision("highest")
@@ -188,7 +188,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--activation", default="elu", choices=["elu", "relu"])
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--quick", action="store_true", help="small shapes only")
     args = p.parse_args(argv)
     shapes = SHAPES[:2] if args.quick else SHAPES

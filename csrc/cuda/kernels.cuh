@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "fusednn/activations.h"
+#include "fusednn/optimizers.h"
 
 namespace fusednn {
 namespace cuda {
@@ -59,6 +60,20 @@ template <typename T>
 void dense_backward_input(const T* dz, const T* w, const T* s_prev, const void* mask_prev,
                           int64_t mask_ld_prev, T* dz_prev, T* db_prev, int64_t m, int64_t k,
                           int64_t n, Act a_prev, T alpha_prev, bool tf32, cudaStream_t stream);
+
+// One optimizer step over `count` tensors (host array `tensors`; every
+// pointer inside is device memory), the rule of fusednn/optimizers.h computed
+// in float for float32 storage and in double for float64:
+//  - clip_mode kClipNorm / kClipGlobal: first the sum of squares of each
+//    tensor's effective gradient (penalties applied) into norms[0..count)
+//    (device doubles, zeroed here), then the update reads them from device
+//    memory: no host synchronisation. norms is unused (may be null) otherwise.
+//  - the update of all tensors in one launch, whatever `count`.
+//  - then, for the tensors with max_norm > 0, the max-norm rescale.
+// h.clipvalue is the bound for kClipValue; `clip` the bound for the norm modes.
+template <typename T>
+void optimizer_step(Opt k, const OptStep<double>& h, const OptTensor<T>* tensors, int64_t count,
+                    int clip_mode, double clip, double* norms, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fusednn

@@ -51,6 +51,10 @@ FUSEDNN_HD float tanh(float x) { return ::tanhf(x); }
 FUSEDNN_HD double tanh(double x) { return ::tanh(x); }
 FUSEDNN_HD float erf(float x) { return ::erff(x); }
 FUSEDNN_HD double erf(double x) { return ::erf(x); }
+FUSEDNN_HD float sqrt(float x) { return ::sqrtf(x); }
+FUSEDNN_HD double sqrt(double x) { return ::sqrt(x); }
+FUSEDNN_HD float pow(float x, float y) { return ::powf(x, y); }
+FUSEDNN_HD double pow(double x, double y) { return ::pow(x, y); }
 FUSEDNN_HD float fabs(float x) { return ::fabsf(x); }
 FUSEDNN_HD double fabs(double x) { return ::fabs(x); }
 

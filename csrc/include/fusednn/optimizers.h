@@ -1,0 +1,238 @@
+// Optimizer update rules, written once as per-element math for the CPU loop
+// and the CUDA multi-tensor kernel (Keras 3 formulas; see
+// python/fusednn/optimizers/ for the docstrings and the PyTorch differences).
+//
+// One step of one element, in the order Keras applies them:
+//   1. g += l1 * sign(p) + 2 * l2 * p      penalties of the chosen tensor
+//   2. g *= clip_scale, or g = clip(g, -clipvalue, clipvalue)
+//   3. p -= decay * p                      decoupled weight decay, decay = lr * wd
+//   4. the optimizer's rule on (p, g, slots)
+// A max-norm constraint, if any, runs after the step (it needs whole-unit
+// norms, so it cannot be per-element).
+//
+// Step-dependent scalars (bias corrections, Nadam's momentum schedule) are
+// computed once per step on the host in double and passed in OptStep, so the
+// kernels never see the step count and a learning-rate schedule costs nothing.
+//
+// NaN: a NaN gradient propagates into the parameter and its slots (Keras and
+// PyTorch do the same); nothing is skipped.
+#pragma once
+
+#include <cstdint>
+
+#include "fusednn/common.h"
+
+namespace fusednn {
+
+// The numbering is part of the binding ABI (python/fusednn/optimizers/).
+enum class Opt : int {
+  SGD = 0,      // slots: momentum (if momentum > 0)
+  Adagrad = 1,  // slots: accumulator
+  RMSprop = 2,  // slots: velocity, average gradient (centered), momentum (momentum > 0)
+  Adam = 3,     // slots: m, v, v_hat (amsgrad); AdamW is Adam with weight decay
+  Adamax = 4,   // slots: m, u
+  Nadam = 5,    // slots: m, v
+  Ftrl = 6,     // slots: accumulator, linear
+  Count = 7
+};
+
+// OptStep::flags
+constexpr int kOptNesterov = 1;  // SGD
+constexpr int kOptCentered = 2;  // RMSprop
+constexpr int kOptAmsgrad = 4;   // Adam
+
+// Clip modes (one at most, as in Keras).
+constexpr int kClipNone = 0;
+constexpr int kClipValue = 1;   // each component to [-v, v]
+constexpr int kClipNorm = 2;    // each tensor's L2 norm to at most v
+constexpr int kClipGlobal = 3;  // all tensors scaled by min(1, v / global norm)
+
+// Everything a step needs besides the tensors. C is the compute type (float
+// for float32 storage on the GPU, double on the CPU and for float64).
+template <typename C>
+struct OptStep {
+  C lr = 0;        // learning rate of this step (schedule already applied)
+  C beta_1 = 0;    // Adam family: first-moment decay
+  C beta_2 = 0;    // Adam family: second-moment decay
+  C rho = 0;       // RMSprop: second-moment decay
+  C momentum = 0;  // SGD, RMSprop (0: no momentum slot)
+  C epsilon = 0;
+  // Host-computed step coefficients, t = step + 1:
+  //  Adam:   c1 = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)
+  //  Adamax: c1 = lr / (1 - beta_1^t)
+  //  Nadam:  c1 = u_{t+1} / (1 - prod_{i<=t+1} u_i)   (weight of m)
+  //          c2 = (1 - u_t) / (1 - prod_{i<=t} u_i)   (weight of g)
+  //          c3 = 1 / (1 - beta_2^t)                  (v correction)
+  //  Ftrl:   c1 = l2 + beta / (2 lr), the effective l2 strength
+  C c1 = 0, c2 = 0, c3 = 0;
+  C decay = 0;      // lr * weight_decay (decoupled); 0: none
+  C clipvalue = 0;  // kClipValue bound
+  // Ftrl
+  C l1 = 0;         // l1_regularization_strength
+  C shrinkage = 0;  // l2_shrinkage_regularization_strength
+  C lr_power = 0;   // learning_rate_power (<= 0)
+  int flags = 0;
+};
+
+// The host passes the step as doubles in the field order of OptStep
+// (python/fusednn/optimizers/_base.py builds the list).
+constexpr int kOptStepFields = 15;
+
+template <typename C>
+OptStep<C> opt_step_from(const double* v) {
+  OptStep<C> h;
+  h.lr = C(v[0]);
+  h.beta_1 = C(v[1]);
+  h.beta_2 = C(v[2]);
+  h.rho = C(v[3]);
+  h.momentum = C(v[4]);
+  h.epsilon = C(v[5]);
+  h.c1 = C(v[6]);
+  h.c2 = C(v[7]);
+  h.c3 = C(v[8]);
+  h.decay = C(v[9]);
+  h.clipvalue = C(v[10]);
+  h.l1 = C(v[11]);
+  h.shrinkage = C(v[12]);
+  h.lr_power = C(v[13]);
+  h.flags = int(v[14]);
+  return h;
+}
+
+// One parameter tensor of a step, as the kernels see it. Slots the optimizer
+// does not use are null. max_norm > 0: after the update, rescale the tensor
+// seen as (outer, mid, inner) so that each of its outer * inner units (norm
+// over mid) has L2 norm <= max_norm.
+template <typename T>
+struct OptTensor {
+  T* p = nullptr;
+  const T* g = nullptr;
+  T* s[3] = {nullptr, nullptr, nullptr};
+  int64_t n = 0;
+  double l1 = 0, l2 = 0;  // penalties on this tensor (0: none)
+  double max_norm = 0;
+  int64_t outer = 1, mid = 1, inner = 1;
+};
+
+namespace opt_detail {
+
+template <typename C>
+FUSEDNN_HD C sign(C x) {
+  return x > C(0) ? C(1) : (x < C(0) ? C(-1) : C(0));
+}
+
+template <typename C>
+FUSEDNN_HD C max_nan(C a, C b) {  // max that keeps a NaN from either side
+  return (a != a || a > b) ? a : b;
+}
+
+// x^(-lr_power), with the common lr_power = -0.5 as a square root.
+template <typename C>
+FUSEDNN_HD C ftrl_pow(C x, C lr_power) {
+  return lr_power == C(-0.5) ? math::sqrt(x) : math::pow(x, -lr_power);
+}
+
+}  // namespace opt_detail
+
+// clipnorm / global_clipnorm factor from a sum of squares: v / max(norm, v)
+// (Keras' clip_by_norm and clip_by_global_norm; 1 for a zero gradient, NaN
+// for a NaN one).
+template <typename C>
+FUSEDNN_HD C opt_clip_scale(C sumsq, C clip) {
+  const C norm = math::sqrt(sumsq);
+  return (norm != norm) ? norm : clip / (norm > clip ? norm : clip);
+}
+
+// Keras MaxNorm: w *= min(norm, max_value) / (1e-7 + norm), norm the L2 norm
+// of one unit's weights.
+template <typename C>
+FUSEDNN_HD C opt_max_norm_scale(C sumsq, C max_value) {
+  const C norm = math::sqrt(sumsq);
+  const C desired = norm > max_value ? max_value : norm;
+  return desired / (C(1e-7) + norm);
+}
+
+// Steps 1-2: the gradient the rule sees. `scale` is the clipnorm /
+// global_clipnorm factor (1 when unused).
+template <typename C>
+FUSEDNN_HD C opt_effective_grad(C g, C p, C l1, C l2, C scale, int clip_mode, C clipvalue) {
+  if (l1 != C(0)) g += l1 * opt_detail::sign(p);
+  if (l2 != C(0)) g += C(2) * l2 * p;
+  if (clip_mode == kClipValue) {
+    // NaN stays NaN: neither comparison holds.
+    g = g > clipvalue ? clipvalue : (g < -clipvalue ? -clipvalue : g);
+  } else {
+    g *= scale;
+  }
+  return g;
+}
+
+// Steps 3-4 for one element: p, slots s0..s2 in and out; g from
+// opt_effective_grad. Slots an optimizer does not use are left alone.
+template <typename C>
+FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, C& p, C g, C& s0, C& s1, C& s2) {
+  if (h.decay != C(0)) p -= h.decay * p;
+  switch (k) {
+    case Opt::SGD:
+      if (h.momentum != C(0)) {
+        s0 = h.momentum * s0 - h.lr * g;
+        p += (h.flags & kOptNesterov) ? h.momentum * s0 - h.lr * g : s0;
+      } else {
+        p -= h.lr * g;
+      }
+      break;
+    case Opt::Adagrad:
+      s0 += g * g;
+      p -= h.lr * g / math::sqrt(s0 + h.epsilon);
+      break;
+    case Opt::RMSprop: {
+      s0 = h.rho * s0 + (C(1) - h.rho) * g * g;
+      C denom = s0 + h.epsilon;
+      if (h.flags & kOptCentered) {
+        s1 = h.rho * s1 + (C(1) - h.rho) * g;
+        denom = s0 - s1 * s1 + h.epsilon;
+      }
+      const C inc = h.lr * g / math::sqrt(denom);
+      if (h.momentum != C(0)) {
+        s2 = h.momentum * s2 + inc;
+        p -= s2;
+      } else {
+        p -= inc;
+      }
+      break;
+    }
+    case Opt::Adam: {
+      s0 += (g - s0) * (C(1) - h.beta_1);
+      s1 += (g * g - s1) * (C(1) - h.beta_2);
+      C v = s1;
+      if (h.flags & kOptAmsgrad) v = s2 = opt_detail::max_nan(s2, s1);
+      p -= h.c1 * s0 / (math::sqrt(v) + h.epsilon);
+      break;
+    }
+    case Opt::Adamax:
+      s0 += (g - s0) * (C(1) - h.beta_1);
+      s1 = opt_detail::max_nan(h.beta_2 * s1, math::fabs(g));
+      p -= h.c1 * s0 / (s1 + h.epsilon);
+      break;
+    case Opt::Nadam:
+      s0 += (g - s0) * (C(1) - h.beta_1);
+      s1 += (g * g - s1) * (C(1) - h.beta_2);
+      p -= h.lr * (h.c1 * s0 + h.c2 * g) / (math::sqrt(s1 * h.c3) + h.epsilon);
+      break;
+    case Opt::Ftrl: {
+      const C n_old = opt_detail::ftrl_pow(s0, h.lr_power);
+      const C acc = s0 + g * g;
+      const C n_new = opt_detail::ftrl_pow(acc, h.lr_power);
+      s1 += g + C(2) * h.shrinkage * p - (n_new - n_old) / h.lr * p;
+      const C quadratic = n_new / h.lr + C(2) * h.c1;
+      const C clipped = s1 > h.l1 ? h.l1 : (s1 < -h.l1 ? -h.l1 : s1);
+      p = (clipped - s1) / quadratic;
+      s0 = acc;
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+}  // namespace fusednn
