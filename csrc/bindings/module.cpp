@@ -4,7 +4,9 @@
 // directly with inconsistent arrays.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -47,6 +49,20 @@ void require(const py::array& a, const char* name, const py::dtype& dt,
   for (py::ssize_t j = 0; j < a.ndim(); ++j)
     if (a.shape(j) > std::numeric_limits<int32_t>::max())
       throw py::value_error(std::string(name) + ": dimension too large for 32-bit BLAS");
+}
+
+// A C-contiguous array of dtype dt with n elements (n < 0: any), writable
+// when `out`: what the flat per-element kernels (optimizers) need.
+void require_flat(const py::array& a, const char* name, const py::dtype& dt, int64_t n, bool out) {
+  if (!a.dtype().is(dt))
+    throw py::type_error(std::string(name) + ": dtype " + std::string(py::str(a.dtype())) +
+                         ", expected " + std::string(py::str(dt)));
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + ": must be C-contiguous");
+  if (n >= 0 && int64_t(a.size()) != n)
+    throw py::value_error(std::string(name) + ": has " + std::to_string(a.size()) +
+                          " elements, expected " + std::to_string(n));
+  if (out && !a.writeable()) throw py::value_error(std::string(name) + ": is read-only");
 }
 
 template <typename T>
@@ -313,6 +329,92 @@ PYBIND11_MODULE(_C, m) {
         return c;
       },
       py::arg("a"), py::arg("b"));
+
+  m.def(
+      "optimizer_step",
+      [](int kind, const std::vector<double>& hyper, const py::list& params,
+         const py::list& grads, const py::list& slots, const std::vector<double>& l1,
+         const std::vector<double>& l2, const std::vector<double>& max_norm,
+         const std::vector<std::array<int64_t, 3>>& views, int clip_mode, double clip) {
+        // The Python layer has checked the user's arrays; these guards keep a
+        // direct call from writing out of bounds.
+        if (kind < 0 || kind >= int(fusednn::Opt::Count))
+          throw py::value_error("optimizer_step: kind out of range: " + std::to_string(kind));
+        if (hyper.size() != size_t(fusednn::kOptStepFields))
+          throw py::value_error("optimizer_step: hyper must have " +
+                                std::to_string(fusednn::kOptStepFields) + " values");
+        if (clip_mode < fusednn::kClipNone || clip_mode > fusednn::kClipGlobal)
+          throw py::value_error("optimizer_step: clip_mode out of range");
+        const size_t count = params.size();
+        if (grads.size() != count || slots.size() != count || l1.size() != count ||
+            l2.size() != count || max_norm.size() != count || views.size() != count)
+          throw py::value_error("optimizer_step: per-tensor lists differ in length");
+        std::vector<py::array> keep;  // typed handles, alive for the call
+        keep.reserve(count * 5);
+        py::dtype dt = py::dtype::of<float>();
+        for (size_t i = 0; i < count; ++i) {
+          // A non-array would be converted into a temporary copy, and the
+          // update would be lost: refuse it.
+          if (!py::isinstance<py::array>(params[i]) || !py::isinstance<py::array>(grads[i]))
+            throw py::type_error("optimizer_step: params and grads must be numpy arrays");
+          py::array p = params[i].cast<py::array>();
+          if (i == 0) dt = checked_float_dtype(p, "params[0]");
+          const std::string name = "params[" + std::to_string(i) + "]";
+          require_flat(p, name.c_str(), dt, -1, true);
+          const int64_t n = int64_t(p.size());
+          require_flat(grads[i].cast<py::array>(), ("grads[" + std::to_string(i) + "]").c_str(),
+                       dt, n, false);
+          py::sequence st = slots[i].cast<py::sequence>();
+          if (st.size() != 3) throw py::value_error("optimizer_step: slots[i] must have 3 entries");
+          for (size_t j = 0; j < 3; ++j)
+            if (!st[j].is_none()) {
+              if (!py::isinstance<py::array>(st[j]))
+                throw py::type_error("optimizer_step: slots must be numpy arrays or None");
+              require_flat(st[j].cast<py::array>(), "slot", dt, n, true);
+            }
+          if (max_norm[i] > 0 && views[i][0] * views[i][1] * views[i][2] != n)
+            throw py::value_error("optimizer_step: max-norm view does not match " + name);
+        }
+        auto run = [&](auto* tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          std::vector<fusednn::OptTensor<T>> ts(count);
+          for (size_t i = 0; i < count; ++i) {
+            py::array p = params[i].cast<py::array>();
+            py::array g = grads[i].cast<py::array>();
+            py::sequence st = slots[i].cast<py::sequence>();
+            auto& t = ts[i];
+            t.p = mut<T>(p);
+            t.g = cst<T>(g);
+            for (size_t j = 0; j < 3; ++j) {
+              if (st[j].is_none()) continue;
+              py::array a = st[j].cast<py::array>();
+              t.s[j] = mut<T>(a);
+              keep.push_back(a);
+            }
+            t.n = int64_t(p.size());
+            t.l1 = l1[i];
+            t.l2 = l2[i];
+            t.max_norm = max_norm[i] > 0 ? max_norm[i] : 0;
+            t.outer = views[i][0];
+            t.mid = views[i][1];
+            t.inner = views[i][2];
+            keep.push_back(p);
+            keep.push_back(g);
+          }
+          const auto h = fusednn::opt_step_from<double>(hyper.data());
+          py::gil_scoped_release nogil;
+          fusednn::cpu::optimizer_step<T>(fusednn::Opt(kind), h, ts.data(), int64_t(count),
+                                          clip_mode, clip);
+        };
+        if (dt.is(py::dtype::of<double>()))
+          run(static_cast<double*>(nullptr));
+        else
+          run(static_cast<float*>(nullptr));
+      },
+      py::arg("kind"), py::arg("hyper"), py::arg("params"), py::arg("grads"), py::arg("slots"),
+      py::arg("l1"), py::arg("l2"), py::arg("max_norm"), py::arg("views"), py::arg("clip_mode"),
+      py::arg("clip"),
+      "One optimizer step over all tensors, in place (fusednn/optimizers.h).");
 
   m.def("dense_block_rows", &fusednn::cpu::dense_block_rows, py::arg("m"), py::arg("k"),
         py::arg("n"), py::arg("elem_size"));

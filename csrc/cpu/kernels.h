@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "fusednn/activations.h"
+#include "fusednn/optimizers.h"
 
 namespace fusednn {
 namespace cpu {
@@ -46,6 +47,14 @@ void dense_backward_input(const T* dz, const T* w, const T* s_prev, T* dz_prev, 
 
 // The row block dense_forward uses for these shapes when block_rows <= 0.
 int64_t dense_block_rows(int64_t m, int64_t k, int64_t n, int64_t elem_size);
+
+// One optimizer step over `count` tensors in one parallel region: effective
+// gradient (penalties, clipping), decoupled weight decay and the rule of
+// fusednn/optimizers.h, then the max-norm rescale of tensors with
+// max_norm > 0. h.clipvalue bounds kClipValue; `clip` bounds the norm modes.
+template <typename T>
+void optimizer_step(Opt k, const OptStep<double>& h, OptTensor<T>* tensors, int64_t count,
+                    int clip_mode, double clip);
 
 }  // namespace cpu
 }  // namespace fusednn

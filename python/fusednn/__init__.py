@@ -18,7 +18,7 @@ import os as _os
 if _os.environ.get("FUSEDNN_BLAS_THREADS") == "native":
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import activations, ops  # noqa: E402
+from . import activations, constraints, ops, optimizers, regularizers  # noqa: E402
 from ._backend import (  # noqa: E402
     cuda_status,
     get_float32_matmul_precision,
@@ -31,12 +31,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "activations",
+    "constraints",
     "build_info",
     "cuda_status",
     "get_float32_matmul_precision",
     "has_cuda",
     "num_threads",
     "ops",
+    "optimizers",
+    "regularizers",
     "set_float32_matmul_precision",
     "set_num_threads",
 ]

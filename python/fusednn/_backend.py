@@ -109,6 +109,14 @@ class CPUBackend:
                                        need_db_prev)
 
 
+    @staticmethod
+    def optimizer_step(kind, hyper, params, grads, slots, l1, l2, max_norm, views, clip_mode,
+                       clip, norms):
+        """One fused step over all tensors, in place (norms: GPU only)."""
+        _C.optimizer_step(kind, hyper, params, grads, slots, l1, l2, max_norm, views, clip_mode,
+                          clip)
+
+
 class CUDABackend:
     """CuPy arrays -> fusednn._C_cuda (cuBLASLt + own kernels), on CuPy's current stream."""
 
@@ -206,6 +214,17 @@ class CUDABackend:
                                dw.data.ptr, self._ptr(db), spec.kind, spec.alpha, tf32(),
                                self._stream())
         return dx, dw, db
+
+    def optimizer_step(self, kind, hyper, params, grads, slots, l1, l2, max_norm, views,
+                       clip_mode, clip, norms):
+        """One fused step over all tensors, in place; `norms` (float64, one
+        per tensor) holds the clipping norms on the device."""
+        tensors = [(p.data.ptr, g.data.ptr, *(self._ptr(s) for s in row), int(p.size), a, b,
+                    mn, *view)
+                   for p, g, row, a, b, mn, view in zip(params, grads, slots, l1, l2, max_norm,
+                                                        views)]
+        self._C.optimizer_step(params[0].dtype.name, kind, hyper, tensors, clip_mode, clip,
+                               self._ptr(norms), self._stream())
 
 
 def backend_for(caller: str, **arrays):

@@ -1,0 +1,192 @@
+// One optimizer step for all parameter tensors in one OpenMP parallel region.
+//
+// The tensors are cut into chunks of kChunk elements, and the threads share
+// the chunks of all tensors, so 300 small tensors cost one region, not 300.
+// Phases, separated by barriers inside the region:
+//   1. (clipnorm / global_clipnorm) sums of squares of the effective
+//      gradients, per chunk, combined per tensor in a fixed order
+//      (deterministic whatever the thread count);
+//   2. the update of every element (fusednn/optimizers.h), computed in
+//      double: the loop is bound by memory, so double math costs nothing and
+//      keeps float32 storage within rounding of the float64 reference;
+//   3. (max-norm) unit norms of the constrained tensors, then their rescale.
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "cpu/kernels.h"
+
+namespace fusednn {
+namespace cpu {
+
+namespace {
+
+constexpr int64_t kChunk = 1 << 14;
+
+struct Chunk {
+  int64_t tensor, begin, end;
+};
+
+// Loops over one chunk live in plain functions: lambda-captured references
+// keep GCC from vectorising.
+template <typename T>
+double chunk_sumsq(const OptTensor<T>& t, int64_t b, int64_t e) {
+  const double l1 = t.l1, l2 = t.l2;
+  double acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = b; i < e; ++i) {
+    const double g = opt_effective_grad<double>(t.g[i], t.p[i], l1, l2, 1.0, kClipNone, 0.0);
+    acc += g * g;
+  }
+  return acc;
+}
+
+// Mask: bit k set when slot k exists. Unused slots are locals that are never
+// stored (RMSprop may use velocity and momentum without the centered average,
+// so the mask is not always a prefix).
+template <Opt K, typename T, int Mask>
+void chunk_update(const OptStep<double>& h, const OptTensor<T>& t, int64_t b, int64_t e,
+                  double scale, int clip_mode) {
+  T* p = t.p;
+  const T* g = t.g;
+  T* s0 = t.s[0];
+  T* s1 = t.s[1];
+  T* s2 = t.s[2];
+  const double l1 = t.l1, l2 = t.l2;
+#pragma omp simd
+  for (int64_t i = b; i < e; ++i) {
+    double pv = p[i];
+    double a = (Mask & 1) ? double(s0[i]) : 0.0;
+    double c = (Mask & 2) ? double(s1[i]) : 0.0;
+    double d = (Mask & 4) ? double(s2[i]) : 0.0;
+    const double gv = opt_effective_grad<double>(g[i], pv, l1, l2, scale, clip_mode, h.clipvalue);
+    opt_update<double>(K, h, pv, gv, a, c, d);
+    p[i] = T(pv);
+    if (Mask & 1) s0[i] = T(a);
+    if (Mask & 2) s1[i] = T(c);
+    if (Mask & 4) s2[i] = T(d);
+  }
+}
+
+template <Opt K, typename T>
+void update_chunk(const OptStep<double>& h, const OptTensor<T>& t, int64_t b, int64_t e,
+                  double scale, int clip_mode) {
+  const int mask = (t.s[0] ? 1 : 0) | (t.s[1] ? 2 : 0) | (t.s[2] ? 4 : 0);
+  switch (mask) {
+#define FUSEDNN_CASE(M) \
+  case M: chunk_update<K, T, M>(h, t, b, e, scale, clip_mode); break;
+    FUSEDNN_CASE(0) FUSEDNN_CASE(1) FUSEDNN_CASE(2) FUSEDNN_CASE(3)
+    FUSEDNN_CASE(4) FUSEDNN_CASE(5) FUSEDNN_CASE(6) FUSEDNN_CASE(7)
+#undef FUSEDNN_CASE
+  }
+}
+
+template <typename T>
+void unit_sumsq(const OptTensor<T>& t, int64_t o, int64_t i0, int64_t i1, double* out) {
+  for (int64_t i = i0; i < i1; ++i) out[i - i0] = 0;
+  for (int64_t j = 0; j < t.mid; ++j) {
+    const T* row = t.p + (o * t.mid + j) * t.inner;
+#pragma omp simd
+    for (int64_t i = i0; i < i1; ++i) out[i - i0] += double(row[i]) * double(row[i]);
+  }
+}
+
+template <typename T>
+void unit_rescale(const OptTensor<T>& t, int64_t o, int64_t i0, int64_t i1, const double* sumsq) {
+  for (int64_t j = 0; j < t.mid; ++j) {
+    T* row = t.p + (o * t.mid + j) * t.inner;
+#pragma omp simd
+    for (int64_t i = i0; i < i1; ++i)
+      row[i] = T(double(row[i]) * opt_max_norm_scale<double>(sumsq[i - i0], t.max_norm));
+  }
+}
+
+template <Opt K, typename T>
+void step(const OptStep<double>& h, OptTensor<T>* ts, int64_t count, int clip_mode, double clip) {
+  std::vector<Chunk> chunks;
+  for (int64_t t = 0; t < count; ++t)
+    for (int64_t b = 0; b < ts[t].n; b += kChunk)
+      chunks.push_back({t, b, std::min(ts[t].n, b + kChunk)});
+  const int64_t nc = int64_t(chunks.size());
+  const bool norms = clip_mode == kClipNorm || clip_mode == kClipGlobal;
+  std::vector<double> partial(norms ? size_t(nc) : 0);
+  std::vector<double> scale(size_t(count), 1.0);
+
+  // Max-norm work items: (tensor, outer index, block of inner columns).
+  constexpr int64_t kCols = 512;
+  struct Unit {
+    int64_t tensor, outer, i0, i1;
+  };
+  std::vector<Unit> units;
+  for (int64_t t = 0; t < count; ++t)
+    if (ts[t].max_norm > 0 && ts[t].n > 0)
+      for (int64_t o = 0; o < ts[t].outer; ++o)
+        for (int64_t i0 = 0; i0 < ts[t].inner; i0 += kCols)
+          units.push_back({t, o, i0, std::min(ts[t].inner, i0 + kCols)});
+  const int64_t nu = int64_t(units.size());
+
+  int64_t total = 0;
+  for (int64_t t = 0; t < count; ++t) total += ts[t].n;
+  const int nt = total >= 4 * kChunk ? omp_get_max_threads() : 1;
+
+#pragma omp parallel num_threads(nt)
+  {
+    if (norms) {
+#pragma omp for schedule(static)
+      for (int64_t c = 0; c < nc; ++c)
+        partial[c] = chunk_sumsq(ts[chunks[c].tensor], chunks[c].begin, chunks[c].end);
+#pragma omp single
+      {
+        std::vector<double> sums(size_t(count), 0.0);
+        for (int64_t c = 0; c < nc; ++c) sums[chunks[c].tensor] += partial[c];
+        if (clip_mode == kClipNorm) {
+          for (int64_t t = 0; t < count; ++t) scale[t] = opt_clip_scale<double>(sums[t], clip);
+        } else {
+          double all = 0;
+          for (double s : sums) all += s;
+          std::fill(scale.begin(), scale.end(), opt_clip_scale<double>(all, clip));
+        }
+      }  // implicit barrier
+    }
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < nc; ++c) {
+      const Chunk& ch = chunks[c];
+      update_chunk<K, T>(h, ts[ch.tensor], ch.begin, ch.end, scale[ch.tensor], clip_mode);
+    }
+    if (nu > 0) {
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t u = 0; u < nu; ++u) {
+        const Unit& w = units[u];
+        double sumsq[kCols];
+        unit_sumsq(ts[w.tensor], w.outer, w.i0, w.i1, sumsq);
+        unit_rescale(ts[w.tensor], w.outer, w.i0, w.i1, sumsq);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void optimizer_step(Opt k, const OptStep<double>& h, OptTensor<T>* tensors, int64_t count,
+                    int clip_mode, double clip) {
+  switch (k) {
+    case Opt::SGD: step<Opt::SGD>(h, tensors, count, clip_mode, clip); break;
+    case Opt::Adagrad: step<Opt::Adagrad>(h, tensors, count, clip_mode, clip); break;
+    case Opt::RMSprop: step<Opt::RMSprop>(h, tensors, count, clip_mode, clip); break;
+    case Opt::Adam: step<Opt::Adam>(h, tensors, count, clip_mode, clip); break;
+    case Opt::Adamax: step<Opt::Adamax>(h, tensors, count, clip_mode, clip); break;
+    case Opt::Nadam: step<Opt::Nadam>(h, tensors, count, clip_mode, clip); break;
+    case Opt::Ftrl: step<Opt::Ftrl>(h, tensors, count, clip_mode, clip); break;
+    default: break;
+  }
+}
+
+template void optimizer_step<float>(Opt, const OptStep<double>&, OptTensor<float>*, int64_t, int,
+                                    double);
+template void optimizer_step<double>(Opt, const OptStep<double>&, OptTensor<double>*, int64_t,
+                                     int, double);
+
+}  // namespace cpu
+}  // namespace fusednn
