@@ -103,3 +103,38 @@ def test_binding_rejects_bad_arguments():
     with pytest.raises(ValueError):  # a mask row length that is not a multiple of 128 bits
         mod.dense_forward("float32", 5, 3, 4, 1 << 20, 2 << 20, 0, 3 << 20, 0, 4 << 20, 100, 1,
                           0.0, False, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("clip_mode", [0, 1, 2, 3])
+def test_optimizer_step_is_called_correctly(dtype, clip_mode):
+    """CUDABackend.optimizer_step with the lists Optimizer.apply builds."""
+    mod = _cuda_module()
+    from fusednn._backend import CUDABackend
+    from fusednn.optimizers._base import _STEP_FIELDS
+
+    be = CUDABackend(mod, _FakeCupy)
+    params = [_FakeArray((7, 5), dtype), _FakeArray((17,), dtype)]
+    grads = [_FakeArray(p.shape, dtype) for p in params]
+    slots = [[_FakeArray(p.shape, dtype), None, _FakeArray(p.shape, dtype)] for p in params]
+    norms = _FakeArray((2,), np.float64)
+    for kind in range(7):
+        with pytest.raises(RuntimeError):
+            be.optimizer_step(kind, [0.1] * len(_STEP_FIELDS), params, grads, slots, [0.0, 0.01],
+                              [0.0, 0.0], [2.0, 0.0], [(1, 7, 5), (1, 1, 1)], clip_mode, 1.0,
+                              norms)
+
+
+def test_optimizer_binding_rejects_bad_arguments():
+    mod = _cuda_module()
+    t = (1 << 20, 2 << 20, 3 << 20, 0, 0, 10, 0.0, 0.0, 0.0, 1, 1, 1)
+    with pytest.raises(ValueError):  # unknown optimizer kind
+        mod.optimizer_step("float32", 99, [0.0] * 15, [t], 0, 0.0, 0, 0)
+    with pytest.raises(ValueError):  # wrong number of step fields
+        mod.optimizer_step("float32", 3, [0.0] * 14, [t], 0, 0.0, 0, 0)
+    with pytest.raises(ValueError):  # negative size
+        mod.optimizer_step("float32", 3, [0.0] * 15, [t[:5] + (-1,) + t[6:]], 0, 0.0, 0, 0)
+    with pytest.raises(ValueError):  # max-norm view that does not cover the tensor
+        mod.optimizer_step("float32", 3, [0.0] * 15, [t[:8] + (2.0, 1, 3, 3)], 0, 0.0, 0, 0)
+    with pytest.raises(ValueError):  # norm clipping without its device buffer
+        mod.optimizer_step("float32", 3, [0.0] * 15, [t], 2, 1.0, 0, 0)

@@ -6,11 +6,14 @@
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "cuda/kernels.cuh"
 
@@ -266,6 +269,78 @@ void dense_backward_input(const std::string& dtype, int64_t m, int64_t k, int64_
   });
 }
 
+// (p, g, s0, s1, s2, n, l1, l2, max_norm, outer, mid, inner); slot 0 = unused.
+using OptTensorTuple = std::tuple<uintptr_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t, int64_t,
+                                  double, double, double, int64_t, int64_t, int64_t>;
+
+void optimizer_step(const std::string& dtype, int kind, const std::vector<double>& hyper,
+                    const std::vector<OptTensorTuple>& tensors, int clip_mode, double clip,
+                    uintptr_t norms_ptr, uintptr_t stream) {
+  using fusednn::Opt;
+  const char* fn = "optimizer_step";
+  const DType t = parse_dtype(fn, dtype);
+  if (kind < 0 || kind >= int(Opt::Count))
+    throw py::value_error(std::string(fn) + ": optimizer kind must be in [0, " +
+                          std::to_string(int(Opt::Count)) + "), got " + std::to_string(kind));
+  if (hyper.size() != size_t(fusednn::kOptStepFields))
+    throw py::value_error(std::string(fn) + ": hyper must have " +
+                          std::to_string(fusednn::kOptStepFields) + " values, got " +
+                          std::to_string(hyper.size()));
+  if (clip_mode < fusednn::kClipNone || clip_mode > fusednn::kClipGlobal)
+    throw py::value_error(std::string(fn) + ": clip_mode must be in [0, 3], got " +
+                          std::to_string(clip_mode));
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const std::string name = "tensors[" + std::to_string(i) + "]";
+    const auto& x = tensors[i];
+    const int64_t n = std::get<5>(x);
+    check_size(fn, (name + ".n").c_str(), n);
+    check_ptr(fn, (name + ".p").c_str(), std::get<0>(x), n);
+    check_ptr(fn, (name + ".g").c_str(), std::get<1>(x), n);
+    const double max_norm = std::get<8>(x);
+    if (!(max_norm >= 0))
+      throw py::value_error(std::string(fn) + ": " + name + ".max_norm must be >= 0, got " +
+                            std::to_string(max_norm));
+    if (max_norm > 0 && n > 0) {
+      const int64_t outer = std::get<9>(x), mid = std::get<10>(x), inner = std::get<11>(x);
+      const std::string where = std::string(fn) + ": " + name;
+      if (outer < 1 || mid < 1 || inner < 1 ||
+          count(where.c_str(), count(where.c_str(), outer, mid), inner) != n)
+        throw py::value_error(std::string(fn) + ": " + name +
+                              " outer * mid * inner must equal n = " + std::to_string(n) +
+                              " (each >= 1) for max_norm > 0, got " + std::to_string(outer) +
+                              " x " + std::to_string(mid) + " x " + std::to_string(inner));
+    }
+  }
+  if ((clip_mode == fusednn::kClipNorm || clip_mode == fusednn::kClipGlobal) && norms_ptr == 0 &&
+      !tensors.empty())
+    throw py::value_error(std::string(fn) + ": norms_ptr is null for clip_mode " +
+                          std::to_string(clip_mode));
+  const fusednn::OptStep<double> h = fusednn::opt_step_from<double>(hyper.data());
+  py::gil_scoped_release nogil;
+  with_dtype(t, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    std::vector<fusednn::OptTensor<T>> v(tensors.size());
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const auto& x = tensors[i];
+      fusednn::OptTensor<T>& o = v[i];
+      o.p = ptr(tag, std::get<0>(x));
+      o.g = ptr(tag, std::get<1>(x));
+      o.s[0] = ptr(tag, std::get<2>(x));
+      o.s[1] = ptr(tag, std::get<3>(x));
+      o.s[2] = ptr(tag, std::get<4>(x));
+      o.n = std::get<5>(x);
+      o.l1 = std::get<6>(x);
+      o.l2 = std::get<7>(x);
+      o.max_norm = std::get<8>(x);
+      o.outer = std::get<9>(x);
+      o.mid = std::get<10>(x);
+      o.inner = std::get<11>(x);
+    }
+    fusednn::cuda::optimizer_step<T>(Opt(kind), h, v.data(), int64_t(v.size()), clip_mode, clip,
+                                     reinterpret_cast<double*>(norms_ptr), as_stream(stream));
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C_cuda, m) {
@@ -316,4 +391,10 @@ PYBIND11_MODULE(_C_cuda, m) {
         "db_prev = column sums of dz_prev (dbprev_ptr = 0: none). prev_saved is z_prev for "
         "gelu/gelu_tanh/swish/mish, y_prev otherwise (required unless linear); prev_mask_ptr "
         "(0 for none) is the relu bitmask dense_forward reported as written, ld prev_mask_ld.");
+  m.def("optimizer_step", &optimizer_step, py::arg("dtype"), py::arg("kind"), py::arg("hyper"),
+        py::arg("tensors"), py::arg("clip_mode"), py::arg("clip"), py::arg("norms_ptr"),
+        py::arg("stream"),
+        "One optimizer step over all tensors, each (p_ptr, g_ptr, s0_ptr, s1_ptr, s2_ptr, n, l1, "
+        "l2, max_norm, outer, mid, inner) (slot ptr 0: unused), hyper the 15 OptStep values; "
+        "norms_ptr: len(tensors) float64 scratch for clip_mode 2/3 (0 otherwise).");
 }

@@ -416,6 +416,22 @@ PYBIND11_MODULE(_C, m) {
       py::arg("clip"),
       "One optimizer step over all tensors, in place (fusednn/optimizers.h).");
 
+  m.def(
+      "copy_into",
+      [](py::array dst, const py::array& src) {
+        // For bench/: the machine's copy bandwidth on fusednn's threads.
+        if (!(dst.flags() & py::array::c_style) || !(src.flags() & py::array::c_style) ||
+            !dst.writeable() || dst.nbytes() != src.nbytes())
+          throw py::value_error("copy_into: dst and src must be C-contiguous, dst writable, "
+                                "and of equal byte size");
+        void* d = dst.mutable_data();
+        const void* s = src.data();
+        const int64_t bytes = int64_t(src.nbytes());
+        py::gil_scoped_release nogil;
+        fusednn::cpu::parallel_copy(d, s, bytes);
+      },
+      py::arg("dst"), py::arg("src"));
+
   m.def("dense_block_rows", &fusednn::cpu::dense_block_rows, py::arg("m"), py::arg("k"),
         py::arg("n"), py::arg("elem_size"));
   m.def("set_num_threads", [](int n) {

@@ -48,6 +48,9 @@ void dense_backward_input(const T* dz, const T* w, const T* s_prev, T* dz_prev, 
 // The row block dense_forward uses for these shapes when block_rows <= 0.
 int64_t dense_block_rows(int64_t m, int64_t k, int64_t n, int64_t elem_size);
 
+// dst[0..bytes) = src[0..bytes) on all threads (the copy-bandwidth roofline).
+void parallel_copy(void* dst, const void* src, int64_t bytes);
+
 // One optimizer step over `count` tensors in one parallel region: effective
 // gradient (penalties, clipping), decoupled weight decay and the rule of
 // fusednn/optimizers.h, then the max-norm rescale of tensors with

@@ -46,8 +46,11 @@ double chunk_sumsq(const OptTensor<T>& t, int64_t b, int64_t e) {
 // stored (RMSprop may use velocity and momentum without the centered average,
 // so the mask is not always a prefix).
 template <Opt K, typename T, int Mask>
-void chunk_update(const OptStep<double>& h, const OptTensor<T>& t, int64_t b, int64_t e,
+void chunk_update(const OptStep<double>& h_in, const OptTensor<T>& t, int64_t b, int64_t e,
                   double scale, int clip_mode) {
+  // A local copy: stores through p could alias the caller's struct, which
+  // would keep its fields from being hoisted out of the vector loop.
+  const OptStep<double> h = h_in;
   T* p = t.p;
   const T* g = t.g;
   T* s0 = t.s[0];

@@ -1,0 +1,359 @@
+// One optimizer step over many tensors: the per-element math of
+// fusednn/optimizers.h applied multi-tensor style. Every tensor is cut into
+// chunks of kChunk elements; a block handles one (tensor, chunk) pair at a
+// time. The descriptors of up to kMaxTensors tensors travel in the kernel's
+// parameters (CUDA >= 12.1 on sm_70+ allows 32764 bytes), with a prefix array
+// of chunk starts that each block binary-searches for its tensor, so one
+// launch covers them all; more tensors take one launch per group.
+//
+// Nothing here allocates device memory or synchronises the host: the norms
+// the clip modes need go through the caller's `norms` buffer, read back by
+// the update kernel on the same stream.
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cuda/kernels.cuh"
+#include "cuda/launch.cuh"
+
+namespace fusednn {
+namespace cuda {
+
+namespace {
+
+// Tensors per launch. The argument structs below stay under 20 KB, well
+// inside the 32764-byte limit (static_asserts further down).
+constexpr int kMaxTensors = 256;
+// Elements per (tensor, chunk) work item: 256 per thread at kThreads.
+constexpr int64_t kChunk = 65536;
+constexpr int kWarps = kThreads / 32;
+static_assert(kThreads % 32 == 0 && kThreads <= 1024, "block shape");
+
+// The compute type of a storage type (float32 -> float, float64 -> double).
+template <typename T>
+struct Compute;
+template <>
+struct Compute<float> {
+  using type = float;
+};
+template <>
+struct Compute<double> {
+  using type = double;
+};
+
+// A group of non-empty tensors as chunks: the update and the norm reduction.
+template <typename T>
+struct ChunkArgs {
+  using C = typename Compute<T>::type;
+  T* p[kMaxTensors];
+  const T* g[kMaxTensors];
+  T* s[3][kMaxTensors];
+  int64_t n[kMaxTensors];
+  C l1[kMaxTensors];
+  C l2[kMaxTensors];
+  // Chunks of tensor i: [chunk_start[i], chunk_start[i + 1]); strictly
+  // increasing since empty tensors are left out.
+  int64_t chunk_start[kMaxTensors + 1];
+  int index[kMaxTensors];  // position in the caller's array, i.e. in `norms`
+  int count;
+};
+
+// A group of max-norm constrained tensors as units: (outer, inner) pairs.
+template <typename T>
+struct MaxNormArgs {
+  using C = typename Compute<T>::type;
+  T* p[kMaxTensors];
+  C max_norm[kMaxTensors];
+  int64_t mid[kMaxTensors];
+  int64_t inner[kMaxTensors];
+  int64_t unit_start[kMaxTensors + 1];  // as chunk_start
+  int count;
+};
+
+constexpr size_t kMaxParamBytes = 32764;
+static_assert(sizeof(ChunkArgs<double>) + sizeof(OptStep<double>) + 64 < kMaxParamBytes,
+              "update kernel parameters");
+static_assert(sizeof(MaxNormArgs<double>) + 64 < kMaxParamBytes, "max-norm kernel parameters");
+
+// The i with start[i] <= x < start[i + 1], for 0 <= x < start[count]
+// (start strictly increasing).
+__device__ __forceinline__ int find_group_slot(const int64_t* start, int count, int64_t x) {
+  int lo = 0, hi = count - 1;
+  while (lo < hi) {
+    const int m = (lo + hi + 1) >> 1;
+    if (start[m] <= x)
+      lo = m;
+    else
+      hi = m - 1;
+  }
+  return lo;
+}
+
+// Sum over the block, valid in thread 0; a fixed order, so every block that
+// sums the same values gets the same result. Every thread must call it.
+__device__ __forceinline__ double block_sum(double v, double* scratch /* [kWarps] */) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = 0;
+  if (warp == 0) {
+    v = lane < kWarps ? scratch[lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  }
+  __syncthreads();  // scratch may be reused right after
+  return v;
+}
+
+// norms[index[t]] += sum of squares of tensor t's effective gradient
+// (penalties applied, no clipping), one atomic per chunk.
+template <typename T>
+__global__ void grad_sumsq_kernel(const ChunkArgs<T> a, double* norms) {
+  using C = typename Compute<T>::type;
+  __shared__ double scratch[kWarps];
+  const int64_t chunks = a.chunk_start[a.count];
+  // The chunk loop is uniform over the block, so the barriers are safe.
+  for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
+    const int t = find_group_slot(a.chunk_start, a.count, c);
+    const int64_t begin = (c - a.chunk_start[t]) * kChunk;
+    const int64_t end = min(begin + kChunk, a.n[t]);
+    const T* __restrict__ p = a.p[t];
+    const T* __restrict__ g = a.g[t];
+    const C l1 = a.l1[t], l2 = a.l2[t];
+    double acc = 0;
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+      const C e = opt_effective_grad<C>(C(g[i]), C(p[i]), l1, l2, C(1), kClipNone, C(0));
+      acc += double(e) * double(e);
+    }
+    acc = block_sum(acc, scratch);
+    if (threadIdx.x == 0) atomicAdd(&norms[a.index[t]], acc);
+  }
+}
+
+// The step for every element of the group. clip_mode kClipNorm reads
+// norms[index[t]], kClipGlobal the sum of norms[0..norms_count).
+template <typename T, Opt K>
+__global__ void update_kernel(const ChunkArgs<T> a, const OptStep<typename Compute<T>::type> h,
+                              int clip_mode, double clip, const double* norms,
+                              int64_t norms_count) {
+  using C = typename Compute<T>::type;
+  __shared__ double scratch[kWarps];
+  __shared__ double global_sumsq;
+  C scale = C(1);
+  if (clip_mode == kClipGlobal) {
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < norms_count; i += blockDim.x) s += norms[i];
+    s = block_sum(s, scratch);
+    if (threadIdx.x == 0) global_sumsq = s;
+    __syncthreads();
+    scale = C(opt_clip_scale<double>(global_sumsq, clip));
+  }
+  const C clipvalue = h.clipvalue;
+  const int64_t chunks = a.chunk_start[a.count];
+  for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
+    const int t = find_group_slot(a.chunk_start, a.count, c);
+    const int64_t begin = (c - a.chunk_start[t]) * kChunk;
+    const int64_t end = min(begin + kChunk, a.n[t]);
+    if (clip_mode == kClipNorm) scale = C(opt_clip_scale<double>(norms[a.index[t]], clip));
+    T* __restrict__ p = a.p[t];
+    const T* __restrict__ g = a.g[t];
+    T* __restrict__ s0p = a.s[0][t];
+    T* __restrict__ s1p = a.s[1][t];
+    T* __restrict__ s2p = a.s[2][t];
+    const C l1 = a.l1[t], l2 = a.l2[t];
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+      C pi = C(p[i]);
+      const C gi = opt_effective_grad<C>(C(g[i]), pi, l1, l2, scale, clip_mode, clipvalue);
+      C s0 = s0p ? C(s0p[i]) : C(0);
+      C s1 = s1p ? C(s1p[i]) : C(0);
+      C s2 = s2p ? C(s2p[i]) : C(0);
+      opt_update<C>(K, h, pi, gi, s0, s1, s2);
+      p[i] = T(pi);
+      if (s0p) s0p[i] = T(s0);
+      if (s1p) s1p[i] = T(s1);
+      if (s2p) s2p[i] = T(s2);
+    }
+  }
+}
+
+// One thread per unit (o, i) of a constrained tensor seen as (outer, mid,
+// inner): consecutive threads take consecutive i, so the loads over mid are
+// coalesced whenever inner is large (a Dense kernel (in, out) with axis 0).
+template <typename T>
+__global__ void max_norm_kernel(const MaxNormArgs<T> a, int64_t units) {
+  using C = typename Compute<T>::type;
+  for (int64_t u = thread_index(); u < units; u += grid_stride()) {
+    const int t = find_group_slot(a.unit_start, a.count, u);
+    const int64_t local = u - a.unit_start[t];
+    const int64_t mid = a.mid[t], inner = a.inner[t];
+    const int64_t o = local / inner;
+    T* __restrict__ w = a.p[t] + o * mid * inner + (local - o * inner);
+    double sumsq = 0;
+    for (int64_t j = 0; j < mid; ++j) {
+      const double v = double(w[j * inner]);
+      sumsq += v * v;
+    }
+    const C f = opt_max_norm_scale<C>(C(sumsq), a.max_norm[t]);
+    for (int64_t j = 0; j < mid; ++j) w[j * inner] = T(C(w[j * inner]) * f);
+  }
+}
+
+template <typename C>
+OptStep<C> step_as(const OptStep<double>& d) {
+  OptStep<C> h;
+  h.lr = C(d.lr);
+  h.beta_1 = C(d.beta_1);
+  h.beta_2 = C(d.beta_2);
+  h.rho = C(d.rho);
+  h.momentum = C(d.momentum);
+  h.epsilon = C(d.epsilon);
+  h.c1 = C(d.c1);
+  h.c2 = C(d.c2);
+  h.c3 = C(d.c3);
+  h.decay = C(d.decay);
+  h.clipvalue = C(d.clipvalue);
+  h.l1 = C(d.l1);
+  h.shrinkage = C(d.shrinkage);
+  h.lr_power = C(d.lr_power);
+  h.flags = d.flags;
+  return h;
+}
+
+// The non-empty tensors in groups of at most kMaxTensors.
+template <typename T>
+std::vector<ChunkArgs<T>> chunk_groups(const OptTensor<T>* tensors, int64_t count) {
+  using C = typename Compute<T>::type;
+  std::vector<ChunkArgs<T>> groups;
+  ChunkArgs<T>* a = nullptr;
+  for (int64_t i = 0; i < count; ++i) {
+    const OptTensor<T>& x = tensors[i];
+    if (x.n <= 0) continue;
+    if (a == nullptr || a->count == kMaxTensors) {
+      groups.emplace_back();
+      a = &groups.back();
+      a->count = 0;
+      a->chunk_start[0] = 0;
+    }
+    const int j = a->count++;
+    a->p[j] = x.p;
+    a->g[j] = x.g;
+    for (int s = 0; s < 3; ++s) a->s[s][j] = x.s[s];
+    a->n[j] = x.n;
+    a->l1[j] = C(x.l1);
+    a->l2[j] = C(x.l2);
+    a->index[j] = int(i);
+    a->chunk_start[j + 1] = a->chunk_start[j] + (x.n + kChunk - 1) / kChunk;
+  }
+  return groups;
+}
+
+template <typename T, Opt K>
+void launch_updates(const std::vector<ChunkArgs<T>>& groups, const OptStep<double>& hd,
+                    int clip_mode, double clip, const double* norms, int64_t count,
+                    cudaStream_t stream) {
+  using C = typename Compute<T>::type;
+  const OptStep<C> h = step_as<C>(hd);
+  for (const ChunkArgs<T>& a : groups)
+    linear_kernel<1>(update_kernel<T, K>, 0, stream, a.chunk_start[a.count], a, h, clip_mode,
+                     clip, norms, count);
+}
+
+template <typename T>
+void max_norm_step(const OptTensor<T>* tensors, int64_t count, cudaStream_t stream) {
+  using C = typename Compute<T>::type;
+  MaxNormArgs<T> a;
+  a.count = 0;
+  a.unit_start[0] = 0;
+  auto flush = [&] {
+    if (a.count > 0) {
+      const int64_t units = a.unit_start[a.count];
+      linear_kernel(max_norm_kernel<T>, 0, stream, units, a, units);
+    }
+    a.count = 0;
+  };
+  for (int64_t i = 0; i < count; ++i) {
+    const OptTensor<T>& x = tensors[i];
+    if (!(x.max_norm > 0) || x.n <= 0) continue;
+    const int j = a.count++;
+    a.p[j] = x.p;
+    a.max_norm[j] = C(x.max_norm);
+    a.mid[j] = x.mid;
+    a.inner[j] = x.inner;
+    a.unit_start[j + 1] = a.unit_start[j] + x.outer * x.inner;
+    if (a.count == kMaxTensors) flush();
+  }
+  flush();
+}
+
+}  // namespace
+
+template <typename T>
+void optimizer_step(Opt k, const OptStep<double>& h, const OptTensor<T>* tensors, int64_t count,
+                    int clip_mode, double clip, double* norms, cudaStream_t stream) {
+  if (int(k) < 0 || int(k) >= int(Opt::Count))
+    throw std::invalid_argument("optimizer_step: unknown optimizer kind " +
+                                std::to_string(int(k)));
+  if (clip_mode < kClipNone || clip_mode > kClipGlobal)
+    throw std::invalid_argument("optimizer_step: unknown clip mode " + std::to_string(clip_mode));
+  if (count <= 0) return;
+  // Before anything is launched, so a bad call changes nothing.
+  for (int64_t i = 0; i < count; ++i) {
+    const OptTensor<T>& x = tensors[i];
+    if (x.max_norm > 0 && x.n > 0 &&
+        (x.outer < 1 || x.mid < 1 || x.inner < 1 || x.n / x.outer / x.mid != x.inner ||
+         x.n % (x.outer * x.mid) != 0))
+      throw std::invalid_argument("optimizer_step: tensor " + std::to_string(i) +
+                                  ": outer * mid * inner != n for the max-norm constraint");
+  }
+  const std::vector<ChunkArgs<T>> groups = chunk_groups(tensors, count);
+  if (groups.empty()) return;  // every tensor is empty
+
+  const bool norm_clip = clip_mode == kClipNorm || clip_mode == kClipGlobal;
+  if (norm_clip) {
+    if (norms == nullptr)
+      throw std::invalid_argument("optimizer_step: norms is null for a norm clip mode");
+    // Every group's norms before any update: the global norm needs them all.
+    FUSEDNN_CUDA_CHECK(cudaMemsetAsync(norms, 0, size_t(count) * sizeof(double), stream));
+    for (const ChunkArgs<T>& a : groups)
+      linear_kernel<1>(grad_sumsq_kernel<T>, 0, stream, a.chunk_start[a.count], a, norms);
+  }
+
+  switch (k) {
+    case Opt::SGD:
+      launch_updates<T, Opt::SGD>(groups, h, clip_mode, clip, norms, count, stream);
+      break;
+    case Opt::Adagrad:
+      launch_updates<T, Opt::Adagrad>(groups, h, clip_mode, clip, norms, count, stream);
+      break;
+    case Opt::RMSprop:
+      launch_updates<T, Opt::RMSprop>(groups, h, clip_mode, clip, norms, count, stream);
+      break;
+    case Opt::Adam:
+      launch_updates<T, Opt::Adam>(groups, h, clip_mode, clip, norms, count, stream);
+      break;
+    case Opt::Adamax:
+      launch_updates<T, Opt::Adamax>(groups, h, clip_mode, clip, norms, count, stream);
+      break;
+    case Opt::Nadam:
+      launch_updates<T, Opt::Nadam>(groups, h, clip_mode, clip, norms, count, stream);
+      break;
+    case Opt::Ftrl:
+      launch_updates<T, Opt::Ftrl>(groups, h, clip_mode, clip, norms, count, stream);
+      break;
+    default:
+      break;  // checked above
+  }
+
+  max_norm_step(tensors, count, stream);
+}
+
+#define FUSEDNN_INSTANTIATE(T)                                                              \
+  template void optimizer_step<T>(Opt, const OptStep<double>&, const OptTensor<T>*, int64_t, \
+                                  int, double, double*, cudaStream_t);
+FUSEDNN_INSTANTIATE(float)
+FUSEDNN_INSTANTIATE(double)
+#undef FUSEDNN_INSTANTIATE
+
+}  // namespace cuda
+}  // namespace fusednn
