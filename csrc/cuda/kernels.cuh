@@ -63,7 +63,7 @@ void dense_backward_input(const T* dz, const T* w, const T* s_prev, const void* 
 
 // One optimizer step over `count` tensors (host array `tensors`; every
 // pointer inside is device memory), the rule of fusednn/optimizers.h computed
-// in float for float32 storage and in double for float64:
+// in double whatever the storage type:
 //  - clip_mode kClipNorm / kClipGlobal: first the sum of squares of each
 //    tensor's effective gradient (penalties applied) into norms[0..count)
 //    (device doubles, zeroed here), then the update reads them from device

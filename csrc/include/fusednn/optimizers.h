@@ -47,8 +47,9 @@ constexpr int kClipValue = 1;   // each component to [-v, v]
 constexpr int kClipNorm = 2;    // each tensor's L2 norm to at most v
 constexpr int kClipGlobal = 3;  // all tensors scaled by min(1, v / global norm)
 
-// Everything a step needs besides the tensors. C is the compute type (float
-// for float32 storage on the GPU, double on the CPU and for float64).
+// Everything a step needs besides the tensors. C is the compute type: both
+// backends compute in double whatever the storage (the step is bound by
+// memory, and float32 arithmetic would drift from the float64 reference).
 template <typename C>
 struct OptStep {
   C lr = 0;        // learning rate of this step (schedule already applied)

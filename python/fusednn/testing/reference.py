@@ -130,3 +130,339 @@ def dense_backward(dy, x, w, b=None, activation_name="linear", **params):
     dx = dz @ _f64(w).T
     db = dz.sum(axis=0) if b is not None else None
     return dx, dw, db
+
+
+# --------------------------------------------------------------- optimizers
+#
+# One optimizer step, as Keras 3 defines it (keras/src/optimizers/*.py), in
+# float64. Functional: nothing is updated in place; every function returns new
+# arrays. The per-tensor order within a step is
+#
+#   1. g += l1*sign(p) + 2*l2*p                    (penalty, if the tensor has one)
+#   2. clipvalue | clipnorm | global_clipnorm      (at most one)
+#   3. p -= lr*wd*p                                (weight_decay, if not None)
+#   4. the optimizer's rule                        (t = iterations + 1)
+#   5. p = max_norm(p)                             (constraint, if the tensor has one)
+#
+# and then iterations += 1. lr is config["learning_rate"], or
+# config["learning_rate"](iterations) when it is a callable schedule, with the
+# iteration count from before the step. Frozen tensors (trainable False) keep
+# their value and their slots, take no part in the global norm, and are not
+# decayed; the step counter t is global all the same.
+
+OPTIMIZER_COMMON_DEFAULTS = {
+    "weight_decay": None,
+    "clipnorm": None,
+    "clipvalue": None,
+    "global_clipnorm": None,
+}
+
+OPTIMIZER_DEFAULTS = {
+    "SGD": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False},
+    "Adagrad": {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7},
+    "RMSprop": {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7,
+                "centered": False},
+    "Adam": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7,
+             "amsgrad": False},
+    "AdamW": {"learning_rate": 0.001, "weight_decay": 0.004, "beta_1": 0.9, "beta_2": 0.999,
+              "epsilon": 1e-7, "amsgrad": False},
+    "Adamax": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+    "Nadam": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7,
+              "momentum_decay": 1.0},
+    "Ftrl": {"learning_rate": 0.001, "learning_rate_power": -0.5,
+             "initial_accumulator_value": 0.1, "l1_regularization_strength": 0.0,
+             "l2_regularization_strength": 0.0, "l2_shrinkage_regularization_strength": 0.0,
+             "beta": 0.0},
+}
+
+
+def _optimizer_name(name):
+    for key in OPTIMIZER_DEFAULTS:
+        if key.lower() == str(name).lower():
+            return key
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def optimizer_config(name, config=None, **overrides):
+    """The full config of optimizer `name`: its defaults, then `config`, then `overrides`."""
+    name = _optimizer_name(name)
+    return {**OPTIMIZER_COMMON_DEFAULTS, **OPTIMIZER_DEFAULTS[name], **(config or {}),
+            **overrides}
+
+
+# Each rule: (p, g, slots, lr, t, **hyper) -> (new p, new slots), all float64,
+# where slots is a dict of arrays shaped like p and t = iterations + 1.
+
+
+def sgd_update(p, g, s, lr, t, *, momentum, nesterov):
+    """SGD with optional (Nesterov) momentum, Keras form (Sutskever et al. 2013):
+
+        momentum == 0:  p = p - lr*g
+        otherwise:      m = momentum*m - lr*g           (m starts at 0)
+                        p = p + m                                  (classic)
+                        p = p + momentum*m - lr*g                  (nesterov)
+    """
+    if momentum == 0:
+        return p - lr * g, {}
+    m = momentum * s["momentum"] - lr * g
+    p = p + (momentum * m - lr * g if nesterov else m)
+    return p, {"momentum": m}
+
+
+def adagrad_update(p, g, s, lr, t, *, initial_accumulator_value, epsilon):
+    """Adagrad (Duchi, Hazan & Singer 2011), Keras form:
+
+        acc = acc + g^2                          (acc starts at initial_accumulator_value)
+        p   = p - lr*g / sqrt(acc + epsilon)
+    """
+    acc = s["accumulator"] + g * g
+    return p - lr * g / np.sqrt(acc + epsilon), {"accumulator": acc}
+
+
+def rmsprop_update(p, g, s, lr, t, *, rho, momentum, epsilon, centered):
+    """RMSprop (Hinton, Coursera lecture 6e; centered: Graves 2013), Keras form:
+
+        v   = rho*v + (1-rho)*g^2
+        centered:  a = rho*a + (1-rho)*g;  den = v - a^2 + epsilon
+        otherwise:                         den = v + epsilon
+        inc = lr*g / sqrt(den)
+        momentum > 0:  mom = momentum*mom + inc;  p = p - mom
+        otherwise:                                p = p - inc
+    """
+    new = {}
+    v = rho * s["velocity"] + (1 - rho) * g * g
+    new["velocity"] = v
+    if centered:
+        a = rho * s["average_gradient"] + (1 - rho) * g
+        new["average_gradient"] = a
+        den = v - a * a + epsilon
+    else:
+        den = v + epsilon
+    inc = lr * g / np.sqrt(den)
+    if momentum > 0:
+        mom = momentum * s["momentum"] + inc
+        new["momentum"] = mom
+        return p - mom, new
+    return p - inc, new
+
+
+def adam_update(p, g, s, lr, t, *, beta_1, beta_2, epsilon, amsgrad):
+    """Adam (Kingma & Ba 2015, Algorithm 1 with the 'epsilon hat' of section 2;
+    AMSGrad: Reddi, Kale & Kumar 2018), Keras form:
+
+        m     = m + (g - m)*(1 - beta_1)
+        v     = v + (g^2 - v)*(1 - beta_2)
+        amsgrad:  vhat = max(vhat, v), used in place of v below
+        alpha = lr*sqrt(1 - beta_2^t)/(1 - beta_1^t)
+        p     = p - alpha*m/(sqrt(v) + epsilon)
+
+    AdamW (Loshchilov & Hutter 2019) is this rule after the decoupled weight
+    decay p = p - lr*weight_decay*p of the common step.
+    """
+    m = s["momentum"] + (g - s["momentum"]) * (1 - beta_1)
+    v = s["velocity"] + (g * g - s["velocity"]) * (1 - beta_2)
+    new = {"momentum": m, "velocity": v}
+    if amsgrad:
+        v = np.maximum(s["velocity_hat"], v)
+        new["velocity_hat"] = v
+    alpha = lr * math.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+    return p - alpha * m / (np.sqrt(v) + epsilon), new
+
+
+def adamax_update(p, g, s, lr, t, *, beta_1, beta_2, epsilon):
+    """Adamax (Kingma & Ba 2015, section 7.1), Keras form:
+
+        m = m + (g - m)*(1 - beta_1)
+        u = max(beta_2*u, |g|)
+        p = p - lr*m/((1 - beta_1^t)*(u + epsilon))
+    """
+    m = s["m"] + (g - s["m"]) * (1 - beta_1)
+    u = np.maximum(beta_2 * s["norm"], np.abs(g))
+    return p - lr * m / ((1 - beta_1**t) * (u + epsilon)), {"m": m, "norm": u}
+
+
+def nadam_momentum_cache(i, beta_1, momentum_decay=1.0):
+    """u_i = beta_1*(1 - 0.5*0.96^(momentum_decay*i)) (Dozat 2016). momentum_decay=1
+    is Keras' schedule, 0.004 PyTorch's."""
+    return beta_1 * (1.0 - 0.5 * 0.96 ** (momentum_decay * i))
+
+
+def nadam_update(p, g, s, lr, t, *, beta_1, beta_2, epsilon, momentum_decay):
+    """Nadam (Dozat 2016, 'Incorporating Nesterov Momentum into Adam'), Keras form,
+    with u_i = nadam_momentum_cache(i) and P_t = u_1*u_2*...*u_t:
+
+        m     = m + (g - m)*(1 - beta_1)
+        v     = v + (g^2 - v)*(1 - beta_2)
+        m_hat = u_{t+1}*m/(1 - P_t*u_{t+1}) + (1 - u_t)*g/(1 - P_t)
+        v_hat = v/(1 - beta_2^t)
+        p     = p - lr*m_hat/(sqrt(v_hat) + epsilon)
+    """
+    u = [nadam_momentum_cache(i, beta_1, momentum_decay) for i in range(1, t + 2)]
+    u_t, u_next = u[t - 1], u[t]
+    prod_t = math.prod(u[:t])
+    m = s["momentum"] + (g - s["momentum"]) * (1 - beta_1)
+    v = s["velocity"] + (g * g - s["velocity"]) * (1 - beta_2)
+    m_hat = u_next * m / (1 - prod_t * u_next) + (1 - u_t) * g / (1 - prod_t)
+    v_hat = v / (1 - beta_2**t)
+    return p - lr * m_hat / (np.sqrt(v_hat) + epsilon), {"momentum": m, "velocity": v}
+
+
+def ftrl_update(p, g, s, lr, t, *, learning_rate_power, initial_accumulator_value,
+                l1_regularization_strength, l2_regularization_strength,
+                l2_shrinkage_regularization_strength, beta):
+    """FTRL-Proximal (McMahan et al. 2013, 'Ad Click Prediction', Algorithm 1,
+    with a general power of the accumulator and L2 shrinkage), Keras form, with
+    n = -learning_rate_power, l1 = l1_regularization_strength,
+    l2 = l2_regularization_strength + beta/(2*lr),
+    shrink = l2_shrinkage_regularization_strength:
+
+        g2     = g + 2*shrink*p
+        new    = acc + g^2                      (acc starts at initial_accumulator_value)
+        linear = linear + g2 - (new^n - acc^n)/lr * p       (linear starts at 0)
+        quad   = new^n/lr + 2*l2
+        p      = (clip(linear, -l1, l1) - linear)/quad
+        acc    = new
+    """
+    n = -learning_rate_power
+    l1 = l1_regularization_strength
+    l2 = l2_regularization_strength + beta / (2.0 * lr)
+    acc = s["accumulator"]
+    g2 = g + 2.0 * l2_shrinkage_regularization_strength * p
+    new = acc + g * g
+    linear = s["linear"] + g2 - (new**n - acc**n) / lr * p
+    quad = new**n / lr + 2.0 * l2
+    p = (np.clip(linear, -l1, l1) - linear) / quad
+    return p, {"accumulator": new, "linear": linear}
+
+
+_RULES = {
+    "SGD": sgd_update,
+    "Adagrad": adagrad_update,
+    "RMSprop": rmsprop_update,
+    "Adam": adam_update,
+    "AdamW": adam_update,
+    "Adamax": adamax_update,
+    "Nadam": nadam_update,
+    "Ftrl": ftrl_update,
+}
+
+
+def _slot_init(name, cfg, p):
+    """{slot name: initial array} for one parameter p (float64)."""
+    z = lambda: np.zeros(p.shape, np.float64)  # noqa: E731
+    if name == "SGD":
+        return {"momentum": z()} if cfg["momentum"] != 0 else {}
+    if name == "Adagrad":
+        return {"accumulator": np.full(p.shape, float(cfg["initial_accumulator_value"]))}
+    if name == "RMSprop":
+        s = {"velocity": z()}
+        if cfg["centered"]:
+            s["average_gradient"] = z()
+        if cfg["momentum"] > 0:
+            s["momentum"] = z()
+        return s
+    if name in ("Adam", "AdamW"):
+        s = {"momentum": z(), "velocity": z()}
+        if cfg["amsgrad"]:
+            s["velocity_hat"] = z()
+        return s
+    if name == "Adamax":
+        return {"m": z(), "norm": z()}
+    if name == "Nadam":
+        return {"momentum": z(), "velocity": z()}
+    if name == "Ftrl":
+        return {"accumulator": np.full(p.shape, float(cfg["initial_accumulator_value"])),
+                "linear": z()}
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def optimizer_init(name, config, params):
+    """The initial state of optimizer `name` for `params`: a list, one dict of
+    float64 slot arrays per parameter (Keras' slot names: momentum, velocity,
+    velocity_hat, average_gradient, accumulator, linear, m, norm)."""
+    name = _optimizer_name(name)
+    cfg = optimizer_config(name, config)
+    return [_slot_init(name, cfg, _f64(p)) for p in params]
+
+
+def penalty_gradient(p, l1=0.0, l2=0.0):
+    """d/dp of l1*sum|p| + l2*sum p^2 (Keras' L1L2 regularizer): l1*sign(p) + 2*l2*p."""
+    p = _f64(p)
+    return l1 * np.sign(p) + 2.0 * l2 * p
+
+
+def clip_gradients(grads, clipvalue=None, clipnorm=None, global_clipnorm=None):
+    """Keras' gradient clipping (at most one option is set):
+
+        clipvalue v:        g = clip(g, -v, v)
+        clipnorm v:         g = g*v/max(||g||_2, v)            (per tensor)
+        global_clipnorm v:  g = g*v/max(G, v),  G = sqrt(sum_k ||g_k||_2^2)
+    """
+    grads = [_f64(g) for g in grads]
+    if clipvalue is not None:
+        return [np.clip(g, -clipvalue, clipvalue) for g in grads]
+    if clipnorm is not None:
+        return [g * clipnorm / max(math.sqrt(float(np.sum(g * g))), clipnorm) for g in grads]
+    if global_clipnorm is not None:
+        norm = math.sqrt(sum(float(np.sum(g * g)) for g in grads))
+        return [g * global_clipnorm / max(norm, global_clipnorm) for g in grads]
+    return grads
+
+
+def max_norm(p, max_value=2.0, axis=0):
+    """Keras' MaxNorm constraint: n = sqrt(sum(p^2, axis, keepdims));
+    p = p*clip(n, 0, max_value)/(1e-7 + n)."""
+    p = _f64(p)
+    n = np.sqrt(np.sum(p * p, axis=axis, keepdims=True))
+    return p * np.clip(n, 0.0, max_value) / (1e-7 + n)
+
+
+def optimizer_learning_rate(config, iterations):
+    """The learning rate of the step taken at `iterations` (a float or a schedule)."""
+    lr = config["learning_rate"]
+    return float(lr(iterations)) if callable(lr) else float(lr)
+
+
+def optimizer_step(name, config, grads, params, state, iterations, *, trainable=None,
+                   penalties=None, constraints=None):
+    """One step of optimizer `name` (see the section comment for the order).
+
+    config: the constructor kwargs (missing ones take the defaults).
+    state: from optimizer_init or a previous step. iterations: steps taken before.
+    trainable: list of bools or None. penalties: list of None or (l1, l2).
+    constraints: list of None or (max_value, axis) for MaxNorm.
+    Returns (new_params, new_state) as float64 copies; the inputs are untouched.
+    """
+    name = _optimizer_name(name)
+    cfg = optimizer_config(name, config)
+    n = len(params)
+    if len(grads) != n or len(state) != n:
+        raise ValueError("grads, params and state must have the same length")
+    trainable = [True] * n if trainable is None else list(trainable)
+    penalties = [None] * n if penalties is None else list(penalties)
+    constraints = [None] * n if constraints is None else list(constraints)
+    lr = optimizer_learning_rate(cfg, iterations)
+    t = iterations + 1
+    hyper = {k: v for k, v in cfg.items()
+             if k not in OPTIMIZER_COMMON_DEFAULTS and k != "learning_rate"}
+
+    new_params = [_f64(p).copy() for p in params]
+    new_state = [{k: _f64(v).copy() for k, v in s.items()} for s in state]
+    live = [i for i in range(n) if trainable[i]]
+
+    g = {}
+    for i in live:
+        g[i] = _f64(grads[i])
+        if penalties[i] is not None:
+            g[i] = g[i] + penalty_gradient(new_params[i], *penalties[i])
+    clipped = clip_gradients([g[i] for i in live], cfg["clipvalue"], cfg["clipnorm"],
+                             cfg["global_clipnorm"])
+    for i, gi in zip(live, clipped):
+        p = new_params[i]
+        if cfg["weight_decay"] is not None:
+            p = p - lr * cfg["weight_decay"] * p
+        p, new_state[i] = _RULES[name](p, gi, new_state[i], lr, t, **hyper)
+        if constraints[i] is not None:
+            p = max_norm(p, *constraints[i])
+        new_params[i] = p
+    return new_params, new_state
