@@ -13,6 +13,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "cpu/kernels.h"
@@ -23,6 +24,7 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kChunk = 1 << 14;
+constexpr double kNoClip = std::numeric_limits<double>::infinity();
 
 struct Chunk {
   int64_t tensor, begin, end;
@@ -36,21 +38,23 @@ double chunk_sumsq(const OptTensor<T>& t, int64_t b, int64_t e) {
   double acc = 0;
 #pragma omp simd reduction(+ : acc)
   for (int64_t i = b; i < e; ++i) {
-    const double g = opt_effective_grad<double>(t.g[i], t.p[i], l1, l2, 1.0, kClipNone, 0.0);
+    const double g = opt_effective_grad<double>(t.g[i], t.p[i], l1, l2, 1.0, kNoClip);
     acc += g * g;
   }
   return acc;
 }
 
-// Mask: bit k set when slot k exists. Unused slots are locals that are never
+// Mask: bit k set when slot k exists; unused slots are locals that are never
 // stored (RMSprop may use velocity and momentum without the centered average,
-// so the mask is not always a prefix).
-template <Opt K, typename T, int Mask>
+// so the mask is not always a prefix). Full: the tensor has penalties or the
+// step clips by value.
+template <Opt K, typename T, int Mask, bool Full>
 void chunk_update(const OptStep<double>& h_in, const OptTensor<T>& t, int64_t b, int64_t e,
                   double scale, int clip_mode) {
   // A local copy: stores through p could alias the caller's struct, which
   // would keep its fields from being hoisted out of the vector loop.
   const OptStep<double> h = h_in;
+  const double clipvalue = clip_mode == kClipValue ? h.clipvalue : kNoClip;
   T* p = t.p;
   const T* g = t.g;
   T* s0 = t.s[0];
@@ -63,7 +67,8 @@ void chunk_update(const OptStep<double>& h_in, const OptTensor<T>& t, int64_t b,
     double a = (Mask & 1) ? double(s0[i]) : 0.0;
     double c = (Mask & 2) ? double(s1[i]) : 0.0;
     double d = (Mask & 4) ? double(s2[i]) : 0.0;
-    const double gv = opt_effective_grad<double>(g[i], pv, l1, l2, scale, clip_mode, h.clipvalue);
+    const double gv = Full ? opt_effective_grad<double>(g[i], pv, l1, l2, scale, clipvalue)
+                           : double(g[i]) * scale;
     opt_update<double>(K, h, pv, gv, a, c, d);
     p[i] = T(pv);
     if (Mask & 1) s0[i] = T(a);
@@ -75,12 +80,16 @@ void chunk_update(const OptStep<double>& h_in, const OptTensor<T>& t, int64_t b,
 template <Opt K, typename T>
 void update_chunk(const OptStep<double>& h, const OptTensor<T>& t, int64_t b, int64_t e,
                   double scale, int clip_mode) {
-  const int mask = (t.s[0] ? 1 : 0) | (t.s[1] ? 2 : 0) | (t.s[2] ? 4 : 0);
+  // Full: the tensor has penalties or the step clips by value.
+  const bool full = t.l1 != 0 || t.l2 != 0 || clip_mode == kClipValue;
+  const int mask = (t.s[0] ? 1 : 0) | (t.s[1] ? 2 : 0) | (t.s[2] ? 4 : 0) | (full ? 8 : 0);
   switch (mask) {
 #define FUSEDNN_CASE(M) \
-  case M: chunk_update<K, T, M>(h, t, b, e, scale, clip_mode); break;
+  case M: chunk_update<K, T, (M & 7), (M >= 8)>(h, t, b, e, scale, clip_mode); break;
     FUSEDNN_CASE(0) FUSEDNN_CASE(1) FUSEDNN_CASE(2) FUSEDNN_CASE(3)
     FUSEDNN_CASE(4) FUSEDNN_CASE(5) FUSEDNN_CASE(6) FUSEDNN_CASE(7)
+    FUSEDNN_CASE(8) FUSEDNN_CASE(9) FUSEDNN_CASE(10) FUSEDNN_CASE(11)
+    FUSEDNN_CASE(12) FUSEDNN_CASE(13) FUSEDNN_CASE(14) FUSEDNN_CASE(15)
 #undef FUSEDNN_CASE
   }
 }

@@ -128,7 +128,7 @@ __global__ void grad_sumsq_kernel(const ChunkArgs<T> a, double* norms) {
     const C l1 = a.l1[t], l2 = a.l2[t];
     double acc = 0;
     for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-      const C e = opt_effective_grad<C>(C(g[i]), C(p[i]), l1, l2, C(1), kClipNone, C(0));
+      const C e = opt_effective_grad<C>(C(g[i]), C(p[i]), l1, l2, C(1), C(INFINITY));
       acc += double(e) * double(e);
     }
     acc = block_sum(acc, scratch);
@@ -154,7 +154,7 @@ __global__ void update_kernel(const ChunkArgs<T> a, const OptStep<typename Compu
     __syncthreads();
     scale = C(opt_clip_scale<double>(global_sumsq, clip));
   }
-  const C clipvalue = h.clipvalue;
+  const C clipvalue = clip_mode == kClipValue ? h.clipvalue : C(INFINITY);
   const int64_t chunks = a.chunk_start[a.count];
   for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
     const int t = find_group_slot(a.chunk_start, a.count, c);
@@ -169,7 +169,7 @@ __global__ void update_kernel(const ChunkArgs<T> a, const OptStep<typename Compu
     const C l1 = a.l1[t], l2 = a.l2[t];
     for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
       C pi = C(p[i]);
-      const C gi = opt_effective_grad<C>(C(g[i]), pi, l1, l2, scale, clip_mode, clipvalue);
+      const C gi = opt_effective_grad<C>(C(g[i]), pi, l1, l2, scale, clipvalue);
       C s0 = s0p ? C(s0p[i]) : C(0);
       C s1 = s1p ? C(s1p[i]) : C(0);
       C s2 = s2p ? C(s2p[i]) : C(0);
