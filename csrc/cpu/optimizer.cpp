@@ -183,16 +183,9 @@ void step(const OptStep<double>& h, OptTensor<T>* ts, int64_t count, int clip_mo
 template <typename T>
 void optimizer_step(Opt k, const OptStep<double>& h, OptTensor<T>* tensors, int64_t count,
                     int clip_mode, double clip) {
-  switch (k) {
-    case Opt::SGD: step<Opt::SGD>(h, tensors, count, clip_mode, clip); break;
-    case Opt::Adagrad: step<Opt::Adagrad>(h, tensors, count, clip_mode, clip); break;
-    case Opt::RMSprop: step<Opt::RMSprop>(h, tensors, count, clip_mode, clip); break;
-    case Opt::Adam: step<Opt::Adam>(h, tensors, count, clip_mode, clip); break;
-    case Opt::Adamax: step<Opt::Adamax>(h, tensors, count, clip_mode, clip); break;
-    case Opt::Nadam: step<Opt::Nadam>(h, tensors, count, clip_mode, clip); break;
-    case Opt::Ftrl: step<Opt::Ftrl>(h, tensors, count, clip_mode, clip); break;
-    default: break;
-  }
+  dispatch_opt(k, [&](auto kind) {
+    step<decltype(kind)::value>(h, tensors, count, clip_mode, clip);
+  });
 }
 
 template void optimizer_step<float>(Opt, const OptStep<double>&, OptTensor<float>*, int64_t, int,

@@ -324,31 +324,9 @@ void optimizer_step(Opt k, const OptStep<double>& h, const OptTensor<T>* tensors
       linear_kernel<1>(grad_sumsq_kernel<T>, 0, stream, a.chunk_start[a.count], a, norms);
   }
 
-  switch (k) {
-    case Opt::SGD:
-      launch_updates<T, Opt::SGD>(groups, h, clip_mode, clip, norms, count, stream);
-      break;
-    case Opt::Adagrad:
-      launch_updates<T, Opt::Adagrad>(groups, h, clip_mode, clip, norms, count, stream);
-      break;
-    case Opt::RMSprop:
-      launch_updates<T, Opt::RMSprop>(groups, h, clip_mode, clip, norms, count, stream);
-      break;
-    case Opt::Adam:
-      launch_updates<T, Opt::Adam>(groups, h, clip_mode, clip, norms, count, stream);
-      break;
-    case Opt::Adamax:
-      launch_updates<T, Opt::Adamax>(groups, h, clip_mode, clip, norms, count, stream);
-      break;
-    case Opt::Nadam:
-      launch_updates<T, Opt::Nadam>(groups, h, clip_mode, clip, norms, count, stream);
-      break;
-    case Opt::Ftrl:
-      launch_updates<T, Opt::Ftrl>(groups, h, clip_mode, clip, norms, count, stream);
-      break;
-    default:
-      break;  // checked above
-  }
+  dispatch_opt(k, [&](auto kind) {
+    launch_updates<T, decltype(kind)::value>(groups, h, clip_mode, clip, norms, count, stream);
+  });
 
   max_norm_step(tensors, count, stream);
 }

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "fusednn/common.h"
 
@@ -234,6 +235,29 @@ FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, C& p, C g, C& s0, C& s1, 
     default:
       break;
   }
+}
+
+// Host-side dispatch: calls f(std::integral_constant<Opt, k>{}), so kernels
+// take the optimizer as a template parameter and the rule's switch folds
+// away in the loop.
+template <typename F>
+inline void dispatch_opt(Opt k, F&& f) {
+#define FUSEDNN_OPT_CASE(name) \
+  case Opt::name:              \
+    f(std::integral_constant<Opt, Opt::name>{}); \
+    break;
+  switch (k) {
+    FUSEDNN_OPT_CASE(SGD)
+    FUSEDNN_OPT_CASE(Adagrad)
+    FUSEDNN_OPT_CASE(RMSprop)
+    FUSEDNN_OPT_CASE(Adam)
+    FUSEDNN_OPT_CASE(Adamax)
+    FUSEDNN_OPT_CASE(Nadam)
+    FUSEDNN_OPT_CASE(Ftrl)
+    default:
+      break;
+  }
+#undef FUSEDNN_OPT_CASE
 }
 
 }  // namespace fusednn
