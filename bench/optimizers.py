@@ -49,10 +49,8 @@ def sizes(total, count, seed=0):
     return [int(v) for v in s]
 
 
-def ours(name):
-    return {"adam": lambda: fd.optimizers.Adam(LR),
-            "rmsprop": lambda: fd.optimizers.RMSprop(LR),
-            "nadam": lambda: fd.optimizers.Nadam(LR)}[name]()
+CLASSES = {"adam": fd.optimizers.Adam, "rmsprop": fd.optimizers.RMSprop,
+           "nadam": fd.optimizers.Nadam}
 
 
 def numpy_step(name, params, grads):
@@ -144,8 +142,7 @@ def check(name, xp):
     ref_state = R.optimizer_init(name, cfg, ps)
     ref, _ = R.optimizer_step(name, cfg, gs, ps, ref_state, 0)
     mine = [xp.asarray(p) for p in ps]
-    ours_opt = {"adam": fd.optimizers.Adam, "rmsprop": fd.optimizers.RMSprop,
-                "nadam": fd.optimizers.Nadam}[name](0.01)
+    ours_opt = CLASSES[name](0.01)
     ours_opt.apply([xp.asarray(g) for g in gs], mine)
     for a, b in zip(mine, ref):
         a = a if isinstance(a, np.ndarray) else a.get()
@@ -181,7 +178,7 @@ def bench(device, total, count, rounds):
             _C.copy_into(dst, src)
     for name in ("adam", "rmsprop", "nadam"):
         check(name, xp)
-        opt = ours(name)
+        opt = CLASSES[name](LR)
         fns = {"copy": copy, "ours": lambda opt=opt: opt.apply(grads, params)}
         if device == "cpu":
             np_params = [p.copy() for p in host_p]

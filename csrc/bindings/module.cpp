@@ -349,57 +349,50 @@ PYBIND11_MODULE(_C, m) {
         if (grads.size() != count || slots.size() != count || l1.size() != count ||
             l2.size() != count || max_norm.size() != count || views.size() != count)
           throw py::value_error("optimizer_step: per-tensor lists differ in length");
-        std::vector<py::array> keep;  // typed handles, alive for the call
-        keep.reserve(count * 5);
-        py::dtype dt = py::dtype::of<float>();
-        for (size_t i = 0; i < count; ++i) {
-          // A non-array would be converted into a temporary copy, and the
-          // update would be lost: refuse it.
-          if (!py::isinstance<py::array>(params[i]) || !py::isinstance<py::array>(grads[i]))
-            throw py::type_error("optimizer_step: params and grads must be numpy arrays");
-          py::array p = params[i].cast<py::array>();
-          if (i == 0) dt = checked_float_dtype(p, "params[0]");
-          const std::string name = "params[" + std::to_string(i) + "]";
-          require_flat(p, name.c_str(), dt, -1, true);
-          const int64_t n = int64_t(p.size());
-          require_flat(grads[i].cast<py::array>(), ("grads[" + std::to_string(i) + "]").c_str(),
-                       dt, n, false);
-          py::sequence st = slots[i].cast<py::sequence>();
-          if (st.size() != 3) throw py::value_error("optimizer_step: slots[i] must have 3 entries");
-          for (size_t j = 0; j < 3; ++j)
-            if (!st[j].is_none()) {
-              if (!py::isinstance<py::array>(st[j]))
-                throw py::type_error("optimizer_step: slots must be numpy arrays or None");
-              require_flat(st[j].cast<py::array>(), "slot", dt, n, true);
-            }
-          if (max_norm[i] > 0 && views[i][0] * views[i][1] * views[i][2] != n)
-            throw py::value_error("optimizer_step: max-norm view does not match " + name);
-        }
+        if (count == 0) return;
+        if (!py::isinstance<py::array>(params[0]))
+          throw py::type_error("optimizer_step: params and grads must be numpy arrays");
+        const py::dtype dt = checked_float_dtype(params[0].cast<py::array>(), "params[0]");
+        // One pass: check each tensor and record its pointers. The arrays stay
+        // alive in the caller's lists for the whole call.
         auto run = [&](auto* tag) {
           using T = std::remove_pointer_t<decltype(tag)>;
           std::vector<fusednn::OptTensor<T>> ts(count);
           for (size_t i = 0; i < count; ++i) {
+            // A non-array would be converted into a temporary copy, and the
+            // update would be lost: refuse it.
+            if (!py::isinstance<py::array>(params[i]) || !py::isinstance<py::array>(grads[i]))
+              throw py::type_error("optimizer_step: params and grads must be numpy arrays");
+            const std::string idx = "[" + std::to_string(i) + "]";
             py::array p = params[i].cast<py::array>();
             py::array g = grads[i].cast<py::array>();
+            require_flat(p, ("params" + idx).c_str(), dt, -1, true);
+            const int64_t n = int64_t(p.size());
+            require_flat(g, ("grads" + idx).c_str(), dt, n, false);
             py::sequence st = slots[i].cast<py::sequence>();
+            if (st.size() != 3)
+              throw py::value_error("optimizer_step: slots" + idx + " must have 3 entries");
             auto& t = ts[i];
-            t.p = mut<T>(p);
-            t.g = cst<T>(g);
             for (size_t j = 0; j < 3; ++j) {
               if (st[j].is_none()) continue;
+              if (!py::isinstance<py::array>(st[j]))
+                throw py::type_error("optimizer_step: slots must be numpy arrays or None");
               py::array a = st[j].cast<py::array>();
+              require_flat(a, ("slots" + idx).c_str(), dt, n, true);
               t.s[j] = mut<T>(a);
-              keep.push_back(a);
             }
-            t.n = int64_t(p.size());
+            const auto& v = views[i];
+            if (max_norm[i] > 0 && (v[0] < 1 || v[1] < 1 || v[2] < 1 || v[0] * v[1] * v[2] != n))
+              throw py::value_error("optimizer_step: max-norm view does not match params" + idx);
+            t.p = mut<T>(p);
+            t.g = cst<T>(g);
+            t.n = n;
             t.l1 = l1[i];
             t.l2 = l2[i];
             t.max_norm = max_norm[i] > 0 ? max_norm[i] : 0;
-            t.outer = views[i][0];
-            t.mid = views[i][1];
-            t.inner = views[i][2];
-            keep.push_back(p);
-            keep.push_back(g);
+            t.outer = v[0];
+            t.mid = v[1];
+            t.inner = v[2];
           }
           const auto h = fusednn::opt_step_from<double>(hyper.data());
           py::gil_scoped_release nogil;

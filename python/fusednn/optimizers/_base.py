@@ -25,6 +25,7 @@ import numbers
 import numpy as np
 
 from .. import _backend
+from ..ops._checks import _FLOAT_CHARS
 
 # Keep in step with OptStep in csrc/include/fusednn/optimizers.h.
 _STEP_FIELDS = ("lr", "beta_1", "beta_2", "rho", "momentum", "epsilon", "c1", "c2", "c3",
@@ -67,8 +68,7 @@ class Optimizer:
       At most one of the three clipping options.
     """
 
-    _kind: int = -1
-    _slot_names: tuple = ()  # up to 3, in kernel slot order; None marks an unused position
+    _kind: int = -1  # fusednn::Opt in csrc/include/fusednn/optimizers.h
 
     def __init__(self, learning_rate, *, weight_decay=None, clipnorm=None, clipvalue=None,
                  global_clipnorm=None, name=None):
@@ -171,7 +171,7 @@ class Optimizer:
         dtype = params[0].dtype if count else None
         for i in range(count):
             p, g = params[i], grads[i]
-            if p.dtype.char not in "fd":
+            if p.dtype.char not in _FLOAT_CHARS:
                 raise TypeError(f"{caller}: params[{i}] has dtype {p.dtype.name}, expected "
                                 f"float32 or float64")
             if p.dtype != dtype:
