@@ -15,65 +15,15 @@
 #include <type_traits>
 #include <vector>
 
+#include "bindings/cuda_checks.h"
+#include "bindings/registry.h"
 #include "cuda/kernels.cuh"
 
 namespace py = pybind11;
 using fusednn::Act;
+using namespace fusednn::bind;
 
 namespace {
-
-enum class DType { F32, F64 };
-
-DType parse_dtype(const char* fn, const std::string& dtype) {
-  if (dtype == "float32") return DType::F32;
-  if (dtype == "float64") return DType::F64;
-  throw py::value_error(std::string(fn) + ": dtype must be 'float32' or 'float64', got '" + dtype +
-                        "'");
-}
-
-Act parse_kind(const char* fn, int kind) {
-  if (kind < 0 || kind >= int(Act::Count))
-    throw py::value_error(std::string(fn) + ": activation kind must be in [0, " +
-                          std::to_string(int(Act::Count)) + "), got " + std::to_string(kind));
-  return Act(kind);
-}
-
-void check_size(const char* fn, const char* name, int64_t v) {
-  if (v < 0)
-    throw py::value_error(std::string(fn) + ": " + name + " must be >= 0, got " +
-                          std::to_string(v));
-}
-
-// a * b, refusing sizes whose element count overflows int64.
-int64_t count(const char* fn, int64_t a, int64_t b) {
-  if (a != 0 && b > std::numeric_limits<int64_t>::max() / a)
-    throw py::value_error(std::string(fn) + ": size " + std::to_string(a) + " x " +
-                          std::to_string(b) + " overflows");
-  return a * b;
-}
-
-// A buffer of `elems` elements must have an address unless it is empty.
-void check_ptr(const char* fn, const char* name, uintptr_t p, int64_t elems) {
-  if (p == 0 && elems > 0)
-    throw py::value_error(std::string(fn) + ": " + name + " is null for " +
-                          std::to_string(elems) + " elements");
-}
-
-// Calls f with a typed null of the requested dtype, so one lambda serves both.
-template <typename F>
-void with_dtype(DType t, F&& f) {
-  if (t == DType::F32)
-    f(static_cast<float*>(nullptr));
-  else
-    f(static_cast<double*>(nullptr));
-}
-
-template <typename T>
-T* ptr(T*, uintptr_t p) {
-  return reinterpret_cast<T*>(p);
-}
-
-cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
 py::tuple runtime_status() {
   // With no driver, cudart_static reports an error here instead of failing to
@@ -397,4 +347,5 @@ PYBIND11_MODULE(_C_cuda, m) {
         "One optimizer step over all tensors, each (p_ptr, g_ptr, s0_ptr, s1_ptr, s2_ptr, n, l1, "
         "l2, max_norm, outer, mid, inner) (slot ptr 0: unused), hyper the 15 OptStep values; "
         "norms_ptr: len(tensors) float64 scratch for clip_mode 2/3 (0 otherwise).");
+  run_registrars(m);
 }

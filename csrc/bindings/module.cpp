@@ -13,84 +13,15 @@
 
 #include "cpu/blas.h"
 #include "cpu/kernels.h"
+#include "bindings/cpu_checks.h"
+#include "bindings/registry.h"
 
 namespace py = pybind11;
 using fusednn::Act;
+using namespace fusednn::bind;
 
 namespace {
 
-Act to_act(int kind) {
-  if (kind < 0 || kind >= static_cast<int>(Act::Count))
-    throw py::value_error("activation kind out of range: " + std::to_string(kind));
-  return static_cast<Act>(kind);
-}
-
-bool is_f64(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }
-
-// A C-contiguous float32/float64 array of the given dims (-1: any) and dtype.
-void require(const py::array& a, const char* name, const py::dtype& dt,
-             std::initializer_list<int64_t> dims) {
-  if (!a.dtype().is(dt))
-    throw py::type_error(std::string(name) + ": dtype " + std::string(py::str(a.dtype())) +
-                         ", expected " + std::string(py::str(dt)));
-  if (a.ndim() != (py::ssize_t)dims.size())
-    throw py::value_error(std::string(name) + ": has " + std::to_string(a.ndim()) +
-                          " dims, expected " + std::to_string(dims.size()));
-  int i = 0;
-  for (int64_t d : dims) {
-    if (d >= 0 && a.shape(i) != d)
-      throw py::value_error(std::string(name) + ": dim " + std::to_string(i) + " is " +
-                            std::to_string(a.shape(i)) + ", expected " + std::to_string(d));
-    ++i;
-  }
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error(std::string(name) + ": must be C-contiguous");
-  // OpenBLAS here takes 32-bit dimensions.
-  for (py::ssize_t j = 0; j < a.ndim(); ++j)
-    if (a.shape(j) > std::numeric_limits<int32_t>::max())
-      throw py::value_error(std::string(name) + ": dimension too large for 32-bit BLAS");
-}
-
-// A C-contiguous array of dtype dt with n elements (n < 0: any), writable
-// when `out`: what the flat per-element kernels (optimizers) need.
-void require_flat(const py::array& a, const char* name, const py::dtype& dt, int64_t n, bool out) {
-  if (!a.dtype().is(dt))
-    throw py::type_error(std::string(name) + ": dtype " + std::string(py::str(a.dtype())) +
-                         ", expected " + std::string(py::str(dt)));
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error(std::string(name) + ": must be C-contiguous");
-  if (n >= 0 && int64_t(a.size()) != n)
-    throw py::value_error(std::string(name) + ": has " + std::to_string(a.size()) +
-                          " elements, expected " + std::to_string(n));
-  if (out && !a.writeable()) throw py::value_error(std::string(name) + ": is read-only");
-}
-
-template <typename T>
-T* mut(py::array& a) { return static_cast<T*>(a.mutable_data()); }
-template <typename T>
-const T* cst(const py::array& a) { return static_cast<const T*>(a.data()); }
-
-// A new array of `shape` when `want`, else None; *data gets its pointer or null.
-template <typename T>
-py::object optional_out(bool want, const py::dtype& dt, std::vector<py::ssize_t> shape, T** data) {
-  *data = nullptr;
-  if (!want) return py::none();
-  py::array a(dt, shape);
-  *data = mut<T>(a);
-  return std::move(a);
-}
-
-// The saved y or z of an activation (rows x cols), null for linear.
-template <typename T>
-const T* saved_data(const py::object& s, const char* name, Act a, const py::dtype& dt,
-                    int64_t rows, int64_t cols) {
-  if (a == Act::Linear) return nullptr;
-  if (s.is_none())
-    throw py::value_error(std::string(name) + ": required for a non-linear activation");
-  py::array sa = s.cast<py::array>();
-  require(sa, name, dt, {rows, cols});
-  return cst<T>(sa);
-}
 
 template <typename T>
 py::array act_forward_t(const py::array& z, Act a, double alpha) {
@@ -117,21 +48,6 @@ py::array act_backward_t(const py::array& dy, const py::object& s, Act a, double
     fusednn::cpu::activation_backward<T>(a, (T)alpha, dyp, sp, dzp, n);
   }
   return dz;
-}
-
-void require_flat_same(const py::array& a, const char* name, const py::array& ref) {
-  if (!a.dtype().is(ref.dtype())) throw py::type_error(std::string(name) + ": dtype mismatch");
-  if (a.size() != ref.size()) throw py::value_error(std::string(name) + ": size mismatch");
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error(std::string(name) + ": must be C-contiguous");
-}
-
-py::dtype checked_float_dtype(const py::array& a, const char* name) {
-  py::dtype dt = a.dtype();
-  if (!dt.is(py::dtype::of<float>()) && !dt.is(py::dtype::of<double>()))
-    throw py::type_error(std::string(name) + ": dtype " + std::string(py::str(dt)) +
-                         ", expected float32 or float64");
-  return dt;
 }
 
 template <typename T>
@@ -436,4 +352,5 @@ PYBIND11_MODULE(_C, m) {
   m.attr("blas_on_openmp") = fusednn::cpu::install_blas_threads();
   m.def("blas_callback_calls", &fusednn::cpu::blas_callback_calls);
   m.def("blas_config", &fusednn::cpu::blas_config);
+  run_registrars(m);
 }

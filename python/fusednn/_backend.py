@@ -108,13 +108,18 @@ class CPUBackend:
         return _C.dense_backward_input(dz, w, prev.saved, prev.spec.kind, prev.spec.alpha,
                                        need_db_prev)
 
-
     @staticmethod
     def optimizer_step(kind, hyper, params, grads, slots, l1, l2, max_norm, views, clip_mode,
                        clip, norms):
         """One fused step over all tensors, in place (norms: GPU only)."""
         _C.optimizer_step(kind, hyper, params, grads, slots, l1, l2, max_norm, views, clip_mode,
                           clip)
+
+    # --- dropout (CPU) ---
+
+    # --- batchnorm (CPU) ---
+
+    # --- losses (CPU) ---
 
 
 class CUDABackend:
@@ -225,6 +230,12 @@ class CUDABackend:
                                                         views)]
         self._C.optimizer_step(params[0].dtype.name, kind, hyper, tensors, clip_mode, clip,
                                self._ptr(norms), self._stream())
+
+    # --- dropout (CUDA) ---
+
+    # --- batchnorm (CUDA) ---
+
+    # --- losses (CUDA) ---
 
 
 def backend_for(caller: str, **arrays):

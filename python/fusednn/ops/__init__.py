@@ -3,6 +3,12 @@
 from .activation import ActivationContext, activation_backward, activation_forward
 from .dense import DenseContext, dense_backward, dense_forward, dense_stack_backward
 
+# --- dropout ---
+
+# --- batchnorm ---
+
+# --- losses ---
+
 __all__ = [
     "ActivationContext",
     "DenseContext",
@@ -11,4 +17,7 @@ __all__ = [
     "dense_backward",
     "dense_forward",
     "dense_stack_backward",
+    # --- dropout names ---
+    # --- batchnorm names ---
+    # --- losses names ---
 ]

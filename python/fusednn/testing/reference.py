@@ -466,3 +466,12 @@ def optimizer_step(name, config, grads, params, state, iterations, *, trainable=
             p = max_norm(p, *constraints[i])
         new_params[i] = p
     return new_params, new_state
+
+
+# ------------------------------------------------------------------ dropout
+
+
+# ---------------------------------------------------------------- batchnorm
+
+
+# ------------------------------------------------------------------- losses
