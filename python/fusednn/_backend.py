@@ -118,6 +118,20 @@ class CPUBackend:
     # --- dropout (CPU) ---
 
     # --- batchnorm (CPU) ---
+    @staticmethod
+    def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, training, momentum, epsilon,
+                          convention, spec, rate, alpha_dropout, seed, step):
+        """(y, cols, mean, var, mask); moving_* updated in place when training."""
+        return _C.batchnorm_forward(x, gamma, beta, moving_mean, moving_var, training, momentum,
+                                    epsilon, convention, spec.kind, spec.alpha, rate,
+                                    alpha_dropout, seed, step)
+
+    @staticmethod
+    def batchnorm_backward(dy, x, y, cols, mask, has_gamma, has_beta, spec, rate, alpha_dropout,
+                           batch_stats):
+        """(dx, dgamma or None, dbeta or None)."""
+        return _C.batchnorm_backward(dy, x, y, cols, mask, has_gamma, has_beta, spec.kind,
+                                     spec.alpha, rate, alpha_dropout, batch_stats)
 
     # --- losses (CPU) ---
 
@@ -234,6 +248,41 @@ class CUDABackend:
     # --- dropout (CUDA) ---
 
     # --- batchnorm (CUDA) ---
+    def batchnorm_forward(self, x, gamma, beta, moving_mean, moving_var, training, momentum,
+                          epsilon, convention, spec, rate, alpha_dropout, seed, step):
+        """(y, cols, mean, var, mask), as CPUBackend.batchnorm_forward."""
+        xp = self.xp
+        (m, n), dt = x.shape, x.dtype
+        with x.device:
+            y = xp.empty((m, n), dtype=dt)
+            cols = xp.empty((5, n), dtype=dt)
+            mean = xp.empty((n,), dtype=xp.float64) if training else None
+            var = xp.empty((n,), dtype=xp.float64) if training else None
+            mask = xp.empty((-(-m * n // 32),), dtype=xp.uint32) if rate > 0 else None
+            ws = xp.empty((self._C.batchnorm_workspace(m, n),), dtype=xp.float64)
+            self._C.batchnorm_forward(
+                dt.name, m, n, x.data.ptr, self._ptr(gamma), self._ptr(beta),
+                self._ptr(moving_mean), self._ptr(moving_var), training, momentum, epsilon,
+                convention, y.data.ptr, cols.data.ptr, self._ptr(mean), self._ptr(var),
+                self._ptr(mask), ws.data.ptr, spec.kind, spec.alpha, rate, alpha_dropout, seed,
+                step, self._stream())
+        return y, cols, mean, var, mask
+
+    def batchnorm_backward(self, dy, x, y, cols, mask, has_gamma, has_beta, spec, rate,
+                           alpha_dropout, batch_stats):
+        """(dx, dgamma or None, dbeta or None)."""
+        xp = self.xp
+        (m, n), dt = x.shape, x.dtype
+        with x.device:
+            dx = xp.empty((m, n), dtype=dt)
+            dgamma = xp.empty((n,), dtype=dt) if has_gamma else None
+            dbeta = xp.empty((n,), dtype=dt) if has_beta else None
+            ws = xp.empty((self._C.batchnorm_workspace(m, n),), dtype=xp.float64)
+            self._C.batchnorm_backward(
+                dt.name, m, n, dy.data.ptr, x.data.ptr, y.data.ptr, cols.data.ptr,
+                self._ptr(mask), dx.data.ptr, self._ptr(dgamma), self._ptr(dbeta), ws.data.ptr,
+                spec.kind, spec.alpha, rate, alpha_dropout, batch_stats, self._stream())
+        return dx, dgamma, dbeta
 
     # --- losses (CUDA) ---
 

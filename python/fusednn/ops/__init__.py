@@ -6,6 +6,8 @@ from .dense import DenseContext, dense_backward, dense_forward, dense_stack_back
 # --- dropout ---
 
 # --- batchnorm ---
+from .batchnorm import (BatchNormContext, batchnorm_backward, batchnorm_forward,
+                        fold_batchnorm)
 
 # --- losses ---
 
@@ -19,5 +21,9 @@ __all__ = [
     "dense_stack_backward",
     # --- dropout names ---
     # --- batchnorm names ---
+    "BatchNormContext",
+    "batchnorm_backward",
+    "batchnorm_forward",
+    "fold_batchnorm",
     # --- losses names ---
 ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 _FLOAT_CHARS = ("f", "d")  # float32, float64; dtype.char is a cheap C attribute
 
 
@@ -21,3 +24,32 @@ def float_array(caller: str, name: str, a, xp, ndim: int | None = None, dtype=No
         what = {1: "(features,)", 2: "(batch, features)"}.get(ndim, "")
         raise ValueError(f"{caller}: {name} has {a.ndim} dims, expected {ndim} {what}".rstrip())
     return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
+
+
+def check_float(caller, name, value, *, low=None, high=None, low_open=False, high_open=False):
+    """float(value) after checking type and range; errors name the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{caller}: {name} must be a float, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{caller}: {name} must be finite, got {v}")
+    if low is not None and (v < low or (low_open and v == low)):
+        raise ValueError(f"{caller}: {name} must be {'>' if low_open else '>='} {low}, got {v}")
+    if high is not None and (v > high or (high_open and v == high)):
+        raise ValueError(f"{caller}: {name} must be {'<' if high_open else '<='} {high}, got {v}")
+    return v
+
+
+def check_unit(caller, name, value):
+    """A decay rate in [0, 1)."""
+    return check_float(caller, name, value, low=0.0, high=1.0, high_open=True)
+
+
+def check_uint64(caller, name, value):
+    """int(value) after checking it is an integer in [0, 2**64) (seeds, steps)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{caller}: {name} must be an int, got {value!r}")
+    v = int(value)
+    if not 0 <= v < 2**64:
+        raise ValueError(f"{caller}: {name} must be in [0, 2**64), got {v}")
+    return v

@@ -19,38 +19,18 @@ the step is not skipped. Use ``fd.callbacks.TerminateOnNaN`` to stop.
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np
 
 from .. import _backend
-from ..ops._checks import _FLOAT_CHARS
+from ..ops._checks import _FLOAT_CHARS, check_float, check_unit  # noqa: F401
 
 # Keep in step with OptStep in csrc/include/fusednn/optimizers.h.
 _STEP_FIELDS = ("lr", "beta_1", "beta_2", "rho", "momentum", "epsilon", "c1", "c2", "c3",
                 "decay", "clipvalue", "l1", "shrinkage", "lr_power", "flags")
 _CLIP_NONE, _CLIP_VALUE, _CLIP_NORM, _CLIP_GLOBAL = 0, 1, 2, 3
 NESTEROV, CENTERED, AMSGRAD = 1, 2, 4
-
-
-def check_float(caller, name, value, *, low=None, high=None, low_open=False, high_open=False):
-    """float(value) after checking type and range; errors name the argument."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{caller}: {name} must be a float, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{caller}: {name} must be finite, got {v}")
-    if low is not None and (v < low or (low_open and v == low)):
-        raise ValueError(f"{caller}: {name} must be {'>' if low_open else '>='} {low}, got {v}")
-    if high is not None and (v > high or (high_open and v == high)):
-        raise ValueError(f"{caller}: {name} must be {'<' if high_open else '<='} {high}, got {v}")
-    return v
-
-
-def check_unit(caller, name, value):
-    """A decay rate in [0, 1)."""
-    return check_float(caller, name, value, low=0.0, high=1.0, high_open=True)
 
 
 class Optimizer:

@@ -473,5 +473,79 @@ def optimizer_step(name, config, grads, params, state, iterations, *, trainable=
 
 # ---------------------------------------------------------------- batchnorm
 
+# Batch normalisation for x of shape (batch, features), float64. keep is the
+# boolean dropout mask (None: no dropout); coef the dropout transform
+# (kept_mul, kept_add, dropped) of dropout_coefficients.
+
+
+def dropout_coefficients(rate, alpha=False):
+    """(kept_mul, kept_add, dropped): y = x * kept_mul + kept_add if kept, else dropped."""
+    if not alpha:
+        return 1.0 / (1.0 - rate), 0.0, 0.0
+    ap = -1.0507009873554804934193349852946 * 1.6732632423543772848170429916717
+    a = ((1.0 - rate) * (1.0 + rate * ap * ap)) ** -0.5
+    b = -a * ap * rate
+    return a, b, a * ap + b
+
+
+def batchnorm_statistics(x):
+    """Batch mean and biased variance per feature."""
+    x = _f64(x)
+    mean = x.mean(axis=0)
+    return mean, ((x - mean) ** 2).mean(axis=0)
+
+
+def batchnorm_moving_update(moving_mean, moving_var, mean, var, momentum, batch,
+                            convention="keras"):
+    """New (moving_mean, moving_var): Keras or PyTorch convention."""
+    mm, mv = _f64(moving_mean), _f64(moving_var)
+    if convention == "keras":
+        return mm * momentum + mean * (1 - momentum), mv * momentum + var * (1 - momentum)
+    unbiased = var * batch / (batch - 1) if batch > 1 else var
+    return mm * (1 - momentum) + mean * momentum, mv * (1 - momentum) + unbiased * momentum
+
+
+def batchnorm_forward(x, gamma, beta, mean, var, epsilon, activation_name="linear", keep=None,
+                      rate=0.0, alpha_dropout=False, **params):
+    """y = drop(act(gamma (x - mean) / sqrt(var + eps) + beta)) with the given statistics."""
+    x = _f64(x)
+    x_hat = (x - mean) / np.sqrt(_f64(var) + epsilon)
+    z = x_hat * (1.0 if gamma is None else _f64(gamma)) + (0.0 if beta is None else _f64(beta))
+    a = activation(z, activation_name, **params)
+    if keep is None:
+        return a
+    km, ka, dr = dropout_coefficients(rate, alpha_dropout)
+    return np.where(keep, a * km + ka, dr)
+
+
+def batchnorm_backward(dy, x, gamma, beta, mean, var, epsilon, batch_stats,
+                       activation_name="linear", keep=None, rate=0.0, alpha_dropout=False,
+                       **params):
+    """(dx, dgamma, dbeta). batch_stats: mean/var are the batch's (training),
+    so dx includes their dependence on x; else they are constants."""
+    x, dy = _f64(x), _f64(dy)
+    m = x.shape[0]
+    invstd = 1.0 / np.sqrt(_f64(var) + epsilon)
+    g = 1.0 if gamma is None else _f64(gamma)
+    x_hat = (x - mean) * invstd
+    z = x_hat * g + (0.0 if beta is None else _f64(beta))
+    dz = dy * activation_grad(z, activation_name, **params)
+    if keep is not None:
+        dz = np.where(keep, dz * dropout_coefficients(rate, alpha_dropout)[0], 0.0)
+    dbeta = dz.sum(axis=0)
+    dgamma = (dz * x_hat).sum(axis=0)
+    if batch_stats:
+        dx = g * invstd * (dz - dbeta / m - x_hat * dgamma / m)
+    else:
+        dx = g * invstd * dz
+    return dx, dgamma, dbeta
+
+
+def fold_batchnorm(w, b, gamma, beta, moving_mean, moving_var, epsilon):
+    """(w', b') of a Dense (w, b) followed by an inference-mode BN."""
+    s = _f64(gamma) / np.sqrt(_f64(moving_var) + epsilon)
+    b = 0.0 if b is None else _f64(b)
+    return _f64(w) * s, (b - _f64(moving_mean)) * s + _f64(beta)
+
 
 # ------------------------------------------------------------------- losses

@@ -1,0 +1,165 @@
+// fusednn._C: batch normalisation + activation + dropout (csrc/cpu/batchnorm.h).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "bindings/cpu_checks.h"
+#include "bindings/registry.h"
+#include "cpu/batchnorm.h"
+
+namespace py = pybind11;
+using fusednn::Act;
+using namespace fusednn::bind;
+
+namespace {
+
+// A per-feature array of n elements of dtype dt, or null for None.
+template <typename T>
+const T* feature(const py::object& o, const char* name, const py::dtype& dt, int64_t n) {
+  if (o.is_none()) return nullptr;
+  py::array a = o.cast<py::array>();
+  require(a, name, dt, {n});
+  return cst<T>(a);
+}
+
+template <typename T>
+T* feature_out(const py::object& o, const char* name, const py::dtype& dt, int64_t n) {
+  if (o.is_none()) return nullptr;
+  py::array a = o.cast<py::array>();
+  require(a, name, dt, {n});
+  if (!a.writeable()) throw py::value_error(std::string(name) + ": is read-only");
+  return mut<T>(a);
+}
+
+fusednn::BnDropout dropout_of(double rate, bool alpha, uint64_t seed, uint64_t step) {
+  if (!(rate >= 0.0 && rate < 1.0))
+    throw py::value_error("dropout rate must be in [0, 1), got " + std::to_string(rate));
+  return {rate, alpha, seed, step};
+}
+
+int64_t mask_words(int64_t m, int64_t n) { return (m * n + 31) / 32; }
+
+template <typename T>
+py::tuple forward_t(const py::array& x, const py::object& gamma, const py::object& beta,
+                    const py::object& moving_mean, const py::object& moving_var, bool training,
+                    double momentum, double epsilon, int convention, Act a, double alpha,
+                    const fusednn::BnDropout& d) {
+  const py::dtype dt = x.dtype();
+  const int64_t m = x.shape(0), n = x.shape(1);
+  const T* g = feature<T>(gamma, "gamma", dt, n);
+  const T* b = feature<T>(beta, "beta", dt, n);
+  T* mm = feature_out<T>(moving_mean, "moving_mean", dt, n);
+  T* mv = feature_out<T>(moving_var, "moving_var", dt, n);
+  if ((mm == nullptr) != (mv == nullptr))
+    throw py::value_error("moving_mean and moving_var must both be given or both be None");
+  if (!training && mm == nullptr)
+    throw py::value_error("inference needs moving_mean and moving_var");
+  if (m < 1 || n < 1) throw py::value_error("x: needs at least one row and one column");
+  if (convention != 0 && convention != 1)
+    throw py::value_error("convention must be 0 (keras) or 1 (torch)");
+  py::array y(dt, std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
+  py::array cols(dt, std::vector<py::ssize_t>{fusednn::kBnCols, (py::ssize_t)n});
+  uint32_t* maskp;
+  py::object mask = optional_out<uint32_t>(d.rate > 0.0, py::dtype::of<uint32_t>(),
+                                           {(py::ssize_t)mask_words(m, n)}, &maskp);
+  double *meanp, *varp;
+  py::object mean = optional_out<double>(training, py::dtype::of<double>(), {(py::ssize_t)n}, &meanp);
+  py::object var = optional_out<double>(training, py::dtype::of<double>(), {(py::ssize_t)n}, &varp);
+  const T* xp = cst<T>(x);
+  T* yp = mut<T>(y);
+  T* cp = mut<T>(cols);
+  {
+    py::gil_scoped_release nogil;
+    if (training)
+      fusednn::cpu::batchnorm_forward_train<T>(xp, g, b, mm, mv, momentum, epsilon,
+                                               fusednn::BnConvention(convention), yp, cp, meanp,
+                                               varp, maskp, m, n, a, T(alpha), d);
+    else
+      fusednn::cpu::batchnorm_forward_infer<T>(xp, g, b, mm, mv, epsilon, yp, cp, maskp, m, n, a,
+                                               T(alpha), d);
+  }
+  return py::make_tuple(y, cols, mean, var, mask);
+}
+
+template <typename T>
+py::tuple backward_t(const py::array& dy, const py::array& x, const py::array& y,
+                     const py::array& cols, const py::object& mask, bool need_dgamma,
+                     bool need_dbeta, Act a, double alpha, const fusednn::BnDropout& d,
+                     bool batch_stats) {
+  const py::dtype dt = x.dtype();
+  const int64_t m = x.shape(0), n = x.shape(1);
+  require(dy, "dy", dt, {m, n});
+  require(y, "y", dt, {m, n});
+  require(cols, "cols", dt, {fusednn::kBnCols, n});
+  const uint32_t* maskp = nullptr;
+  if (d.rate > 0.0) {
+    if (mask.is_none()) throw py::value_error("mask: required when dropout was applied");
+    py::array ma = mask.cast<py::array>();
+    require_flat(ma, "mask", py::dtype::of<uint32_t>(), mask_words(m, n), false);
+    maskp = cst<uint32_t>(ma);
+  }
+  py::array dx(dt, std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
+  T *dgp, *dbp;
+  py::object dgamma = optional_out<T>(need_dgamma, dt, {(py::ssize_t)n}, &dgp);
+  py::object dbeta = optional_out<T>(need_dbeta, dt, {(py::ssize_t)n}, &dbp);
+  const T *dyp = cst<T>(dy), *xp = cst<T>(x), *yp = cst<T>(y), *cp = cst<T>(cols);
+  T* dxp = mut<T>(dx);
+  {
+    py::gil_scoped_release nogil;
+    fusednn::cpu::batchnorm_backward<T>(dyp, xp, yp, cp, maskp, dxp, dgp, dbp, m, n, a, T(alpha),
+                                        d, batch_stats);
+  }
+  return py::make_tuple(dx, dgamma, dbeta);
+}
+
+void register_batchnorm(py::module_& m) {
+  m.def(
+      "batchnorm_forward",
+      [](const py::array& x, const py::object& gamma, const py::object& beta,
+         const py::object& moving_mean, const py::object& moving_var, bool training,
+         double momentum, double epsilon, int convention, int kind, double alpha, double rate,
+         bool alpha_dropout, uint64_t seed, uint64_t step) -> py::tuple {
+        const py::dtype dt = checked_float_dtype(x, "x");
+        require(x, "x", dt, {-1, -1});
+        if (!(epsilon > 0.0) || !std::isfinite(epsilon))
+          throw py::value_error("epsilon must be a finite number > 0");
+        const auto d = dropout_of(rate, alpha_dropout, seed, step);
+        const Act a = to_act(kind);
+        return is_f64(x) ? forward_t<double>(x, gamma, beta, moving_mean, moving_var, training,
+                                             momentum, epsilon, convention, a, alpha, d)
+                         : forward_t<float>(x, gamma, beta, moving_mean, moving_var, training,
+                                            momentum, epsilon, convention, a, alpha, d);
+      },
+      py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("moving_mean"),
+      py::arg("moving_var"), py::arg("training"), py::arg("momentum"), py::arg("epsilon"),
+      py::arg("convention"), py::arg("kind"), py::arg("alpha"), py::arg("rate"),
+      py::arg("alpha_dropout"), py::arg("seed"), py::arg("step"),
+      "(y, cols, mean, var, mask): y = drop(act(gamma x_hat + beta)); cols the (5, n) "
+      "coefficients backward needs; mean/var the batch statistics (training, else None); mask "
+      "the bit-packed dropout mask (rate > 0, else None). Training updates moving_* in place.");
+  m.def(
+      "batchnorm_backward",
+      [](const py::array& dy, const py::array& x, const py::array& y, const py::array& cols,
+         const py::object& mask, bool need_dgamma, bool need_dbeta, int kind, double alpha,
+         double rate, bool alpha_dropout, bool batch_stats) -> py::tuple {
+        const py::dtype dt = checked_float_dtype(x, "x");
+        require(x, "x", dt, {-1, -1});
+        const auto d = dropout_of(rate, alpha_dropout, 0, 0);
+        const Act a = to_act(kind);
+        return is_f64(x) ? backward_t<double>(dy, x, y, cols, mask, need_dgamma, need_dbeta, a,
+                                              alpha, d, batch_stats)
+                         : backward_t<float>(dy, x, y, cols, mask, need_dgamma, need_dbeta, a,
+                                             alpha, d, batch_stats);
+      },
+      py::arg("dy"), py::arg("x"), py::arg("y"), py::arg("cols"), py::arg("mask"),
+      py::arg("need_dgamma"), py::arg("need_dbeta"), py::arg("kind"), py::arg("alpha"),
+      py::arg("rate"), py::arg("alpha_dropout"), py::arg("batch_stats"),
+      "(dx, dgamma, dbeta) from dy and what batchnorm_forward returned.");
+}
+
+const Registrar registrar(register_batchnorm);
+
+}  // namespace

@@ -1,0 +1,324 @@
+// Batch normalisation + activation + dropout on the CPU.
+//
+// Passes over the (m x n) data:
+//   forward, training:  statistics (read x), then normalise + scale + shift +
+//                       activation + dropout (read x, write y and the mask bits)
+//   forward, inference: the second pass only
+//   backward, training: dz and its column sums (read dy, x, y, mask; write dz
+//                       into dx), then dx from dz (read dz, x; write dx)
+//   backward, inference: one pass
+// The element-wise passes walk the flat index in chunks of kChunk elements (a
+// multiple of 32, so each chunk owns whole mask words), cut at row ends into
+// contiguous segments that vectorise; column sums go to per-thread arrays.
+#include "cpu/batchnorm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace fusednn {
+namespace cpu {
+
+namespace {
+
+constexpr int64_t kChunk = 4096;
+static_assert(kChunk % 32 == 0, "a chunk must own whole mask words");
+// Below this many elements a parallel region costs more than it saves.
+constexpr int64_t kParallelMin = 1 << 15;
+
+// keep[i] = 1 if element e0 + i is kept, for i < count (rounded up to 4).
+void draw_keep(uint64_t seed, uint64_t step, uint32_t threshold, int64_t e0, int64_t count,
+               uint32_t* keep) {
+  const uint64_t q0 = uint64_t(e0) / 4;
+  const int64_t nq = (count + 3) / 4;
+#pragma omp simd
+  for (int64_t i = 0; i < nq; ++i) {
+    const Philox4x32 r = dropout_draws(seed, step, q0 + uint64_t(i));
+    keep[4 * i + 0] = r.v[0] >= threshold;
+    keep[4 * i + 1] = r.v[1] >= threshold;
+    keep[4 * i + 2] = r.v[2] >= threshold;
+    keep[4 * i + 3] = r.v[3] >= threshold;
+  }
+}
+
+// Packs keep[0..count) into words, zero past count.
+void pack_bits(const uint32_t* keep, int64_t count, uint32_t* words) {
+  const int64_t nw = (count + 31) / 32;
+  for (int64_t w = 0; w < nw; ++w) {
+    const int64_t lim = std::min<int64_t>(32, count - 32 * w);
+    uint32_t word = 0;
+#pragma omp simd reduction(| : word)
+    for (int j = 0; j < 32; ++j) word |= (j < lim ? keep[32 * w + j] : 0u) << j;
+    words[w] = word;
+  }
+}
+
+void unpack_bits(const uint32_t* words, int64_t count, uint32_t* keep) {
+  const int64_t nw = (count + 31) / 32;
+  for (int64_t w = 0; w < nw; ++w) {
+    const uint32_t word = words[w];
+#pragma omp simd
+    for (int j = 0; j < 32; ++j) keep[32 * w + j] = (word >> j) & 1u;
+  }
+}
+
+// Column coefficient pointers, offset to the segment's first column.
+template <typename T>
+struct ColPtrs {
+  const T* mh;
+  const T* ml;
+  const T* sc;
+  const T* sh;
+  const T* is;
+};
+
+template <typename T>
+ColPtrs<T> col_ptrs(const T* cols, int64_t n, int64_t j) {
+  return {cols + kBnMeanHi * n + j, cols + kBnMeanLo * n + j, cols + kBnScale * n + j,
+          cols + kBnShift * n + j, cols + kBnInvStd * n + j};
+}
+
+template <typename T, Act A, bool Drop>
+void forward_segment(const T* x, T* y, const uint32_t* keep, int64_t len, const T* mh,
+                     const T* ml, const T* sc, const T* sh, T alpha, T kept_mul, T kept_add,
+                     T dropped) {
+#pragma omp simd
+  for (int64_t k = 0; k < len; ++k) {
+    const T a = bn_activation<T, A>(x[k], mh[k], ml[k], sc[k], sh[k], alpha);
+    y[k] = Drop ? dropout_apply(keep[k] != 0, a, DropoutCoef<T>{kept_mul, kept_add, dropped}) : a;
+  }
+}
+
+// Calls seg(e, len, j, keep + (e - e0)) for the row segments of chunk [e0, e0 + cnt).
+template <typename F>
+void for_segments(int64_t e0, int64_t cnt, int64_t n, const uint32_t* keep, F&& seg) {
+  const int64_t end = e0 + cnt;
+  for (int64_t e = e0; e < end;) {
+    const int64_t j = e % n;
+    const int64_t len = std::min(n - j, end - e);
+    seg(e, len, j, keep + (e - e0));
+    e += len;
+  }
+}
+
+template <typename T, Act A, bool Drop>
+void forward_pass(const T* x, T* y, uint32_t* mask, int64_t total, int64_t n, const T* cols,
+                  T alpha, DropoutCoef<T> c, uint64_t seed, uint64_t step, uint32_t threshold) {
+  const int64_t nchunks = (total + kChunk - 1) / kChunk;
+#pragma omp parallel if (total >= kParallelMin)
+  {
+    alignas(64) uint32_t keep[kChunk];
+#pragma omp for schedule(static)
+    for (int64_t ci = 0; ci < nchunks; ++ci) {
+      const int64_t e0 = ci * kChunk, cnt = std::min(kChunk, total - e0);
+      if (Drop) {
+        draw_keep(seed, step, threshold, e0, cnt, keep);
+        pack_bits(keep, cnt, mask + e0 / 32);
+      }
+      for_segments(e0, cnt, n, keep, [&](int64_t e, int64_t len, int64_t j, const uint32_t* kp) {
+        const ColPtrs<T> p = col_ptrs(cols, n, j);
+        forward_segment<T, A, Drop>(x + e, y + e, kp, len, p.mh, p.ml, p.sc, p.sh, alpha,
+                                    c.kept_mul, c.kept_add, c.dropped);
+      });
+    }
+  }
+}
+
+// dz = dL/dz into out (times scale unless Stats), and the column sums
+// s1 += dz, s2 += dz x_hat.
+template <typename T, Act A, bool Drop, BnSaved S, bool Stats>
+void backward_segment(const T* dy, const T* x, const T* y, const uint32_t* keep, T* out,
+                      int64_t len, const T* mh, const T* ml, const T* sc, const T* sh,
+                      const T* is, double* s1, double* s2, T alpha, T kept_mul,
+                      T inv_kept_mul) {
+#pragma omp simd
+  for (int64_t k = 0; k < len; ++k) {
+    const T xc = bn_centered(x[k], mh[k], ml[k]);
+    const T dz = bn_dz<T, A, S>(dy[k], xc * sc[k] + sh[k], y[k], Drop ? keep[k] != 0 : true,
+                                kept_mul, inv_kept_mul, alpha);
+    out[k] = Stats ? dz : dz * sc[k];
+    s1[k] += double(dz);
+    s2[k] += double(dz) * double(xc * is[k]);
+  }
+}
+
+template <typename T, Act A, bool Drop, BnSaved S, bool Stats>
+void backward_pass(const T* dy, const T* x, const T* y, const uint32_t* mask, T* dx,
+                   int64_t total, int64_t n, const T* cols, T alpha, DropoutCoef<T> c,
+                   std::vector<double>& part) {
+  const int64_t nchunks = (total + kChunk - 1) / kChunk;
+#pragma omp parallel if (total >= kParallelMin)
+  {
+    alignas(64) uint32_t keep[kChunk];
+    double* s1 = part.data() + int64_t(omp_get_thread_num()) * 2 * n;
+    double* s2 = s1 + n;
+    const T inv_kept_mul = T(1) / c.kept_mul;
+#pragma omp for schedule(static)
+    for (int64_t ci = 0; ci < nchunks; ++ci) {
+      const int64_t e0 = ci * kChunk, cnt = std::min(kChunk, total - e0);
+      if (Drop) unpack_bits(mask + e0 / 32, cnt, keep);
+      for_segments(e0, cnt, n, keep, [&](int64_t e, int64_t len, int64_t j, const uint32_t* kp) {
+        const ColPtrs<T> p = col_ptrs(cols, n, j);
+        backward_segment<T, A, Drop, S, Stats>(dy + e, x + e, y + e, kp, dx + e, len, p.mh, p.ml,
+                                               p.sc, p.sh, p.is, s1 + j, s2 + j, alpha,
+                                               c.kept_mul, inv_kept_mul);
+      });
+    }
+  }
+}
+
+// dx = scale (dz - mean(dz) - x_hat mean(dz x_hat)), dz read from dx.
+template <typename T>
+void backward_stats_row(const T* x, T* dx, int64_t n, const T* mh, const T* ml, const T* sc,
+                        const T* is, const T* mdz, const T* mdzx) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    dx[j] = bn_dx_train(dx[j], bn_centered(x[j], mh[j], ml[j]) * is[j], sc[j], mdz[j], mdzx[j]);
+  }
+}
+
+// Shifted sums of the rows [r0, r1) into s1, s2 (n each), shift = row 0.
+template <typename T>
+void stats_rows(const T* x, int64_t r0, int64_t r1, int64_t n, double* s1, double* s2) {
+  const T* k0 = x;
+  for (int64_t i = r0; i < r1; ++i) {
+    const T* row = x + i * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const double d = double(row[j]) - double(k0[j]);
+      s1[j] += d;
+      s2[j] += d * d;
+    }
+  }
+}
+
+int threads_for(int64_t total) { return total >= kParallelMin ? omp_get_max_threads() : 1; }
+
+template <typename T>
+void apply(const T* x, T* y, uint32_t* mask, int64_t m, int64_t n, const T* cols, Act a, T alpha,
+           const BnDropout& d) {
+  const int64_t total = m * n;
+  const bool drop = d.rate > 0.0;
+  const DropoutCoef<T> c = dropout_coef_as<T>(dropout_coef(d.rate, d.alpha));
+  const uint32_t thr = dropout_threshold(d.rate);
+  dispatch_act(a, [&](auto act) {
+    constexpr Act A = decltype(act)::value;
+    if (drop)
+      forward_pass<T, A, true>(x, y, mask, total, n, cols, alpha, c, d.seed, d.step, thr);
+    else
+      forward_pass<T, A, false>(x, y, mask, total, n, cols, alpha, c, d.seed, d.step, thr);
+  });
+}
+
+}  // namespace
+
+template <typename T>
+void batchnorm_forward_train(const T* x, const T* gamma, const T* beta, T* moving_mean,
+                             T* moving_var, double momentum, double epsilon, BnConvention conv,
+                             T* y, T* cols, double* mean, double* var, uint32_t* mask, int64_t m,
+                             int64_t n, Act a, T alpha, const BnDropout& d) {
+  const int64_t total = m * n;
+  const int nt = threads_for(total);
+  std::vector<double> part(size_t(nt) * 2 * n, 0.0);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
+    const int64_t r0 = m * t / tn, r1 = m * (t + 1) / tn;
+    double* s1 = part.data() + int64_t(t) * 2 * n;
+    stats_rows(x, r0, r1, n, s1, s1 + n);
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    double s1 = 0.0, s2 = 0.0;
+    for (int t = 0; t < nt; ++t) {
+      s1 += part[size_t(t) * 2 * n + j];
+      s2 += part[size_t(t) * 2 * n + n + j];
+    }
+    bn_finalize_stats(double(x[j]), s1, s2, double(m), mean[j], var[j]);
+    if (moving_mean)
+      bn_update_moving(moving_mean[j], moving_var[j], mean[j], var[j], momentum, double(m), conv);
+    bn_column<T>(mean[j], 1.0 / std::sqrt(var[j] + epsilon), gamma ? double(gamma[j]) : 1.0,
+                 beta ? double(beta[j]) : 0.0, cols, n, j);
+  }
+  apply(x, y, mask, m, n, cols, a, alpha, d);
+}
+
+template <typename T>
+void batchnorm_forward_infer(const T* x, const T* gamma, const T* beta, const T* moving_mean,
+                             const T* moving_var, double epsilon, T* y, T* cols, uint32_t* mask,
+                             int64_t m, int64_t n, Act a, T alpha, const BnDropout& d) {
+  for (int64_t j = 0; j < n; ++j)
+    bn_column<T>(double(moving_mean[j]), 1.0 / std::sqrt(double(moving_var[j]) + epsilon),
+                 gamma ? double(gamma[j]) : 1.0, beta ? double(beta[j]) : 0.0, cols, n, j);
+  apply(x, y, mask, m, n, cols, a, alpha, d);
+}
+
+template <typename T>
+void batchnorm_backward(const T* dy, const T* x, const T* y, const T* cols, const uint32_t* mask,
+                        T* dx, T* dgamma, T* dbeta, int64_t m, int64_t n, Act a, T alpha,
+                        const BnDropout& d, bool batch_stats) {
+  const int64_t total = m * n;
+  const int nt = threads_for(total);
+  std::vector<double> part(size_t(nt) * 2 * n, 0.0);
+  const bool drop = d.rate > 0.0;
+  // rate 0 gives kept_mul 1: bn_dz then leaves dz = dy f'.
+  const DropoutCoef<T> c = dropout_coef_as<T>(dropout_coef(drop ? d.rate : 0.0, d.alpha));
+  dispatch_act(a, [&](auto act) {
+    constexpr Act A = decltype(act)::value;
+    // See BnSaved: y gives the activation's output unless alpha dropout hides it.
+    auto run = [&](auto drop_c, auto saved_c) {
+      constexpr bool D = decltype(drop_c)::value;
+      constexpr BnSaved S = decltype(saved_c)::value;
+      if (batch_stats)
+        backward_pass<T, A, D, S, true>(dy, x, y, mask, dx, total, n, cols, alpha, c, part);
+      else
+        backward_pass<T, A, D, S, false>(dy, x, y, mask, dx, total, n, cols, alpha, c, part);
+    };
+    using FromY = std::integral_constant<BnSaved, BnSaved::FromY>;
+    using Recompute = std::integral_constant<BnSaved, BnSaved::Recompute>;
+    if (!drop)
+      run(std::false_type{}, FromY{});
+    else if (d.alpha)
+      run(std::true_type{}, Recompute{});
+    else
+      run(std::true_type{}, FromY{});
+  });
+  // Column sums over the threads; s1 = sum dz = dbeta, s2 = sum dz x_hat = dgamma.
+  std::vector<T> mdz(batch_stats ? n : 0), mdzx(batch_stats ? n : 0);
+  for (int64_t j = 0; j < n; ++j) {
+    double s1 = 0.0, s2 = 0.0;
+    for (int t = 0; t < nt; ++t) {
+      s1 += part[size_t(t) * 2 * n + j];
+      s2 += part[size_t(t) * 2 * n + n + j];
+    }
+    if (dbeta) dbeta[j] = T(s1);
+    if (dgamma) dgamma[j] = T(s2);
+    if (batch_stats) {
+      mdz[j] = T(s1 / double(m));
+      mdzx[j] = T(s2 / double(m));
+    }
+  }
+  if (!batch_stats) return;
+  const ColPtrs<T> p = col_ptrs(cols, n, 0);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t i = 0; i < m; ++i)
+    backward_stats_row(x + i * n, dx + i * n, n, p.mh, p.ml, p.sc, p.is, mdz.data(), mdzx.data());
+}
+
+#define FUSEDNN_INSTANTIATE(T)                                                                  \
+  template void batchnorm_forward_train<T>(const T*, const T*, const T*, T*, T*, double, double, \
+                                           BnConvention, T*, T*, double*, double*, uint32_t*,    \
+                                           int64_t, int64_t, Act, T, const BnDropout&);          \
+  template void batchnorm_forward_infer<T>(const T*, const T*, const T*, const T*, const T*,    \
+                                           double, T*, T*, uint32_t*, int64_t, int64_t, Act, T,  \
+                                           const BnDropout&);                                    \
+  template void batchnorm_backward<T>(const T*, const T*, const T*, const T*, const uint32_t*,  \
+                                      T*, T*, T*, int64_t, int64_t, Act, T, const BnDropout&,    \
+                                      bool);
+FUSEDNN_INSTANTIATE(float)
+FUSEDNN_INSTANTIATE(double)
+#undef FUSEDNN_INSTANTIATE
+
+}  // namespace cpu
+}  // namespace fusednn
