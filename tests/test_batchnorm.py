@@ -61,38 +61,19 @@ def _keep(ctx, shape):
 
 
 def _act_kw(name, params):
-    """activation= and its parameters as keywords. The op's own `beta` (the BN
-    offset) takes that keyword, so swish's beta can only be passed as a
-    resolved spec (see test_swish_beta_through_spec)."""
-    if "beta" in params:
-        return {"activation": fd.activations.get(name, **params)}
+    """activation= and its parameters as keywords (swish's beta included: the
+    op's arrays are positional-only)."""
     return {"activation": name, **params}
 
 
 def _ref_forward(x, gamma, beta, mean, var, eps, name, params, keep, rate, alpha):
-    if "beta" not in params:
-        return R.batchnorm_forward(x, gamma, beta, mean, var, eps, name, keep, rate, alpha,
-                                   **params)
-    # R.batchnorm_forward's positional `beta` hides swish's beta: compose the
-    # same reference pieces by hand.
-    z = R.batchnorm_forward(x, gamma, beta, mean, var, eps, "linear")
-    a = R.activation(z, name, **params)
-    if keep is None:
-        return a
-    km, ka, dr = R.dropout_coefficients(rate, alpha)
-    return np.where(keep, a * km + ka, dr)
+    return R.batchnorm_forward(x, gamma, beta, mean, var, eps, name, keep, rate, alpha, **params)
 
 
 def _ref_backward(dy, x, gamma, beta, mean, var, eps, batch_stats, name, params, keep, rate,
                   alpha):
-    if "beta" not in params:
-        return R.batchnorm_backward(dy, x, gamma, beta, mean, var, eps, batch_stats, name, keep,
-                                    rate, alpha, **params)
-    z = R.batchnorm_forward(x, gamma, beta, mean, var, eps, "linear")
-    dz = np.asarray(dy, np.float64) * R.activation_grad(z, name, **params)
-    if keep is not None:
-        dz = np.where(keep, dz * R.dropout_coefficients(rate, alpha)[0], 0.0)
-    return R.batchnorm_backward(dz, x, gamma, beta, mean, var, eps, batch_stats, "linear")
+    return R.batchnorm_backward(dy, x, gamma, beta, mean, var, eps, batch_stats, name, keep,
+                                rate, alpha, **params)
 
 
 def _check_training(backend, batch, n, dtype, name, params, drop, seed=0, rtol=None):
@@ -141,14 +122,17 @@ def test_training_every_activation(backend, name, params, dtype, drop):
     _check_training(backend, 17, 31, dtype, name, params, drop)
 
 
-def test_swish_beta_through_spec(backend):
-    """A resolved ActivationSpec carries swish's beta (the keyword `beta` is the
-    BN offset); the parameter really reaches the kernel."""
+def test_swish_beta_reaches_the_kernel(backend):
+    """swish's beta, as a keyword or in a resolved ActivationSpec, reaches the
+    kernel (the BN offset `beta` is positional-only)."""
     x, gamma, beta, _, _, _ = _data(10, 6, np.float64)
     args = [_on(a, backend) for a in (x, gamma, beta)]
     spec = fd.activations.get("swish", beta=1.7)
     y17, _ = fd.ops.batchnorm_forward(*args, None, None, training=True, activation=spec)
     y1, _ = fd.ops.batchnorm_forward(*args, None, None, training=True, activation="swish")
+    y17k, _ = fd.ops.batchnorm_forward(*args, None, None, training=True, activation="swish",
+                                       beta=1.7)
+    assert_scaled_close(y17k, to_numpy(y17), 0.0, "beta=1.7 keyword")
     mean, var = R.batchnorm_statistics(x)
     z = R.batchnorm_forward(x, gamma, beta, mean, var, EPS)
     assert_scaled_close(y17, R.activation(z, "swish", beta=1.7), 1e-12, "beta=1.7")

@@ -52,7 +52,7 @@ FUSEDNN_HD void bn_finalize_stats(double shift, double s1, double s2, double m, 
   const double d = s1 / m;
   mean = shift + d;
   const double v = s2 / m - d * d;
-  var = v > 0.0 ? v : 0.0;  // rounding can make a constant column slightly negative
+  var = v < 0.0 ? 0.0 : v;  // rounding can make a constant column slightly negative; NaN stays
 }
 
 template <typename T>

@@ -99,7 +99,7 @@ def _feature(caller, name, a, xp, n, dtype, *, writable=False):
     return float_array(caller, name, a, xp, ndim=1, dtype=dtype)
 
 
-def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, *, training, momentum=0.99,
+def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, /, *, training, momentum=0.99,
                       epsilon=1e-3, activation="linear", dropout=None, seed=0, step=0,
                       alpha_dropout=False, dropout_training=None, convention="keras", **params):
     """y = dropout(activation(gamma * x_hat + beta)). Returns (y, ctx).
@@ -109,7 +109,8 @@ def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, *, training, mome
     moving_mean, moving_var: (features,), updated in place when training;
     both may be None in training (no moving statistics kept).
     training: normalise with the batch statistics (True) or the moving ones.
-    activation and ``params``: as in fusednn.activations. dropout: the rate in
+    activation and ``params``: as in fusednn.activations (the five arrays are
+    positional-only, so swish's ``beta=`` reaches the activation). dropout: the rate in
     [0, 1) or None; seed, step: the mask's key and counter (ints >= 0).
     See the module docstring for the conventions and the batch-of-one case.
     """

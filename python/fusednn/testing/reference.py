@@ -505,7 +505,7 @@ def batchnorm_moving_update(moving_mean, moving_var, mean, var, momentum, batch,
     return mm * (1 - momentum) + mean * momentum, mv * (1 - momentum) + unbiased * momentum
 
 
-def batchnorm_forward(x, gamma, beta, mean, var, epsilon, activation_name="linear", keep=None,
+def batchnorm_forward(x, gamma, beta, mean, var, epsilon, /, activation_name="linear", keep=None,
                       rate=0.0, alpha_dropout=False, **params):
     """y = drop(act(gamma (x - mean) / sqrt(var + eps) + beta)) with the given statistics."""
     x = _f64(x)
@@ -518,7 +518,7 @@ def batchnorm_forward(x, gamma, beta, mean, var, epsilon, activation_name="linea
     return np.where(keep, a * km + ka, dr)
 
 
-def batchnorm_backward(dy, x, gamma, beta, mean, var, epsilon, batch_stats,
+def batchnorm_backward(dy, x, gamma, beta, mean, var, epsilon, batch_stats, /,
                        activation_name="linear", keep=None, rate=0.0, alpha_dropout=False,
                        **params):
     """(dx, dgamma, dbeta). batch_stats: mean/var are the batch's (training),
