@@ -4,6 +4,7 @@ from .activation import ActivationContext, activation_backward, activation_forwa
 from .dense import DenseContext, dense_backward, dense_forward, dense_stack_backward
 
 # --- dropout ---
+from .dropout import DropoutContext, dropout_backward, dropout_forward, dropout_mask
 
 # --- batchnorm ---
 
@@ -18,6 +19,10 @@ __all__ = [
     "dense_forward",
     "dense_stack_backward",
     # --- dropout names ---
+    "DropoutContext",
+    "dropout_backward",
+    "dropout_forward",
+    "dropout_mask",
     # --- batchnorm names ---
     # --- losses names ---
 ]
