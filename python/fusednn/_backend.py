@@ -117,6 +117,23 @@ class CPUBackend:
 
     # --- dropout (CPU) ---
 
+    @staticmethod
+    def dropout_forward(x, rate, alpha, seed, step, store_mask):
+        """(y, mask words or None)."""
+        return _C.dropout_forward(x, rate, alpha, seed, step, store_mask)
+
+    @staticmethod
+    def dropout_backward(dy, mask, rate, alpha, seed, step):
+        return _C.dropout_backward(dy, mask, rate, alpha, seed, step)
+
+    @staticmethod
+    def dropout_mask(n, rate, seed, step, like=None):
+        return _C.dropout_mask(n, rate, seed, step)
+
+    @staticmethod
+    def philox4x32_10(counters, key):
+        return _C.philox4x32_10(counters, key)
+
     # --- batchnorm (CPU) ---
     @staticmethod
     def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, training, momentum, epsilon,
@@ -246,6 +263,40 @@ class CUDABackend:
                                self._ptr(norms), self._stream())
 
     # --- dropout (CUDA) ---
+
+    def _mask_words(self, n):
+        return self.xp.empty((-(-n // 32),), dtype=self.xp.uint32)
+
+    def dropout_forward(self, x, rate, alpha, seed, step, store_mask):
+        """(y, mask words or None), the words on x's device."""
+        with x.device:
+            y = self.xp.empty_like(x)
+            mask = self._mask_words(x.size) if store_mask else None
+            self._C.dropout_forward(x.dtype.name, x.size, rate, alpha, seed, step, x.data.ptr,
+                                    y.data.ptr, self._ptr(mask), self._stream())
+        return y, mask
+
+    def dropout_backward(self, dy, mask, rate, alpha, seed, step):
+        with dy.device:
+            dx = self.xp.empty_like(dy)
+            self._C.dropout_backward(dy.dtype.name, dy.size, rate, alpha, seed, step,
+                                     dy.data.ptr, self._ptr(mask), dx.data.ptr, self._stream())
+        return dx
+
+    def dropout_mask(self, n, rate, seed, step, like):
+        with like.device:
+            words = self._mask_words(n)
+            self._C.dropout_mask(words.size, rate, seed, step, words.data.ptr, self._stream())
+        return words
+
+    def philox4x32_10(self, counters, key):
+        """counters: (N, 4) uint32 CuPy array; key: two ints."""
+        with counters.device:
+            counters = self.xp.ascontiguousarray(counters, dtype=self.xp.uint32)
+            out = self.xp.empty_like(counters)
+            self._C.philox4x32_10(counters.shape[0], counters.data.ptr, int(key[0]), int(key[1]),
+                                  out.data.ptr, self._stream())
+        return out
 
     # --- batchnorm (CUDA) ---
     def batchnorm_forward(self, x, gamma, beta, moving_mean, moving_var, training, momentum,

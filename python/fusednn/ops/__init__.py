@@ -4,6 +4,7 @@ from .activation import ActivationContext, activation_backward, activation_forwa
 from .dense import DenseContext, dense_backward, dense_forward, dense_stack_backward
 
 # --- dropout ---
+from .dropout import DropoutContext, dropout_backward, dropout_forward, dropout_mask
 
 # --- batchnorm ---
 from .batchnorm import (BatchNormContext, batchnorm_backward, batchnorm_forward,
@@ -20,6 +21,10 @@ __all__ = [
     "dense_forward",
     "dense_stack_backward",
     # --- dropout names ---
+    "DropoutContext",
+    "dropout_backward",
+    "dropout_forward",
+    "dropout_mask",
     # --- batchnorm names ---
     "BatchNormContext",
     "batchnorm_backward",

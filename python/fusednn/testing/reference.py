@@ -470,6 +470,83 @@ def optimizer_step(name, config, grads, params, state, iterations, *, trainable=
 
 # ------------------------------------------------------------------ dropout
 
+# Philox4x32-10 (Salmon et al. 2011; Random123's philox4x32_R(10, ...)) on
+# uint64 NumPy arrays holding 32-bit values, so each 32 x 32 multiply is exact.
+_PHILOX_M0, _PHILOX_M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+_PHILOX_W0, _PHILOX_W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
+_U32 = np.uint64(0xFFFFFFFF)
+
+
+def philox4x32_10(counters, key):
+    """Philox4x32-10 of each row of counters (N, 4) under key (k0, k1): (N, 4) uint32."""
+    c = np.asarray(counters, dtype=np.uint64).reshape(-1, 4)
+    c0, c1, c2, c3 = (c[:, i].copy() for i in range(4))
+    k0, k1 = np.uint64(int(key[0])), np.uint64(int(key[1]))
+    for _ in range(10):
+        p0, p1 = _PHILOX_M0 * c0, _PHILOX_M1 * c2
+        c0, c1, c2, c3 = (p1 >> np.uint64(32)) ^ c1 ^ k0, p1 & _U32, \
+            (p0 >> np.uint64(32)) ^ c3 ^ k1, p0 & _U32
+        k0, k1 = (k0 + _PHILOX_W0) & _U32, (k1 + _PHILOX_W1) & _U32
+    return np.stack([c0, c1, c2, c3], axis=1).astype(np.uint32)
+
+
+def dropout_threshold(rate):
+    """floor(rate * 2^32), the drop threshold on a 32-bit draw (rate in [0, 1))."""
+    return min(int(math.floor(rate * 4294967296.0)), 0xFFFFFFFF)
+
+
+def dropout_mask_bits(n, rate, seed, step):
+    """Keep flags (bool, n) of the n elements: element e is kept iff lane e % 4 of
+    Philox4x32-10 at counter (lo(e // 4), hi(e // 4), lo(step), hi(step)) under
+    key (lo(seed), hi(seed)) is >= floor(rate * 2^32)."""
+    q = np.arange(-(-n // 4), dtype=np.uint64)
+    step = np.uint64(step)
+    counters = np.stack([q & _U32, q >> np.uint64(32), np.full_like(q, step & _U32),
+                         np.full_like(q, step >> np.uint64(32))], axis=1)
+    draws = philox4x32_10(counters, (seed & 0xFFFFFFFF, seed >> 32)).reshape(-1)[:n]
+    return draws >= np.uint32(dropout_threshold(rate))
+
+
+def dropout_mask_words(n, rate, seed, step):
+    """The ceil(n / 32) uint32 words of the bit-packed mask, element e at bit e % 32
+    of word e // 32; the bits past n are those of the elements that would follow."""
+    bits = dropout_mask_bits(-(-n // 32) * 32, rate, seed, step)
+    return np.packbits(bits, bitorder="little").view("<u4").astype(np.uint32)
+
+
+SELU_ALPHA_PRIME = -SELU_LAMBDA * SELU_ALPHA  # the value SELU saturates to
+
+
+def dropout_coef(rate, alpha=False):
+    """(kept_mul, kept_add, dropped): y = kept_mul x + kept_add if kept, else dropped.
+
+    Inverted dropout: (1 / (1 - rate), 0, 0). Alpha dropout (Klambauer et al.
+    2017; Keras AlphaDropout, torch AlphaDropout): y = a (x keep + alpha' (1 -
+    keep)) + b with a = ((1 - rate)(1 + rate alpha'^2))^-1/2, b = -a alpha' rate,
+    which keeps mean 0 and variance 1 of standardised inputs.
+    """
+    if not alpha:
+        return 1.0 / (1.0 - rate), 0.0, 0.0
+    ap = SELU_ALPHA_PRIME
+    a = ((1.0 - rate) * (1.0 + rate * ap * ap)) ** -0.5
+    b = -a * ap * rate
+    return a, b, a * ap + b
+
+
+def dropout_forward(x, rate, seed, step, alpha=False):
+    """y for x (any shape), the mask of (seed, step) over the flat index."""
+    x = _f64(x)
+    keep = dropout_mask_bits(x.size, rate, seed, step).reshape(x.shape)
+    mul, add, dropped = dropout_coef(rate, alpha)
+    return np.where(keep, x * mul + add, dropped)
+
+
+def dropout_backward(dy, keep, rate, alpha=False):
+    """dx = keep * kept_mul * dy (dropped elements: 0, whatever dy holds)."""
+    dy = _f64(dy)
+    mul = dropout_coef(rate, alpha)[0]
+    return np.where(np.asarray(keep).reshape(dy.shape), dy * mul, 0.0)
+
 
 # ---------------------------------------------------------------- batchnorm
 
