@@ -212,7 +212,7 @@ def test_kept_fraction(backend, drop):
     sd = math.sqrt(rate * (1 - rate) / numel)
     assert abs(keep.mean() - (1 - rate)) <= 4 * sd, (keep.mean(), 1 - rate, sd)
     # dropped elements hold exactly the "dropped" value of the transform
-    dropped = np.float32(R.dropout_coefficients(rate, alpha)[2])
+    dropped = np.float32(R.dropout_coef(rate, alpha)[2])
     assert np.all(to_numpy(y)[~keep] == dropped)
     # the bits are not trivially correlated along rows or columns
     assert abs(keep[:, 0].mean() - (1 - rate)) < 0.1
@@ -262,6 +262,21 @@ def test_mask_counted_by_flat_index(backend):
                                             activation="gelu"), ref)
     np.testing.assert_array_equal(
         mask_bits((700, 1), np.float64, training=False, dropout_training=True), ref)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 11), (37, 13), (64, 32)])
+def test_mask_is_the_dropout_ops_mask(backend, shape):
+    """BN's mask words are those of fd.ops.dropout_mask and of the Philox
+    reference for the same (seed, step), bits past the end included."""
+    x, gamma, beta, _, _, _ = _data(*shape, np.float32)
+    args = [_on(a, backend) for a in (x, gamma, beta)]
+    kw = dict(dropout=0.4, seed=2**40 + 9, step=12345)
+    _, ctx = fd.ops.batchnorm_forward(*args, None, None, training=True, activation="elu", **kw)
+    numel = shape[0] * shape[1]
+    words = fd.ops.dropout_mask(numel, 0.4, seed=kw["seed"], step=kw["step"])
+    np.testing.assert_array_equal(to_numpy(ctx.mask), words)
+    np.testing.assert_array_equal(_keep(ctx, shape).ravel(),
+                                  R.dropout_mask_bits(numel, 0.4, kw["seed"], kw["step"]))
 
 
 def test_cuda_mask_matches_cpu(backend):
@@ -790,21 +805,21 @@ BAD_FORWARD = [
     ("x-empty", {"x": np.zeros((0, 3), F32)}, ValueError,
      r"batchnorm_forward: x has shape \(0, 3\)"),
     ("x-list", {"x": [[1.0, 2.0, 3.0]]}, TypeError, "batchnorm_forward: x must be a numpy"),
-    ("dropout-neg", {"dropout": -0.1}, ValueError, "batchnorm_forward: dropout must be >= 0"),
-    ("dropout-one", {"dropout": 1.0}, ValueError, "batchnorm_forward: dropout must be < 1"),
+    ("dropout-neg", {"dropout": -0.1}, ValueError, r"batchnorm_forward: dropout must be in \[0, 1\), got -0.1"),
+    ("dropout-one", {"dropout": 1.0}, ValueError, r"batchnorm_forward: dropout must be in \[0, 1\), got 1.0"),
     ("dropout-nan", {"dropout": float("nan")}, ValueError,
-     "batchnorm_forward: dropout must be finite"),
-    ("dropout-str", {"dropout": "0.5"}, TypeError, "batchnorm_forward: dropout must be a float"),
+     r"batchnorm_forward: dropout must be in \[0, 1\), got nan"),
+    ("dropout-str", {"dropout": "0.5"}, TypeError, "batchnorm_forward: dropout must be a real number"),
     ("seed-neg", {"seed": -1}, ValueError, r"batchnorm_forward: seed must be in \[0, 2\*\*64\)"),
     ("seed-big", {"seed": 2**64}, ValueError, r"batchnorm_forward: seed must be in \[0, 2\*\*64\)"),
-    ("step-float", {"step": 1.5}, TypeError, "batchnorm_forward: step must be an int"),
+    ("step-float", {"step": 1.5}, TypeError, "batchnorm_forward: step must be an integer"),
     ("convention", {"convention": "caffe"}, ValueError,
      "batchnorm_forward: convention must be 'keras' or 'torch', got 'caffe'"),
     ("momentum", {"momentum": 1.5}, ValueError, "batchnorm_forward: momentum must be <= 1"),
     ("epsilon-zero", {"epsilon": 0}, ValueError, "batchnorm_forward: epsilon must be > 0"),
     ("epsilon-neg", {"epsilon": -1}, ValueError, "batchnorm_forward: epsilon must be > 0"),
     ("training-str", {"training": "yes"}, TypeError,
-     "batchnorm_forward: training must be a bool, got 'yes'"),
+     "batchnorm_forward: training must be a bool, got str 'yes'"),
     ("mean-without-var", {"moving_var": None}, ValueError,
      "batchnorm_forward: moving_mean and moving_var must both be"),
     ("var-without-mean", {"moving_mean": None}, ValueError,

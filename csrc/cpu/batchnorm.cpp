@@ -11,6 +11,7 @@
 // multiple of 32, so each chunk owns whole mask words), cut at row ends into
 // contiguous segments that vectorise; column sums go to per-thread arrays.
 #include "cpu/batchnorm.h"
+#include "cpu/dropout.h"
 
 #include <omp.h>
 
@@ -24,36 +25,10 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kChunk = 4096;
-static_assert(kChunk % 32 == 0, "a chunk must own whole mask words");
+static_assert(kChunk % (32 * kBlockWords) == 0,
+              "a chunk owns whole blocks of mask words (cpu/dropout.h)");
 // Below this many elements a parallel region costs more than it saves.
 constexpr int64_t kParallelMin = 1 << 15;
-
-// keep[i] = 1 if element e0 + i is kept, for i < count (rounded up to 4).
-void draw_keep(uint64_t seed, uint64_t step, uint32_t threshold, int64_t e0, int64_t count,
-               uint32_t* keep) {
-  const uint64_t q0 = uint64_t(e0) / 4;
-  const int64_t nq = (count + 3) / 4;
-#pragma omp simd
-  for (int64_t i = 0; i < nq; ++i) {
-    const Philox4x32 r = dropout_draws(seed, step, q0 + uint64_t(i));
-    keep[4 * i + 0] = r.v[0] >= threshold;
-    keep[4 * i + 1] = r.v[1] >= threshold;
-    keep[4 * i + 2] = r.v[2] >= threshold;
-    keep[4 * i + 3] = r.v[3] >= threshold;
-  }
-}
-
-// Packs keep[0..count) into words, zero past count.
-void pack_bits(const uint32_t* keep, int64_t count, uint32_t* words) {
-  const int64_t nw = (count + 31) / 32;
-  for (int64_t w = 0; w < nw; ++w) {
-    const int64_t lim = std::min<int64_t>(32, count - 32 * w);
-    uint32_t word = 0;
-#pragma omp simd reduction(| : word)
-    for (int j = 0; j < 32; ++j) word |= (j < lim ? keep[32 * w + j] : 0u) << j;
-    words[w] = word;
-  }
-}
 
 void unpack_bits(const uint32_t* words, int64_t count, uint32_t* keep) {
   const int64_t nw = (count + 31) / 32;
@@ -107,15 +82,22 @@ template <typename T, Act A, bool Drop>
 void forward_pass(const T* x, T* y, uint32_t* mask, int64_t total, int64_t n, const T* cols,
                   T alpha, DropoutCoef<T> c, uint64_t seed, uint64_t step, uint32_t threshold) {
   const int64_t nchunks = (total + kChunk - 1) / kChunk;
+  const int64_t nwords = (total + 31) / 32;
 #pragma omp parallel if (total >= kParallelMin)
   {
     alignas(64) uint32_t keep[kChunk];
+    uint32_t words[kChunk / 32];
 #pragma omp for schedule(static)
     for (int64_t ci = 0; ci < nchunks; ++ci) {
       const int64_t e0 = ci * kChunk, cnt = std::min(kChunk, total - e0);
       if (Drop) {
-        draw_keep(seed, step, threshold, e0, cnt, keep);
-        pack_bits(keep, cnt, mask + e0 / 32);
+        // The mask words of the chunk (bits past the end included, as the
+        // standalone dropout op stores them), then one flag per element.
+        const int64_t w0 = e0 / 32, nw = std::min<int64_t>(kChunk / 32, nwords - w0);
+        for (int64_t b = 0; b < nw; b += kBlockWords)
+          dropout_block_words(seed, step, threshold, w0 + b, words + b);
+        std::copy(words, words + nw, mask + w0);
+        unpack_bits(words, cnt, keep);
       }
       for_segments(e0, cnt, n, keep, [&](int64_t e, int64_t len, int64_t j, const uint32_t* kp) {
         const ColPtrs<T> p = col_ptrs(cols, n, j);

@@ -20,32 +20,6 @@ namespace {
 // dearer than an activation.
 constexpr int64_t kParallelMin = 1 << 14;
 
-// Words per block: 512 elements, 128 Philox calls, enough for full vectors
-// at any SIMD width while the draws stay in L1.
-constexpr int kBlockWords = 16;
-constexpr int kBlockQuads = 8 * kBlockWords;
-
-// words[0..kBlockWords) = mask words w0 .. w0 + kBlockWords - 1, the whole
-// block even past the end of the tensor (the extra words are only computed,
-// never stored), so the SIMD loop has a constant trip count.
-inline void block_words(uint64_t seed, uint64_t step, uint32_t thr, int64_t w0, uint32_t* words) {
-  uint32_t nib[kBlockQuads];
-  const uint64_t q0 = uint64_t(w0) * 8;
-  // q0 is a multiple of kBlockQuads, which divides 2^32: the block's counters
-  // share their high word, so the loop carries 32-bit lanes only.
-  const uint32_t lo0 = uint32_t(q0), hi = uint32_t(q0 >> 32);
-#pragma omp simd
-  for (int k = 0; k < kBlockQuads; ++k) {
-    const uint64_t q = (uint64_t(hi) << 32) | uint64_t(lo0 + uint32_t(k));
-    nib[k] = dropout_nibble(seed, step, q, thr);
-  }
-  for (int w = 0; w < kBlockWords; ++w) {
-    uint32_t word = 0;
-    for (int j = 0; j < 8; ++j) word |= nib[8 * w + j] << (4 * j);
-    words[w] = word;
-  }
-}
-
 template <typename T>
 FUSEDNN_HD void apply_forward(uint32_t word, const T* x, T* y, int count, T mul, T add,
                               T dropped) {
@@ -76,7 +50,7 @@ void run(const T* in, T* out, const uint32_t* mask_in, uint32_t* mask_out, int64
     if (mask_in != nullptr)
       std::memcpy(words, mask_in + w0, sizeof(uint32_t) * nw);
     else
-      block_words(seed, step, thr, w0, words);
+      dropout_block_words(seed, step, thr, w0, words);
     if (mask_out != nullptr) std::memcpy(mask_out + w0, words, sizeof(uint32_t) * nw);
     for (int w = 0; w < nw; ++w) {
       const int64_t e0 = (w0 + w) * 32;
@@ -121,7 +95,7 @@ void dropout_mask(uint32_t* mask, int64_t nwords, uint64_t seed, uint64_t step, 
   for (int64_t b = 0; b < nblocks; ++b) {
     const int64_t w0 = b * kBlockWords;
     uint32_t words[kBlockWords];
-    block_words(seed, step, thr, w0, words);
+    dropout_block_words(seed, step, thr, w0, words);
     std::memcpy(mask + w0, words, sizeof(uint32_t) * std::min<int64_t>(kBlockWords, nwords - w0));
   }
 }

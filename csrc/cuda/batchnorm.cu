@@ -10,7 +10,9 @@
 //   - element-wise passes: the same tiling, rows in a grid-stride loop.
 // Dropout bits: each thread draws its element's Philox lane; a warp's 32 keep
 // bits (one ballot) cover 32 consecutive flat indices, which straddle at
-// most two mask words, OR-ed in with atomics (the mask is zeroed first).
+// most two mask words, OR-ed in with atomics (the mask is zeroed first); the
+// last word is then rewritten whole, so its bits past the end are the
+// generator's, as in the CPU kernel and the standalone dropout op.
 #include <algorithm>
 
 #include "cuda/batchnorm.cuh"
@@ -158,6 +160,12 @@ __global__ void apply_kernel(const T* x, T* y, uint32_t* mask, int64_t m, int64_
   }
 }
 
+// The last mask word in full (its bits past m n included).
+__global__ void last_word_kernel(uint32_t* mask, int64_t w, uint64_t seed, uint64_t step,
+                                 uint32_t threshold) {
+  mask[w] = dropout_mask_word(seed, step, uint64_t(w), threshold);
+}
+
 // dz into dx (times scale unless Stats) and the block's column sums of dz
 // and dz x_hat.
 template <typename T, Act A, bool Drop, BnSaved S, bool Stats>
@@ -255,6 +263,10 @@ void batchnorm_forward(const T* x, const T* gamma, const T* beta, T* moving_mean
                                                             d.seed, d.step, thr);
   });
   FUSEDNN_CUDA_CHECK(cudaGetLastError());
+  if (drop && (m * n) % 32 != 0) {
+    last_word_kernel<<<1, 1, 0, stream>>>(mask, (m * n) / 32, d.seed, d.step, thr);
+    FUSEDNN_CUDA_CHECK(cudaGetLastError());
+  }
 }
 
 template <typename T>

@@ -37,8 +37,8 @@ constexpr int kBnCols = 5;
 enum class BnConvention : int { Keras = 0, Torch = 1 };
 
 // Dropout after the activation; rate == 0: none. The mask (ceil(m n / 32)
-// words, layout of fusednn/dropout.h, bits past m n zero) is written by
-// forward and read by backward.
+// words of fusednn/dropout.h, the same words as the standalone dropout op's
+// for (seed, step)) is written by forward and read by backward.
 struct BnDropout {
   double rate;
   bool alpha;

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
+
 _FLOAT_CHARS = ("f", "d")  # float32, float64; dtype.char is a cheap C attribute
 
 
@@ -47,9 +49,27 @@ def check_unit(caller, name, value):
 
 def check_uint64(caller, name, value):
     """int(value) after checking it is an integer in [0, 2**64) (seeds, steps)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{caller}: {name} must be an int, got {value!r}")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{caller}: {name} must be an integer in [0, 2**64), got "
+                        f"{type(value).__name__} {value!r}")
     v = int(value)
     if not 0 <= v < 2**64:
         raise ValueError(f"{caller}: {name} must be in [0, 2**64), got {v}")
     return v
+
+
+def check_rate(caller, name, value):
+    """A dropout rate: a real number in [0, 1)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{caller}: {name} must be a real number in [0, 1), got "
+                        f"{type(value).__name__} {value!r}")
+    r = float(value)
+    if not 0.0 <= r < 1.0:  # also refuses NaN
+        raise ValueError(f"{caller}: {name} must be in [0, 1), got {value!r}")
+    return r
+
+
+def check_bool(caller, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{caller}: {name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)

@@ -45,11 +45,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from .. import _backend
 from .. import activations as _act
-from ._checks import check_float, check_uint64, float_array
+from ._checks import check_bool, check_float, check_rate, check_uint64, float_array
 
 __all__ = ["BatchNormContext", "batchnorm_forward", "batchnorm_backward", "fold_batchnorm"]
 
@@ -127,9 +125,7 @@ def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, /, *, training, m
     beta = _feature(caller, "beta", beta, be.xp, n, x.dtype)
     moving_mean = _feature(caller, "moving_mean", moving_mean, be.xp, n, x.dtype, writable=True)
     moving_var = _feature(caller, "moving_var", moving_var, be.xp, n, x.dtype, writable=True)
-    if not isinstance(training, (bool, np.bool_)):
-        raise TypeError(f"{caller}: training must be a bool, got {training!r}")
-    training = bool(training)
+    training = check_bool(caller, "training", training)
     if (moving_mean is None) != (moving_var is None):
         raise ValueError(f"{caller}: moving_mean and moving_var must both be arrays or both be "
                          f"None")
@@ -145,14 +141,14 @@ def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, /, *, training, m
                          f"convention='torch' (got x of shape {tuple(x.shape)})")
     rate = 0.0
     if dropout is not None:
-        rate = check_float(caller, "dropout", dropout, low=0.0, high=1.0, high_open=True)
+        rate = check_rate(caller, "dropout", dropout)
     seed = check_uint64(caller, "seed", seed)
     step = check_uint64(caller, "step", step)
+    alpha_dropout = check_bool(caller, "alpha_dropout", alpha_dropout)
     if dropout_training is None:
         dropout_training = training
-    if not bool(dropout_training):
+    if not check_bool(caller, "dropout_training", dropout_training):
         rate = 0.0
-    alpha_dropout = bool(alpha_dropout)
     y, cols, mean, var, mask = be.batchnorm_forward(
         x, gamma, beta, moving_mean, moving_var, training, momentum, epsilon,
         _CONVENTIONS[convention], spec, rate, alpha_dropout, seed, step)

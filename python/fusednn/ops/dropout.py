@@ -42,17 +42,14 @@ backward, dropped elements get 0 whatever dy holds.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import _backend
-from ._checks import _FLOAT_CHARS, float_array
+from ._checks import _FLOAT_CHARS, check_bool, check_rate, check_uint64, float_array
 
 __all__ = ["DropoutContext", "dropout_backward", "dropout_forward", "dropout_mask"]
-
-_U64 = 1 << 64
 
 
 @dataclass
@@ -81,32 +78,6 @@ class DropoutContext:
         return 0 if self.mask is None else int(self.mask.nbytes)
 
 
-def _rate(caller: str, rate) -> float:
-    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, numbers.Real):
-        raise TypeError(f"{caller}: rate must be a real number in [0, 1), got "
-                        f"{type(rate).__name__} {rate!r}")
-    r = float(rate)
-    if not 0.0 <= r < 1.0:  # also refuses NaN
-        raise ValueError(f"{caller}: rate must be in [0, 1), got {rate!r}")
-    return r
-
-
-def _u64(caller: str, name: str, v) -> int:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{caller}: {name} must be an integer in [0, 2**64), got "
-                        f"{type(v).__name__} {v!r}")
-    v = int(v)
-    if not 0 <= v < _U64:
-        raise ValueError(f"{caller}: {name} must be in [0, 2**64), got {v}")
-    return v
-
-
-def _flag(caller: str, name: str, v) -> bool:
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{caller}: {name} must be a bool, got {type(v).__name__} {v!r}")
-    return bool(v)
-
-
 def dropout_forward(x, rate, *, seed, step, alpha=False, training=True, store_mask=True):
     """Dropout (or alpha dropout) of x, an array of any shape. Returns (y, ctx).
 
@@ -124,12 +95,12 @@ def dropout_forward(x, rate, *, seed, step, alpha=False, training=True, store_ma
     returns dy itself.
     """
     caller = "dropout_forward"
-    r = _rate(caller, rate)
-    seed = _u64(caller, "seed", seed)
-    step = _u64(caller, "step", step)
-    alpha = _flag(caller, "alpha", alpha)
-    training = _flag(caller, "training", training)
-    store_mask = _flag(caller, "store_mask", store_mask)
+    r = check_rate(caller, "rate", rate)
+    seed = check_uint64(caller, "seed", seed)
+    step = check_uint64(caller, "step", step)
+    alpha = check_bool(caller, "alpha", alpha)
+    training = check_bool(caller, "training", training)
+    store_mask = check_bool(caller, "store_mask", store_mask)
     be = _backend.backend_for(caller, x=x)
     if x.dtype.char not in _FLOAT_CHARS:
         raise TypeError(f"{caller}: x has dtype {x.dtype.name}, expected float32 or float64")
@@ -186,8 +157,8 @@ def dropout_mask(n, rate, *, seed, step, like=None):
     n = int(n)
     if n < 0:
         raise ValueError(f"{caller}: n must be >= 0, got {n}")
-    r = _rate(caller, rate)
-    seed = _u64(caller, "seed", seed)
-    step = _u64(caller, "step", step)
+    r = check_rate(caller, "rate", rate)
+    seed = check_uint64(caller, "seed", seed)
+    step = check_uint64(caller, "step", step)
     be = _backend.backend_for(caller, like=like)
     return be.dropout_mask(n, r, seed, step, like)

@@ -551,18 +551,7 @@ def dropout_backward(dy, keep, rate, alpha=False):
 # ---------------------------------------------------------------- batchnorm
 
 # Batch normalisation for x of shape (batch, features), float64. keep is the
-# boolean dropout mask (None: no dropout); coef the dropout transform
-# (kept_mul, kept_add, dropped) of dropout_coefficients.
-
-
-def dropout_coefficients(rate, alpha=False):
-    """(kept_mul, kept_add, dropped): y = x * kept_mul + kept_add if kept, else dropped."""
-    if not alpha:
-        return 1.0 / (1.0 - rate), 0.0, 0.0
-    ap = -1.0507009873554804934193349852946 * 1.6732632423543772848170429916717
-    a = ((1.0 - rate) * (1.0 + rate * ap * ap)) ** -0.5
-    b = -a * ap * rate
-    return a, b, a * ap + b
+# boolean dropout mask (None: no dropout), transformed as dropout_coef says.
 
 
 def batchnorm_statistics(x):
@@ -591,7 +580,7 @@ def batchnorm_forward(x, gamma, beta, mean, var, epsilon, /, activation_name="li
     a = activation(z, activation_name, **params)
     if keep is None:
         return a
-    km, ka, dr = dropout_coefficients(rate, alpha_dropout)
+    km, ka, dr = dropout_coef(rate, alpha_dropout)
     return np.where(keep, a * km + ka, dr)
 
 
@@ -608,7 +597,7 @@ def batchnorm_backward(dy, x, gamma, beta, mean, var, epsilon, batch_stats, /,
     z = x_hat * g + (0.0 if beta is None else _f64(beta))
     dz = dy * activation_grad(z, activation_name, **params)
     if keep is not None:
-        dz = np.where(keep, dz * dropout_coefficients(rate, alpha_dropout)[0], 0.0)
+        dz = np.where(keep, dz * dropout_coef(rate, alpha_dropout)[0], 0.0)
     dbeta = dz.sum(axis=0)
     dgamma = (dz * x_hat).sum(axis=0)
     if batch_stats:
