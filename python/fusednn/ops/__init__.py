@@ -8,6 +8,7 @@ from .dense import DenseContext, dense_backward, dense_forward, dense_stack_back
 # --- batchnorm ---
 
 # --- losses ---
+from .losses import mean_squared_error, sigmoid_binary_cross_entropy, softmax_cross_entropy
 
 __all__ = [
     "ActivationContext",
@@ -20,4 +21,7 @@ __all__ = [
     # --- dropout names ---
     # --- batchnorm names ---
     # --- losses names ---
+    "mean_squared_error",
+    "sigmoid_binary_cross_entropy",
+    "softmax_cross_entropy",
 ]
