@@ -152,6 +152,23 @@ class CPUBackend:
 
     # --- losses (CPU) ---
 
+    @staticmethod
+    def softmax_cross_entropy(logits, labels, y, w, eps, mean):
+        """(0-d float64 loss, dlogits); labels int32/int64 class indices or y label rows."""
+        loss, g = _C.softmax_cross_entropy(logits, labels, y, w, eps, mean)
+        return np.array(loss, dtype=np.float64), g
+
+    @staticmethod
+    def point_loss(kind, pred, target, w, mean):
+        """(0-d float64 loss, dpred) of an element-wise loss (fusednn::PointLoss kind)."""
+        loss, g = _C.point_loss(kind, pred, target, w, mean)
+        return np.array(loss, dtype=np.float64), g
+
+    @staticmethod
+    def loss_input_flags(flags):
+        """The 0-d boolean arrays of the loss input checks, as Python bools."""
+        return [bool(f) for f in flags]
+
 
 class CUDABackend:
     """CuPy arrays -> fusednn._C_cuda (cuBLASLt + own kernels), on CuPy's current stream."""
@@ -336,6 +353,35 @@ class CUDABackend:
         return dx, dgamma, dbeta
 
     # --- losses (CUDA) ---
+
+    def softmax_cross_entropy(self, logits, labels, y, w, eps, mean):
+        """(0-d float64 loss, dlogits), both left on the device: no synchronisation."""
+        n, c = logits.shape
+        with logits.device:
+            g = self.xp.empty_like(logits)
+            loss = self.xp.empty((), dtype="float64")
+            kind = "dense" if labels is None else labels.dtype.name
+            self._C.softmax_cross_entropy(logits.dtype.name, n, c, logits.data.ptr, kind,
+                                          self._ptr(labels), self._ptr(y), self._ptr(w),
+                                          g.data.ptr, loss.data.ptr, eps, mean, self._stream())
+        return loss, g
+
+    def point_loss(self, kind, pred, target, w, mean):
+        n = pred.shape[0]
+        k = pred.shape[1] if len(pred.shape) == 2 else 1
+        with pred.device:
+            g = self.xp.empty_like(pred)
+            loss = self.xp.empty((), dtype="float64")
+            self._C.point_loss(pred.dtype.name, kind, n, k, pred.data.ptr, target.data.ptr,
+                               self._ptr(w), g.data.ptr, loss.data.ptr, mean, self._stream())
+        return loss, g
+
+    def loss_input_flags(self, flags):
+        """The 0-d boolean device arrays of the loss input checks, read back in one
+        transfer (the one synchronisation the checks cost)."""
+        if not flags:
+            return []
+        return [bool(f) for f in self.xp.stack(flags).get()]
 
 
 def backend_for(caller: str, **arrays):

@@ -11,6 +11,7 @@ from .batchnorm import (BatchNormContext, batchnorm_backward, batchnorm_forward,
                         fold_batchnorm)
 
 # --- losses ---
+from .losses import mean_squared_error, sigmoid_binary_cross_entropy, softmax_cross_entropy
 
 __all__ = [
     "ActivationContext",
@@ -31,4 +32,7 @@ __all__ = [
     "batchnorm_forward",
     "fold_batchnorm",
     # --- losses names ---
+    "mean_squared_error",
+    "sigmoid_binary_cross_entropy",
+    "softmax_cross_entropy",
 ]

@@ -615,3 +615,65 @@ def fold_batchnorm(w, b, gamma, beta, moving_mean, moving_var, epsilon):
 
 
 # ------------------------------------------------------------------- losses
+
+# Each loss returns (loss, grad): the reduced loss as a float and its gradient
+# with respect to the logits / predictions, float64. Per-sample losses l_i and
+# weights w_i (1 without sample_weight) reduce as sum_i w_i l_i / D, with
+# D = N for "sum_over_batch_size" (= "mean") and D = 1 for "sum".
+
+
+def _loss_divisor(n, reduction):
+    return {"sum_over_batch_size": n, "mean": n, "sum": 1}[reduction]
+
+
+def _loss_weights(sample_weight, n):
+    return np.ones(n) if sample_weight is None else _f64(sample_weight)
+
+
+def log_softmax(z):
+    z = _f64(z)
+    m = z.max(axis=-1, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+
+
+def softmax_cross_entropy(logits, labels, sample_weight=None, label_smoothing=0.0,
+                          reduction="sum_over_batch_size"):
+    """l_i = -sum_c y'_ic log softmax(z_i)_c, y' = y (1 - eps) + eps / C, y the
+    one-hot rows of integer class indices or the given label rows."""
+    z = _f64(logits)
+    n, c = z.shape
+    labels = np.asarray(labels)
+    if labels.ndim == 1:
+        y = np.zeros((n, c))
+        y[np.arange(n), labels.astype(np.int64)] = 1.0
+    else:
+        y = _f64(labels)
+    y = y * (1.0 - label_smoothing) + label_smoothing / c
+    logp = log_softmax(z)
+    per_sample = -(y * logp).sum(axis=1)
+    scale = _loss_weights(sample_weight, n) / _loss_divisor(n, reduction)
+    grad = scale[:, None] * (np.exp(logp) * y.sum(axis=1, keepdims=True) - y)
+    return float((scale * per_sample).sum()), grad
+
+
+def sigmoid_binary_cross_entropy(logits, labels, sample_weight=None,
+                                 reduction="sum_over_batch_size"):
+    """l = max(z, 0) - z y + log(1 + e^-|z|) per element, averaged over the
+    last axis ((N,) is N samples of one output); dl/dz = sigmoid(z) - y."""
+    z, y = _f64(logits), _f64(labels)
+    z2, y2 = z.reshape(z.shape[0], -1), y.reshape(z.shape[0], -1)
+    n, k = z2.shape
+    elem = np.maximum(z2, 0.0) - z2 * y2 + np.log1p(np.exp(-np.abs(z2)))
+    scale = _loss_weights(sample_weight, n) / _loss_divisor(n, reduction)
+    grad = (scale[:, None] / k) * (sigmoid(z2) - y2)
+    return float((scale * elem.mean(axis=1)).sum()), grad.reshape(z.shape)
+
+
+def mean_squared_error(y_pred, y_true, sample_weight=None, reduction="sum_over_batch_size"):
+    """l_i = mean_k (p_ik - t_ik)^2; dl/dp = 2 (p - t) / K."""
+    p, t = _f64(y_pred), _f64(y_true)
+    p2, t2 = p.reshape(p.shape[0], -1), t.reshape(p.shape[0], -1)
+    n, k = p2.shape
+    scale = _loss_weights(sample_weight, n) / _loss_divisor(n, reduction)
+    grad = (scale[:, None] / k) * 2.0 * (p2 - t2)
+    return float((scale * ((p2 - t2) ** 2).mean(axis=1)).sum()), grad.reshape(p.shape)
