@@ -11,6 +11,7 @@ import fusednn as fd
 from fusednn.testing import reference as R
 
 from conftest import RTOL, assert_scaled_close, to_backend, to_numpy
+from test_cuda_contract import _cuda_module
 
 XENT_SHAPES = [(1, 1), (1, 10), (3, 17), (1024, 10), (257, 1000), (5, 2500)]
 POINT_SHAPES = [(1,), (17,), (1, 1), (3, 17), (1024, 10), (257, 1000)]
@@ -509,25 +510,11 @@ class _FakeCupy:
         return _FakeDeviceArray(a.shape, a.dtype)
 
 
-def _cuda_module_without_gpu():
-    from fusednn import _build_config
-
-    if not _build_config.CUDA_BUILT:
-        pytest.skip("built without CUDA")
-    try:
-        from fusednn import _C_cuda
-    except ImportError as e:
-        pytest.skip(f"CUDA module does not load here: {e}")
-    if fd.has_cuda():
-        pytest.skip("a GPU is usable: the real CUDA tests cover this")
-    return _C_cuda
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cuda_loss_entry_points_are_called_correctly(dtype):
     """Well-formed calls get through the binding's checks to the CUDA runtime,
     which fails there without a GPU (RuntimeError, not TypeError/ValueError)."""
-    mod = _cuda_module_without_gpu()
+    mod = _cuda_module()
     from fusednn._backend import CUDABackend
 
     be = CUDABackend(mod, _FakeCupy)
@@ -548,7 +535,7 @@ def test_cuda_loss_entry_points_are_called_correctly(dtype):
 
 
 def test_cuda_binding_guards_against_inconsistent_arguments():
-    mod = _cuda_module_without_gpu()
+    mod = _cuda_module()
     p = 1 << 24
     ok = dict(dtype="float32", n=4, c=10, z_ptr=p, labels_kind="int64", labels_ptr=p, y_ptr=0,
               w_ptr=0, dz_ptr=p, loss_ptr=p, eps=0.0, mean=True, stream=0)

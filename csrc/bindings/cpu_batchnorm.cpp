@@ -34,9 +34,9 @@ T* feature_out(const py::object& o, const char* name, const py::dtype& dt, int64
   return mut<T>(a);
 }
 
-fusednn::BnDropout dropout_of(double rate, bool alpha, uint64_t seed, uint64_t step) {
-  if (!(rate >= 0.0 && rate < 1.0))
-    throw py::value_error("dropout rate must be in [0, 1), got " + std::to_string(rate));
+fusednn::BnDropout dropout_of(const char* fn, double rate, bool alpha, uint64_t seed,
+                              uint64_t step) {
+  check_rate(fn, rate);
   return {rate, alpha, seed, step};
 }
 
@@ -126,7 +126,7 @@ void register_batchnorm(py::module_& m) {
         require(x, "x", dt, {-1, -1});
         if (!(epsilon > 0.0) || !std::isfinite(epsilon))
           throw py::value_error("epsilon must be a finite number > 0");
-        const auto d = dropout_of(rate, alpha_dropout, seed, step);
+        const auto d = dropout_of("batchnorm_forward", rate, alpha_dropout, seed, step);
         const Act a = to_act(kind);
         return is_f64(x) ? forward_t<double>(x, gamma, beta, moving_mean, moving_var, training,
                                              momentum, epsilon, convention, a, alpha, d)
@@ -147,7 +147,7 @@ void register_batchnorm(py::module_& m) {
          double rate, bool alpha_dropout, bool batch_stats) -> py::tuple {
         const py::dtype dt = checked_float_dtype(x, "x");
         require(x, "x", dt, {-1, -1});
-        const auto d = dropout_of(rate, alpha_dropout, 0, 0);
+        const auto d = dropout_of("batchnorm_backward", rate, alpha_dropout, 0, 0);
         const Act a = to_act(kind);
         return is_f64(x) ? backward_t<double>(dy, x, y, cols, mask, need_dgamma, need_dbeta, a,
                                               alpha, d, batch_stats)

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/common_checks.h"
 #include "fusednn/activations.h"
 
 namespace fusednn {

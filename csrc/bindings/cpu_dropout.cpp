@@ -18,13 +18,6 @@ using namespace fusednn::bind;
 
 namespace {
 
-// NaN and 1.0 would make dropout_threshold and the 1 / (1 - rate) scale meaningless.
-void check_rate(const char* fn, double rate) {
-  if (!(rate >= 0.0 && rate < 1.0))
-    throw py::value_error(std::string(fn) + ": rate must be in [0, 1), got " +
-                          std::to_string(rate));
-}
-
 py::array_t<uint32_t> new_words(int64_t n) {
   const py::ssize_t words = py::ssize_t(fusednn::cpu::dropout_words(n));
   return py::array_t<uint32_t>(std::vector<py::ssize_t>{words});

@@ -18,9 +18,7 @@ namespace {
 
 fusednn::BnDropout dropout_of(const char* fn, double rate, bool alpha, uint64_t seed,
                               uint64_t step) {
-  if (!(rate >= 0.0 && rate < 1.0))
-    throw py::value_error(std::string(fn) + ": rate must be in [0, 1), got " +
-                          std::to_string(rate));
+  check_rate(fn, rate);
   return {rate, alpha, seed, step};
 }
 

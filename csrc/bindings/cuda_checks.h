@@ -9,6 +9,7 @@
 #include <limits>
 #include <string>
 
+#include "bindings/common_checks.h"
 #include "fusednn/activations.h"
 
 namespace fusednn {

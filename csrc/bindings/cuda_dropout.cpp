@@ -16,13 +16,6 @@ using namespace fusednn::bind;
 
 namespace {
 
-// NaN and 1.0 would make the drop threshold and the 1 / (1 - rate) scale meaningless.
-void check_rate(const char* fn, double rate) {
-  if (!(rate >= 0.0 && rate < 1.0))
-    throw py::value_error(std::string(fn) + ": rate must be in [0, 1), got " +
-                          std::to_string(rate));
-}
-
 void dropout_forward(const std::string& dtype, int64_t n, double rate, bool alpha, uint64_t seed,
                      uint64_t step, uintptr_t x_ptr, uintptr_t y_ptr, uintptr_t mask_ptr,
                      uintptr_t stream) {

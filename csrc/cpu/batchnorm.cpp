@@ -248,23 +248,14 @@ void batchnorm_backward(const T* dy, const T* x, const T* y, const T* cols, cons
   const DropoutCoef<T> c = dropout_coef_as<T>(dropout_coef(drop ? d.rate : 0.0, d.alpha));
   dispatch_act(a, [&](auto act) {
     constexpr Act A = decltype(act)::value;
-    // See BnSaved: y gives the activation's output unless alpha dropout hides it.
-    auto run = [&](auto drop_c, auto saved_c) {
+    bn_backward_variant(drop, d.alpha, [&](auto drop_c, auto saved_c) {
       constexpr bool D = decltype(drop_c)::value;
       constexpr BnSaved S = decltype(saved_c)::value;
       if (batch_stats)
         backward_pass<T, A, D, S, true>(dy, x, y, mask, dx, total, n, cols, alpha, c, part);
       else
         backward_pass<T, A, D, S, false>(dy, x, y, mask, dx, total, n, cols, alpha, c, part);
-    };
-    using FromY = std::integral_constant<BnSaved, BnSaved::FromY>;
-    using Recompute = std::integral_constant<BnSaved, BnSaved::Recompute>;
-    if (!drop)
-      run(std::false_type{}, FromY{});
-    else if (d.alpha)
-      run(std::true_type{}, Recompute{});
-    else
-      run(std::true_type{}, FromY{});
+    });
   });
   // Column sums over the threads; s1 = sum dz = dbeta, s2 = sum dz x_hat = dgamma.
   std::vector<T> mdz(batch_stats ? n : 0), mdzx(batch_stats ? n : 0);

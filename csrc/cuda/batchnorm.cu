@@ -283,8 +283,7 @@ void batchnorm_backward(const T* dy, const T* x, const T* y, const T* cols, cons
   const T inv = T(1) / c.kept_mul;
   with_act(a, [&](auto act) {
     constexpr Act A = decltype(act)::value;
-    // See BnSaved: y gives the activation's output unless alpha dropout hides it.
-    auto run = [&](auto drop_c, auto saved_c) {
+    bn_backward_variant(drop, d.alpha, [&](auto drop_c, auto saved_c) {
       constexpr bool D = decltype(drop_c)::value;
       constexpr BnSaved S = decltype(saved_c)::value;
       if (batch_stats)
@@ -293,15 +292,7 @@ void batchnorm_backward(const T* dy, const T* x, const T* y, const T* cols, cons
       else
         backward_reduce_kernel<T, A, D, S, false><<<rgrid, block, 0, stream>>>(
             dy, x, y, mask, dx, m, n, cols, alpha, c.kept_mul, inv, ws);
-    };
-    using FromY = std::integral_constant<BnSaved, BnSaved::FromY>;
-    using Recompute = std::integral_constant<BnSaved, BnSaved::Recompute>;
-    if (!drop)
-      run(std::false_type{}, FromY{});
-    else if (d.alpha)
-      run(std::true_type{}, Recompute{});
-    else
-      run(std::true_type{}, FromY{});
+    });
   });
   FUSEDNN_CUDA_CHECK(cudaGetLastError());
   double* sums = ws + t.row_blocks * 2 * n;

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "fusednn/activations.h"
 #include "fusednn/common.h"
@@ -113,6 +114,22 @@ FUSEDNN_HD T bn_activation(T x, T m_hi, T m_lo, T scale, T shift, T alpha) {
 template <typename T, Act A, BnSaved S>
 FUSEDNN_HD T bn_dz(T dy, T z, T y, bool keep, T kept_mul, T inv_kept_mul, T alpha) {
   return keep ? dy * kept_mul * bn_act_grad<T, A, S>(z, y, inv_kept_mul, alpha) : T(0);
+}
+
+// Calls f(std::bool_constant<drop>, std::integral_constant<BnSaved, s>) for
+// the backward variant of a forward with or without dropout: the activation's
+// output is read back from y, except after alpha dropout (see BnSaved). Host
+// code, visible to nvcc's device pass so the kernels it instantiates exist.
+template <typename F>
+inline void bn_backward_variant(bool drop, bool alpha_dropout, F&& f) {
+  using FromY = std::integral_constant<BnSaved, BnSaved::FromY>;
+  using Recompute = std::integral_constant<BnSaved, BnSaved::Recompute>;
+  if (!drop)
+    f(std::false_type{}, FromY{});
+  else if (alpha_dropout)
+    f(std::true_type{}, Recompute{});
+  else
+    f(std::true_type{}, FromY{});
 }
 
 // Training dx from dz: scale (dz - mean(dz) - x_hat mean(dz x_hat)).
