@@ -23,3 +23,17 @@ def test_logistic_regression_trains_with_opt_apply():
     assert scope["accuracy"] > 0.95, scope["accuracy"]
     # the arrays the user made were updated in place
     assert np.abs(scope["w"]).max() > 0
+
+
+def test_batchnorm_dropout_losses_example():
+    scope = {}
+    exec(compile(_example("batchnorm-dropout-losses"), "README.md", "exec"), scope)
+    x = scope["x"]
+    # training moved the moving statistics towards the batch's (Keras, 0.99)
+    np.testing.assert_allclose(scope["moving_mean"], 0.01 * x.mean(axis=0), rtol=1e-4,
+                               atol=1e-7)
+    assert scope["dx"].shape == x.shape and scope["dgamma"].shape == (100,)
+    assert 0.75 < (scope["y"] != 0).mean() < 0.85  # dropout 0.2 of the last call
+    assert scope["loss"].shape == () and np.isfinite(float(scope["loss"]))
+    assert scope["dlogits"].shape == (256, 10)
+    assert scope["w"].shape == (100, 100) and scope["b"].shape == (100,)
