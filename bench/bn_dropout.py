@@ -18,9 +18,11 @@ Bytes that must move (float32; per element of x, of shape (batch, features)):
     mean and variance, once to normalise) and y written once.
   BN + ELU backward: 20. dbeta and dgamma (column sums of dz and dz * x_hat)
     are needed by every element of dx, so dy and x are read twice (once for
-    the column sums, once for dx) and dx written once; ELU's derivative comes
-    from z, recomputed from x and the per-feature statistics, so y need not
-    be read.
+    the column sums, once for dx) and dx written once; ELU's derivative could
+    come from z, recomputed from x and the per-feature statistics, so y need
+    not be read. (fusednn reads y in its first backward pass instead, 4 more
+    bytes, to take ELU's derivative from the output without an expm1 per
+    element, and keeps dz in dx between its two passes: 40 bytes in all.)
   Dropout: + 3/8. The mask is one bit per element, written by the forward
     and read by both passes of the backward.
   So 32 bytes per element without dropout, 32.375 with it. The per-feature
