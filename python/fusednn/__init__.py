@@ -18,7 +18,7 @@ import os as _os
 if _os.environ.get("FUSEDNN_BLAS_THREADS") == "native":
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import activations, constraints, ops, optimizers, regularizers  # noqa: E402
+from . import activations, constraints, ops, optimizers, regularizers, schedules  # noqa: E402
 from ._backend import (  # noqa: E402
     cuda_status,
     get_float32_matmul_precision,
@@ -40,6 +40,7 @@ __all__ = [
     "ops",
     "optimizers",
     "regularizers",
+    "schedules",
     "set_float32_matmul_precision",
     "set_num_threads",
 ]
