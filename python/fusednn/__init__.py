@@ -18,7 +18,15 @@ import os as _os
 if _os.environ.get("FUSEDNN_BLAS_THREADS") == "native":
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import activations, constraints, initializers, ops, optimizers, regularizers  # noqa: E402
+from . import (  # noqa: E402
+    activations,
+    constraints,
+    initializers,
+    ops,
+    optimizers,
+    regularizers,
+    schedules,
+)
 from ._backend import (  # noqa: E402
     cuda_status,
     get_float32_matmul_precision,
@@ -41,6 +49,7 @@ __all__ = [
     "ops",
     "optimizers",
     "regularizers",
+    "schedules",
     "set_float32_matmul_precision",
     "set_num_threads",
 ]
