@@ -561,3 +561,16 @@ def test_bad_later_call_differs_from_first(backend):
     q = [to_backend(np.ones(3, F32), backend), to_backend(np.ones((4,), F32), backend)]
     _bad_apply(backend, [to_backend(np.ones_like(to_numpy(x)), backend) for x in q], q,
                r"params\[1\]", opt)
+
+
+def test_config_with_a_schedule_is_json_ready():
+    """A fd.schedules learning rate is written as its config and read back."""
+    import json
+
+    sched = fd.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)
+    opt = fd.optimizers.Adam(learning_rate=sched)
+    cfg = json.loads(json.dumps(opt.get_config()))
+    back = fd.optimizers.Adam.from_config(cfg)
+    assert isinstance(back.learning_rate, fd.schedules.ExponentialDecay)
+    for step in (0, 7, 25):
+        assert back.learning_rate(step) == sched(step)

@@ -344,7 +344,14 @@ class Optimizer:
     load_state_dict = set_state
 
     def get_config(self) -> dict:
-        cfg = {"name": self.name, "learning_rate": self._learning_rate,
+        """Constructor arguments; a fd.schedules schedule as its config dict
+        (JSON-ready, as Keras serialises it), another callable as itself."""
+        from .. import schedules
+
+        lr = self._learning_rate
+        if isinstance(lr, schedules.LearningRateSchedule):
+            lr = schedules.serialize(lr)
+        cfg = {"name": self.name, "learning_rate": lr,
                "weight_decay": self.weight_decay, "clipnorm": self.clipnorm,
                "clipvalue": self.clipvalue, "global_clipnorm": self.global_clipnorm}
         cfg.update(self._config())
@@ -352,6 +359,11 @@ class Optimizer:
 
     @classmethod
     def from_config(cls, config: dict):
+        config = dict(config)
+        if isinstance(config.get("learning_rate"), dict):
+            from .. import schedules
+
+            config["learning_rate"] = schedules.deserialize(config["learning_rate"])
         return cls(**config)
 
     def __repr__(self):
