@@ -138,3 +138,58 @@ def test_optimizer_binding_rejects_bad_arguments():
         mod.optimizer_step("float32", 3, [0.0] * 15, [t[:8] + (2.0, 1, 3, 3)], 0, 0.0, 0, 0)
     with pytest.raises(ValueError):  # norm clipping without its device buffer
         mod.optimizer_step("float32", 3, [0.0] * 15, [t], 2, 1.0, 0, 0)
+
+
+class _FakeCupyBN(_FakeCupy):
+    float64 = np.float64
+    uint32 = np.uint32
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["linear", "elu", "gelu"])
+def test_batchnorm_is_called_correctly(name, dtype):
+    """CUDABackend's batch-norm methods against the real binding: training and
+    inference, with and without gamma/beta, moving statistics and dropout."""
+    mod = _cuda_module()
+    from fusednn._backend import CUDABackend
+
+    be = CUDABackend(mod, _FakeCupyBN)
+    spec = fd.activations.get(name)
+    x = _FakeArray((6, 5), dtype)
+    vec = [_FakeArray((5,), dtype) for _ in range(4)]
+    cols, mask = _FakeArray((5, 5), dtype), _FakeArray((1,), np.uint32)
+    calls = [
+        lambda: be.batchnorm_forward(x, *vec, True, 0.99, 1e-3, 0, spec, 0.0, False, 0, 0),
+        lambda: be.batchnorm_forward(x, None, None, None, None, True, 0.1, 1e-5, 1, spec, 0.3,
+                                     True, 2**64 - 1, 2**40),
+        lambda: be.batchnorm_forward(x, *vec, False, 0.99, 1e-3, 0, spec, 0.3, False, 1, 2),
+        lambda: be.batchnorm_backward(x, x, x, cols, None, True, True, spec, 0.0, False, True),
+        lambda: be.batchnorm_backward(x, x, x, cols, mask, False, False, spec, 0.3, True, True),
+        lambda: be.batchnorm_backward(x, x, x, cols, mask, True, False, spec, 0.3, False, False),
+    ]
+    for call in calls:
+        with pytest.raises(RuntimeError):
+            call()
+
+
+def test_batchnorm_binding_rejects_bad_arguments():
+    mod = _cuda_module()
+    p = [k << 20 for k in range(1, 12)]
+    ws = mod.batchnorm_workspace(6, 5)
+    assert ws >= 2 * 5 * 2
+
+    def fwd(m=6, n=5, rate=0.0, mask=0, conv=0, eps=1e-3, mm=p[3], mv=p[4], training=True):
+        mod.batchnorm_forward("float32", m, n, p[0], 0, 0, mm, mv, training, 0.99, eps, conv,
+                              p[5], p[6], p[7], p[8], mask, p[9], 3, 1.0, rate, False, 0, 0, 0)
+
+    for kw in ({"m": 0}, {"n": -1}, {"rate": 1.0}, {"rate": float("nan")},
+               {"rate": 0.5},  # dropout without a mask buffer
+               {"conv": 2}, {"eps": 0.0}, {"mv": 0},  # moving_mean without moving_var
+               {"mm": 0, "mv": 0, "training": False}):  # inference without moving statistics
+        with pytest.raises(ValueError):
+            fwd(**kw)
+    with pytest.raises(ValueError):  # backward with dropout but no mask
+        mod.batchnorm_backward("float32", 6, 5, p[0], p[1], p[2], p[3], 0, p[4], 0, 0, p[5], 3,
+                               1.0, 0.3, False, True, 0)
+    with pytest.raises(ValueError):
+        mod.batchnorm_workspace(0, 5)
