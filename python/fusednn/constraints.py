@@ -50,4 +50,7 @@ def get(identifier):
         return identifier
     if isinstance(identifier, str) and identifier.lower() in ("max_norm", "maxnorm"):
         return MaxNorm()
+    if isinstance(identifier, dict) and set(identifier) >= {"class_name", "config"} and \
+            str(identifier["class_name"]).lower() in ("maxnorm", "max_norm"):
+        return MaxNorm(**identifier["config"])
     raise ValueError(f"unknown constraint {identifier!r}; expected max_norm")

@@ -64,6 +64,14 @@ def get(identifier):
     if identifier is None or isinstance(identifier, L1L2):
         return identifier
     names = {"l1": L1, "l2": L2, "l1_l2": L1L2, "l1l2": L1L2}
+    if isinstance(identifier, dict) and set(identifier) >= {"class_name", "config"}:
+        cls = names.get(str(identifier["class_name"]).lower())
+        if cls is None:
+            raise ValueError(f"unknown regularizer class {identifier['class_name']!r}")
+        cfg = dict(identifier["config"])
+        if cls is not L1L2:  # L1 / L2 take their one coefficient
+            cfg = {k: v for k, v in cfg.items() if k == cls.__name__.lower()}
+        return cls(**cfg)
     if isinstance(identifier, str) and identifier.lower() in names:
         return names[identifier.lower()]()
     raise ValueError(f"unknown regularizer {identifier!r}; expected one of l1, l2, l1_l2")
