@@ -20,8 +20,11 @@ if _os.environ.get("FUSEDNN_BLAS_THREADS") == "native":
 
 from . import (  # noqa: E402
     activations,
+    callbacks,
     constraints,
     initializers,
+    layers,
+    models,
     ops,
     optimizers,
     regularizers,
@@ -34,22 +37,27 @@ from ._backend import (  # noqa: E402
     set_float32_matmul_precision,
 )
 from ._C import num_threads, set_num_threads  # noqa: E402
+from .models import Sequential  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "activations",
+    "callbacks",
     "constraints",
     "build_info",
     "cuda_status",
     "get_float32_matmul_precision",
     "has_cuda",
     "initializers",
+    "layers",
+    "models",
     "num_threads",
     "ops",
     "optimizers",
     "regularizers",
     "schedules",
+    "Sequential",
     "set_float32_matmul_precision",
     "set_num_threads",
 ]

@@ -31,9 +31,16 @@ class Dense(Layer):
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
             raise ValueError(f"Dense: units must be an int >= 1, got {units!r}")
         self.units = int(units)
+        # softmax is an output activation: the layer computes logits, the
+        # model's loss reads them (fused softmax cross-entropy) and predict
+        # applies the softmax. A sigmoid output under binary_crossentropy is
+        # handled the same way (Sequential.compile sets it).
+        self.output_activation = None
         if isinstance(activation, dict):  # a get_config() entry
             activation = dict(activation)
             activation = _act.get(activation.pop("name"), "Dense", **activation)
+        if isinstance(activation, str) and activation.lower() == "softmax":
+            self.output_activation, activation = "softmax", None
         self.activation = _act.get(activation, "Dense")
         if not isinstance(use_bias, bool):
             raise TypeError(f"Dense: use_bias must be a bool, got {use_bias!r}")
@@ -73,7 +80,9 @@ class Dense(Layer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(units=self.units, activation=self.activation.get_config(),
+        act = ({"name": self.output_activation} if self.output_activation
+               else self.activation.get_config())
+        cfg.update(units=self.units, activation=act,
                    use_bias=self.use_bias,
                    kernel_initializer=_init.serialize(self.kernel_initializer),
                    bias_initializer=_init.serialize(self.bias_initializer),
