@@ -1,0 +1,78 @@
+"""Helpers shared by the layer modules: argument checks and config entries."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import activations as _act
+
+
+def serialize_object(obj):
+    """A regularizer or constraint as ``{"class_name", "config"}`` (None stays None)."""
+    if obj is None:
+        return None
+    return {"class_name": type(obj).__name__, "config": obj.get_config()}
+
+
+def resolve_activation(activation, caller, **params):
+    """An ActivationSpec from a name, a spec or a get_config() dict."""
+    if isinstance(activation, dict):  # a get_config() entry
+        activation = dict(activation)
+        if "name" not in activation:
+            raise ValueError(f"{caller}: activation config {activation!r} has no 'name'")
+        activation = _act.get(activation.pop("name"), caller, **activation, **params)
+        return activation
+    return _act.get(activation, caller, **params)
+
+
+def check_bool(caller, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{caller}: {name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def check_seed(caller, seed):
+    """An int in [0, 2**63), or None."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{caller}: seed must be an int >= 0 or None, got "
+                        f"{type(seed).__name__} {seed!r}")
+    if not 0 <= int(seed) < 2**63:
+        raise ValueError(f"{caller}: seed must be an int in [0, 2**63) or None, got {int(seed)}")
+    return int(seed)
+
+
+def draw_seed() -> int:
+    """A fresh layer seed from NumPy's global RNG (so ``np.random.seed`` makes
+    it reproducible) in [0, 2**63)."""
+    return int(np.random.randint(0, 2**63 - 1, dtype=np.int64))
+
+
+def check_input(layer, x, width=None):
+    """A 2-D float array with `width` features (when given)."""
+    caller = type(layer).__name__
+    if not hasattr(x, "ndim") or not hasattr(x, "dtype"):
+        raise TypeError(f"{caller}: x must be a NumPy or CuPy array, got {type(x).__name__}")
+    if x.ndim != 2:
+        raise ValueError(f"{caller}: x has {x.ndim} dims, expected 2 (batch, features)")
+    if x.dtype.char not in ("f", "d"):
+        raise TypeError(f"{caller}: x has dtype {x.dtype.name}, expected float32 or float64")
+    if width is not None and x.shape[1] != width:
+        raise ValueError(f"{caller}: x has {x.shape[1]} features, the layer was built for "
+                         f"{width}")
+    return x
+
+
+def require_built(layer):
+    if not layer.built:
+        raise RuntimeError(f"{type(layer).__name__} {layer.name}: call build(input_dim) (or the "
+                           f"layer itself) before forward")
+
+
+def require_forward(layer, ctx):
+    if ctx is None:
+        raise RuntimeError(f"{type(layer).__name__} {layer.name}: backward called before "
+                           f"forward")
