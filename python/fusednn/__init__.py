@@ -27,6 +27,7 @@ from . import (  # noqa: E402
     models,
     ops,
     optimizers,
+    presets,
     regularizers,
     schedules,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "num_threads",
     "ops",
     "optimizers",
+    "presets",
     "regularizers",
     "schedules",
     "Sequential",

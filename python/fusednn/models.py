@@ -130,7 +130,35 @@ class Sequential:
                                  f"{layer.input_dim} input features, gets {dim}")
             dim = layer.output_dim(dim)
         self._params = [w for layer in self.layers for w in layer._trainable_weights]
+        self._plan()
         self.built = True
+
+    def _plan(self) -> None:
+        """Fuse BatchNormalization -> activation layer (-> Dropout/AlphaDropout)
+        into the BN layer's one kernel call (fd.ops.batchnorm_forward with
+        activation= and dropout=); the absorbed layers are skipped. ``_steps``
+        lists (layer, absorbed layers) in order."""
+        from .layers import ELU, Activation, AlphaDropout, BatchNormalization, Dropout, LeakyReLU
+
+        steps, i = [], 0
+        while i < len(self.layers):
+            layer, absorbed = self.layers[i], []
+            if isinstance(layer, BatchNormalization):
+                layer.fused_activation = layer.fused_dropout = None
+                layer.fused_dropout_mc = False
+                nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+                if isinstance(nxt, (Activation, ELU, LeakyReLU)):
+                    layer.fused_activation = nxt.activation
+                    absorbed.append(nxt)
+                    drop = self.layers[i + 2] if i + 2 < len(self.layers) else None
+                    if isinstance(drop, (Dropout, AlphaDropout)):
+                        layer.fused_dropout = (drop.rate, isinstance(drop, AlphaDropout),
+                                               drop.seed)
+                        layer.fused_dropout_mc = drop.mc
+                        absorbed.append(drop)
+            steps.append((layer, absorbed))
+            i += 1 + len(absorbed)
+        self._steps = steps
 
     def _ensure_built(self, x):
         if not self.built:
@@ -197,7 +225,7 @@ class Sequential:
     # ---------------------------------------------------------- the passes
     def _forward(self, x, training):
         h = x
-        for layer in self.layers:
+        for layer, _ in self._steps:
             h = layer.forward(h, training)
         return h
 
@@ -213,25 +241,26 @@ class Sequential:
         return ops.mean_squared_error(out, y.reshape(out.shape).astype(out.dtype, copy=False))
 
     def _lowest_trainable(self) -> int:
-        """Index of the lowest layer with trainable weights (backward stops there)."""
-        for i, layer in enumerate(self.layers):
+        """Index in ``_steps`` of the lowest layer with trainable weights
+        (backward stops there: nothing below needs a gradient)."""
+        for i, (layer, _) in enumerate(self._steps):
             if layer.trainable and layer._trainable_weights:
                 return i
-        return len(self.layers)
+        return len(self._steps)
 
     def _train_step(self, xb, yb):
         out = self._forward(xb, True)
         loss, grad = self._loss_and_grad(out, yb)
         stop = self._lowest_trainable()
         done = set()
-        for i in range(len(self.layers) - 1, stop - 1, -1):
-            layer = self.layers[i]
+        for i in range(len(self._steps) - 1, stop - 1, -1):
+            layer = self._steps[i][0]
             grad = layer.backward(grad, need_dx=i > stop)
-            done.add(i)
+            done.add(id(layer))
         params, grads, flags, pens, cons = [], [], [], [], []
-        for i, layer in enumerate(self.layers):
+        for layer in self.layers:
             ws = layer._trainable_weights
-            live = i in done and layer.trainable
+            live = id(layer) in done and layer.trainable
             gs = layer.grads if live else ws  # a frozen weight's "gradient" is never read
             params += ws
             grads += list(gs)
@@ -417,13 +446,22 @@ class Sequential:
         return self._predict_once(x, batch_size, mc=False, training=training)
 
     def _predict_once(self, x, batch_size, mc, training=False):
+        from .layers import AlphaDropout, BatchNormalization, Dropout
+
         xp = _array_module(x)
         outs = []
         for start in range(0, x.shape[0], batch_size):
             h = x[start:start + batch_size]
-            for layer in self.layers:
-                if mc and getattr(layer, "is_dropout", False):
+            for layer, _ in self._steps:
+                if mc and isinstance(layer, (Dropout, AlphaDropout)):
                     h = layer.forward(h, True)
+                elif mc and isinstance(layer, BatchNormalization) and layer.fused_dropout:
+                    keep = layer.fused_dropout_mc
+                    layer.fused_dropout_mc = True
+                    try:
+                        h = layer.forward(h, training)
+                    finally:
+                        layer.fused_dropout_mc = keep
                 else:
                     h = layer.forward(h, training)
             outs.append(h)

@@ -31,14 +31,16 @@ def _positive_int(caller, name, v):
 
 
 def default_dnn(n_inputs, n_outputs, depth=20, width=100, *, activation="elu",
-                batch_norm=None, dropout=None, output_activation="softmax", seed=None):
+                batch_norm=None, dropout=None, output_activation="softmax", seed=None,
+                like=None, dtype="float32"):
     """depth x [Dense(width, He init) -> (BN) -> activation (-> Dropout)] -> Dense(n_outputs).
 
     batch_norm: None means "if deep" (depth > 5), as the table says. With BN
     the Dense layers drop their bias (BN's beta replaces it) and the
     activation follows BN, the arrangement Sequential fuses into one BN +
     activation (+ dropout) kernel per layer. n_inputs is the input width
-    (the model is built for it).
+    (the model is built for it, with NumPy weights, or CuPy weights on the
+    device of ``like`` when that is a CuPy array).
     """
     caller = "default_dnn"
     n_inputs = _positive_int(caller, "n_inputs", n_inputs)
@@ -60,16 +62,17 @@ def default_dnn(n_inputs, n_outputs, depth=20, width=100, *, activation="elu",
             model.add(_layers.Dropout(dropout, seed=None if seed is None else seed + 7919 * i))
     model.add(_layers.Dense(n_outputs, activation=output_activation,
                             kernel_initializer=_init(seed, depth, "glorot_uniform")))
-    model.build(n_inputs)
+    _build(model, n_inputs, like, dtype)
     return model
 
 
 def self_normalizing_dnn(n_inputs, n_outputs, depth=20, width=100, *, alpha_dropout=None,
-                         output_activation="softmax", seed=None):
+                         output_activation="softmax", seed=None, like=None, dtype="float32"):
     """depth x [Dense(width, selu, lecun_normal) (-> AlphaDropout)] -> Dense(n_outputs).
 
     Self-normalising (Klambauer et al. 2017): with standardised inputs the
     activations keep mean ~0 and std ~1 through the layers, without BN.
+    Built like default_dnn (``like``, ``dtype``).
     """
     caller = "self_normalizing_dnn"
     n_inputs = _positive_int(caller, "n_inputs", n_inputs)
@@ -85,7 +88,7 @@ def self_normalizing_dnn(n_inputs, n_outputs, depth=20, width=100, *, alpha_drop
                                            seed=None if seed is None else seed + 7919 * i))
     model.add(_layers.Dense(n_outputs, activation=output_activation,
                             kernel_initializer=_init(seed, depth, "lecun_normal")))
-    model.build(n_inputs)
+    _build(model, n_inputs, like, dtype)
     return model
 
 
@@ -99,6 +102,19 @@ def default_optimizer(preset="default_dnn", learning_rate=None):
                                momentum=0.9, nesterov=True)
     raise ValueError(f"default_optimizer: preset must be 'default_dnn' or "
                      f"'self_normalizing_dnn', got {preset!r}")
+
+
+def _build(model, n_inputs, like, dtype):
+    import numpy as np
+
+    if like is None or isinstance(like, np.ndarray):
+        model.build(n_inputs, np, np.dtype(dtype))
+    else:
+        from .layers.base import _array_module
+
+        xp = _array_module(like)
+        with like.device:
+            model.build(n_inputs, xp, np.dtype(dtype))
 
 
 def _init(seed, i, name):

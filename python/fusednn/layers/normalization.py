@@ -67,6 +67,8 @@ class BatchNormalization(Layer):
         self.gamma = self.beta = self.moving_mean = self.moving_variance = None
         self.fused_activation = None
         self.fused_dropout = None
+        # the fused dropout also runs in inference (MC dropout) when True
+        self.fused_dropout_mc = False
         self.dropout_step = 0
         self._ctx = None
 
@@ -104,7 +106,8 @@ class BatchNormalization(Layer):
             kw.update(dropout=check_rate(c, "fused_dropout rate", rate),
                       alpha_dropout=check_bool(c, "fused_dropout alpha", alpha),
                       seed=check_uint64(c, "fused_dropout seed", seed),
-                      step=self.dropout_step, dropout_training=bool(training))
+                      step=self.dropout_step,
+                      dropout_training=bool(training) or self.fused_dropout_mc)
         return kw
 
     def forward(self, x, training=False):
@@ -117,7 +120,7 @@ class BatchNormalization(Layer):
             x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
             training=batch_stats, momentum=self.momentum, epsilon=self.epsilon,
             convention=self.convention, **kw)
-        if self.fused_dropout is not None and training:
+        if self.fused_dropout is not None and (training or self.fused_dropout_mc):
             self.dropout_step += 1
         return y
 

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+
+import fusednn as fd
+from fusednn.testing import reference as R
+
+
+def _std_per_layer(model, x):
+    """Per layer: the std over the batch of each unit, averaged over units
+    (how much a layer's output still depends on the input)."""
+    stds, h = [], x
+    for layer, _ in model._steps:
+        h = layer.forward(h, False)
+        stds.append(float(h.std(axis=0).mean()))
+    return stds
+
+
+def test_selu_net_self_normalises_and_sigmoid_net_does_not():
+    """The chapter's demonstration at initialisation: 100 SELU/lecun_normal
+    layers keep the activations' std near 1; sigmoid layers with N(0, 1)
+    weights saturate (the std collapses or blows up)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((500, 100)).astype(np.float32)
+    selu = fd.presets.self_normalizing_dnn(100, 10, depth=100, width=100, seed=1)
+    stds = _std_per_layer(selu, x)[:-1]  # the hidden layers
+    assert min(stds) >= 0.7 and max(stds) <= 1.3, (min(stds), max(stds))
+
+    sig = fd.Sequential([fd.layers.Dense(100, activation="sigmoid",
+                                         kernel_initializer=fd.initializers.RandomNormal(
+                                             0.0, 1.0, seed=i)) for i in range(100)])
+    sig.build(100)
+    stds = _std_per_layer(sig, x)
+    # saturated sigmoids: the deep layers' outputs no longer vary with the input
+    assert stds[-1] < 0.1, stds[-1]
+
+
+def test_default_dnn_structure_and_fusion():
+    model = fd.presets.default_dnn(64, 10, depth=6, width=32, dropout=0.1, seed=0)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds[:4] == ["Dense", "BatchNormalization", "Activation", "Dropout"]
+    assert len(model.layers) == 6 * 4 + 1
+    # each BN absorbs its activation and dropout: one fused call per block
+    fused = [(type(l).__name__, [type(a).__name__ for a in ab]) for l, ab in model._steps]
+    assert fused[1] == ("BatchNormalization", ["Activation", "Dropout"])
+    assert len(model._steps) == 6 * 2 + 1
+    assert model.layers[0].use_bias is False
+    shallow = fd.presets.default_dnn(64, 10, depth=3, width=16)
+    assert not any(isinstance(l, fd.layers.BatchNormalization) for l in shallow.layers)
+
+
+def test_fused_block_equals_the_separate_ops():
+    """Dense -> BN -> ELU -> Dropout trained through Sequential's fused path
+    gives the outputs and gradients of the ops called one by one."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 8))
+    model = fd.Sequential([fd.layers.Dense(6, use_bias=False,
+                                           kernel_initializer=fd.initializers.HeNormal(2)),
+                           fd.layers.BatchNormalization(),
+                           fd.layers.Activation("elu"),
+                           fd.layers.Dropout(0.25, seed=11)])
+    model.build(8, np, np.float64)
+    w = model.layers[0].kernel.copy()
+    y = model._forward(x, True)
+    z = x @ w
+    mean, var = R.batchnorm_statistics(z)
+    keep = R.dropout_mask_bits(z.size, 0.25, 11, 0).reshape(z.shape)
+    ref = R.batchnorm_forward(z, np.ones(6), np.zeros(6), mean, var, 1e-3, "elu", keep, 0.25)
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_default_preset_reaches_96_percent_on_digits():
+    pytest.importorskip("sklearn")
+    from fusednn.__main__ import load_digits_split
+
+    x_train, y_train, x_test, y_test = load_digits_split(0)
+    model = fd.presets.default_dnn(64, 10, depth=20, width=100, seed=0)
+    model.compile(fd.presets.default_optimizer(), "sparse_categorical_crossentropy",
+                  ["accuracy"])
+    model.fit(x_train, y_train, epochs=15, batch_size=32, verbose=0, seed=0)
+    _, acc = model.evaluate(x_test, y_test)
+    assert acc >= 0.96, acc
+
+
+@pytest.mark.parametrize("kwargs", [{"n_inputs": 0}, {"depth": 0}, {"width": -1},
+                                    {"n_outputs": 1.5}])
+def test_bad_preset_arguments(kwargs):
+    args = {"n_inputs": 4, "n_outputs": 2, **kwargs}
+    with pytest.raises(ValueError, match="must be an int >= 1"):
+        fd.presets.default_dnn(**args)
+    with pytest.raises(ValueError, match="must be an int >= 1"):
+        fd.presets.self_normalizing_dnn(**args)
+    with pytest.raises(ValueError, match="preset must be"):
+        fd.presets.default_optimizer("resnet")
