@@ -135,8 +135,9 @@ class EarlyStopping(Callback):
     name contains "acc", min otherwise). After ``patience`` epochs without
     improvement (and never at epoch 0) it sets ``model.stop_training``.
     With a ``baseline``, the patience counter is only reset by a value that
-    also beats the baseline, so training stops after ``patience`` epochs if
-    the baseline is never reached. With ``restore_best_weights=True`` the
+    also beats the baseline: while the baseline is not reached, improving
+    epochs still count, and the first epoch without improvement once
+    ``patience`` epochs have passed stops training (Keras 3's rule). With ``restore_best_weights=True`` the
     weights of the best epoch are put back at the end of training, whether
     or not training stopped early (Keras 3; Keras 2 restored only on an early
     stop); if no epoch improved on the first one seen, those are the weights
