@@ -422,6 +422,8 @@ def _save_weights(path, weights):
                                dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), 0o644)  # mkstemp creates 0600
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
