@@ -9,7 +9,29 @@ A callback sees the model through ``self.model`` (set by fit):
 
 from __future__ import annotations
 
-__all__ = ["Callback"]
+import csv
+import inspect
+import math
+import numbers
+import os
+import tempfile
+import warnings
+import zipfile
+
+import numpy as np
+
+from .ops._checks import check_bool, check_float
+
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "EarlyStopping",
+    "LearningRateScheduler",
+    "ModelCheckpoint",
+    "ReduceLROnPlateau",
+    "TerminateOnNaN",
+    "load_weights",
+]
 
 
 class Callback:
@@ -38,3 +60,639 @@ class Callback:
 
     def on_train_batch_end(self, batch, logs=None):
         pass
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _int(caller, name, value, low):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{caller}: {name} must be an int >= {low}, got "
+                        f"{type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{caller}: {name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def _str(caller, name, value):
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{caller}: {name} must be a non-empty str, got "
+                        f"{type(value).__name__} {value!r}")
+    return value
+
+
+def _mode(caller, value):
+    if value not in ("auto", "min", "max"):
+        raise ValueError(f"{caller}: mode must be 'auto', 'min' or 'max', got {value!r}")
+    return value
+
+
+def _maximize(mode, monitor) -> bool:
+    """mode 'auto': maximise when the name contains 'acc' (accuracy), else minimise."""
+    if mode == "auto":
+        return "acc" in monitor.lower()
+    return mode == "max"
+
+
+def _path(caller, name, value):
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{caller}: {name} must be a str or os.PathLike, got "
+                        f"{type(value).__name__} {value!r}")
+    value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{caller}: {name} must be a non-empty path, got {value!r}")
+    return value
+
+
+def _number(value):
+    """The logged value as a float, or None when it is not a real number."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _optimizer(caller, model):
+    opt = getattr(model, "optimizer", None)
+    if opt is None or not hasattr(opt, "learning_rate"):
+        raise ValueError(f"{caller}: the model's optimizer must have a 'learning_rate' "
+                         f"attribute (compile the model first), got {opt!r}")
+    return opt
+
+
+# ---------------------------------------------------------- EarlyStopping
+
+
+class EarlyStopping(Callback):
+    """Stop training when a monitored quantity has stopped improving (Keras 3).
+
+    At each epoch end (from epoch ``start_from_epoch`` on) the value
+    ``logs[monitor]`` counts as an improvement when it beats the best so far
+    by more than ``min_delta`` (``current < best - min_delta`` in mode min,
+    ``current > best + min_delta`` in mode max; mode "auto" is max when the
+    name contains "acc", min otherwise). After ``patience`` epochs without
+    improvement (and never at epoch 0) it sets ``model.stop_training``.
+    With a ``baseline``, the patience counter is only reset by a value that
+    also beats the baseline: while the baseline is not reached, improving
+    epochs still count, and the first epoch without improvement once
+    ``patience`` epochs have passed stops training (Keras 3's rule). With ``restore_best_weights=True`` the
+    weights of the best epoch are put back at the end of training, whether
+    or not training stopped early (Keras 3; Keras 2 restored only on an early
+    stop); if no epoch improved on the first one seen, those are the weights
+    of the first monitored epoch.
+
+    Attributes: ``best`` (best value seen, None before the first), ``best_epoch``
+    (0-based), ``stopped_epoch`` (0-based epoch at which training was stopped,
+    0 when it was not), ``wait``, ``best_weights``.
+
+    A missing ``monitor`` key warns (``warnings.warn``) and does nothing, as
+    Keras. Differences from Keras: an unknown ``mode`` raises ValueError
+    (Keras warns and falls back to "auto"); ``min_delta`` is taken as
+    ``abs(min_delta)``, as Keras does. PyTorch has no built-in equivalent.
+    """
+
+    def __init__(self, monitor="val_loss", min_delta=0, patience=0, verbose=0, mode="auto",
+                 baseline=None, restore_best_weights=False, start_from_epoch=0):
+        super().__init__()
+        c = "EarlyStopping"
+        self.monitor = _str(c, "monitor", monitor)
+        self.min_delta = abs(check_float(c, "min_delta", min_delta))
+        self.patience = _int(c, "patience", patience, 0)
+        self.verbose = _int(c, "verbose", verbose, 0)
+        self.mode = _mode(c, mode)
+        self.baseline = None if baseline is None else check_float(c, "baseline", baseline)
+        self.restore_best_weights = check_bool(c, "restore_best_weights", restore_best_weights)
+        self.start_from_epoch = _int(c, "start_from_epoch", start_from_epoch, 0)
+        self._max = _maximize(self.mode, self.monitor)
+        self._reset()
+
+    def _reset(self):
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best = None
+        self.best_weights = None
+        self.best_epoch = 0
+
+    def _is_improvement(self, value, reference):
+        if reference is None:
+            return True
+        if self._max:
+            return value - self.min_delta > reference
+        return value + self.min_delta < reference
+
+    def on_train_begin(self, logs=None):
+        self._reset()  # instances can be reused
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = self._monitor_value(logs)
+        if current is None or epoch < self.start_from_epoch:
+            return
+        if self.restore_best_weights and self.best_weights is None:
+            # the first monitored epoch is the reference, even without improvement
+            self.best_weights = self.model.get_weights()
+            self.best_epoch = epoch
+        self.wait += 1
+        if self._is_improvement(current, self.best):
+            self.best = current
+            self.best_epoch = epoch
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            # only restart waiting when both the previous best and the baseline are beaten
+            if self.baseline is None or self._is_improvement(current, self.baseline):
+                self.wait = 0
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.stopped_epoch > 0 and self.verbose > 0:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+        if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose > 0:
+                print("Restoring model weights from the end of the best epoch: "
+                      f"{self.best_epoch + 1}.")
+            self.model.set_weights(self.best_weights)
+
+    def _monitor_value(self, logs):
+        logs = logs or {}
+        if self.monitor not in logs:
+            warnings.warn(f"EarlyStopping: early stopping conditioned on metric "
+                          f"{self.monitor!r} which is not available. Available metrics are: "
+                          f"{','.join(logs)}", stacklevel=2)
+            return None
+        value = _number(logs[self.monitor])
+        if value is None:
+            warnings.warn(f"EarlyStopping: logs[{self.monitor!r}] is not a number: "
+                          f"{logs[self.monitor]!r}", stacklevel=2)
+        return value
+
+
+# ------------------------------------------------------ ReduceLROnPlateau
+
+
+class ReduceLROnPlateau(Callback):
+    """Performance scheduling: multiply the learning rate by ``factor`` when
+    the monitored quantity has stopped improving (Keras 3).
+
+    At each epoch end, ``logs[monitor]`` improves when it beats the best by
+    more than ``min_delta`` (mode min: ``current < best - min_delta``; mode
+    max: ``current > best + min_delta``; "auto": max when the name contains
+    "acc"). After ``patience`` epochs without improvement, and if the rate is
+    above ``min_lr``, ``model.optimizer.learning_rate`` becomes
+    ``max(lr * factor, min_lr)``; then ``cooldown`` epochs pass in which the
+    wait counter stays at 0. As Keras, the current rate is written into the
+    epoch's ``logs["learning_rate"]`` (seen by callbacks after this one; the
+    fusednn History is recorded before the callbacks run, so it lacks it).
+
+    The optimizer's learning rate must be a float: a ``fd.schedules``
+    schedule (or any callable) cannot be reduced and raises TypeError at the
+    start of training (Keras raises when it tries to set the rate).
+    Differences from Keras: an unknown ``mode`` raises ValueError (Keras
+    warns); ``factor`` must be in [0, 1), ``min_delta`` and ``min_lr`` >= 0.
+    PyTorch's ``ReduceLROnPlateau`` is the same rule (its ``threshold_mode``
+    "abs" with ``threshold=min_delta``; defaults patience 10, factor 0.1,
+    threshold 1e-4 relative), stepped by hand with the metric.
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
+                 min_delta=1e-4, cooldown=0, min_lr=0.0):
+        super().__init__()
+        c = "ReduceLROnPlateau"
+        self.monitor = _str(c, "monitor", monitor)
+        self.factor = check_float(c, "factor", factor, low=0.0, high=1.0, high_open=True)
+        self.patience = _int(c, "patience", patience, 0)
+        self.verbose = _int(c, "verbose", verbose, 0)
+        self.mode = _mode(c, mode)
+        self.min_delta = check_float(c, "min_delta", min_delta, low=0.0)
+        self.cooldown = _int(c, "cooldown", cooldown, 0)
+        self.min_lr = check_float(c, "min_lr", min_lr, low=0.0)
+        self._max = _maximize(self.mode, self.monitor)
+        self._reset()
+
+    def _reset(self):
+        self.best = -math.inf if self._max else math.inf
+        self.cooldown_counter = 0
+        self.wait = 0
+
+    def _improved(self, current):
+        if self._max:
+            return current > self.best + self.min_delta
+        return current < self.best - self.min_delta
+
+    def in_cooldown(self) -> bool:
+        return self.cooldown_counter > 0
+
+    def _float_lr(self):
+        opt = _optimizer("ReduceLROnPlateau", self.model)
+        lr = opt.learning_rate
+        if callable(lr):
+            raise TypeError(f"ReduceLROnPlateau: the optimizer's learning_rate is a schedule "
+                            f"({type(lr).__name__}), which cannot be reduced; give the "
+                            f"optimizer a float learning_rate to use ReduceLROnPlateau")
+        return opt, float(lr)
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+        self._float_lr()
+
+    def on_epoch_end(self, epoch, logs=None):
+        opt, lr = self._float_lr()
+        if logs is not None:
+            logs["learning_rate"] = lr
+        logs = logs or {}
+        current = _number(logs.get(self.monitor))
+        if current is None:
+            warnings.warn(f"ReduceLROnPlateau: learning rate reduction is conditioned on "
+                          f"metric {self.monitor!r} which is not available. Available metrics "
+                          f"are: {','.join(logs)}", stacklevel=2)
+            return
+        if self.in_cooldown():
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(current):
+            self.best = current
+            self.wait = 0
+        elif not self.in_cooldown():
+            self.wait += 1
+            if self.wait >= self.patience:
+                if lr > np.float32(self.min_lr):
+                    new_lr = max(lr * self.factor, self.min_lr)
+                    opt.learning_rate = new_lr
+                    if self.verbose > 0:
+                        print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning "
+                              f"rate to {new_lr}.")
+                    self.cooldown_counter = self.cooldown
+                    self.wait = 0
+
+
+# -------------------------------------------------- LearningRateScheduler
+
+
+def _arity(fn):
+    """1 or 2: how many positional arguments `fn` takes (2 when unknown)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return 2
+    n = 0
+    for p in sig.parameters.values():
+        if p.kind == p.VAR_POSITIONAL:
+            return 2
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            n += 1
+    return 1 if n == 1 else 2
+
+
+class LearningRateScheduler(Callback):
+    """Set the learning rate at the start of each epoch (Keras 3).
+
+    ``schedule(epoch, lr)`` gets the 0-based epoch and the current rate (a
+    float) and returns the new rate, which is assigned to
+    ``model.optimizer.learning_rate`` before the epoch's first step. A
+    one-argument ``schedule(epoch)`` is accepted too (decided from its
+    signature; Keras tries two arguments and falls back on a TypeError).
+    If the optimizer currently holds a schedule, ``lr`` is the rate it would
+    use at the next step, and the float returned replaces the schedule.
+    As Keras, ``logs["learning_rate"]`` is set at each epoch end.
+
+    Differences from Keras: any real number (int too) is accepted as the
+    result; a negative, NaN or infinite one raises ValueError naming the
+    epoch (Keras requires a float and does not check its range). PyTorch's
+    ``LambdaLR`` multiplies the initial rate by ``lr_lambda(epoch)`` instead.
+    """
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        c = "LearningRateScheduler"
+        if not callable(schedule):
+            raise TypeError(f"{c}: schedule must be callable as schedule(epoch, lr) or "
+                            f"schedule(epoch), got {type(schedule).__name__} {schedule!r}")
+        self.schedule = schedule
+        self.verbose = _int(c, "verbose", verbose, 0)
+        self._nargs = _arity(schedule)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        c = "LearningRateScheduler"
+        opt = _optimizer(c, self.model)
+        lr = opt.learning_rate
+        if callable(lr):
+            lr = opt.current_learning_rate() if hasattr(opt, "current_learning_rate") else None
+        if self._nargs == 1:
+            new = self.schedule(epoch)
+        else:
+            new = self.schedule(epoch, None if lr is None else float(lr))
+        if isinstance(new, (bool, np.bool_)) or not isinstance(new, numbers.Real):
+            raise TypeError(f"{c}: the output of schedule must be a float, got "
+                            f"{type(new).__name__} {new!r} at epoch {epoch}")
+        new = float(new)
+        if not math.isfinite(new) or new < 0.0:
+            raise ValueError(f"{c}: the output of schedule must be a finite float >= 0, got "
+                             f"{new} at epoch {epoch}")
+        opt.learning_rate = new
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {new}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            lr = self.model.optimizer.learning_rate
+            if not callable(lr):
+                logs["learning_rate"] = float(lr)
+
+
+# -------------------------------------------------------- ModelCheckpoint
+
+_WEIGHT_KEY = "weight_{}"
+
+
+def _save_weights(path, weights):
+    """Write `weights` (a list of arrays) as an .npz file at `path`, atomically:
+    to a temporary file in the same directory, then renamed over `path`."""
+    arrays = {}
+    for i, w in enumerate(weights):
+        a = np.asarray(w.get() if hasattr(w, "get") and not isinstance(w, np.ndarray) else w)
+        if a.dtype.hasobject:
+            raise TypeError(f"ModelCheckpoint: weight {i} has dtype object; only numeric "
+                            f"arrays are written (never pickled)")
+        arrays[_WEIGHT_KEY.format(i)] = a
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), 0o644)  # mkstemp creates 0600
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_weights(model, path) -> None:
+    """Load weights written by ``ModelCheckpoint`` (the .npz form) into `model`.
+
+    Reads with ``allow_pickle=False``; a file that is not an .npz archive of
+    arrays named ``weight_0 .. weight_{n-1}``, or whose count or shapes do
+    not match ``model.get_weights()``, raises ValueError naming the file
+    (a missing file raises FileNotFoundError). Then calls
+    ``model.set_weights``.
+    """
+    c = "load_weights"
+    path = _path(c, "path", path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{c}: {path!r} is not a weights file written by ModelCheckpoint "
+                         f"(.npz, no pickles): {e}") from e
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{c}: {path!r} holds a single array, not a weights .npz archive")
+    try:
+        keys = list(data.files)
+        want = [_WEIGHT_KEY.format(i) for i in range(len(keys))]
+        if sorted(keys) != sorted(want):
+            raise ValueError(f"{c}: {path!r} is not a weights file written by ModelCheckpoint: "
+                             f"expected arrays {want[:3]}{'...' if len(want) > 3 else ''}, "
+                             f"got {sorted(keys)[:5]}")
+        try:
+            weights = [data[k] for k in want]
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+            raise ValueError(f"{c}: {path!r}: cannot read its arrays (malformed or pickled "
+                             f"data): {e}") from e
+    finally:
+        data.close()
+    for i, w in enumerate(weights):
+        if w.dtype.kind not in "fiu":
+            raise ValueError(f"{c}: {path!r}: weight {i} has dtype {w.dtype}, expected a "
+                             f"numeric array")
+    if hasattr(model, "get_weights"):
+        mine = model.get_weights()
+        if len(mine) != len(weights):
+            raise ValueError(f"{c}: {path!r} holds {len(weights)} weights, the model has "
+                             f"{len(mine)}")
+        for i, (a, b) in enumerate(zip(mine, weights)):
+            if tuple(np.shape(a)) != tuple(b.shape):
+                raise ValueError(f"{c}: {path!r}: weight {i} has shape {tuple(b.shape)}, the "
+                                 f"model's has {tuple(np.shape(a))}")
+    model.set_weights(weights)
+
+
+class ModelCheckpoint(Callback):
+    """Save the model or its weights during training (Keras 3).
+
+    ``filepath`` may hold ``str.format`` fields filled with ``epoch``
+    (1-based, as Keras), ``batch`` (1-based, with an int ``save_freq``) and
+    the logs, e.g. ``"ckpt/w-{epoch:02d}-{val_loss:.2f}.npz"``; missing
+    directories are created. ``save_freq="epoch"`` saves at each epoch end;
+    an int N saves every N training batches (with the batch logs, which
+    hold only ``loss``). With ``save_best_only`` a file is written only when
+    ``logs[monitor]`` beats ``best`` (mode as in EarlyStopping; a missing
+    monitor warns and skips); ``initial_value_threshold`` is the starting
+    ``best``, as Keras.
+
+    What is written: if the model has a ``save(path)`` method and
+    ``save_weights_only`` is False, ``model.save(path)`` is called;
+    otherwise ``model.get_weights()`` is written as an .npz archive (arrays
+    ``weight_0 ..``; never pickled) to a temporary file in the same
+    directory, renamed over ``path`` (atomic). Read it back with
+    ``fd.callbacks.load_weights(model, path)``. Differences from Keras: the
+    file is .npz, not .keras/.weights.h5, and the extension is not enforced
+    (the file is written at exactly the formatted path).
+    """
+
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
+                 save_weights_only=False, mode="auto", save_freq="epoch",
+                 initial_value_threshold=None):
+        super().__init__()
+        c = "ModelCheckpoint"
+        self.filepath = _path(c, "filepath", filepath)
+        self.monitor = _str(c, "monitor", monitor)
+        self.verbose = _int(c, "verbose", verbose, 0)
+        self.save_best_only = check_bool(c, "save_best_only", save_best_only)
+        self.save_weights_only = check_bool(c, "save_weights_only", save_weights_only)
+        self.mode = _mode(c, mode)
+        if save_freq != "epoch":
+            if isinstance(save_freq, str):
+                raise ValueError(f"{c}: save_freq must be 'epoch' or an int >= 1, got "
+                                 f"{save_freq!r}")
+            save_freq = _int(c, "save_freq", save_freq, 1)
+        self.save_freq = save_freq
+        self.initial_value_threshold = (None if initial_value_threshold is None else
+                                        check_float(c, "initial_value_threshold",
+                                                    initial_value_threshold))
+        self._max = _maximize(self.mode, self.monitor)
+        self.best = self._initial_best()
+        self._batches_since_save = 0
+        self._current_epoch = 0
+
+    def _initial_best(self):
+        if self.initial_value_threshold is not None:
+            return self.initial_value_threshold
+        return -math.inf if self._max else math.inf
+
+    def on_train_begin(self, logs=None):
+        self._batches_since_save = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq == "epoch":
+            return
+        self._batches_since_save += 1
+        if self._batches_since_save >= self.save_freq:
+            self._batches_since_save = 0
+            self._save(self._current_epoch, batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.save_freq == "epoch":
+            self._save(epoch, None, logs)
+
+    def _file_path(self, epoch, batch, logs):
+        fields = dict(logs)
+        fields["epoch"] = epoch + 1
+        if batch is not None:
+            fields["batch"] = batch + 1
+        try:
+            return self.filepath.format(**fields)
+        except (KeyError, IndexError, ValueError) as e:
+            raise KeyError(f"ModelCheckpoint: failed to format filepath {self.filepath!r} with "
+                           f"epoch, batch and the logs {sorted(logs)}: {e!r}") from e
+
+    def _save(self, epoch, batch, logs):
+        logs = dict(logs or {})
+        if self.save_best_only:
+            current = _number(logs.get(self.monitor))
+            if current is None:
+                warnings.warn(f"ModelCheckpoint: can save best model only with "
+                              f"{self.monitor!r} available, skipping.", stacklevel=2)
+                return
+            better = current > self.best if self._max else current < self.best
+            if not better:
+                if self.verbose > 0:
+                    print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from "
+                          f"{self.best:.5f}")
+                return
+            path = self._file_path(epoch, batch, logs)
+            if self.verbose > 0:
+                print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
+                      f"{current:.5f}, saving model to {path}")
+            self.best = current
+        else:
+            path = self._file_path(epoch, batch, logs)
+            if self.verbose > 0:
+                print(f"\nEpoch {epoch + 1}: saving model to {path}")
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        save = getattr(self.model, "save", None)
+        if not self.save_weights_only and callable(save):
+            save(path)
+        else:
+            _save_weights(path, self.model.get_weights())
+
+
+# ---------------------------------------------------------- TerminateOnNaN
+
+
+class TerminateOnNaN(Callback):
+    """Stop training as soon as a batch loss is NaN or infinite (Keras 3).
+
+    Reads ``logs["loss"]`` at each ``on_train_batch_end``; on NaN/inf it
+    prints a line and sets ``model.stop_training``, and fit stops after that
+    batch (Keras too ends the epoch there). PyTorch has no equivalent.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        value = _number(loss)
+        if value is not None and not math.isfinite(value):
+            print(f"Batch {batch}: Invalid loss, terminating training")
+            self.model.stop_training = True
+
+
+# --------------------------------------------------------------- CSVLogger
+
+
+class CSVLogger(Callback):
+    """Stream the epoch results to a CSV file (Keras 3).
+
+    One row per epoch: ``epoch`` (0-based, as Keras) then the log keys in
+    sorted order, fixed by the first epoch (keys that appear later are
+    ignored, keys that go missing are written "NA"). The header is written
+    once: with ``append=True`` rows are appended and the header is only
+    written when the file is missing or empty. The file is flushed after
+    each row and closed at the end of training. Difference from Keras: when
+    the first epoch has no ``val_*`` keys, Keras adds empty ``val_`` columns
+    (for ``validation_freq``, which fusednn's fit does not have); fusednn
+    does not.
+    """
+
+    def __init__(self, filename, separator=",", append=False):
+        super().__init__()
+        c = "CSVLogger"
+        self.filename = _path(c, "filename", filename)
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"CSVLogger: separator must be a one-character str, got "
+                             f"{separator!r}")
+        self.sep = separator
+        self.append = check_bool(c, "append", append)
+        self.keys = None
+        self.writer = None
+        self.csv_file = None
+        self.append_header = True
+
+    def on_train_begin(self, logs=None):
+        if self.append:
+            if os.path.exists(self.filename):
+                with open(self.filename, "r", newline="") as f:
+                    self.append_header = not bool(len(f.readline()))
+            else:
+                self.append_header = True
+            mode = "a"
+        else:
+            self.append_header = True
+            mode = "w"
+        self._close()
+        self.csv_file = open(self.filename, mode, newline="")
+        self.writer = None
+        self.keys = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.csv_file is None:  # hooks called without on_train_begin
+            self.on_train_begin()
+        if self.keys is None:
+            self.keys = sorted(logs)
+        if self.writer is None:
+            self.writer = csv.DictWriter(self.csv_file, fieldnames=["epoch"] + self.keys,
+                                         delimiter=self.sep, extrasaction="ignore",
+                                         lineterminator="\n")
+            if self.append_header:
+                self.writer.writeheader()
+        row = {"epoch": epoch}
+        for k in self.keys:
+            v = logs.get(k, "NA")
+            row[k] = v
+        self.writer.writerow(row)
+        self.csv_file.flush()
+
+    def _close(self):
+        if self.csv_file is not None:
+            self.csv_file.close()
+        self.csv_file = None
+
+    def on_train_end(self, logs=None):
+        self._close()
+        self.writer = None
