@@ -266,3 +266,13 @@ def test_bad_model_use():
         model.predict(x, mc_samples=0)
     with pytest.raises(TypeError, match="expected a fd.layers layer"):
         model.add("dense")
+
+
+def test_history_keeps_what_callbacks_add_to_the_logs():
+    x, y = _blobs(n=64)
+    model = fd.Sequential([fd.layers.Dense(3, activation="softmax")])
+    model.compile(fd.optimizers.SGD(learning_rate=0.1), "sparse_categorical_crossentropy")
+    sched = fd.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5)
+    hist = model.fit(x, y, epochs=3, verbose=0, callbacks=[sched,
+                     fd.callbacks.ReduceLROnPlateau(monitor="loss", patience=100)])
+    np.testing.assert_allclose(hist.history["learning_rate"], [0.05, 0.025, 0.0125])

@@ -390,9 +390,9 @@ class Sequential:
                 val = self.evaluate(x_val, y_val, batch_size=batch_size, return_dict=True)
                 logs.update({f"val_{k}": v for k, v in val.items()})
             bar.close(logs)
-            history._append(epoch, logs)
             for cb in cbs:
                 cb.on_epoch_end(epoch, logs)
+            history._append(epoch, logs)  # last, as Keras: keys callbacks add are kept
             if self.stop_training:
                 break
         for cb in cbs:
