@@ -20,7 +20,7 @@ import zipfile
 
 import numpy as np
 
-from .ops._checks import check_bool, check_float
+from .ops._checks import check_bool, check_float, check_int
 
 __all__ = [
     "CSVLogger",
@@ -63,15 +63,6 @@ class Callback:
 
 
 # ---------------------------------------------------------------- checks
-
-
-def _int(caller, name, value, low):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{caller}: {name} must be an int >= {low}, got "
-                        f"{type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{caller}: {name} must be an int >= {low}, got {value!r}")
-    return int(value)
 
 
 def _str(caller, name, value):
@@ -159,12 +150,12 @@ class EarlyStopping(Callback):
         c = "EarlyStopping"
         self.monitor = _str(c, "monitor", monitor)
         self.min_delta = abs(check_float(c, "min_delta", min_delta))
-        self.patience = _int(c, "patience", patience, 0)
-        self.verbose = _int(c, "verbose", verbose, 0)
+        self.patience = check_int(c, "patience", patience, 0)
+        self.verbose = check_int(c, "verbose", verbose, 0)
         self.mode = _mode(c, mode)
         self.baseline = None if baseline is None else check_float(c, "baseline", baseline)
         self.restore_best_weights = check_bool(c, "restore_best_weights", restore_best_weights)
-        self.start_from_epoch = _int(c, "start_from_epoch", start_from_epoch, 0)
+        self.start_from_epoch = check_int(c, "start_from_epoch", start_from_epoch, 0)
         self._max = _maximize(self.mode, self.monitor)
         self._reset()
 
@@ -263,11 +254,11 @@ class ReduceLROnPlateau(Callback):
         c = "ReduceLROnPlateau"
         self.monitor = _str(c, "monitor", monitor)
         self.factor = check_float(c, "factor", factor, low=0.0, high=1.0, high_open=True)
-        self.patience = _int(c, "patience", patience, 0)
-        self.verbose = _int(c, "verbose", verbose, 0)
+        self.patience = check_int(c, "patience", patience, 0)
+        self.verbose = check_int(c, "verbose", verbose, 0)
         self.mode = _mode(c, mode)
         self.min_delta = check_float(c, "min_delta", min_delta, low=0.0)
-        self.cooldown = _int(c, "cooldown", cooldown, 0)
+        self.cooldown = check_int(c, "cooldown", cooldown, 0)
         self.min_lr = check_float(c, "min_lr", min_lr, low=0.0)
         self._max = _maximize(self.mode, self.monitor)
         self._reset()
@@ -371,7 +362,7 @@ class LearningRateScheduler(Callback):
             raise TypeError(f"{c}: schedule must be callable as schedule(epoch, lr) or "
                             f"schedule(epoch), got {type(schedule).__name__} {schedule!r}")
         self.schedule = schedule
-        self.verbose = _int(c, "verbose", verbose, 0)
+        self.verbose = check_int(c, "verbose", verbose, 0)
         self._nargs = _arity(schedule)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -516,7 +507,7 @@ class ModelCheckpoint(Callback):
         c = "ModelCheckpoint"
         self.filepath = _path(c, "filepath", filepath)
         self.monitor = _str(c, "monitor", monitor)
-        self.verbose = _int(c, "verbose", verbose, 0)
+        self.verbose = check_int(c, "verbose", verbose, 0)
         self.save_best_only = check_bool(c, "save_best_only", save_best_only)
         self.save_weights_only = check_bool(c, "save_weights_only", save_weights_only)
         self.mode = _mode(c, mode)
@@ -524,7 +515,7 @@ class ModelCheckpoint(Callback):
             if isinstance(save_freq, str):
                 raise ValueError(f"{c}: save_freq must be 'epoch' or an int >= 1, got "
                                  f"{save_freq!r}")
-            save_freq = _int(c, "save_freq", save_freq, 1)
+            save_freq = check_int(c, "save_freq", save_freq, 1)
         self.save_freq = save_freq
         self.initial_value_threshold = (None if initial_value_threshold is None else
                                         check_float(c, "initial_value_threshold",

@@ -35,7 +35,7 @@ import bisect
 import math
 import numbers
 
-from .ops._checks import check_bool, check_float, check_uint64
+from .ops._checks import check_bool, check_float, check_int, check_uint64
 
 __all__ = [
     "CosineDecay",
@@ -65,15 +65,6 @@ def _steps(caller, name, value, *, low=0.0, low_open=False):
     """A step count: a finite real number, kept an int when given one."""
     v = check_float(caller, name, value, low=low, low_open=low_open)
     return int(value) if isinstance(value, numbers.Integral) else v
-
-
-def _int(caller, name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{caller}: {name} must be an int >= {low}, got "
-                        f"{type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{caller}: {name} must be an int >= {low}, got {value!r}")
-    return int(value)
 
 
 def _name(caller, name, default):
@@ -344,7 +335,7 @@ class OneCycle(LearningRateSchedule):
                  cycle_momentum=True, base_momentum=0.85, max_momentum=0.95, *, name=None):
         c = type(self).__name__
         self.max_learning_rate = _rate(c, "max_learning_rate", max_learning_rate)
-        self.total_steps = _int(c, "total_steps", total_steps, 1)
+        self.total_steps = check_int(c, "total_steps", total_steps, 1)
         self.pct_start = check_float(c, "pct_start", pct_start, low=0.0, high=1.0,
                                      low_open=True, high_open=True)
         self.div_factor = _positive(c, "div_factor", div_factor)

@@ -73,3 +73,13 @@ def check_bool(caller, name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{caller}: {name} must be a bool, got {type(value).__name__} {value!r}")
     return bool(value)
+
+
+def check_int(caller, name, value, low):
+    """int(value) after checking it is an integer (not a bool) >= low."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{caller}: {name} must be an int >= {low}, got "
+                        f"{type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{caller}: {name} must be an int >= {low}, got {value!r}")
+    return int(value)
