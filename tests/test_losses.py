@@ -2,7 +2,6 @@
 reference, finite differences and PyTorch; stability at |z| = 1e4; NaN
 propagation; every bad input; the binding guards."""
 
-import contextlib
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import fusednn as fd
 from fusednn.testing import reference as R
 
 from conftest import RTOL, assert_scaled_close, to_backend, to_numpy
-from test_cuda_contract import _cuda_module
+from test_cuda_contract import _cuda_module, _FakeArray, _FakeCupy
 
 XENT_SHAPES = [(1, 1), (1, 10), (3, 17), (1024, 10), (257, 1000), (5, 2500)]
 POINT_SHAPES = [(1,), (17,), (1, 1), (3, 17), (1024, 10), (257, 1000)]
@@ -479,37 +478,6 @@ def test_cpu_binding_guards_against_inconsistent_arrays():
 # ------------------------------------------- the CUDA calling contract
 
 
-class _Ptr:
-    def __init__(self, p):
-        self.ptr = p
-
-
-class _FakeDeviceArray:
-    _next = 1 << 20
-
-    def __init__(self, shape, dtype):
-        self.shape = tuple(shape)
-        self.dtype = np.dtype(dtype)
-        _FakeDeviceArray._next += 1 << 20
-        self.data = _Ptr(_FakeDeviceArray._next)
-        self.device = contextlib.nullcontext()
-
-
-class _FakeCupy:
-    class cuda:  # noqa: N801
-        @staticmethod
-        def get_current_stream():
-            return _Ptr(0)
-
-    @staticmethod
-    def empty(shape, dtype):
-        return _FakeDeviceArray(shape, dtype)
-
-    @staticmethod
-    def empty_like(a):
-        return _FakeDeviceArray(a.shape, a.dtype)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cuda_loss_entry_points_are_called_correctly(dtype):
     """Well-formed calls get through the binding's checks to the CUDA runtime,
@@ -518,15 +486,15 @@ def test_cuda_loss_entry_points_are_called_correctly(dtype):
     from fusednn._backend import CUDABackend
 
     be = CUDABackend(mod, _FakeCupy)
-    z = _FakeDeviceArray((5, 7), dtype)
-    w = _FakeDeviceArray((5,), dtype)
+    z = _FakeArray((5, 7), dtype)
+    w = _FakeArray((5,), dtype)
     calls = [
-        lambda: be.softmax_cross_entropy(z, _FakeDeviceArray((5,), np.int32), None, w, 0.1, True),
-        lambda: be.softmax_cross_entropy(z, _FakeDeviceArray((5,), np.int64), None, None, 0.0,
+        lambda: be.softmax_cross_entropy(z, _FakeArray((5,), np.int32), None, w, 0.1, True),
+        lambda: be.softmax_cross_entropy(z, _FakeArray((5,), np.int64), None, None, 0.0,
                                          False),
-        lambda: be.softmax_cross_entropy(z, None, _FakeDeviceArray((5, 7), dtype), w, 0.0, True),
-        lambda: be.point_loss(0, z, _FakeDeviceArray((5, 7), dtype), w, True),
-        lambda: be.point_loss(1, _FakeDeviceArray((5,), dtype), _FakeDeviceArray((5,), dtype),
+        lambda: be.softmax_cross_entropy(z, None, _FakeArray((5, 7), dtype), w, 0.0, True),
+        lambda: be.point_loss(0, z, _FakeArray((5, 7), dtype), w, True),
+        lambda: be.point_loss(1, _FakeArray((5,), dtype), _FakeArray((5,), dtype),
                               None, False),
     ]
     for call in calls:

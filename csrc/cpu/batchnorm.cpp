@@ -245,7 +245,7 @@ void batchnorm_backward(const T* dy, const T* x, const T* y, const T* cols, cons
   std::vector<double> part(size_t(nt) * 2 * n, 0.0);
   const bool drop = d.rate > 0.0;
   // rate 0 gives kept_mul 1: bn_dz then leaves dz = dy f'.
-  const DropoutCoef<T> c = dropout_coef_as<T>(dropout_coef(drop ? d.rate : 0.0, d.alpha));
+  const DropoutCoef<T> c = dropout_coef_as<T>(dropout_coef(d.rate, d.alpha));
   dispatch_act(a, [&](auto act) {
     constexpr Act A = decltype(act)::value;
     bn_backward_variant(drop, d.alpha, [&](auto drop_c, auto saved_c) {

@@ -279,7 +279,7 @@ void batchnorm_backward(const T* dy, const T* x, const T* y, const T* cols, cons
   const dim3 rgrid(unsigned(t.col_blocks), unsigned(t.row_blocks));
   const bool drop = d.rate > 0.0;
   // rate 0 gives kept_mul 1: bn_dz then leaves dz = dy f'.
-  const DropoutCoef<T> c = dropout_coef_as<T>(dropout_coef(drop ? d.rate : 0.0, d.alpha));
+  const DropoutCoef<T> c = dropout_coef_as<T>(dropout_coef(d.rate, d.alpha));
   const T inv = T(1) / c.kept_mul;
   with_act(a, [&](auto act) {
     constexpr Act A = decltype(act)::value;

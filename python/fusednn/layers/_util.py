@@ -27,12 +27,6 @@ def resolve_activation(activation, caller, **params):
     return _act.get(activation, caller, **params)
 
 
-def check_bool(caller, name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{caller}: {name} must be a bool, got {type(value).__name__} {value!r}")
-    return bool(value)
-
-
 def check_seed(caller, seed):
     """An int in [0, 2**63), or None."""
     if seed is None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .. import ops
-from ..ops._checks import check_rate
-from ._util import check_bool, check_seed, draw_seed, require_forward
+from ..ops._checks import check_bool, check_rate
+from ._util import check_seed, draw_seed, require_forward
 from .base import Layer
 
 __all__ = ["Dropout", "AlphaDropout"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 from .. import activations as _act
 from .. import initializers as _init
 from .. import ops
-from ..ops._checks import check_float, check_rate, check_uint64
-from ._util import check_bool, check_input, require_built, require_forward
+from ..ops._checks import check_bool, check_float, check_rate, check_uint64
+from ._util import check_input, require_built, require_forward
 from .base import Layer
 
 __all__ = ["BatchNormalization"]
