@@ -72,6 +72,9 @@ EPS = 1e-3  # fusednn's (Keras') default epsilon; passed to torch too
 MOMENTUM = 0.99  # Keras convention; torch's momentum=0.01 is the same update
 BN_BYTES = 12 + 20  # per element, forward + backward
 MASK_BYTES = 3 / 8  # per element: one bit written, read twice
+DROPOUT_BYTES = 16 + 2 / 8  # x read, y written; dy read, dx written; the mask bit written, read
+POINT_BYTES = 12  # prediction and target read, gradient written
+ELEMENTWISE_SHAPE = (65536, 1024)
 
 
 def quick_shape(shape):
@@ -303,7 +306,7 @@ def rounds_for(rounds, elements):
     return min(rounds, max(3, int(4e8 / elements)))
 
 
-def bench(device, bn_shapes, ce_shapes, rounds, copy_bytes):
+def bench(device, bn_shapes, ce_shapes, rounds, copy_bytes, elementwise_shape=ELEMENTWISE_SHAPE):
     torch = torch_module()
     if device == "cuda":
         import cupy as cp
@@ -401,7 +404,81 @@ def bench(device, bn_shapes, ce_shapes, rounds, copy_bytes):
                                     torch.as_tensor(labels, device=device))
         t = run(fns, m * n)
         row_from(t, "softmax CE", shape, "-", 8 * m * n + 8 * m)
+    elementwise(xp, to_np, torch, device, elementwise_shape, run, row_from, copy, peer_name)
     return rows
+
+
+def elementwise(xp, to_np, torch, device, shape, run, row_from, copy, peer_name):
+    """Dropout alone and the point-wise losses, forward + gradient."""
+    m, n = shape
+    rng = np.random.default_rng(1)
+    x = xp.asarray(rng.standard_normal((m, n), dtype=np.float32))
+    dy = xp.asarray(rng.standard_normal((m, n), dtype=np.float32))
+    target = xp.asarray(rng.random((m, n), dtype=np.float32))
+
+    # correctness on a slice first
+    xs, ts = x[:64], target[:64]
+    y, ctx = fd.ops.dropout_forward(xs, RATE, seed=3, step=1)
+    assert relerr(to_np(y), R.dropout_forward(to_np(xs), RATE, 3, 1)) < 1e-6
+    for ours_fn, ref_fn in ((fd.ops.sigmoid_binary_cross_entropy, R.sigmoid_binary_cross_entropy),
+                            (fd.ops.mean_squared_error, R.mean_squared_error)):
+        loss, g = ours_fn(xs, ts)
+        ref_loss, ref_g = ref_fn(to_np(xs), to_np(ts))
+        assert relerr(to_np(g), ref_g) < 1e-5 and abs(float(loss) - ref_loss) < 1e-5 * abs(ref_loss)
+
+    steps = itertools.count()
+
+    def ours_dropout():
+        yy, c = fd.ops.dropout_forward(x, RATE, seed=0, step=next(steps))
+        return fd.ops.dropout_backward(dy, c)
+
+    scale = np.float32(1 / (1 - RATE))
+    gen = np.random.default_rng(2) if xp is np else None
+
+    def peer_dropout():
+        keep = (gen.random((m, n), dtype=np.float32) if gen is not None
+                else xp.random.random((m, n), dtype=np.float32)) >= RATE
+        yy = x * keep * scale
+        return yy, dy * keep * scale
+
+    fns = {"copy": copy, "ours": ours_dropout, peer_name: peer_dropout}
+    if torch is not None:
+        tx = torch.as_tensor(x, device=device).requires_grad_(True)
+        tdy = torch.as_tensor(dy, device=device)
+
+        def torch_dropout():
+            torch.nn.functional.dropout(tx, RATE, training=True).backward(tdy)
+            tx.grad = None
+
+        fns["torch"] = torch_dropout
+    row_from(run(fns, m * n), "dropout", shape, RATE, DROPOUT_BYTES * m * n)
+
+    def peer_bce():
+        e = xp.exp(-xp.abs(x))
+        loss = (xp.maximum(x, 0) - x * target + xp.log1p(e)).mean()
+        sig = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        return loss, (sig - target) / np.float32(x.size)
+
+    def peer_mse():
+        d = x - target
+        return (d * d).mean(), d * np.float32(2 / d.size)
+
+    for name, ours_fn, peer_fn, torch_loss in (
+            ("binary CE", fd.ops.sigmoid_binary_cross_entropy, peer_bce,
+             "binary_cross_entropy_with_logits"),
+            ("MSE", fd.ops.mean_squared_error, peer_mse, "mse_loss")):
+        fns = {"copy": copy, "ours": lambda f=ours_fn: f(x, target), peer_name: peer_fn}
+        if torch is not None:
+            tz = torch.as_tensor(x, device=device).requires_grad_(True)
+            tt = torch.as_tensor(target, device=device)
+            loss_fn = getattr(torch.nn.functional, torch_loss)
+
+            def torch_step(tz=tz, tt=tt, loss_fn=loss_fn):
+                loss_fn(tz, tt).backward()
+                tz.grad = None
+
+            fns["torch"] = torch_step
+        row_from(run(fns, m * n), name, shape, "-", POINT_BYTES * m * n)
 
 
 def main(argv=None):
@@ -421,7 +498,8 @@ def main(argv=None):
         bn_shapes = [quick_shape(s) for s in BN_SHAPES]
         ce_shapes = [quick_shape(s) for s in CE_SHAPES]
         copy_bytes = COPY_BYTES // 64
-    rows = bench(args.device, bn_shapes, ce_shapes, rounds, copy_bytes)
+    ew_shape = quick_shape(ELEMENTWISE_SHAPE) if args.quick else ELEMENTWISE_SHAPE
+    rows = bench(args.device, bn_shapes, ce_shapes, rounds, copy_bytes, ew_shape)
     peer = "CuPy" if args.device == "cuda" else "NumPy"
     cols = [("op", "op"), ("shape", "shape"), ("dropout", "dropout"),
             ("copy_gbs", "copy GB/s"), ("ms", "ours ms"), ("gbs", "GB/s"),
@@ -433,7 +511,9 @@ def main(argv=None):
                              "copy_bytes": copy_bytes, "rounds": rounds,
                              "bytes_per_element": {"bn_elu": BN_BYTES,
                                                    "bn_elu_dropout": BN_BYTES + MASK_BYTES,
-                                                   "softmax_ce": "8 + 8 per row"},
+                                                   "softmax_ce": "8 + 8 per row",
+                                                   "dropout": DROPOUT_BYTES,
+                                                   "binary_ce, mse": POINT_BYTES},
                              "rows": rows})
     print(f"\n{info['date']}, {info['cpu']}, {info['threads']} threads"
           + (f", {info['gpu']}" if args.device == "cuda" else "")
