@@ -193,3 +193,31 @@ def test_batchnorm_binding_rejects_bad_arguments():
                                1.0, 0.3, False, True, 0)
     with pytest.raises(ValueError):
         mod.batchnorm_workspace(0, 5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_batchnorm_is_called_correctly(dtype, monkeypatch):
+    """CUDABackend's Dense -> BN block: each stage reaches the real binding
+    with the arrays of the previous one (the stage before is stubbed, since
+    the fake runtime fails at the first call)."""
+    mod = _cuda_module()
+    from fusednn._backend import CUDABackend
+
+    be = CUDABackend(mod, _FakeCupyBN)
+    spec = fd.activations.get("elu")
+    x, w, b = _FakeArray((6, 3), dtype), _FakeArray((3, 5), dtype), _FakeArray((5,), dtype)
+    z = _FakeArray((6, 5), dtype)
+    vec = [_FakeArray((5,), dtype) for _ in range(4)]
+    cols, mask = _FakeArray((5, 5), dtype), _FakeArray((1,), np.uint32)
+    with pytest.raises(RuntimeError):  # the GEMM, first
+        be.dense_batchnorm_forward(x, w, b, *vec, True, 0.99, 1e-3, 0, spec, 0.3, False, 1, 2)
+    monkeypatch.setattr(be, "dense_forward", lambda *a: (z, None, None))
+    with pytest.raises(RuntimeError):  # then the batch norm of z
+        be.dense_batchnorm_forward(x, w, b, *vec, True, 0.99, 1e-3, 0, spec, 0.3, False, 1, 2)
+    with pytest.raises(RuntimeError):  # backward: the batch norm first
+        be.dense_batchnorm_backward(z, x, w, True, True, z, z, cols, mask, True, True, spec, 0.3,
+                                    False, True)
+    monkeypatch.setattr(be, "batchnorm_backward", lambda *a: (z, vec[0], vec[1]))
+    with pytest.raises(RuntimeError):  # then the dense GEMMs on dz
+        be.dense_batchnorm_backward(z, x, w, True, True, z, z, cols, mask, True, True, spec, 0.3,
+                                    False, True)

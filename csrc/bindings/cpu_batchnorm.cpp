@@ -1,4 +1,5 @@
-// fusednn._C: batch normalisation + activation + dropout (csrc/cpu/batchnorm.h).
+// fusednn._C: batch normalisation + activation + dropout (csrc/cpu/batchnorm.h),
+// alone or after a dense layer (dense_batchnorm_*: one call for the block).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -9,6 +10,7 @@
 #include "bindings/cpu_checks.h"
 #include "bindings/registry.h"
 #include "cpu/batchnorm.h"
+#include "cpu/kernels.h"
 
 namespace py = pybind11;
 using fusednn::Act;
@@ -42,13 +44,46 @@ fusednn::BnDropout dropout_of(const char* fn, double rate, bool alpha, uint64_t 
 
 int64_t mask_words(int64_t m, int64_t n) { return (m * n + 31) / 32; }
 
+// The dense stage of a Dense -> BN block: w (k x n) and bias (n or null);
+// w null for batch norm alone.
 template <typename T>
-py::tuple forward_t(const py::array& x, const py::object& gamma, const py::object& beta,
+struct DenseStage {
+  const T* w = nullptr;
+  const T* bias = nullptr;
+  int64_t k = 0;
+};
+
+template <typename T>
+DenseStage<T> dense_stage(const py::array& x, const py::object& w, const py::object& bias,
+                          int64_t* n) {
+  DenseStage<T> s;
+  if (w.is_none()) return s;
+  py::array wa = w.cast<py::array>();
+  require(wa, "w", x.dtype(), {x.shape(1), -1});
+  s.w = cst<T>(wa);
+  s.k = x.shape(1);
+  *n = wa.shape(1);
+  if (!bias.is_none()) {
+    py::array ba = bias.cast<py::array>();
+    require(ba, "b", x.dtype(), {*n});
+    s.bias = cst<T>(ba);
+  }
+  return s;
+}
+
+// Batch norm of x, or with w given of z = x @ w + b (returned last, None
+// otherwise): the GEMM and the batch norm passes in one call, the GIL
+// released once.
+template <typename T>
+py::tuple forward_t(const py::array& x, const py::object& w, const py::object& bias,
+                    const py::object& gamma, const py::object& beta,
                     const py::object& moving_mean, const py::object& moving_var, bool training,
                     double momentum, double epsilon, int convention, Act a, double alpha,
                     const fusednn::BnDropout& d) {
   const py::dtype dt = x.dtype();
-  const int64_t m = x.shape(0), n = x.shape(1);
+  const int64_t m = x.shape(0);
+  int64_t n = x.shape(1);
+  const DenseStage<T> dense = dense_stage<T>(x, w, bias, &n);
   const T* g = feature<T>(gamma, "gamma", dt, n);
   const T* b = feature<T>(beta, "beta", dt, n);
   T* mm = feature_out<T>(moving_mean, "moving_mean", dt, n);
@@ -57,9 +92,17 @@ py::tuple forward_t(const py::array& x, const py::object& gamma, const py::objec
     throw py::value_error("moving_mean and moving_var must both be given or both be None");
   if (!training && mm == nullptr)
     throw py::value_error("inference needs moving_mean and moving_var");
-  if (m < 1 || n < 1) throw py::value_error("x: needs at least one row and one column");
+  if (m < 1 || n < 1 || (dense.w != nullptr && dense.k < 1))
+    throw py::value_error("x: needs at least one row and one column");
   if (convention != 0 && convention != 1)
     throw py::value_error("convention must be 0 (keras) or 1 (torch)");
+  py::object z = py::none();
+  T* zp = nullptr;
+  if (dense.w != nullptr) {
+    py::array za(dt, std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
+    zp = mut<T>(za);
+    z = za;
+  }
   py::array y(dt, std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
   py::array cols(dt, std::vector<py::ssize_t>{fusednn::kBnCols, (py::ssize_t)n});
   uint32_t* maskp;
@@ -73,6 +116,11 @@ py::tuple forward_t(const py::array& x, const py::object& gamma, const py::objec
   T* cp = mut<T>(cols);
   {
     py::gil_scoped_release nogil;
+    if (zp != nullptr) {
+      fusednn::cpu::dense_forward<T>(xp, dense.w, dense.bias, zp, nullptr, m, dense.k, n,
+                                     Act::Linear, T(0), 0);
+      xp = zp;
+    }
     if (training)
       fusednn::cpu::batchnorm_forward_train<T>(xp, g, b, mm, mv, momentum, epsilon,
                                                fusednn::BnConvention(convention), yp, cp, meanp,
@@ -81,14 +129,18 @@ py::tuple forward_t(const py::array& x, const py::object& gamma, const py::objec
       fusednn::cpu::batchnorm_forward_infer<T>(xp, g, b, mm, mv, epsilon, yp, cp, maskp, m, n, a,
                                                T(alpha), d);
   }
-  return py::make_tuple(y, cols, mean, var, mask);
+  return py::make_tuple(y, cols, mean, var, mask, z);
 }
 
+// Backward of forward_t: (dx, dgamma, dbeta) for batch norm alone; with w
+// given (x is then z = x_in @ w + b) also through the dense layer:
+// (dx_in or None, dgamma, dbeta, dw, db or None).
 template <typename T>
 py::tuple backward_t(const py::array& dy, const py::array& x, const py::array& y,
                      const py::array& cols, const py::object& mask, bool need_dgamma,
                      bool need_dbeta, Act a, double alpha, const fusednn::BnDropout& d,
-                     bool batch_stats) {
+                     bool batch_stats, const py::object& x_in, const py::object& w,
+                     bool has_bias, bool need_dx) {
   const py::dtype dt = x.dtype();
   const int64_t m = x.shape(0), n = x.shape(1);
   require(dy, "dy", dt, {m, n});
@@ -101,18 +153,43 @@ py::tuple backward_t(const py::array& dy, const py::array& x, const py::array& y
     require_flat(ma, "mask", py::dtype::of<uint32_t>(), mask_words(m, n), false);
     maskp = cst<uint32_t>(ma);
   }
-  py::array dx(dt, std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
+  const bool dense = !w.is_none();
+  const T *xinp = nullptr, *wp = nullptr;
+  int64_t k = 0;
+  if (dense) {
+    if (x_in.is_none()) throw py::value_error("x_in: required with w");
+    py::array xa = x_in.cast<py::array>();
+    require(xa, "x_in", dt, {m, -1});
+    k = xa.shape(1);
+    py::array wa = w.cast<py::array>();
+    require(wa, "w", dt, {k, n});
+    xinp = cst<T>(xa);
+    wp = cst<T>(wa);
+  }
+  // dL/d(BN input): the result alone, or scratch before the dense backward.
+  py::array dz(dt, std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
   T *dgp, *dbp;
   py::object dgamma = optional_out<T>(need_dgamma, dt, {(py::ssize_t)n}, &dgp);
   py::object dbeta = optional_out<T>(need_dbeta, dt, {(py::ssize_t)n}, &dbp);
+  T *dxp = nullptr, *dwp = nullptr, *dbiasp = nullptr;
+  py::object dx = py::none(), dw = py::none(), dbias = py::none();
+  if (dense) {
+    dx = optional_out<T>(need_dx, dt, {(py::ssize_t)m, (py::ssize_t)k}, &dxp);
+    dw = optional_out<T>(true, dt, {(py::ssize_t)k, (py::ssize_t)n}, &dwp);
+    dbias = optional_out<T>(has_bias, dt, {(py::ssize_t)n}, &dbiasp);
+  }
   const T *dyp = cst<T>(dy), *xp = cst<T>(x), *yp = cst<T>(y), *cp = cst<T>(cols);
-  T* dxp = mut<T>(dx);
+  T* dzp = mut<T>(dz);
   {
     py::gil_scoped_release nogil;
-    fusednn::cpu::batchnorm_backward<T>(dyp, xp, yp, cp, maskp, dxp, dgp, dbp, m, n, a, T(alpha),
+    fusednn::cpu::batchnorm_backward<T>(dyp, xp, yp, cp, maskp, dzp, dgp, dbp, m, n, a, T(alpha),
                                         d, batch_stats);
+    if (dense)
+      fusednn::cpu::dense_backward<T>(dzp, nullptr, xinp, wp, nullptr, dxp, dwp, dbiasp, m, k, n,
+                                      Act::Linear, T(0));
   }
-  return py::make_tuple(dx, dgamma, dbeta);
+  if (dense) return py::make_tuple(dx, dgamma, dbeta, dw, dbias);
+  return py::make_tuple(dz, dgamma, dbeta);
 }
 
 void register_batchnorm(py::module_& m) {
@@ -128,10 +205,13 @@ void register_batchnorm(py::module_& m) {
           throw py::value_error("epsilon must be a finite number > 0");
         const auto d = dropout_of("batchnorm_forward", rate, alpha_dropout, seed, step);
         const Act a = to_act(kind);
-        return is_f64(x) ? forward_t<double>(x, gamma, beta, moving_mean, moving_var, training,
-                                             momentum, epsilon, convention, a, alpha, d)
-                         : forward_t<float>(x, gamma, beta, moving_mean, moving_var, training,
-                                            momentum, epsilon, convention, a, alpha, d);
+        const py::object none = py::none();
+        py::tuple r = is_f64(x)
+                          ? forward_t<double>(x, none, none, gamma, beta, moving_mean, moving_var,
+                                              training, momentum, epsilon, convention, a, alpha, d)
+                          : forward_t<float>(x, none, none, gamma, beta, moving_mean, moving_var,
+                                             training, momentum, epsilon, convention, a, alpha, d);
+        return py::make_tuple(r[0], r[1], r[2], r[3], r[4]);
       },
       py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("moving_mean"),
       py::arg("moving_var"), py::arg("training"), py::arg("momentum"), py::arg("epsilon"),
@@ -149,15 +229,59 @@ void register_batchnorm(py::module_& m) {
         require(x, "x", dt, {-1, -1});
         const auto d = dropout_of("batchnorm_backward", rate, alpha_dropout, 0, 0);
         const Act a = to_act(kind);
+        const py::object none = py::none();
         return is_f64(x) ? backward_t<double>(dy, x, y, cols, mask, need_dgamma, need_dbeta, a,
-                                              alpha, d, batch_stats)
+                                              alpha, d, batch_stats, none, none, false, false)
                          : backward_t<float>(dy, x, y, cols, mask, need_dgamma, need_dbeta, a,
-                                             alpha, d, batch_stats);
+                                             alpha, d, batch_stats, none, none, false, false);
       },
       py::arg("dy"), py::arg("x"), py::arg("y"), py::arg("cols"), py::arg("mask"),
       py::arg("need_dgamma"), py::arg("need_dbeta"), py::arg("kind"), py::arg("alpha"),
       py::arg("rate"), py::arg("alpha_dropout"), py::arg("batch_stats"),
       "(dx, dgamma, dbeta) from dy and what batchnorm_forward returned.");
+  m.def(
+      "dense_batchnorm_forward",
+      [](const py::array& x, const py::array& w, const py::object& b, const py::object& gamma,
+         const py::object& beta, const py::object& moving_mean, const py::object& moving_var,
+         bool training, double momentum, double epsilon, int convention, int kind, double alpha,
+         double rate, bool alpha_dropout, uint64_t seed, uint64_t step) -> py::tuple {
+        const py::dtype dt = checked_float_dtype(x, "x");
+        require(x, "x", dt, {-1, -1});
+        if (!(epsilon > 0.0) || !std::isfinite(epsilon))
+          throw py::value_error("epsilon must be a finite number > 0");
+        const auto d = dropout_of("dense_batchnorm_forward", rate, alpha_dropout, seed, step);
+        const Act a = to_act(kind);
+        return is_f64(x) ? forward_t<double>(x, w, b, gamma, beta, moving_mean, moving_var,
+                                             training, momentum, epsilon, convention, a, alpha, d)
+                         : forward_t<float>(x, w, b, gamma, beta, moving_mean, moving_var,
+                                            training, momentum, epsilon, convention, a, alpha, d);
+      },
+      py::arg("x"), py::arg("w"), py::arg("b"), py::arg("gamma"), py::arg("beta"),
+      py::arg("moving_mean"), py::arg("moving_var"), py::arg("training"), py::arg("momentum"),
+      py::arg("epsilon"), py::arg("convention"), py::arg("kind"), py::arg("alpha"),
+      py::arg("rate"), py::arg("alpha_dropout"), py::arg("seed"), py::arg("step"),
+      "(y, cols, mean, var, mask, z): batchnorm_forward of z = x @ w + b, which is returned "
+      "last (backward reads it).");
+  m.def(
+      "dense_batchnorm_backward",
+      [](const py::array& dy, const py::array& x_in, const py::array& w, const py::array& z,
+         const py::array& y, const py::array& cols, const py::object& mask, bool has_bias,
+         bool need_dx, bool need_dgamma, bool need_dbeta, int kind, double alpha, double rate,
+         bool alpha_dropout, bool batch_stats) -> py::tuple {
+        const py::dtype dt = checked_float_dtype(z, "z");
+        require(z, "z", dt, {-1, -1});
+        const auto d = dropout_of("dense_batchnorm_backward", rate, alpha_dropout, 0, 0);
+        const Act a = to_act(kind);
+        return is_f64(z) ? backward_t<double>(dy, z, y, cols, mask, need_dgamma, need_dbeta, a,
+                                              alpha, d, batch_stats, x_in, w, has_bias, need_dx)
+                         : backward_t<float>(dy, z, y, cols, mask, need_dgamma, need_dbeta, a,
+                                             alpha, d, batch_stats, x_in, w, has_bias, need_dx);
+      },
+      py::arg("dy"), py::arg("x_in"), py::arg("w"), py::arg("z"), py::arg("y"), py::arg("cols"),
+      py::arg("mask"), py::arg("has_bias"), py::arg("need_dx"), py::arg("need_dgamma"),
+      py::arg("need_dbeta"), py::arg("kind"), py::arg("alpha"), py::arg("rate"),
+      py::arg("alpha_dropout"), py::arg("batch_stats"),
+      "(dx or None, dgamma, dbeta, dw, db or None) of the dense -> batch norm block.");
 }
 
 const Registrar registrar(register_batchnorm);

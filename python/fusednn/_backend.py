@@ -150,6 +150,23 @@ class CPUBackend:
         return _C.batchnorm_backward(dy, x, y, cols, mask, has_gamma, has_beta, spec.kind,
                                      spec.alpha, rate, alpha_dropout, batch_stats)
 
+    @staticmethod
+    def dense_batchnorm_forward(x, w, b, gamma, beta, moving_mean, moving_var, training,
+                                momentum, epsilon, convention, spec, rate, alpha_dropout, seed,
+                                step):
+        """(y, cols, mean, var, mask, z), z = x @ w + b: one C++ call."""
+        return _C.dense_batchnorm_forward(x, w, b, gamma, beta, moving_mean, moving_var,
+                                          training, momentum, epsilon, convention, spec.kind,
+                                          spec.alpha, rate, alpha_dropout, seed, step)
+
+    @staticmethod
+    def dense_batchnorm_backward(dy, x, w, has_bias, need_dx, z, y, cols, mask, has_gamma,
+                                 has_beta, spec, rate, alpha_dropout, batch_stats):
+        """(dx or None, dgamma, dbeta, dw, db or None): one C++ call."""
+        return _C.dense_batchnorm_backward(dy, x, w, z, y, cols, mask, has_bias, need_dx,
+                                           has_gamma, has_beta, spec.kind, spec.alpha, rate,
+                                           alpha_dropout, batch_stats)
+
     # --- losses (CPU) ---
 
     @staticmethod
@@ -351,6 +368,29 @@ class CUDABackend:
                 self._ptr(mask), dx.data.ptr, self._ptr(dgamma), self._ptr(dbeta), ws.data.ptr,
                 spec.kind, spec.alpha, rate, alpha_dropout, batch_stats, self._stream())
         return dx, dgamma, dbeta
+
+    def dense_batchnorm_forward(self, x, w, b, gamma, beta, moving_mean, moving_var, training,
+                                momentum, epsilon, convention, spec, rate, alpha_dropout, seed,
+                                step):
+        """As CPUBackend's: the cuBLASLt GEMM with the bias epilogue, then the
+        batch-norm kernels, on one stream."""
+        from .activations import get as act
+
+        z, _, _ = self.dense_forward(x, w, b, act("linear"))
+        return (*self.batchnorm_forward(z, gamma, beta, moving_mean, moving_var, training,
+                                        momentum, epsilon, convention, spec, rate,
+                                        alpha_dropout, seed, step), z)
+
+    def dense_batchnorm_backward(self, dy, x, w, has_bias, need_dx, z, y, cols, mask, has_gamma,
+                                 has_beta, spec, rate, alpha_dropout, batch_stats):
+        """As CPUBackend's: the batch-norm backward kernels, then the dense
+        backward GEMMs (bias gradient in the dw GEMM's epilogue)."""
+        dz, dgamma, dbeta = self.batchnorm_backward(dy, z, y, cols, mask, has_gamma, has_beta,
+                                                    spec, rate, alpha_dropout, batch_stats)
+        from .activations import get as act
+
+        dx, dw, db = self.dense_backward(dz, None, x, w, has_bias, need_dx, act("linear"))
+        return dx, dgamma, dbeta, dw, db
 
     # --- losses (CUDA) ---
 

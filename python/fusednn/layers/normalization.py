@@ -37,7 +37,11 @@ class BatchNormalization(Layer):
     block in one op and backward returns dL/dx of the block's input. The
     fused dropout is active when ``training`` is true (also when the layer
     is frozen) and keys its masks with ``seed`` and the layer's own
-    ``dropout_step``, incremented at each such forward.
+    ``dropout_step``, incremented at each such forward. A model that fuses
+    Dense -> BN sets ``fused_dense`` (the Dense layer, with a linear
+    activation): forward then takes the Dense layer's input and runs
+    fd.ops.dense_batchnorm_forward (GEMM, bias and the whole BN block in one
+    call), and backward leaves the Dense layer's gradients in its ``grads``.
     """
 
     def __init__(self, momentum=0.99, epsilon=1e-3, center=True, scale=True,
@@ -70,6 +74,7 @@ class BatchNormalization(Layer):
         # the fused dropout also runs in inference (MC dropout) when True
         self.fused_dropout_mc = False
         self.dropout_step = 0
+        self.fused_dense = None
         self._ctx = None
 
     def _build(self, input_dim, xp, dtype):
@@ -112,21 +117,33 @@ class BatchNormalization(Layer):
 
     def forward(self, x, training=False):
         require_built(self)
-        x = check_input(self, x, self.input_dim)
+        dense = self.fused_dense
+        x = check_input(self, x, self.input_dim if dense is None else dense.input_dim)
         training = check_bool("BatchNormalization", "training", training)
         kw = self._fused_args(training)
         batch_stats = training and self.trainable
-        y, self._ctx = ops.batchnorm_forward(
-            x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
-            training=batch_stats, momentum=self.momentum, epsilon=self.epsilon,
-            convention=self.convention, **kw)
+        if dense is None:
+            y, self._ctx = ops.batchnorm_forward(
+                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                training=batch_stats, momentum=self.momentum, epsilon=self.epsilon,
+                convention=self.convention, **kw)
+        else:
+            y, self._ctx = ops.dense_batchnorm_forward(
+                x, dense.kernel, dense.bias, self.gamma, self.beta, self.moving_mean,
+                self.moving_variance, training=batch_stats, momentum=self.momentum,
+                epsilon=self.epsilon, convention=self.convention, **kw)
         if self.fused_dropout is not None and (training or self.fused_dropout_mc):
             self.dropout_step += 1
         return y
 
     def backward(self, dy, need_dx=True):
         require_forward(self, self._ctx)
-        dx, dgamma, dbeta = ops.batchnorm_backward(dy, self._ctx)
+        if isinstance(self._ctx, ops.DenseBatchNormContext):
+            dx, dw, db, dgamma, dbeta = ops.dense_batchnorm_backward(dy, self._ctx,
+                                                                     need_dx=need_dx)
+            self.fused_dense.grads = [dw, db] if self._ctx.has_bias else [dw]
+        else:
+            dx, dgamma, dbeta = ops.batchnorm_backward(dy, self._ctx)
         self.grads = [g for g, on in ((dgamma, self.scale), (dbeta, self.center)) if on]
         return dx if need_dx else None
 

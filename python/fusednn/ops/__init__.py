@@ -7,7 +7,8 @@ from .dense import DenseContext, dense_backward, dense_forward, dense_stack_back
 from .dropout import DropoutContext, dropout_backward, dropout_forward, dropout_mask
 
 # --- batchnorm ---
-from .batchnorm import (BatchNormContext, batchnorm_backward, batchnorm_forward,
+from .batchnorm import (BatchNormContext, DenseBatchNormContext, batchnorm_backward,
+                        batchnorm_forward, dense_batchnorm_backward, dense_batchnorm_forward,
                         fold_batchnorm)
 
 # --- losses ---
@@ -30,6 +31,9 @@ __all__ = [
     "BatchNormContext",
     "batchnorm_backward",
     "batchnorm_forward",
+    "DenseBatchNormContext",
+    "dense_batchnorm_backward",
+    "dense_batchnorm_forward",
     "fold_batchnorm",
     # --- losses names ---
     "mean_squared_error",

@@ -49,7 +49,8 @@ from .. import _backend
 from .. import activations as _act
 from ._checks import check_bool, check_float, check_rate, check_uint64, float_array
 
-__all__ = ["BatchNormContext", "batchnorm_forward", "batchnorm_backward", "fold_batchnorm"]
+__all__ = ["BatchNormContext", "DenseBatchNormContext", "batchnorm_forward", "batchnorm_backward",
+           "dense_batchnorm_forward", "dense_batchnorm_backward", "fold_batchnorm"]
 
 _CONVENTIONS = {"keras": 0, "torch": 1}
 
@@ -97,6 +98,46 @@ def _feature(caller, name, a, xp, n, dtype, *, writable=False):
     return float_array(caller, name, a, xp, ndim=1, dtype=dtype)
 
 
+def _bn_options(caller, be, batch, n, dtype, gamma, beta, moving_mean, moving_var, training,
+                momentum, epsilon, convention, dropout, seed, step, alpha_dropout,
+                dropout_training):
+    """The checked batch-norm arguments for inputs of (batch, n) features,
+    as the backend's positional arguments after x."""
+    if batch == 0 or n == 0:
+        raise ValueError(f"{caller}: x has shape {(batch, n)}; needs at least one sample "
+                         f"and one feature")
+    gamma = _feature(caller, "gamma", gamma, be.xp, n, dtype)
+    beta = _feature(caller, "beta", beta, be.xp, n, dtype)
+    moving_mean = _feature(caller, "moving_mean", moving_mean, be.xp, n, dtype, writable=True)
+    moving_var = _feature(caller, "moving_var", moving_var, be.xp, n, dtype, writable=True)
+    training = check_bool(caller, "training", training)
+    if (moving_mean is None) != (moving_var is None):
+        raise ValueError(f"{caller}: moving_mean and moving_var must both be arrays or both be "
+                         f"None")
+    if not training and moving_mean is None:
+        raise ValueError(f"{caller}: training=False normalises with moving_mean and moving_var, "
+                         f"which are None")
+    momentum = check_float(caller, "momentum", momentum, low=0.0, high=1.0)
+    epsilon = check_float(caller, "epsilon", epsilon, low=0.0, low_open=True)
+    if convention not in _CONVENTIONS:
+        raise ValueError(f"{caller}: convention must be 'keras' or 'torch', got {convention!r}")
+    if training and batch == 1 and convention == "torch":
+        raise ValueError(f"{caller}: expected more than 1 sample per feature when training with "
+                         f"convention='torch' (got x of shape {(batch, n)})")
+    rate = 0.0
+    if dropout is not None:
+        rate = check_rate(caller, "dropout", dropout)
+    seed = check_uint64(caller, "seed", seed)
+    step = check_uint64(caller, "step", step)
+    alpha_dropout = check_bool(caller, "alpha_dropout", alpha_dropout)
+    if dropout_training is None:
+        dropout_training = training
+    if not check_bool(caller, "dropout_training", dropout_training):
+        rate = 0.0
+    return (gamma, beta, moving_mean, moving_var, training, momentum, epsilon,
+            _CONVENTIONS[convention], rate, alpha_dropout, seed, step)
+
+
 def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, /, *, training, momentum=0.99,
                       epsilon=1e-3, activation="linear", dropout=None, seed=0, step=0,
                       alpha_dropout=False, dropout_training=None, convention="keras", **params):
@@ -117,44 +158,95 @@ def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, /, *, training, m
     be = _backend.backend_for(caller, x=x, gamma=gamma, beta=beta, moving_mean=moving_mean,
                               moving_var=moving_var)
     x = float_array(caller, "x", x, be.xp, ndim=2)
-    batch, n = x.shape
-    if batch == 0 or n == 0:
-        raise ValueError(f"{caller}: x has shape {tuple(x.shape)}; needs at least one sample "
-                         f"and one feature")
-    gamma = _feature(caller, "gamma", gamma, be.xp, n, x.dtype)
-    beta = _feature(caller, "beta", beta, be.xp, n, x.dtype)
-    moving_mean = _feature(caller, "moving_mean", moving_mean, be.xp, n, x.dtype, writable=True)
-    moving_var = _feature(caller, "moving_var", moving_var, be.xp, n, x.dtype, writable=True)
-    training = check_bool(caller, "training", training)
-    if (moving_mean is None) != (moving_var is None):
-        raise ValueError(f"{caller}: moving_mean and moving_var must both be arrays or both be "
-                         f"None")
-    if not training and moving_mean is None:
-        raise ValueError(f"{caller}: training=False normalises with moving_mean and moving_var, "
-                         f"which are None")
-    momentum = check_float(caller, "momentum", momentum, low=0.0, high=1.0)
-    epsilon = check_float(caller, "epsilon", epsilon, low=0.0, low_open=True)
-    if convention not in _CONVENTIONS:
-        raise ValueError(f"{caller}: convention must be 'keras' or 'torch', got {convention!r}")
-    if training and batch == 1 and convention == "torch":
-        raise ValueError(f"{caller}: expected more than 1 sample per feature when training with "
-                         f"convention='torch' (got x of shape {tuple(x.shape)})")
-    rate = 0.0
-    if dropout is not None:
-        rate = check_rate(caller, "dropout", dropout)
-    seed = check_uint64(caller, "seed", seed)
-    step = check_uint64(caller, "step", step)
-    alpha_dropout = check_bool(caller, "alpha_dropout", alpha_dropout)
-    if dropout_training is None:
-        dropout_training = training
-    if not check_bool(caller, "dropout_training", dropout_training):
-        rate = 0.0
+    (gamma, beta, moving_mean, moving_var, training, momentum, epsilon, conv, rate,
+     alpha_dropout, seed, step) = _bn_options(
+        caller, be, *x.shape, x.dtype, gamma, beta, moving_mean, moving_var, training, momentum,
+        epsilon, convention, dropout, seed, step, alpha_dropout, dropout_training)
     y, cols, mean, var, mask = be.batchnorm_forward(
-        x, gamma, beta, moving_mean, moving_var, training, momentum, epsilon,
-        _CONVENTIONS[convention], spec, rate, alpha_dropout, seed, step)
+        x, gamma, beta, moving_mean, moving_var, training, momentum, epsilon, conv, spec, rate,
+        alpha_dropout, seed, step)
     ctx = BatchNormContext(x, y, cols, mask, gamma is not None, beta is not None, spec, rate,
                            alpha_dropout, training, be, mean, var)
     return y, ctx
+
+
+@dataclass
+class DenseBatchNormContext:
+    """What dense_batchnorm_backward needs: the block's input and kernel, and
+    the batch norm's context (its x is z = x @ w + b)."""
+
+    x: object
+    w: object
+    has_bias: bool
+    bn: BatchNormContext
+
+
+def dense_batchnorm_forward(x, w, b, gamma, beta, moving_mean, moving_var, /, *, training,
+                            momentum=0.99, epsilon=1e-3, activation="linear", dropout=None,
+                            seed=0, step=0, alpha_dropout=False, dropout_training=None,
+                            convention="keras", **params):
+    """A Dense -> BatchNormalization -> activation (-> dropout) block in one call.
+
+        z = x @ w + b,   y = dropout(activation(gamma * z_hat + beta))
+
+    with z_hat normalised as in batchnorm_forward (same arguments, same
+    conventions). x: (batch, in); w: (in, units); b: (units,) or None; the
+    batch-norm arrays: (units,). Returns (y, ctx). The results are those of
+    dense_forward(x, w, b) followed by batchnorm_forward(z, ...), bit for bit.
+    On the CPU the GEMM (with its bias epilogue per row block) and the batch
+    norm passes run in one C++ call with the GIL released once; on CUDA it is
+    the cuBLASLt GEMM with the bias epilogue and the batch-norm kernels,
+    queued on one stream with no host synchronisation.
+    """
+    caller = "dense_batchnorm_forward"
+    spec = _act.get(activation, caller, **params)
+    be = _backend.backend_for(caller, x=x, w=w, b=b, gamma=gamma, beta=beta,
+                              moving_mean=moving_mean, moving_var=moving_var)
+    x = float_array(caller, "x", x, be.xp, ndim=2)
+    w = float_array(caller, "w", w, be.xp, ndim=2, dtype=x.dtype)
+    if w.shape[0] != x.shape[1] or x.shape[1] == 0:
+        raise ValueError(f"{caller}: w has shape {tuple(w.shape)} but x has {x.shape[1]} "
+                         f"features; expected w of shape ({x.shape[1]}, units), in >= 1")
+    units = w.shape[1]
+    if b is not None:
+        b = float_array(caller, "b", b, be.xp, ndim=1, dtype=x.dtype)
+        if b.shape[0] != units:
+            raise ValueError(f"{caller}: b has shape {tuple(b.shape)}, expected ({units},) "
+                             f"to match w of shape {tuple(w.shape)}")
+    (gamma, beta, moving_mean, moving_var, training, momentum, epsilon, conv, rate,
+     alpha_dropout, seed, step) = _bn_options(
+        caller, be, x.shape[0], units, x.dtype, gamma, beta, moving_mean, moving_var, training,
+        momentum, epsilon, convention, dropout, seed, step, alpha_dropout, dropout_training)
+    y, cols, mean, var, mask, z = be.dense_batchnorm_forward(
+        x, w, b, gamma, beta, moving_mean, moving_var, training, momentum, epsilon, conv, spec,
+        rate, alpha_dropout, seed, step)
+    bn = BatchNormContext(z, y, cols, mask, gamma is not None, beta is not None, spec, rate,
+                          alpha_dropout, training, be, mean, var)
+    return y, DenseBatchNormContext(x, w, b is not None, bn)
+
+
+def dense_batchnorm_backward(dy, ctx: DenseBatchNormContext, *, need_dx: bool = True):
+    """Gradients (dx, dw, db, dgamma, dbeta) of the block from dy = dL/dy.
+
+    dz = batchnorm_backward's dx, then dw = x^T dz, db = sum_batch dz,
+    dx = dz w^T (None when ``need_dx=False``); db (dgamma, dbeta) is None
+    without a bias (gamma, beta). One call, as the forward.
+    """
+    caller = "dense_batchnorm_backward"
+    if not isinstance(ctx, DenseBatchNormContext):
+        raise TypeError(f"{caller}: ctx must come from dense_batchnorm_forward, "
+                        f"got {type(ctx).__name__}")
+    bn = ctx.bn
+    be = _backend.backend_for(caller, dy=dy, x=ctx.x)
+    dy = float_array(caller, "dy", dy, be.xp, ndim=2, dtype=ctx.x.dtype)
+    if tuple(dy.shape) != tuple(bn.x.shape):
+        raise ValueError(f"{caller}: dy has shape {tuple(dy.shape)}, expected "
+                         f"{tuple(bn.x.shape)} (the shape of the forward output)")
+    need_dx = check_bool(caller, "need_dx", need_dx)
+    dx, dgamma, dbeta, dw, db = be.dense_batchnorm_backward(
+        dy, ctx.x, ctx.w, ctx.has_bias, need_dx, bn.x, bn.y, bn.cols, bn.mask, bn.has_gamma,
+        bn.has_beta, bn.spec, bn.rate, bn.alpha_dropout, bn.batch_stats)
+    return dx, dw, db, dgamma, dbeta
 
 
 def batchnorm_backward(dy, ctx: BatchNormContext):

@@ -1,0 +1,372 @@
+"""Whole training epochs: fd.Sequential.fit vs PyTorch vs plain NumPy.
+
+Two networks on synthetic data (float32, N(0, 1) inputs, random labels):
+
+  deep: 3072 -> 20 x [Dense(100) -> BN -> ELU] -> Dense(10), Nadam,
+        He-normal kernels (the reference network of the chapter on training
+        deep networks), at batch 32, 128 and 1024;
+  wide: 784 -> 3 x [Dense(1024) -> BN -> ReLU -> Dropout(0.2)] -> Dense(10),
+        Adam, at batch 256.
+
+Each contender runs one epoch over the same arrays: shuffle, gather each
+batch, forward, softmax cross-entropy, backward, one optimizer step, and the
+batch loss read back to the host (what a progress bar needs):
+
+  fusednn: ``model.fit(x, y, batch_size, epochs=1, verbose=0)``; BN ->
+    activation (-> dropout) run as one fused kernel call per block;
+  PyTorch: nn.Sequential of Linear / BatchNorm1d / ELU|ReLU / Dropout,
+    ``torch.optim.NAdam`` / ``Adam`` (foreach), ``F.cross_entropy`` and
+    autograd, the usual loop with ``loss.item()`` per batch, the same number
+    of threads (``torch.set_num_threads``);
+  NumPy: the same network written by hand in float32 (x @ w + b, the batch
+    norm and ELU forward and backward, the optimizer as array expressions),
+    as a NumPy user would.
+
+Timing: `_harness.interleaved` (one epoch per turn, several rounds,
+median); samples/s = samples per epoch / median epoch time. The roofline is
+the GEMM work: 2 x batch x in x out FLOPs per layer forward and twice that
+backward (the first layer's dx is not needed), against the rate of a bare
+1024^3 sgemm (fusednn._C.gemm) timed interleaved with the contenders;
+"of sgemm" = the GEMM FLOP/s fusednn achieves / that rate. The 100-wide
+layers are small GEMMs that no BLAS runs at the 1024^3 rate, and at batch
+32 the per-call overhead dominates: there the fraction measures how far
+small GEMMs and overhead keep the step from the machine's peak.
+
+Correctness is checked first: one fit step of the fusednn model in float64
+equals the NumPy implementation's step (same weights, same batch).
+
+    python bench/train.py [--device cpu|cuda] [--rounds N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+import fusednn as fd
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _harness import interleaved, machine, markdown, write_json  # noqa: E402
+
+DEEP = {"name": "deep", "n_in": 3072, "blocks": [100] * 20, "act": "elu", "drop": 0.0,
+        "opt": "nadam"}
+WIDE = {"name": "wide", "n_in": 784, "blocks": [1024] * 3, "act": "relu", "drop": 0.2,
+        "opt": "adam"}
+N_OUT = 10
+CASES = [(DEEP, 32), (DEEP, 128), (DEEP, 1024), (WIDE, 256)]
+
+
+def widths(net):
+    return [net["n_in"], *net["blocks"], N_OUT]
+
+
+def gemm_flops_per_sample(net):
+    """Forward 2·in·out per layer, backward 4·in·out (dW and dx) except the
+    first layer's dx: 6·Σ in·out − 2·in0·out0."""
+    w = widths(net)
+    pairs = list(zip(w[:-1], w[1:]))
+    return 6 * sum(a * b for a, b in pairs) - 2 * pairs[0][0] * pairs[0][1]
+
+
+# ----------------------------------------------------------------- fusednn
+def fd_model(net, dtype=np.float32, seed=0):
+    layers = []
+    for i, units in enumerate(net["blocks"]):
+        layers += [fd.layers.Dense(units, use_bias=True,
+                                   kernel_initializer=fd.initializers.HeNormal(seed=seed + i)),
+                   fd.layers.BatchNormalization(),
+                   fd.layers.Activation(net["act"])]
+        if net["drop"]:
+            layers.append(fd.layers.Dropout(net["drop"], seed=seed + 100 + i))
+    layers.append(fd.layers.Dense(N_OUT, kernel_initializer=fd.initializers.GlorotUniform(
+        seed=seed + 99)))
+    model = fd.Sequential(layers)
+    opt = fd.optimizers.Nadam() if net["opt"] == "nadam" else fd.optimizers.Adam()
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    model.build(net["n_in"], np, dtype)
+    return model
+
+
+# ------------------------------------------------------------------- NumPy
+class NumpyNet:
+    """The network by hand: Dense (+ BN + act (+ inverted dropout)) blocks,
+    softmax cross-entropy, Keras' Adam / Nadam. Keras BN conventions
+    (epsilon 1e-3, momentum 0.99, biased moving variance)."""
+
+    def __init__(self, net, weights, dtype=np.float32, seed=0):
+        self.net, self.dtype = net, dtype
+        self.params = [np.array(w, dtype=dtype) for w in weights["train"]]
+        self.moving = [np.array(w, dtype=dtype) for w in weights["moving"]]
+        self.m = [np.zeros_like(p) for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
+        self.t = 0
+        self.u_prod = 1.0
+        self.rng = np.random.default_rng(seed)
+
+    def step(self, x, y):
+        net, dt = self.net, self.dtype
+        p, caches, h = self.params, [], x
+        nb = len(net["blocks"])
+        for i in range(nb):
+            w, b, g, be = p[4 * i:4 * i + 4]
+            z = h @ w + b
+            mu = z.mean(axis=0)
+            zc = z - mu
+            var = (zc * zc).mean(axis=0)
+            inv = 1.0 / np.sqrt(var + dt(1e-3))
+            xh = zc * inv
+            u = xh * g + be
+            if net["act"] == "elu":
+                a = np.where(u > 0, u, np.expm1(np.minimum(u, 0)))
+            else:
+                a = np.maximum(u, 0)
+            mask = None
+            if net["drop"]:
+                mask = (self.rng.random(a.shape, dtype=dt) >= net["drop"]) / dt(1 - net["drop"])
+                a = a * mask
+            mm, mv = self.moving[2 * i:2 * i + 2]
+            mm *= dt(0.99)
+            mm += dt(0.01) * mu
+            mv *= dt(0.99)
+            mv += dt(0.01) * var
+            caches.append((h, xh, inv, a, mask))
+            h = a
+        w, b = p[-2:]
+        logits = h @ w + b
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        prob = e / e.sum(axis=1, keepdims=True)
+        n = x.shape[0]
+        loss = -np.log(prob[np.arange(n), y]).mean()
+        d = prob
+        d[np.arange(n), y] -= 1
+        d /= n
+        grads = [None] * len(p)
+        grads[-2], grads[-1] = h.T @ d, d.sum(axis=0)
+        dh = d @ w.T
+        for i in range(nb - 1, -1, -1):
+            hin, xh, inv, a, mask = caches[i]
+            g = p[4 * i + 2]
+            if mask is not None:
+                dh = dh * mask
+                a = a / np.where(mask > 0, mask, 1)
+            if net["act"] == "elu":
+                du = dh * np.where(a > 0, 1, a + 1)
+            else:
+                du = dh * (a > 0)
+            grads[4 * i + 3] = du.sum(axis=0)
+            grads[4 * i + 2] = (du * xh).sum(axis=0)
+            dxh = du * g
+            dz = inv / n * (n * dxh - dxh.sum(axis=0) - xh * (dxh * xh).sum(axis=0))
+            grads[4 * i + 1] = dz.sum(axis=0)
+            grads[4 * i] = hin.T @ dz
+            if i:
+                dh = dz @ p[4 * i].T
+        self._update(grads)
+        return loss
+
+    def _update(self, grads):
+        self.t += 1
+        t, lr, b1, b2, eps = self.t, 1e-3, 0.9, 0.999, 1e-7
+        dt = self.dtype
+        if self.net["opt"] == "nadam":
+            u_t = b1 * (1 - 0.5 * 0.96 ** t)  # Keras' schedule
+            u_n = b1 * (1 - 0.5 * 0.96 ** (t + 1))
+            self.u_prod *= u_t
+            c_m = dt(u_n / (1 - self.u_prod * u_n))
+            c_g = dt((1 - u_t) / (1 - self.u_prod))
+            c_v = dt(1 / (1 - b2 ** t))
+            for p_, g_, m_, v_ in zip(self.params, grads, self.m, self.v):
+                m_ *= dt(b1)
+                m_ += dt(1 - b1) * g_
+                v_ *= dt(b2)
+                v_ += dt(1 - b2) * g_ * g_
+                p_ -= dt(lr) * (c_m * m_ + c_g * g_) / (np.sqrt(v_ * c_v) + dt(eps))
+        else:
+            alpha = dt(lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t))
+            for p_, g_, m_, v_ in zip(self.params, grads, self.m, self.v):
+                m_ *= dt(b1)
+                m_ += dt(1 - b1) * g_
+                v_ *= dt(b2)
+                v_ += dt(1 - b2) * g_ * g_
+                p_ -= alpha * m_ / (np.sqrt(v_) + dt(eps))
+
+    def epoch(self, x, y, batch):
+        order = self.rng.permutation(x.shape[0])
+        total = 0.0
+        for s in range(0, x.shape[0], batch):
+            idx = order[s:s + batch]
+            total += float(self.step(x[idx], y[idx]))
+        return total
+
+
+def fd_weights(model):
+    """The fd model's weights split as NumpyNet wants them: per block
+    (kernel, bias, gamma, beta), then the output (kernel, bias); moving
+    statistics separately."""
+    train, moving = [], []
+    for layer in model.layers:
+        if isinstance(layer, fd.layers.BatchNormalization):
+            train += [layer.gamma, layer.beta]
+            moving += [layer.moving_mean, layer.moving_variance]
+        elif isinstance(layer, fd.layers.Dense):
+            train += [layer.kernel, layer.bias]
+    return {"train": train, "moving": moving}
+
+
+# ----------------------------------------------------------------- PyTorch
+def torch_model(net, weights, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    mods, w = [], iter(weights["train"])
+    dims = widths(net)
+    for i, units in enumerate(net["blocks"]):
+        lin = torch.nn.Linear(dims[i], units)
+        bn = torch.nn.BatchNorm1d(units, eps=1e-3, momentum=0.01)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(next(w).T)))
+            lin.bias.copy_(torch.from_numpy(next(w)))
+            bn.weight.copy_(torch.from_numpy(next(w)))
+            bn.bias.copy_(torch.from_numpy(next(w)))
+        mods += [lin, bn, torch.nn.ELU() if net["act"] == "elu" else torch.nn.ReLU()]
+        if net["drop"]:
+            mods.append(torch.nn.Dropout(net["drop"]))
+    out = torch.nn.Linear(dims[-2], N_OUT)
+    with torch.no_grad():
+        out.weight.copy_(torch.from_numpy(np.ascontiguousarray(next(w).T)))
+        out.bias.copy_(torch.from_numpy(next(w)))
+    model = torch.nn.Sequential(*mods, out)
+    if net["opt"] == "nadam":
+        opt = torch.optim.NAdam(model.parameters(), lr=1e-3, eps=1e-7, foreach=True)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7, foreach=True)
+    return model, opt
+
+
+def torch_epoch(model, opt, tx, ty, batch, gen):
+    import torch
+    import torch.nn.functional as F
+
+    model.train()
+    order = torch.randperm(tx.shape[0], generator=gen)
+    total = 0.0
+    for s in range(0, tx.shape[0], batch):
+        idx = order[s:s + batch]
+        loss = F.cross_entropy(model(tx[idx]), ty[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item()
+    return total
+
+
+# ------------------------------------------------------------------ checks
+def check(net):
+    """One float64 fit step of the fusednn model equals NumpyNet's step."""
+    n = 64
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((n, net["n_in"]))
+    y = rng.integers(0, N_OUT, n)
+    small = dict(net, drop=0.0)  # dropout masks differ by design (Philox vs NumPy)
+    model = fd_model(small, np.float64)
+    ref = NumpyNet(small, {k: [np.array(a) for a in v] for k, v in fd_weights(model).items()},
+                   np.float64)
+    model.fit(x, y, batch_size=n, epochs=1, verbose=0, shuffle=False)
+    ref.step(x, y)
+    got = fd_weights(model)
+    # The biases of the Dense layers before a BN get a zero gradient up to
+    # rounding (BN removes the batch mean); Adam-type steps magnify that noise
+    # to +-lr, so they are left out of the comparison.
+    skip = {4 * i + 1 for i in range(len(net["blocks"]))}
+    pairs = [(a, b) for i, (a, b) in enumerate(zip(got["train"], ref.params)) if i not in skip]
+    pairs += list(zip(got["moving"], ref.moving))
+    err = max(float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
+              for a, b in pairs)
+    if err > 1e-9:
+        raise SystemExit(f"check failed: {net['name']} fit step differs from NumPy by {err:.2e}")
+
+
+def gemm_contender():
+    """A bare 1024^3 sgemm (fusednn._C.gemm) and its FLOP count: the roofline,
+    timed inside each configuration's interleaved rounds so that it sees the
+    same machine state as the contenders."""
+    from fusednn import _C
+
+    a = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
+    return (lambda: _C.gemm(a, a)), 2 * 1024 ** 3
+
+
+# ------------------------------------------------------------------- bench
+def bench_cpu(cases, rounds, samples):
+    threads = fd.num_threads()
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    for net in {id(n): n for n, _ in cases}.values():
+        check(net)
+    gemm, gemm_flops = gemm_contender()
+    rows = []
+    for net, batch in cases:
+        n = samples or max(4096, 16 * batch)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, net["n_in"]), dtype=np.float32)
+        y = rng.integers(0, N_OUT, n)
+        model = fd_model(net)
+        ref = NumpyNet(net, {k: [np.array(a) for a in v] for k, v in fd_weights(model).items()})
+        fns = {"fusednn": lambda: model.fit(x, y, batch_size=batch, epochs=1, verbose=0),
+               "numpy": lambda: ref.epoch(x, y, batch)}
+        if torch is not None:
+            tm, topt = torch_model(net, fd_weights(model), threads)
+            tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+            gen = torch.Generator().manual_seed(0)
+            fns["torch"] = lambda: torch_epoch(tm, topt, tx, ty, batch, gen)
+        fns["gemm"] = gemm
+        t = interleaved(fns, rounds=rounds, min_turn=0.3)
+        flops = gemm_flops_per_sample(net)
+        rate = gemm_flops / t.median("gemm")
+        sps = n / t.median("fusednn")
+        row = {"net": net["name"], "batch": batch, "samples": n,
+               "fd_sps": round(sps), "numpy_sps": round(n / t.median("numpy")),
+               "vs_numpy": round(t.ratio("numpy", "fusednn"), 2),
+               "sgemm_gflops": round(rate / 1e9, 1),
+               "of_sgemm": round(sps * flops / rate, 3)}
+        if torch is not None:
+            row["torch_sps"] = round(n / t.median("torch"))
+            row["vs_torch"] = round(t.ratio("torch", "fusednn"), 2)
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--samples", type=int, default=0,
+                   help="samples per epoch (default: max(4096, 16 x batch))")
+    p.add_argument("--quick", action="store_true", help="batch 128 deep net only, 3 rounds")
+    args = p.parse_args(argv)
+    cases = CASES[1:2] if args.quick else CASES
+    rounds = 3 if args.quick else args.rounds
+    if args.device == "cuda":
+        sys.exit("bench/train.py --device cuda: not written yet")
+    rows = bench_cpu(cases, rounds, args.samples)
+    info = machine()
+    path = write_json(f"train-{args.device}{'-quick' if args.quick else ''}.json",
+                      {"machine": info, "rows": rows})
+    cols = [("net", "net"), ("batch", "batch"), ("fd_sps", "fusednn samples/s"),
+            ("torch_sps", "torch samples/s"), ("numpy_sps", "NumPy samples/s"),
+            ("vs_torch", "vs torch"), ("vs_numpy", "vs NumPy"), ("sgemm_gflops", "sgemm GFLOP/s"),
+            ("of_sgemm", "GEMM FLOP/s of sgemm")]
+    print(f"\n{info['date']}, {info['cpu']}, {info['threads']} threads")
+    print(markdown(rows, cols))
+    print(f"\n(ratios > 1: fusednn is faster)\nJSON: {path}")
+
+
+if __name__ == "__main__":
+    main()
