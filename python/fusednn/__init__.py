@@ -23,13 +23,16 @@ from . import (  # noqa: E402
     callbacks,
     constraints,
     initializers,
+    io,
     layers,
     models,
     ops,
     optimizers,
     presets,
+    pretrain,
     regularizers,
     schedules,
+    tools,
 )
 from ._backend import (  # noqa: E402
     cuda_status,
@@ -51,17 +54,20 @@ __all__ = [
     "get_float32_matmul_precision",
     "has_cuda",
     "initializers",
+    "io",
     "layers",
     "models",
     "num_threads",
     "ops",
     "optimizers",
     "presets",
+    "pretrain",
     "regularizers",
     "schedules",
     "Sequential",
     "set_float32_matmul_precision",
     "set_num_threads",
+    "tools",
 ]
 
 
