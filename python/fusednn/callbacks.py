@@ -490,14 +490,17 @@ class ModelCheckpoint(Callback):
     monitor warns and skips); ``initial_value_threshold`` is the starting
     ``best``, as Keras.
 
-    What is written: if the model has a ``save(path)`` method and
-    ``save_weights_only`` is False, ``model.save(path)`` is called;
+    What is written: if the model has a ``save(path)`` method,
+    ``save_weights_only`` is False and the path does not end in ``.npz``,
+    ``model.save(path)`` is called (for fd.Sequential: one safetensors file
+    with the optimizer and random state, read back by ``fd.models.load``);
     otherwise ``model.get_weights()`` is written as an .npz archive (arrays
     ``weight_0 ..``; never pickled) to a temporary file in the same
-    directory, renamed over ``path`` (atomic). Read it back with
+    directory, renamed over ``path`` (atomic). Read that back with
     ``fd.callbacks.load_weights(model, path)``. Differences from Keras: the
-    file is .npz, not .keras/.weights.h5, and the extension is not enforced
-    (the file is written at exactly the formatted path).
+    files are safetensors / .npz, not .keras/.weights.h5, and the extension
+    only decides .npz or not (the file is written at exactly the formatted
+    path).
     """
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
@@ -586,7 +589,7 @@ class ModelCheckpoint(Callback):
         if directory:
             os.makedirs(directory, exist_ok=True)
         save = getattr(self.model, "save", None)
-        if not self.save_weights_only and callable(save):
+        if not self.save_weights_only and callable(save) and not path.endswith(".npz"):
             save(path)
         else:
             _save_weights(path, self.model.get_weights())

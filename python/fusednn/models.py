@@ -21,6 +21,12 @@ layers' weight penalties.
 Data are NumPy arrays (CPU) or CuPy arrays (GPU: batches are gathered on the
 device, nothing goes through the host but the loss values read for the
 progress bar and the history).
+
+Saving and resuming: ``model.save(path)`` writes one safetensors file
+(fusednn.saving: config, weights, optimizer state and every random state);
+``fd.models.load(path)`` gives back a model whose ``fit(...,
+initial_epoch=...)`` continues exactly where the saved one stopped.
+``fd.models.clone_model`` makes a fresh copy of the architecture.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ from . import ops
 from . import optimizers as _optimizers
 from .layers.base import Layer, _array_module
 from .layers.dense import Dense
+from .ops._checks import check_bool
 
-__all__ = ["Sequential", "History"]
+__all__ = ["Sequential", "History", "clone_model", "load", "load_model"]
 
 _LOSSES = {
     "sparse_categorical_crossentropy": "sparse_categorical_crossentropy",
@@ -93,10 +100,59 @@ def _is_array(a):
                                          and hasattr(a, "__cuda_array_interface__"))
 
 
+def _layer_classes() -> dict:
+    """The registry of layer classes a config may name: fd.layers' own, by
+    class name (nothing else is ever imported or evaluated)."""
+    from . import layers
+
+    return {name: getattr(layers, name) for name in layers.__all__ if name != "Layer"}
+
+
+def _layers_from_config(caller, entries, keep_names=True) -> list:
+    """New layers from ``[{"class_name", "config"}, ...]`` (a get_config)."""
+    classes = _layer_classes()
+    if not isinstance(entries, list):
+        raise ValueError(f"{caller}: 'layers' must be a list of {{'class_name', 'config'}} "
+                         f"dicts, got {entries!r}")
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str) or \
+                not isinstance(entry.get("config"), dict):
+            raise ValueError(f"{caller}: layers[{i}] must be {{'class_name': str, 'config': "
+                             f"dict}}, got {entry!r}")
+        cls = classes.get(entry["class_name"])
+        if cls is None:
+            raise ValueError(f"{caller}: layers[{i}] has the unknown layer class "
+                             f"{entry['class_name']!r}; expected one of {sorted(classes)}")
+        config = dict(entry["config"])
+        if not keep_names:
+            config.pop("name", None)
+        try:
+            out.append(cls.from_config(config))
+        except (TypeError, ValueError, KeyError) as e:
+            # KeyError: a nested config entry without its keys
+            kind = ValueError if isinstance(e, KeyError) else type(e)
+            raise kind(f"{caller}: layers[{i}] ({entry['class_name']}): {e!s}") from None
+    return out
+
+
 class Sequential:
-    """A linear stack of layers (Keras' ``Sequential``)."""
+    """A linear stack of layers (Keras' ``Sequential``).
+
+    ``layers`` may hold layers that are already built, e.g. those of another
+    model (transfer learning, Keras' idiom)::
+
+        new = fd.Sequential(model.layers[:-1] + [fd.layers.Dense(3, activation="softmax")])
+
+    The two models then share those layers and their weights; freeze them
+    with ``layer.trainable = False`` to train the new head only, or start
+    from ``fd.models.clone_model(model, copy_weights=True)`` to keep the
+    original intact.
+    """
 
     def __init__(self, layers=None, name: str = "sequential"):
+        if not isinstance(name, str):
+            raise TypeError(f"Sequential: name must be a str, got {name!r}")
         self.name = name
         self.layers: list = []
         self.built = False
@@ -106,6 +162,8 @@ class Sequential:
         self.stop_training = False
         self.history = None
         self._params: list = []
+        self._input_spec = None   # (input_dim, xp, dtype) of the last build
+        self._shuffle_rng = None  # fit's Generator: created by seed=, saved, continued
         for layer in layers or []:
             self.add(layer)
 
@@ -118,9 +176,14 @@ class Sequential:
         self.built = False
 
     def build(self, input_dim: int, xp=np, dtype=np.float32) -> None:
-        """Build every layer for inputs of `input_dim` features."""
+        """Build every layer for inputs of `input_dim` features, with the
+        array module `xp` (numpy or cupy) and `dtype`. Layers that are
+        already built (shared with another model) are kept as they are; they
+        must have been built for the width they now receive, with `xp` and
+        `dtype`."""
         if not self.layers:
             raise ValueError("Sequential.build: the model has no layers")
+        dtype = np.dtype(dtype)
         dim = input_dim
         for layer in self.layers:
             if not layer.built:
@@ -128,8 +191,16 @@ class Sequential:
             elif layer.input_dim != dim:
                 raise ValueError(f"Sequential.build: layer {layer.name} was built for "
                                  f"{layer.input_dim} input features, gets {dim}")
+            else:
+                for w in layer.weights:
+                    if w.dtype != dtype or type(w).__module__.split(".")[0] != xp.__name__:
+                        raise ValueError(f"Sequential.build: layer {layer.name} holds "
+                                         f"{type(w).__module__.split('.')[0]} {w.dtype} "
+                                         f"weights, the model is built for {xp.__name__} "
+                                         f"{dtype}")
             dim = layer.output_dim(dim)
         self._params = [w for layer in self.layers for w in layer._trainable_weights]
+        self._input_spec = (self.layers[0].input_dim, xp, dtype)
         self._plan()
         self.built = True
 
@@ -163,6 +234,9 @@ class Sequential:
     def _ensure_built(self, x):
         if not self.built:
             self.build(int(x.shape[1]), _array_module(x), x.dtype)
+        else:
+            # layers shared with another model may have been planned by it
+            self._plan()
 
     @property
     def trainable_weights(self) -> list:
@@ -186,6 +260,64 @@ class Sequential:
             n = len(layer.weights)
             layer.set_weights(weights[i:i + n])
             i += n
+
+    # ------------------------------------------------------- config & files
+    def get_config(self) -> dict:
+        """``{"name": ..., "layers": [{"class_name": ..., "config": ...}]}``,
+        Keras' form; ``from_config`` rebuilds the (unbuilt) model. Every layer
+        must be a fd.layers class (ValueError otherwise): configs name their
+        classes and only those are looked up."""
+        classes = _layer_classes()
+        entries = []
+        for layer in self.layers:
+            name = type(layer).__name__
+            if classes.get(name) is not type(layer):
+                raise ValueError(f"Sequential.get_config: layer {layer.name} is a "
+                                 f"{type(layer).__module__}.{name}, not a fd.layers class; "
+                                 f"only fd.layers classes can be rebuilt from a config")
+            entries.append({"class_name": name, "config": layer.get_config()})
+        return {"name": self.name, "layers": entries}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Sequential":
+        """A new, unbuilt model from ``get_config()``; layers keep the names in
+        the config. Unknown layer classes raise ValueError."""
+        caller = "Sequential.from_config"
+        if not isinstance(config, dict) or "layers" not in config:
+            raise ValueError(f"{caller}: expected a dict with 'layers' (from get_config), got "
+                             f"{config!r}")
+        name = config.get("name", "sequential")
+        if not isinstance(name, str):
+            raise ValueError(f"{caller}: name must be a str, got {name!r}")
+        return cls(_layers_from_config(caller, config["layers"]), name=name)
+
+    def _build_config(self):
+        """``{"input_dim", "dtype"}`` of the build (None when not built)."""
+        if not self.built:
+            return None
+        input_dim, _, dtype = self._input_spec
+        return {"input_dim": int(input_dim), "dtype": np.dtype(dtype).name}
+
+    def save(self, path) -> None:
+        """Write the model to one safetensors file at `path` (str or
+        os.PathLike; any extension, ``.safetensors`` is customary).
+
+        The file holds everything an exact resume needs: the config of the
+        model and of each layer, the weights (copied to the host for CuPy
+        models), the compile configuration (optimizer with its
+        learning-rate schedule, loss, metrics), the optimizer state
+        (iterations, slots, extra state such as Nadam's momentum product),
+        each layer's ``get_state()`` (dropout step counters, RReLU's
+        generator) and the generator fit shuffles with. Read it back with
+        ``fd.models.load``. The file is written to a temporary name in the
+        same directory and renamed over `path`, so an error never leaves a
+        partial file. Keras writes a zipped ``.keras`` archive instead; the
+        layout is in fusednn.saving. Not saved (as Keras): callbacks' own
+        state (EarlyStopping's counters) and the History.
+        """
+        from . import saving
+
+        saving.save_model(self, path)
 
     # ------------------------------------------------------------- compile
     def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
@@ -223,11 +355,42 @@ class Sequential:
         return None
 
     # ---------------------------------------------------------- the passes
-    def _forward(self, x, training):
+    def _forward(self, x, training, start=0, stop=None):
+        """The output of ``_steps[start:stop]`` for their input x."""
         h = x
-        for layer, _ in self._steps:
+        for layer, _ in self._steps[start:stop]:
             h = layer.forward(h, training)
         return h
+
+    def _cacheable_steps(self) -> int:
+        """How many of the lowest ``_steps`` fit(cache_frozen=True) may run
+        once: the longest prefix whose layers are fd.layers classes, frozen
+        (``trainable=False``) or without any weight, and not random in
+        training (Dropout, AlphaDropout, RReLU, a BatchNormalization with a
+        fused dropout end it)."""
+        from .layers import AlphaDropout, BatchNormalization, Dropout, RReLU
+
+        known = set(_layer_classes().values())
+        k = 0
+        for step in self._steps:
+            for layer in (step[0], *step[1]):
+                if type(layer) not in known or (layer.trainable and layer.weights) or \
+                        isinstance(layer, (Dropout, AlphaDropout, RReLU)) or \
+                        (isinstance(layer, BatchNormalization) and
+                         layer.fused_dropout is not None):
+                    return k
+            k += 1
+        return k
+
+    def _run_steps(self, x, stop, batch_size):
+        """The output of ``_steps[:stop]`` in inference mode for all of x, in
+        chunks (the layers keep their last chunk's context only)."""
+        xp = _array_module(x)
+        chunk = max(batch_size, 1024)
+        outs = []
+        for begin in range(0, x.shape[0], chunk):
+            outs.append(self._forward(x[begin:begin + chunk], False, 0, stop))
+        return xp.concatenate(outs) if outs else x
 
     def _loss_and_grad(self, out, y):
         """(loss as a 0-d array, dL/dout) of the compiled loss."""
@@ -248,10 +411,12 @@ class Sequential:
                 return i
         return len(self._steps)
 
-    def _train_step(self, xb, yb):
-        out = self._forward(xb, True)
+    def _train_step(self, xb, yb, start=0):
+        """One step on a batch; with start > 0, xb is the output of the
+        cached ``_steps[:start]``, which get no backward."""
+        out = self._forward(xb, True, start)
         loss, grad = self._loss_and_grad(out, yb)
-        stop = self._lowest_trainable()
+        stop = max(self._lowest_trainable(), start)
         done = set()
         for i in range(len(self._steps) - 1, stop - 1, -1):
             layer = self._steps[i][0]
@@ -309,13 +474,41 @@ class Sequential:
         return int(v)
 
     def fit(self, x, y, batch_size=32, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, seed=None):
-        """Train for `epochs` epochs of mini-batches; returns a History.
+            validation_split=0.0, validation_data=None, shuffle=True, seed=None,
+            initial_epoch=0, cache_frozen=False):
+        """Train on mini-batches from epoch `initial_epoch` up to `epochs`;
+        returns a History.
 
         validation_split takes the LAST fraction of x/y (before shuffling), as
         Keras does; validation_data is an (x_val, y_val) pair. verbose: 0
         silent, 1 (or "auto") a progress bar per epoch with loss, metrics and
         samples/s, 2 one line per epoch.
+
+        Epochs, as Keras: `epochs` is the index of the final epoch, so
+        ``fit(epochs=4, initial_epoch=2)`` runs epochs 2 and 3 (callbacks,
+        the History and LearningRateScheduler see those numbers). Unlike
+        Keras, ``initial_epoch >= epochs`` (> 0) raises ValueError instead of
+        training nothing.
+
+        Shuffling: each epoch draws a permutation from the model's own
+        ``numpy.random.Generator``; ``seed`` (an int) creates it anew
+        (``default_rng(seed)``), without ``seed`` the model's generator
+        continues (created from fresh entropy at the first fit). It is saved
+        with the model, so fit(epochs=4, seed=0) equals fit(epochs=2, seed=0)
+        followed by fit(epochs=4, initial_epoch=2) on the same model or on
+        ``fd.models.load`` of it saved in between, bit for bit.
+
+        cache_frozen=True: when the lowest layers are frozen
+        (``trainable=False``; weight-free layers count as frozen) and none of
+        them is random in training (Dropout, AlphaDropout, RReLU, a
+        BatchNormalization with a fused dropout end the run), they are run
+        once over x and the validation x in inference mode (a frozen
+        BatchNormalization uses its moving statistics anyway, as in Keras),
+        and the epochs train the layers above on their cached outputs, with
+        the same shuffling and batches, so the result equals that of
+        cache_frozen=False. With no such layer it trains as usual. Layers
+        unfrozen by a callback during this fit stay cached until it ends.
+        The cache holds the prefix's output for every sample (memory).
         """
         caller = "Sequential.fit"
         if self.optimizer is None:
@@ -323,9 +516,19 @@ class Sequential:
         self._check_xy(caller, x, y)
         batch_size = self._check_int(caller, "batch_size", batch_size, 1)
         epochs = self._check_int(caller, "epochs", epochs, 0)
+        initial_epoch = self._check_int(caller, "initial_epoch", initial_epoch, 0)
+        if initial_epoch and initial_epoch >= epochs:
+            raise ValueError(f"{caller}: initial_epoch must be < epochs, got "
+                             f"initial_epoch={initial_epoch}, epochs={epochs}; epochs is the "
+                             f"index of the final epoch (Keras): for {epochs} more epochs pass "
+                             f"epochs={initial_epoch + epochs}")
         verbose = 1 if verbose == "auto" else verbose
         if verbose not in (0, 1, 2):
             raise ValueError(f"{caller}: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+        shuffle = check_bool(caller, "shuffle", shuffle)
+        cache_frozen = check_bool(caller, "cache_frozen", cache_frozen)
+        if seed is not None:
+            seed = self._check_int(caller, "seed", seed, 0)
         if not (0.0 <= float(validation_split) < 1.0):
             raise ValueError(f"{caller}: validation_split must be in [0, 1), got "
                              f"{validation_split!r}")
@@ -345,7 +548,14 @@ class Sequential:
             raise ValueError(f"{caller}: no training samples")
         self._ensure_built(x)
         xp = _array_module(x)
-        rng = np.random.default_rng(seed)
+        if seed is not None or self._shuffle_rng is None:
+            self._shuffle_rng = np.random.default_rng(seed)
+        rng = self._shuffle_rng
+        start = self._cacheable_steps() if cache_frozen else 0
+        if start:
+            x = self._run_steps(x, start, batch_size)
+            if x_val is not None:
+                x_val = self._run_steps(x_val, start, batch_size)
         n = x.shape[0]
         steps = -(-n // batch_size)
         history = History()
@@ -358,7 +568,7 @@ class Sequential:
         self.stop_training = False
         for cb in cbs:
             cb.on_train_begin({})
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch, {})
             order = rng.permutation(n) if shuffle else np.arange(n)
@@ -371,7 +581,7 @@ class Sequential:
                 xb, yb = x[idx], y[idx]
                 for cb in cbs:
                     cb.on_train_batch_begin(step, {})
-                out, loss = self._train_step(xb, yb)
+                out, loss = self._train_step(xb, yb, start)
                 m = xb.shape[0]
                 batch_loss = float(loss) + self._penalty_loss()
                 loss_sum += batch_loss * m
@@ -387,7 +597,7 @@ class Sequential:
             logs = {"loss": loss_sum / max(seen, 1),
                     **{k: v / max(seen, 1) for k, v in metric_sums.items()}}
             if x_val is not None:
-                val = self.evaluate(x_val, y_val, batch_size=batch_size, return_dict=True)
+                val = self._evaluate(x_val, y_val, batch_size, start)
                 logs.update({f"val_{k}": v for k, v in val.items()})
             bar.close(logs)
             for cb in cbs:
@@ -411,20 +621,24 @@ class Sequential:
         self._check_xy(caller, x, y)
         batch_size = self._check_int(caller, "batch_size", batch_size, 1)
         self._ensure_built(x)
+        result = self._evaluate(x, y, batch_size)
+        if return_dict:
+            return result
+        return result["loss"] if len(result) == 1 else list(result.values())
+
+    def _evaluate(self, x, y, batch_size, start=0) -> dict:
+        """evaluate's dict; with start > 0, x is the output of ``_steps[:start]``."""
         n = x.shape[0]
         loss_sum, metric_sums = 0.0, {}
-        for start in range(0, n, batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            out = self._forward(xb, False)
+        for begin in range(0, n, batch_size):
+            xb, yb = x[begin:begin + batch_size], y[begin:begin + batch_size]
+            out = self._forward(xb, False, start)
             loss, _ = self._loss_and_grad(out, yb)
             loss_sum += float(loss) * xb.shape[0]
             for k, v in self._metric_values(out, yb).items():
                 metric_sums[k] = metric_sums.get(k, 0.0) + v * xb.shape[0]
-        result = {"loss": loss_sum / max(n, 1) + self._penalty_loss(),
-                  **{k: v / max(n, 1) for k, v in metric_sums.items()}}
-        if return_dict:
-            return result
-        return result["loss"] if len(result) == 1 else list(result.values())
+        return {"loss": loss_sum / max(n, 1) + self._penalty_loss(),
+                **{k: v / max(n, 1) for k, v in metric_sums.items()}}
 
     def predict(self, x, batch_size=32, verbose=0, mc_samples=None, training=False):
         """Outputs for x (probabilities after a softmax/sigmoid last layer).
@@ -500,6 +714,79 @@ class Sequential:
         print_fn(f"Total params: {total}")
         print_fn(f"Trainable params: {trainable}")
         print_fn(f"Non-trainable params: {total - trainable}")
+
+
+def load(path, compile=True, device="cpu") -> Sequential:
+    """Read a model written by ``Sequential.save`` (Keras' ``load_model``).
+
+    Layers are rebuilt from their configs through a registry of fd.layers
+    classes by name (nothing else is imported or evaluated, nothing is
+    unpickled), built with the saved input width and dtype, and given the
+    saved weights and ``set_state`` states; the model's shuffle generator
+    is restored. ``compile=True`` (the default, as Keras) also restores the
+    optimizer (config, learning-rate schedule, iterations, slots) and
+    compiles with the saved loss and metrics, so ``fit(...,
+    initial_epoch=...)`` continues exactly; ``compile=False`` returns an
+    uncompiled model.
+
+    device: ``"cpu"`` (NumPy arrays) or ``"cuda"`` (CuPy arrays: the model is
+    built on the current GPU and the weights copied there; the optimizer
+    slots follow at its first step). Data given to fit/predict must then be
+    of the same kind.
+
+    Errors: TypeError for a path that is not a str/os.PathLike,
+    FileNotFoundError for a missing file, ValueError naming the path and
+    the problem for a directory, a malformed safetensors file (see
+    fusednn.saving.load_file), a file that Sequential.save did not write,
+    an unknown layer or optimizer class, missing, unexpected or misshapen
+    tensors.
+    """
+    from . import saving
+
+    caller = "fd.models.load"
+    compile = check_bool(caller, "compile", compile)
+    if not isinstance(device, str) or device not in ("cpu", "cuda"):
+        raise ValueError(f"{caller}: device must be 'cpu' or 'cuda', got {device!r}")
+    return saving.load_model(path, compile, device)
+
+
+load_model = load
+
+
+def clone_model(model, copy_weights=False) -> Sequential:
+    """A new model with the architecture of `model` (Keras' ``clone_model``).
+
+    Each layer is rebuilt from its ``get_config()``: new layer objects with
+    new unique names, the model's name kept. When `model` is built the clone
+    is built too (same input width, array module and dtype) with freshly
+    initialised weights; ``copy_weights=True`` then copies `model`'s weights
+    into them (the model must be built). The clone shares no array with
+    `model`: training one leaves the other unchanged. Compile state
+    (optimizer, loss, metrics) is not cloned, as in Keras: compile the clone.
+
+    Seeds live in the configs: a layer whose initializer has a seed
+    (``HeNormal(seed=1)``) is initialised in the clone with the values the
+    original started from (not its trained ones), and a Dropout/AlphaDropout
+    or an RReLU with a seed replays the original's masks/slopes from the
+    first step (step counters and generator states are not copied; an RReLU
+    with ``seed=None`` draws fresh slopes). Unseeded initializers give new
+    values.
+    """
+    caller = "fd.models.clone_model"
+    if not isinstance(model, Sequential):
+        raise TypeError(f"{caller}: model must be a fd.Sequential, got {type(model).__name__}")
+    copy_weights = check_bool(caller, "copy_weights", copy_weights)
+    if copy_weights and not model.built:
+        raise ValueError(f"{caller}: copy_weights=True needs a built model; {model.name} is not "
+                         f"built (fit it, or call build(input_dim))")
+    config = model.get_config()
+    clone = Sequential(_layers_from_config(caller, config["layers"], keep_names=False),
+                       name=model.name)
+    if model.built:
+        clone.build(*model._input_spec)
+        if copy_weights:
+            clone.set_weights(model.get_weights())
+    return clone
 
 
 class _Progress:

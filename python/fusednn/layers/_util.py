@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import numbers
 
 import numpy as np
@@ -43,6 +44,24 @@ def draw_seed() -> int:
     """A fresh layer seed from NumPy's global RNG (so ``np.random.seed`` makes
     it reproducible) in [0, 2**63)."""
     return int(np.random.randint(0, 2**63 - 1, dtype=np.int64))
+
+
+def rng_state(rng) -> dict:
+    """A numpy Generator's ``bit_generator.state``, deep-copied (JSON-ready:
+    ints, strs and dicts for PCG64)."""
+    return json.loads(json.dumps(rng.bit_generator.state))
+
+
+def set_rng_state(caller, rng, state) -> None:
+    """Put `state` (from ``rng_state``) into the Generator `rng`, whose bit
+    generator must be of the same kind; ValueError if it does not fit."""
+    kind = type(rng.bit_generator).__name__
+    if not isinstance(state, dict) or state.get("bit_generator") != kind:
+        raise ValueError(f"{caller}: expected a {kind} bit_generator.state dict, got {state!r}")
+    try:
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as e:
+        raise ValueError(f"{caller}: invalid {kind} state {state!r}: {e}") from None
 
 
 def check_input(layer, x, width=None):

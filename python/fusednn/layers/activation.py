@@ -14,8 +14,8 @@ from .. import ops
 from .. import regularizers as _reg
 from ..ops._checks import check_float
 from ._util import (check_input, check_seed, require_built, require_forward, resolve_activation,
-                    serialize_object)
-from .base import Layer, _array_module
+                    rng_state, serialize_object, set_rng_state)
+from .base import Layer, _array_module, check_state
 
 __all__ = ["Activation", "LeakyReLU", "ELU", "PReLU", "RReLU"]
 
@@ -220,6 +220,16 @@ class RReLU(Layer):
             raise ValueError(f"RReLU: dy has shape {tuple(dy.shape)} and dtype {dy.dtype.name}, "
                              f"expected {tuple(self._noise.shape)} {self._noise.dtype.name}")
         return dy * self._noise if need_dx else None
+
+    def get_state(self):
+        """``{"rng": ...}``: the slope generator's ``bit_generator.state``
+        (JSON-ready), so a resumed run draws the slopes an uninterrupted one
+        would, also when ``seed`` is None."""
+        return {"rng": rng_state(self._rng)}
+
+    def set_state(self, state):
+        state = check_state(self, state, ("rng",))
+        set_rng_state(f"RReLU {self.name}: set_state", self._rng, state["rng"])
 
     def get_config(self):
         cfg = super().get_config()

@@ -140,6 +140,18 @@ class Layer:
                                  f"got {src_shape}")
             dst[...] = _array_module(dst).asarray(src, dtype=dst.dtype)
 
+    # --------------------------------------------------------------- state
+    def get_state(self) -> dict:
+        """The non-weight state that training changes and that an exact resume
+        needs (a dropout step counter, a random generator's state), as a
+        JSON-ready dict; ``{}`` for a layer without any. ``model.save`` writes
+        it and ``fd.models.load`` gives it back to ``set_state``."""
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        """Restore a ``get_state`` result (ValueError if it does not fit)."""
+        check_state(self, state, ())
+
     # -------------------------------------------------------------- config
     def get_config(self) -> dict:
         return {"name": self.name, "trainable": self.trainable}
@@ -150,6 +162,27 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
+
+
+def check_state(layer, state, keys: tuple) -> dict:
+    """`state` as a dict with exactly the keys `keys`; ValueError otherwise."""
+    caller = f"{type(layer).__name__} {layer.name}: set_state"
+    if not isinstance(state, dict):
+        raise ValueError(f"{caller}: state must be a dict from get_state, got "
+                         f"{type(state).__name__} {state!r}")
+    if set(state) != set(keys):
+        raise ValueError(f"{caller}: state has keys {sorted(state, key=str)}, expected "
+                         f"{sorted(keys)}")
+    return state
+
+
+def check_counter(layer, state, key) -> int:
+    """state[key] as an int >= 0 (a step counter)."""
+    v = state[key]
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+        raise ValueError(f"{type(layer).__name__} {layer.name}: set_state: {key} must be an "
+                         f"int >= 0, got {v!r}")
+    return int(v)
 
 
 def _array_module(a):

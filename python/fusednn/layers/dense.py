@@ -36,6 +36,8 @@ class Dense(Layer):
         # applies the softmax. A sigmoid output under binary_crossentropy is
         # handled the same way (Sequential.compile sets it).
         self.output_activation = None
+        if activation == {"name": "softmax"}:  # get_config's entry for the output activation
+            activation = "softmax"
         if isinstance(activation, dict):  # a get_config() entry
             activation = dict(activation)
             activation = _act.get(activation.pop("name"), "Dense", **activation)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import ops
 from ..ops._checks import check_bool, check_rate
 from ._util import check_seed, draw_seed, require_forward
-from .base import Layer
+from .base import Layer, check_counter, check_state
 
 __all__ = ["Dropout", "AlphaDropout"]
 
@@ -56,6 +56,14 @@ class Dropout(Layer):
         require_forward(self, self._ctx)
         self.grads = []
         return ops.dropout_backward(dy, self._ctx) if need_dx else None
+
+    def get_state(self):
+        """``{"step": n}``: the mask counter, so a resumed run draws the masks
+        an uninterrupted one would."""
+        return {"step": self.step}
+
+    def set_state(self, state):
+        self.step = check_counter(self, check_state(self, state, ("step",)), "step")
 
     def get_config(self):
         cfg = super().get_config()

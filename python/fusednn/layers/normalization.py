@@ -8,7 +8,7 @@ from .. import initializers as _init
 from .. import ops
 from ..ops._checks import check_bool, check_float, check_rate, check_uint64
 from ._util import check_input, require_built, require_forward
-from .base import Layer
+from .base import Layer, check_counter, check_state
 
 __all__ = ["BatchNormalization"]
 
@@ -146,6 +146,15 @@ class BatchNormalization(Layer):
             dx, dgamma, dbeta = ops.batchnorm_backward(dy, self._ctx)
         self.grads = [g for g, on in ((dgamma, self.scale), (dbeta, self.center)) if on]
         return dx if need_dx else None
+
+    def get_state(self):
+        """``{"dropout_step": n}``: the fused dropout's mask counter (the
+        moving statistics are weights)."""
+        return {"dropout_step": self.dropout_step}
+
+    def set_state(self, state):
+        state = check_state(self, state, ("dropout_step",))
+        self.dropout_step = check_counter(self, state, "dropout_step")
 
     def get_config(self):
         cfg = super().get_config()
