@@ -303,7 +303,7 @@ def test_batchnorm_fused_activation_dropout(backend, alpha):
     masks = []
     for step in range(2):
         assert layer.dropout_step == step
-        y = layer.forward(to_backend(x, backend), training=True)
+        y = layer._forward_step(to_backend(x, backend), training=True)
         mean, var = R.batchnorm_statistics(x)
         keep = R.dropout_mask_bits(x.size, 0.3, 11, step).reshape(x.shape)
         masks.append(keep)
@@ -318,7 +318,7 @@ def test_batchnorm_fused_activation_dropout(backend, alpha):
         assert_scaled_close(layer.grads[1], rdb, 1e-12, "dbeta")
     assert not np.array_equal(masks[0], masks[1])
     # Inference: no dropout, the activation stays, the step does not move.
-    y = layer.forward(to_backend(x, backend), training=False)
+    y = layer._forward_step(to_backend(x, backend), training=False)
     gamma, beta, mm, mv = layer.get_weights()
     assert_scaled_close(y, R.batchnorm_forward(x, gamma, beta, mm, mv, 1e-3, "elu"), 1e-12, "y")
     assert layer.dropout_step == 2
@@ -329,11 +329,27 @@ def test_batchnorm_frozen_fused_dropout_still_drops():
     layer = _bn(5, np.float64, "cpu", trainable=False)
     gamma, beta, mm, mv = layer.get_weights()
     layer.fused_dropout = (0.5, False, 1)
-    y = layer.forward(x, training=True)
+    y = layer._forward_step(x, training=True)
     keep = R.dropout_mask_bits(x.size, 0.5, 1, 0).reshape(x.shape)
     np.testing.assert_allclose(
         y, R.batchnorm_forward(x, gamma, beta, mm, mv, 1e-3, keep=keep, rate=0.5), rtol=1e-12)
     np.testing.assert_array_equal(layer.moving_mean, mm)
+
+
+def test_batchnorm_forward_outside_a_model_ignores_the_fusion_settings():
+    """Fusion is the model's plan: a BN layer taken out of a fused model and
+    called directly is plain batch norm (no activation applied twice)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((16, 5))
+    model = fd.Sequential([fd.layers.Dense(5), fd.layers.BatchNormalization(),
+                           fd.layers.ELU(), fd.layers.Dropout(0.3)])
+    model.build(5, np, np.float64)
+    bn = model.layers[1]
+    assert bn.fused_dense is model.layers[0] and bn.fused_activation.name == "elu"
+    y = bn.forward(x, training=False)
+    assert_scaled_close(y, R.batchnorm_forward(x, None, None, np.zeros(5), np.ones(5), 1e-3,
+                                               "linear"), 1e-12, "y")
+    assert bn.dropout_step == 0
 
 
 # -------------------------------------------------------------------- Dropout
@@ -520,11 +536,11 @@ def test_bad_runtime_use():
         bn.forward(np.zeros((2, 3), np.float32), training=None)
     bn.fused_dropout = (1.5, False, 0)
     with pytest.raises(ValueError, match="BatchNormalization: fused_dropout rate must be in"):
-        bn.forward(np.zeros((2, 3), np.float32), training=True)
+        bn._forward_step(np.zeros((2, 3), np.float32), training=True)
     bn.fused_dropout = None
     bn.fused_activation = "relu"
     with pytest.raises(TypeError, match="BatchNormalization: fused_activation must be an"):
-        bn.forward(np.zeros((2, 3), np.float32))
+        bn._forward_step(np.zeros((2, 3), np.float32))
     prelu = L.PReLU()
     prelu.build(3)
     with pytest.raises(TypeError, match="PReLU: x has dtype float64"):

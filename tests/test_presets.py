@@ -39,10 +39,11 @@ def test_default_dnn_structure_and_fusion():
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds[:4] == ["Dense", "BatchNormalization", "Activation", "Dropout"]
     assert len(model.layers) == 6 * 4 + 1
-    # each BN absorbs its activation and dropout: one fused call per block
+    # each BN absorbs the Dense before it and its activation and dropout:
+    # one fused call (fd.ops.dense_batchnorm_forward) per block
     fused = [(type(l).__name__, [type(a).__name__ for a in ab]) for l, ab in model._steps]
-    assert fused[1] == ("BatchNormalization", ["Activation", "Dropout"])
-    assert len(model._steps) == 6 * 2 + 1
+    assert fused[0] == ("BatchNormalization", ["Dense", "Activation", "Dropout"])
+    assert len(model._steps) == 6 + 1
     assert model.layers[0].use_bias is False
     shallow = fd.presets.default_dnn(64, 10, depth=3, width=16)
     assert not any(isinstance(l, fd.layers.BatchNormalization) for l in shallow.layers)

@@ -205,23 +205,38 @@ class Sequential:
         self.built = True
 
     def _plan(self) -> None:
-        """Fuse BatchNormalization -> activation layer (-> Dropout/AlphaDropout)
-        into the BN layer's one kernel call (fd.ops.batchnorm_forward with
-        activation= and dropout=); the absorbed layers are skipped. ``_steps``
-        lists (layer, absorbed layers) in order."""
+        """Fuse Dense (linear) -> BatchNormalization -> activation layer (->
+        Dropout/AlphaDropout) into the BN layer's one op call
+        (fd.ops.dense_batchnorm_forward, or fd.ops.batchnorm_forward with
+        activation= and dropout= when no Dense precedes it); the absorbed
+        layers are skipped. ``_steps`` lists (layer, absorbed layers) in
+        order. The fusion settings live on the BN layer but only the model's
+        steps use them (``Layer._forward_step``); the layer's own ``forward``
+        stays plain BN."""
         from .layers import ELU, Activation, AlphaDropout, BatchNormalization, Dropout, LeakyReLU
+
+        def at(j):
+            return self.layers[j] if j < len(self.layers) else None
 
         steps, i = [], 0
         while i < len(self.layers):
             layer, absorbed = self.layers[i], []
             if isinstance(layer, BatchNormalization):
+                layer.fused_dense = None
+            if (isinstance(layer, Dense) and layer.activation.name == "linear"
+                    and layer.output_activation is None
+                    and isinstance(at(i + 1), BatchNormalization)):
+                absorbed.append(layer)
+                layer = at(i + 1)
+                layer.fused_dense = absorbed[0]
+            if isinstance(layer, BatchNormalization):
                 layer.fused_activation = layer.fused_dropout = None
                 layer.fused_dropout_mc = False
-                nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
-                if isinstance(nxt, (Activation, ELU, LeakyReLU)):
-                    layer.fused_activation = nxt.activation
-                    absorbed.append(nxt)
-                    drop = self.layers[i + 2] if i + 2 < len(self.layers) else None
+                j = i + 1 + len(absorbed)
+                if isinstance(at(j), (Activation, ELU, LeakyReLU)):
+                    layer.fused_activation = at(j).activation
+                    absorbed.append(at(j))
+                    drop = at(j + 1)
                     if isinstance(drop, (Dropout, AlphaDropout)):
                         layer.fused_dropout = (drop.rate, isinstance(drop, AlphaDropout),
                                                drop.seed)
@@ -359,7 +374,7 @@ class Sequential:
         """The output of ``_steps[start:stop]`` for their input x."""
         h = x
         for layer, _ in self._steps[start:stop]:
-            h = layer.forward(h, training)
+            h = layer._forward_step(h, training)
         return h
 
     def _cacheable_steps(self) -> int:
@@ -406,8 +421,8 @@ class Sequential:
     def _lowest_trainable(self) -> int:
         """Index in ``_steps`` of the lowest layer with trainable weights
         (backward stops there: nothing below needs a gradient)."""
-        for i, (layer, _) in enumerate(self._steps):
-            if layer.trainable and layer._trainable_weights:
+        for i, (layer, absorbed) in enumerate(self._steps):
+            if any(lay.trainable and lay._trainable_weights for lay in (layer, *absorbed)):
                 return i
         return len(self._steps)
 
@@ -419,13 +434,13 @@ class Sequential:
         stop = max(self._lowest_trainable(), start)
         done = set()
         for i in range(len(self._steps) - 1, stop - 1, -1):
-            layer = self._steps[i][0]
+            layer, absorbed = self._steps[i]
             grad = layer.backward(grad, need_dx=i > stop)
-            done.add(id(layer))
+            done.update(id(lay) for lay in (layer, *absorbed))
         params, grads, flags, pens, cons = [], [], [], [], []
         for layer in self.layers:
             ws = layer._trainable_weights
-            live = id(layer) in done and layer.trainable
+            live = id(layer) in done and layer.trainable and bool(ws)
             gs = layer.grads if live else ws  # a frozen weight's "gradient" is never read
             params += ws
             grads += list(gs)
@@ -673,11 +688,11 @@ class Sequential:
                     keep = layer.fused_dropout_mc
                     layer.fused_dropout_mc = True
                     try:
-                        h = layer.forward(h, training)
+                        h = layer._forward_step(h, training)
                     finally:
                         layer.fused_dropout_mc = keep
                 else:
-                    h = layer.forward(h, training)
+                    h = layer._forward_step(h, training)
             outs.append(h)
         out = xp.concatenate(outs) if outs else xp.empty((0, 0), dtype=x.dtype)
         act = self._output_activation()

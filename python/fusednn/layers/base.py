@@ -80,6 +80,11 @@ class Layer:
     def forward(self, x, training: bool = False):
         raise NotImplementedError
 
+    def _forward_step(self, x, training: bool = False):
+        """forward as a model's step runs it: with the fusion the model
+        planned (see Sequential._plan; only BatchNormalization fuses)."""
+        return self.forward(x, training)
+
     def backward(self, dy, need_dx: bool = True):
         """dL/dx from dL/dy of the last ``forward`` (None when not need_dx),
         with dL/dw of the trainable weights left in ``grads``."""

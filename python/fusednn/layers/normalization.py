@@ -31,17 +31,18 @@ class BatchNormalization(Layer):
     called with ``training=True`` (Keras' fine-tuning behaviour): the moving
     statistics stay frozen and gamma/beta are not updated.
 
-    Fusion: a model that fuses BN + Activation + Dropout sets
-    ``fused_activation`` (an ActivationSpec) and ``fused_dropout`` (``(rate,
-    alpha, seed)``; alpha: alpha dropout); forward then computes the whole
-    block in one op and backward returns dL/dx of the block's input. The
-    fused dropout is active when ``training`` is true (also when the layer
-    is frozen) and keys its masks with ``seed`` and the layer's own
-    ``dropout_step``, incremented at each such forward. A model that fuses
-    Dense -> BN sets ``fused_dense`` (the Dense layer, with a linear
-    activation): forward then takes the Dense layer's input and runs
-    fd.ops.dense_batchnorm_forward (GEMM, bias and the whole BN block in one
-    call), and backward leaves the Dense layer's gradients in its ``grads``.
+    Fusion (Sequential plans it; the layer's own ``forward`` is always plain
+    batch norm): the model sets ``fused_activation`` (an ActivationSpec) and
+    ``fused_dropout`` (``(rate, alpha, seed)``; alpha: alpha dropout) for a
+    BN -> Activation (-> Dropout) block, and ``fused_dense`` (the Dense layer
+    before it, with a linear activation) for Dense -> BN. Its steps then run
+    ``_forward_step``, which computes the whole block in one op
+    (fd.ops.dense_batchnorm_forward or batchnorm_forward) and takes the
+    Dense layer's input; ``backward`` returns dL/dx of the block's input and
+    leaves the Dense layer's gradients in its ``grads``. The fused dropout is
+    active when ``training`` is true (also when the layer is frozen) and
+    keys its masks with ``seed`` and the layer's own ``dropout_step``,
+    incremented at each such forward.
     """
 
     def __init__(self, momentum=0.99, epsilon=1e-3, center=True, scale=True,
@@ -116,11 +117,17 @@ class BatchNormalization(Layer):
         return kw
 
     def forward(self, x, training=False):
+        return self._run(x, training, fused=False)
+
+    def _forward_step(self, x, training=False):
+        return self._run(x, training, fused=True)
+
+    def _run(self, x, training, fused):
         require_built(self)
-        dense = self.fused_dense
+        dense = self.fused_dense if fused else None
         x = check_input(self, x, self.input_dim if dense is None else dense.input_dim)
         training = check_bool("BatchNormalization", "training", training)
-        kw = self._fused_args(training)
+        kw = self._fused_args(training) if fused else {}
         batch_stats = training and self.trainable
         if dense is None:
             y, self._ctx = ops.batchnorm_forward(
@@ -132,7 +139,7 @@ class BatchNormalization(Layer):
                 x, dense.kernel, dense.bias, self.gamma, self.beta, self.moving_mean,
                 self.moving_variance, training=batch_stats, momentum=self.momentum,
                 epsilon=self.epsilon, convention=self.convention, **kw)
-        if self.fused_dropout is not None and (training or self.fused_dropout_mc):
+        if fused and self.fused_dropout is not None and (training or self.fused_dropout_mc):
             self.dropout_step += 1
         return y
 
