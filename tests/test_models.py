@@ -310,3 +310,53 @@ def test_fit_equals_a_hand_loop_over_ops_and_optimizers():
             opt.apply([dw1, db1, dw2, db2], [w1, b1, w2, b2])
     for got, want in zip(model.get_weights(), (w1, b1, w2, b2)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_bad_data_gives_a_clear_error_before_any_step():
+    """The issue's bad-input list (the NaN-loss case is
+    test_callbacks.py's TerminateOnNaN test): each is an error naming the
+    problem, raised before the first step, so the weights are untouched."""
+    x, y = _blobs(n=20)
+    model = fd.Sequential([fd.layers.Dense(3, activation="softmax",
+                                           kernel_initializer=fd.initializers.GlorotUniform(0))])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    before = model.get_weights()
+    cases = [
+        (lambda: model.fit(x, y[:-1], verbose=0), ValueError, "x has 20 samples but y has 19"),
+        (lambda: model.fit(x[:, :1], y, verbose=0), ValueError,
+         "x has 1 features, the model was built for 6"),
+        (lambda: model.predict(x[:, :1]), ValueError, "built for 6"),
+        (lambda: model.evaluate(np.hstack([x, x]), y), ValueError, "built for 6"),
+        (lambda: model.fit(x, np.where(y == 2, 3, y), verbose=0), ValueError,
+         r"labels in \[0, 3\], the model has 3 classes"),
+        (lambda: model.fit(x, y - 1, verbose=0), ValueError, r"labels must be in \[0, 3\)"),
+        (lambda: model.fit(x, y.astype(np.float64), verbose=0), TypeError, "integer class"),
+        (lambda: model.fit(x, y, validation_data=(x, y + 5), verbose=0), ValueError,
+         "y_val has labels"),
+        (lambda: model.fit(x[:0], y[:0], verbose=0), ValueError, "no training samples"),
+        (lambda: model.evaluate(x[:0], y[:0]), ValueError, "no samples"),
+        (lambda: model.fit(x, y, validation_data=(x[:0], y[:0]), verbose=0), ValueError,
+         "validation_data has no samples"),
+        (lambda: model.fit(x, y, validation_split=-0.1, verbose=0), ValueError,
+         r"validation_split must be in \[0, 1\)"),
+        (lambda: model.fit(x, y, validation_split=1.0, verbose=0), ValueError,
+         r"validation_split must be in \[0, 1\)"),
+        (lambda: model.fit(x, y, validation_split="0.2", verbose=0), TypeError,
+         "validation_split must be a number"),
+    ]
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()
+    for a, b in zip(before, model.get_weights()):
+        assert np.array_equal(a, b)
+    assert model.predict(x[:0]).shape == (0, 3)  # an empty batch predicts nothing, as Keras
+
+    onehot = fd.Sequential([fd.layers.Dense(3, activation="softmax")])
+    onehot.compile("sgd", "categorical_crossentropy")
+    with pytest.raises(ValueError, match=r"label rows of shape \(20, 3\)"):
+        onehot.fit(x, np.eye(4)[y], verbose=0)
+    mse = fd.Sequential([fd.layers.Dense(2)])
+    mse.compile("sgd", "mse")
+    with pytest.raises(ValueError, match=r"needs \(20, 2\) targets"):
+        mse.fit(x, y, verbose=0)

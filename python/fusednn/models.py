@@ -468,19 +468,65 @@ class Sequential:
         return values
 
     # ---------------------------------------------------------- fit & co.
-    def _check_xy(self, caller, x, y):
+    def _check_xy(self, caller, x, y, what="x"):
+        """x a 2-D array (of the built model's width) and y one label row per
+        sample, on the same device; ``what`` names x in messages."""
+        wy = "y" if what == "x" else what.replace("x", "y")
         if not _is_array(x):
-            raise TypeError(f"{caller}: x must be a NumPy or CuPy array, got {type(x).__name__}")
+            raise TypeError(f"{caller}: {what} must be a NumPy or CuPy array, got "
+                            f"{type(x).__name__}")
         if x.ndim != 2:
-            raise ValueError(f"{caller}: x has {x.ndim} dims, expected 2 (samples, features)")
+            raise ValueError(f"{caller}: {what} has {x.ndim} dims, expected 2 (samples, "
+                             f"features)")
+        if self.built and self._input_spec is not None and x.shape[1] != self._input_spec[0]:
+            raise ValueError(f"{caller}: {what} has {x.shape[1]} features, the model was built "
+                             f"for {self._input_spec[0]}")
         if y is not None:
             if not _is_array(y):
-                raise TypeError(f"{caller}: y must be a NumPy or CuPy array, got "
+                raise TypeError(f"{caller}: {wy} must be a NumPy or CuPy array, got "
                                 f"{type(y).__name__}")
             if y.shape[0] != x.shape[0]:
-                raise ValueError(f"{caller}: x has {x.shape[0]} samples but y has {y.shape[0]}")
+                raise ValueError(f"{caller}: {what} has {x.shape[0]} samples but {wy} has "
+                                 f"{y.shape[0]}")
             if _array_module(y) is not _array_module(x):
-                raise TypeError(f"{caller}: x and y must both be NumPy or both be CuPy arrays")
+                raise TypeError(f"{caller}: {what} and {wy} must both be NumPy or both be CuPy "
+                                f"arrays")
+
+    def _output_dim(self) -> int:
+        dim = self._input_spec[0]
+        for layer in self.layers:
+            dim = layer.output_dim(dim)
+        return dim
+
+    def _check_labels(self, caller, y, what="y"):
+        """y fits the compiled loss and the built model's output width, checked
+        once per call (not per batch, so a bad label stops training before
+        any step): class indices in [0, classes) for
+        sparse_categorical_crossentropy, (samples, classes) rows for
+        categorical_crossentropy, one target per output otherwise."""
+        n, out = y.shape[0], self._output_dim()
+        if self.loss == "sparse_categorical_crossentropy":
+            if y.ndim > 2 or (y.ndim == 2 and y.shape[1] != 1):
+                raise ValueError(f"{caller}: {what} has shape {tuple(y.shape)}; "
+                                 f"sparse_categorical_crossentropy takes class indices of shape "
+                                 f"({n},)")
+            if y.dtype.kind not in "iu":
+                raise TypeError(f"{caller}: {what} holds {y.dtype.name}; "
+                                f"sparse_categorical_crossentropy takes integer class indices "
+                                f"(use categorical_crossentropy for one-hot rows)")
+            if n:
+                low, high = int(y.min()), int(y.max())
+                if low < 0 or high >= out:
+                    raise ValueError(f"{caller}: {what} has labels in [{low}, {high}], the model "
+                                     f"has {out} classes: labels must be in [0, {out})")
+        elif self.loss == "categorical_crossentropy":
+            if y.ndim != 2 or y.shape[1] != out:
+                raise ValueError(f"{caller}: {what} has shape {tuple(y.shape)}; "
+                                 f"categorical_crossentropy takes label rows of shape ({n}, "
+                                 f"{out})")
+        elif y.size != n * out:
+            raise ValueError(f"{caller}: {what} has shape {tuple(y.shape)}; the model has {out} "
+                             f"output(s) per sample, so {self.loss} needs ({n}, {out}) targets")
 
     @staticmethod
     def _check_int(caller, name, v, low):
@@ -544,6 +590,10 @@ class Sequential:
         cache_frozen = check_bool(caller, "cache_frozen", cache_frozen)
         if seed is not None:
             seed = self._check_int(caller, "seed", seed, 0)
+        if isinstance(validation_split, bool) or \
+                not isinstance(validation_split, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{caller}: validation_split must be a number in [0, 1), got "
+                            f"{validation_split!r}")
         if not (0.0 <= float(validation_split) < 1.0):
             raise ValueError(f"{caller}: validation_split must be in [0, 1), got "
                              f"{validation_split!r}")
@@ -556,12 +606,18 @@ class Sequential:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError(f"{caller}: validation_data must be a pair (x_val, y_val)")
             x_val, y_val = validation_data
-            self._check_xy(caller, x_val, y_val)
+            self._check_xy(caller, x_val, y_val, "x_val")
+            if x_val.shape[0] == 0:
+                raise ValueError(f"{caller}: validation_data has no samples")
         else:
             x_val = y_val = None
         if x.shape[0] == 0:
             raise ValueError(f"{caller}: no training samples")
         self._ensure_built(x)
+        self._check_labels(caller, y)
+        if x_val is not None:
+            self._check_xy(caller, x_val, y_val, "x_val")
+            self._check_labels(caller, y_val, "y_val")
         xp = _array_module(x)
         if seed is not None or self._shuffle_rng is None:
             self._shuffle_rng = np.random.default_rng(seed)
@@ -635,7 +691,10 @@ class Sequential:
             raise RuntimeError(f"{caller}: call compile() first")
         self._check_xy(caller, x, y)
         batch_size = self._check_int(caller, "batch_size", batch_size, 1)
+        if x.shape[0] == 0:
+            raise ValueError(f"{caller}: no samples to evaluate")
         self._ensure_built(x)
+        self._check_labels(caller, y)
         result = self._evaluate(x, y, batch_size)
         if return_dict:
             return result
@@ -694,9 +753,9 @@ class Sequential:
                 else:
                     h = layer._forward_step(h, training)
             outs.append(h)
-        out = xp.concatenate(outs) if outs else xp.empty((0, 0), dtype=x.dtype)
+        out = xp.concatenate(outs) if outs else xp.empty((0, self._output_dim()), dtype=x.dtype)
         act = self._output_activation()
-        if act == "softmax":
+        if act == "softmax" and out.shape[0]:
             z = out - out.max(axis=1, keepdims=True)
             e = xp.exp(z)
             out = e / e.sum(axis=1, keepdims=True)
