@@ -35,12 +35,17 @@ small GEMMs and overhead keep the step from the machine's peak.
 Correctness is checked first: one fit step of the fusednn model in float64
 equals the NumPy implementation's step (same weights, same batch).
 
+With ``--device cuda`` the data live on the GPU (CuPy arrays for fusednn and
+the NumPy code run on CuPy, CUDA tensors for PyTorch), and the roofline is a
+4096^3 cuBLAS sgemm.
+
     python bench/train.py [--device cpu|cuda] [--rounds N] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -73,7 +78,7 @@ def gemm_flops_per_sample(net):
 
 
 # ----------------------------------------------------------------- fusednn
-def fd_model(net, dtype=np.float32, seed=0):
+def fd_model(net, dtype=np.float32, seed=0, xp=np):
     layers = []
     for i, units in enumerate(net["blocks"]):
         layers += [fd.layers.Dense(units, use_bias=True,
@@ -87,7 +92,7 @@ def fd_model(net, dtype=np.float32, seed=0):
     model = fd.Sequential(layers)
     opt = fd.optimizers.Nadam() if net["opt"] == "nadam" else fd.optimizers.Adam()
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
-    model.build(net["n_in"], np, dtype)
+    model.build(net["n_in"], xp, dtype)
     return model
 
 
@@ -95,20 +100,21 @@ def fd_model(net, dtype=np.float32, seed=0):
 class NumpyNet:
     """The network by hand: Dense (+ BN + act (+ inverted dropout)) blocks,
     softmax cross-entropy, Keras' Adam / Nadam. Keras BN conventions
-    (epsilon 1e-3, momentum 0.99, biased moving variance)."""
+    (epsilon 1e-3, momentum 0.99, biased moving variance). ``xp``: numpy,
+    or cupy for the same code on the GPU."""
 
-    def __init__(self, net, weights, dtype=np.float32, seed=0):
-        self.net, self.dtype = net, dtype
-        self.params = [np.array(w, dtype=dtype) for w in weights["train"]]
-        self.moving = [np.array(w, dtype=dtype) for w in weights["moving"]]
-        self.m = [np.zeros_like(p) for p in self.params]
-        self.v = [np.zeros_like(p) for p in self.params]
+    def __init__(self, net, weights, dtype=np.float32, seed=0, xp=np):
+        self.net, self.dtype, self.xp = net, dtype, xp
+        self.params = [xp.array(w, dtype=dtype) for w in weights["train"]]
+        self.moving = [xp.array(w, dtype=dtype) for w in weights["moving"]]
+        self.m = [xp.zeros_like(p) for p in self.params]
+        self.v = [xp.zeros_like(p) for p in self.params]
         self.t = 0
         self.u_prod = 1.0
         self.rng = np.random.default_rng(seed)
 
     def step(self, x, y):
-        net, dt = self.net, self.dtype
+        net, dt, xp = self.net, self.dtype, self.xp
         p, caches, h = self.params, [], x
         nb = len(net["blocks"])
         for i in range(nb):
@@ -117,16 +123,16 @@ class NumpyNet:
             mu = z.mean(axis=0)
             zc = z - mu
             var = (zc * zc).mean(axis=0)
-            inv = 1.0 / np.sqrt(var + dt(1e-3))
+            inv = 1.0 / xp.sqrt(var + dt(1e-3))
             xh = zc * inv
             u = xh * g + be
             if net["act"] == "elu":
-                a = np.where(u > 0, u, np.expm1(np.minimum(u, 0)))
+                a = xp.where(u > 0, u, xp.expm1(xp.minimum(u, 0)))
             else:
-                a = np.maximum(u, 0)
+                a = xp.maximum(u, 0)
             mask = None
             if net["drop"]:
-                mask = (self.rng.random(a.shape, dtype=dt) >= net["drop"]) / dt(1 - net["drop"])
+                mask = (self._uniform(a.shape) >= net["drop"]) / dt(1 - net["drop"])
                 a = a * mask
             mm, mv = self.moving[2 * i:2 * i + 2]
             mm *= dt(0.99)
@@ -137,12 +143,12 @@ class NumpyNet:
             h = a
         w, b = p[-2:]
         logits = h @ w + b
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        e = xp.exp(logits - logits.max(axis=1, keepdims=True))
         prob = e / e.sum(axis=1, keepdims=True)
         n = x.shape[0]
-        loss = -np.log(prob[np.arange(n), y]).mean()
+        loss = -xp.log(prob[xp.arange(n), y]).mean()
         d = prob
-        d[np.arange(n), y] -= 1
+        d[xp.arange(n), y] -= 1
         d /= n
         grads = [None] * len(p)
         grads[-2], grads[-1] = h.T @ d, d.sum(axis=0)
@@ -152,9 +158,9 @@ class NumpyNet:
             g = p[4 * i + 2]
             if mask is not None:
                 dh = dh * mask
-                a = a / np.where(mask > 0, mask, 1)
+                a = a / xp.where(mask > 0, mask, 1)
             if net["act"] == "elu":
-                du = dh * np.where(a > 0, 1, a + 1)
+                du = dh * xp.where(a > 0, 1, a + 1)
             else:
                 du = dh * (a > 0)
             grads[4 * i + 3] = du.sum(axis=0)
@@ -168,7 +174,13 @@ class NumpyNet:
         self._update(grads)
         return loss
 
+    def _uniform(self, shape):
+        if self.xp is np:
+            return self.rng.random(shape, dtype=self.dtype)
+        return self.xp.random.random_sample(shape, dtype=self.dtype)
+
     def _update(self, grads):
+        xp = self.xp
         self.t += 1
         t, lr, b1, b2, eps = self.t, 1e-3, 0.9, 0.999, 1e-7
         dt = self.dtype
@@ -184,18 +196,18 @@ class NumpyNet:
                 m_ += dt(1 - b1) * g_
                 v_ *= dt(b2)
                 v_ += dt(1 - b2) * g_ * g_
-                p_ -= dt(lr) * (c_m * m_ + c_g * g_) / (np.sqrt(v_ * c_v) + dt(eps))
+                p_ -= dt(lr) * (c_m * m_ + c_g * g_) / (xp.sqrt(v_ * c_v) + dt(eps))
         else:
-            alpha = dt(lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t))
+            alpha = dt(lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t))
             for p_, g_, m_, v_ in zip(self.params, grads, self.m, self.v):
                 m_ *= dt(b1)
                 m_ += dt(1 - b1) * g_
                 v_ *= dt(b2)
                 v_ += dt(1 - b2) * g_ * g_
-                p_ -= alpha * m_ / (np.sqrt(v_) + dt(eps))
+                p_ -= alpha * m_ / (xp.sqrt(v_) + dt(eps))
 
     def epoch(self, x, y, batch):
-        order = self.rng.permutation(x.shape[0])
+        order = self.xp.asarray(self.rng.permutation(x.shape[0]))
         total = 0.0
         for s in range(0, x.shape[0], batch):
             idx = order[s:s + batch]
@@ -218,11 +230,15 @@ def fd_weights(model):
 
 
 # ----------------------------------------------------------------- PyTorch
-def torch_model(net, weights, threads):
+def _host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def torch_model(net, weights, threads, device="cpu"):
     import torch
 
     torch.set_num_threads(threads)
-    mods, w = [], iter(weights["train"])
+    mods, w = [], iter(_host(a) for a in weights["train"])
     dims = widths(net)
     for i, units in enumerate(net["blocks"]):
         lin = torch.nn.Linear(dims[i], units)
@@ -239,7 +255,7 @@ def torch_model(net, weights, threads):
     with torch.no_grad():
         out.weight.copy_(torch.from_numpy(np.ascontiguousarray(next(w).T)))
         out.bias.copy_(torch.from_numpy(next(w)))
-    model = torch.nn.Sequential(*mods, out)
+    model = torch.nn.Sequential(*mods, out).to(device)
     if net["opt"] == "nadam":
         opt = torch.optim.NAdam(model.parameters(), lr=1e-3, eps=1e-7, foreach=True)
     else:
@@ -252,7 +268,7 @@ def torch_epoch(model, opt, tx, ty, batch, gen):
     import torch.nn.functional as F
 
     model.train()
-    order = torch.randperm(tx.shape[0], generator=gen)
+    order = torch.randperm(tx.shape[0], generator=gen).to(tx.device)
     total = 0.0
     for s in range(0, tx.shape[0], batch):
         idx = order[s:s + batch]
@@ -343,6 +359,52 @@ def bench_cpu(cases, rounds, samples):
     return rows
 
 
+def bench_cuda(cases, rounds, samples):
+    """The same epochs with the data on the GPU: fusednn on CuPy arrays,
+    PyTorch on CUDA tensors, and the NumPy implementation run on CuPy. The
+    roofline is a 4096^3 cuBLAS sgemm through CuPy (fusednn's float32 matmul
+    precision is left at its default)."""
+    import cupy
+    import torch
+
+    dev = cupy.cuda.Device()
+
+    def sync():
+        dev.synchronize()
+        torch.cuda.synchronize()
+
+    g = cupy.random.default_rng(0).standard_normal((4096, 4096), dtype=cupy.float32)
+    gemm, gemm_flops = (lambda: g @ g), 2 * 4096 ** 3
+    rows = []
+    for net, batch in cases:
+        n = samples or max(16384, 16 * batch)
+        rng = np.random.default_rng(0)
+        x = cupy.asarray(rng.standard_normal((n, net["n_in"]), dtype=np.float32))
+        y = cupy.asarray(rng.integers(0, N_OUT, n))
+        model = fd_model(net, xp=cupy)
+        ref = NumpyNet(net, fd_weights(model), xp=cupy)
+        tm, topt = torch_model(net, fd_weights(model), torch.get_num_threads(), "cuda")
+        tx, ty = torch.as_tensor(x, device="cuda"), torch.as_tensor(y, device="cuda")
+        tgen = torch.Generator().manual_seed(0)
+        fns = {"fusednn": lambda: model.fit(x, y, batch_size=batch, epochs=1, verbose=0),
+               "numpy": lambda: ref.epoch(x, y, batch),
+               "torch": lambda: torch_epoch(tm, topt, tx, ty, batch, tgen),
+               "gemm": gemm}
+        t = interleaved(fns, rounds=rounds, sync=sync, min_turn=0.3, settle=0.0)
+        rate = gemm_flops / t.median("gemm")
+        sps = n / t.median("fusednn")
+        row = {"net": net["name"], "batch": batch, "samples": n, "fd_sps": round(sps),
+               "torch_sps": round(n / t.median("torch")),
+               "numpy_sps": round(n / t.median("numpy")),
+               "vs_torch": round(t.ratio("torch", "fusednn"), 2),
+               "vs_numpy": round(t.ratio("numpy", "fusednn"), 2),
+               "sgemm_gflops": round(rate / 1e9, 1),
+               "of_sgemm": round(sps * gemm_flops_per_sample(net) / rate, 3)}
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -354,14 +416,19 @@ def main(argv=None):
     cases = CASES[1:2] if args.quick else CASES
     rounds = 3 if args.quick else args.rounds
     if args.device == "cuda":
-        sys.exit("bench/train.py --device cuda: not written yet")
-    rows = bench_cpu(cases, rounds, args.samples)
+        if not fd.has_cuda():
+            sys.exit(f"no CUDA backend: {fd.cuda_status()}")
+        check(DEEP)
+        rows = bench_cuda(cases, rounds, args.samples)
+    else:
+        rows = bench_cpu(cases, rounds, args.samples)
     info = machine()
     path = write_json(f"train-{args.device}{'-quick' if args.quick else ''}.json",
                       {"machine": info, "rows": rows})
+    peer = "CuPy" if args.device == "cuda" else "NumPy"
     cols = [("net", "net"), ("batch", "batch"), ("fd_sps", "fusednn samples/s"),
-            ("torch_sps", "torch samples/s"), ("numpy_sps", "NumPy samples/s"),
-            ("vs_torch", "vs torch"), ("vs_numpy", "vs NumPy"), ("sgemm_gflops", "sgemm GFLOP/s"),
+            ("torch_sps", "torch samples/s"), ("numpy_sps", f"{peer} samples/s"),
+            ("vs_torch", "vs torch"), ("vs_numpy", f"vs {peer}"), ("sgemm_gflops", "sgemm GFLOP/s"),
             ("of_sgemm", "GEMM FLOP/s of sgemm")]
     print(f"\n{info['date']}, {info['cpu']}, {info['threads']} threads")
     print(markdown(rows, cols))

@@ -37,3 +37,15 @@ def test_batchnorm_dropout_losses_example():
     assert scope["loss"].shape == () and np.isfinite(float(scope["loss"]))
     assert scope["dlogits"].shape == (256, 10)
     assert scope["w"].shape == (100, 100) and scope["b"].shape == (100,)
+
+
+def test_reuse_example(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(_example("reuse"), "README.md", "exec"), scope)
+    model, again, new = scope["model"], scope["again"], scope["new"]
+    assert (tmp_path / "digits.safetensors").is_file()
+    assert again.optimizer.iterations > model.optimizer.iterations  # resumed, then trained on
+    assert all(not layer.trainable for layer in new.layers[:-1])
+    assert 0.0 <= scope["report"].sparsity <= 1.0
+    assert len(scope["lrs"]) == len(scope["losses"]) > 0

@@ -217,6 +217,8 @@ class PruneReport:
         """Overall fraction of zero kernel weights."""
         return self.zeros / self.size if self.size else 0.0
 
+    sparsity = fraction
+
     @property
     def fractions(self) -> dict:
         """Per layer name: the fraction of zero kernel weights."""
