@@ -317,6 +317,22 @@ def gemm_contender():
 
 
 # ------------------------------------------------------------------- bench
+def result_row(net, batch, n, t, gemm_flops):
+    """One table row from the interleaved timings `t` of an n-sample epoch
+    (contenders fusednn, numpy, torch when timed, and the bare gemm)."""
+    rate = gemm_flops / t.median("gemm")
+    sps = n / t.median("fusednn")
+    row = {"net": net["name"], "batch": batch, "samples": n, "fd_sps": round(sps),
+           "numpy_sps": round(n / t.median("numpy")),
+           "vs_numpy": round(t.ratio("numpy", "fusednn"), 2),
+           "sgemm_gflops": round(rate / 1e9, 1),
+           "of_sgemm": round(sps * gemm_flops_per_sample(net) / rate, 3)}
+    if "torch" in t:
+        row["torch_sps"] = round(n / t.median("torch"))
+        row["vs_torch"] = round(t.ratio("torch", "fusednn"), 2)
+    return row
+
+
 def bench_cpu(cases, rounds, samples):
     threads = fd.num_threads()
     try:
@@ -343,17 +359,7 @@ def bench_cpu(cases, rounds, samples):
             fns["torch"] = lambda: torch_epoch(tm, topt, tx, ty, batch, gen)
         fns["gemm"] = gemm
         t = interleaved(fns, rounds=rounds, min_turn=0.3)
-        flops = gemm_flops_per_sample(net)
-        rate = gemm_flops / t.median("gemm")
-        sps = n / t.median("fusednn")
-        row = {"net": net["name"], "batch": batch, "samples": n,
-               "fd_sps": round(sps), "numpy_sps": round(n / t.median("numpy")),
-               "vs_numpy": round(t.ratio("numpy", "fusednn"), 2),
-               "sgemm_gflops": round(rate / 1e9, 1),
-               "of_sgemm": round(sps * flops / rate, 3)}
-        if torch is not None:
-            row["torch_sps"] = round(n / t.median("torch"))
-            row["vs_torch"] = round(t.ratio("torch", "fusednn"), 2)
+        row = result_row(net, batch, n, t, gemm_flops)
         rows.append(row)
         print(row, flush=True)
     return rows
@@ -391,15 +397,7 @@ def bench_cuda(cases, rounds, samples):
                "torch": lambda: torch_epoch(tm, topt, tx, ty, batch, tgen),
                "gemm": gemm}
         t = interleaved(fns, rounds=rounds, sync=sync, min_turn=0.3, settle=0.0)
-        rate = gemm_flops / t.median("gemm")
-        sps = n / t.median("fusednn")
-        row = {"net": net["name"], "batch": batch, "samples": n, "fd_sps": round(sps),
-               "torch_sps": round(n / t.median("torch")),
-               "numpy_sps": round(n / t.median("numpy")),
-               "vs_torch": round(t.ratio("torch", "fusednn"), 2),
-               "vs_numpy": round(t.ratio("numpy", "fusednn"), 2),
-               "sgemm_gflops": round(rate / 1e9, 1),
-               "of_sgemm": round(sps * gemm_flops_per_sample(net) / rate, 3)}
+        row = result_row(net, batch, n, t, gemm_flops)
         rows.append(row)
         print(row, flush=True)
     return rows

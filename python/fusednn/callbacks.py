@@ -14,13 +14,12 @@ import inspect
 import math
 import numbers
 import os
-import tempfile
 import warnings
 import zipfile
 
 import numpy as np
 
-from .ops._checks import check_bool, check_float, check_int
+from .ops._checks import check_bool, check_float, check_int, check_path
 
 __all__ = [
     "CSVLogger",
@@ -85,14 +84,6 @@ def _maximize(mode, monitor) -> bool:
     return mode == "max"
 
 
-def _path(caller, name, value):
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{caller}: {name} must be a str or os.PathLike, got "
-                        f"{type(value).__name__} {value!r}")
-    value = os.fspath(value)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{caller}: {name} must be a non-empty path, got {value!r}")
-    return value
 
 
 def _number(value):
@@ -408,23 +399,9 @@ def _save_weights(path, weights):
             raise TypeError(f"ModelCheckpoint: weight {i} has dtype object; only numeric "
                             f"arrays are written (never pickled)")
         arrays[_WEIGHT_KEY.format(i)] = a
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), 0o644)  # mkstemp creates 0600
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from .saving import atomic_write
+
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_weights(model, path) -> None:
@@ -437,7 +414,7 @@ def load_weights(model, path) -> None:
     ``model.set_weights``.
     """
     c = "load_weights"
-    path = _path(c, "path", path)
+    path = check_path(c, "path", path)
     try:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -508,7 +485,7 @@ class ModelCheckpoint(Callback):
                  initial_value_threshold=None):
         super().__init__()
         c = "ModelCheckpoint"
-        self.filepath = _path(c, "filepath", filepath)
+        self.filepath = check_path(c, "filepath", filepath)
         self.monitor = _str(c, "monitor", monitor)
         self.verbose = check_int(c, "verbose", verbose, 0)
         self.save_best_only = check_bool(c, "save_best_only", save_best_only)
@@ -636,7 +613,7 @@ class CSVLogger(Callback):
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
         c = "CSVLogger"
-        self.filename = _path(c, "filename", filename)
+        self.filename = check_path(c, "filename", filename)
         if not isinstance(separator, str) or len(separator) != 1:
             raise ValueError(f"CSVLogger: separator must be a one-character str, got "
                              f"{separator!r}")

@@ -45,6 +45,8 @@ import tempfile
 
 import numpy as np
 
+from .ops._checks import check_path as _check_path
+
 __all__ = ["save_file", "load_file", "save_model", "load_model"]
 
 FORMAT_VERSION = "1"
@@ -63,12 +65,7 @@ def check_path(caller: str, path, *, reading: bool) -> str:
     """`path` as a str after checking its type; for reading it must be an
     existing file (FileNotFoundError otherwise), for writing not a directory
     and in an existing directory."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{caller}: path must be a str or os.PathLike, got "
-                        f"{type(path).__name__} {path!r}")
-    path = os.fspath(path)
-    if not isinstance(path, str) or not path:
-        raise ValueError(f"{caller}: path must be a non-empty str path, got {path!r}")
+    path = _check_path(caller, "path", path)
     if os.path.isdir(path):
         raise ValueError(f"{caller}: path {path!r} is a directory, expected a file")
     if reading and not os.path.exists(path):
@@ -123,6 +120,21 @@ def save_file(tensors: dict, path, metadata: dict | None = None) -> None:
         offset += len(data)
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-(8 + len(text)) % 8)  # data 8-byte aligned, as safetensors writes
+
+    def write(f):
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for data in blobs:
+            f.write(data)
+
+    atomic_write(path, write)
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(f)`` on a temporary file in `path`'s directory, flush it to
+    disk, then rename it over `path`: readers see the old file or the whole
+    new one, never a partial write; on any error the temporary file is
+    removed and `path` is left as it was."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=directory)
@@ -130,10 +142,7 @@ def save_file(tensors: dict, path, metadata: dict | None = None) -> None:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):
                 os.fchmod(f.fileno(), 0o644)  # mkstemp creates 0600
-            f.write(struct.pack("<Q", len(text)))
-            f.write(text)
-            for data in blobs:
-                f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

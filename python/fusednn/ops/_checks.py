@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -83,3 +84,14 @@ def check_int(caller, name, value, low):
     if value < low:
         raise ValueError(f"{caller}: {name} must be an int >= {low}, got {value!r}")
     return int(value)
+
+
+def check_path(caller, name, value) -> str:
+    """A str or os.PathLike naming a non-empty str path, as a str."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{caller}: {name} must be a str or os.PathLike, got "
+                        f"{type(value).__name__} {value!r}")
+    value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{caller}: {name} must be a non-empty path, got {value!r}")
+    return value
