@@ -289,7 +289,7 @@ def check(net):
     y = rng.integers(0, N_OUT, n)
     small = dict(net, drop=0.0)  # dropout masks differ by design (Philox vs NumPy)
     model = fd_model(small, np.float64)
-    ref = NumpyNet(small, {k: [np.array(a) for a in v] for k, v in fd_weights(model).items()},
+    ref = NumpyNet(small, fd_weights(model),
                    np.float64)
     model.fit(x, y, batch_size=n, epochs=1, verbose=0, shuffle=False)
     ref.step(x, y)
@@ -349,7 +349,7 @@ def bench_cpu(cases, rounds, samples):
         x = rng.standard_normal((n, net["n_in"]), dtype=np.float32)
         y = rng.integers(0, N_OUT, n)
         model = fd_model(net)
-        ref = NumpyNet(net, {k: [np.array(a) for a in v] for k, v in fd_weights(model).items()})
+        ref = NumpyNet(net, fd_weights(model))
         fns = {"fusednn": lambda: model.fit(x, y, batch_size=batch, epochs=1, verbose=0),
                "numpy": lambda: ref.epoch(x, y, batch)}
         if torch is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _C
+from .activations import get as _get_activation
 
 _cuda_state: dict = {}
 _settings = {"tf32": False}
@@ -65,6 +66,10 @@ def set_float32_matmul_precision(precision: str) -> None:
 
 def get_float32_matmul_precision() -> str:
     return "high" if _settings["tf32"] else "highest"
+
+
+# the identity activation, for the dense stage of a Dense -> BN block
+_LINEAR = _get_activation("linear")
 
 
 def _is_cupy(a) -> bool:
@@ -374,9 +379,7 @@ class CUDABackend:
                                 step):
         """As CPUBackend's: the cuBLASLt GEMM with the bias epilogue, then the
         batch-norm kernels, on one stream."""
-        from .activations import get as act
-
-        z, _, _ = self.dense_forward(x, w, b, act("linear"))
+        z, _, _ = self.dense_forward(x, w, b, _LINEAR)
         return (*self.batchnorm_forward(z, gamma, beta, moving_mean, moving_var, training,
                                         momentum, epsilon, convention, spec, rate,
                                         alpha_dropout, seed, step), z)
@@ -387,9 +390,7 @@ class CUDABackend:
         backward GEMMs (bias gradient in the dw GEMM's epilogue)."""
         dz, dgamma, dbeta = self.batchnorm_backward(dy, z, y, cols, mask, has_gamma, has_beta,
                                                     spec, rate, alpha_dropout, batch_stats)
-        from .activations import get as act
-
-        dx, dw, db = self.dense_backward(dz, None, x, w, has_bias, need_dx, act("linear"))
+        dx, dw, db = self.dense_backward(dz, None, x, w, has_bias, need_dx, _LINEAR)
         return dx, dgamma, dbeta, dw, db
 
     # --- losses (CUDA) ---

@@ -606,9 +606,6 @@ class Sequential:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError(f"{caller}: validation_data must be a pair (x_val, y_val)")
             x_val, y_val = validation_data
-            self._check_xy(caller, x_val, y_val, "x_val")
-            if x_val.shape[0] == 0:
-                raise ValueError(f"{caller}: validation_data has no samples")
         else:
             x_val = y_val = None
         if x.shape[0] == 0:
@@ -617,6 +614,8 @@ class Sequential:
         self._check_labels(caller, y)
         if x_val is not None:
             self._check_xy(caller, x_val, y_val, "x_val")
+            if x_val.shape[0] == 0:
+                raise ValueError(f"{caller}: validation_data has no samples")
             self._check_labels(caller, y_val, "y_val")
         xp = _array_module(x)
         if seed is not None or self._shuffle_rng is None:
