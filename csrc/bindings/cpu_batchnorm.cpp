@@ -99,12 +99,12 @@ py::tuple forward_t(const py::array& x, const py::object& w, const py::object& b
   py::object z = py::none();
   T* zp = nullptr;
   if (dense.w != nullptr) {
-    py::array za(dt, std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
+    py::array za = new_output(dt, {(py::ssize_t)m, (py::ssize_t)n});
     zp = mut<T>(za);
     z = za;
   }
-  py::array y(dt, std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
-  py::array cols(dt, std::vector<py::ssize_t>{fusednn::kBnCols, (py::ssize_t)n});
+  py::array y = new_output(dt, {(py::ssize_t)m, (py::ssize_t)n});
+  py::array cols = new_output(dt, {fusednn::kBnCols, (py::ssize_t)n});
   uint32_t* maskp;
   py::object mask = optional_out<uint32_t>(d.rate > 0.0, py::dtype::of<uint32_t>(),
                                            {(py::ssize_t)mask_words(m, n)}, &maskp);
@@ -167,7 +167,7 @@ py::tuple backward_t(const py::array& dy, const py::array& x, const py::array& y
     wp = cst<T>(wa);
   }
   // dL/d(BN input): the result alone, or scratch before the dense backward.
-  py::array dz(dt, std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
+  py::array dz = new_output(dt, {(py::ssize_t)m, (py::ssize_t)n});
   T *dgp, *dbp;
   py::object dgamma = optional_out<T>(need_dgamma, dt, {(py::ssize_t)n}, &dgp);
   py::object dbeta = optional_out<T>(need_dbeta, dt, {(py::ssize_t)n}, &dbp);

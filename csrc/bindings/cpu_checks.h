@@ -8,10 +8,12 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <new>
 #include <string>
 #include <vector>
 
 #include "bindings/common_checks.h"
+#include "cpu/host_cache.h"
 #include "fusednn/activations.h"
 
 namespace fusednn {
@@ -71,13 +73,39 @@ inline T* mut(py::array& a) { return static_cast<T*>(a.mutable_data()); }
 template <typename T>
 inline const T* cst(const py::array& a) { return static_cast<const T*>(a.data()); }
 
+inline std::vector<py::ssize_t> shape_of(const py::array& a) {
+  return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim());
+}
+
+// A new C-contiguous array for an op's output, contents unspecified: from the
+// host buffer cache (cpu/host_cache.h) when it is large, else from NumPy.
+inline py::array new_output(const py::dtype& dt, const std::vector<py::ssize_t>& shape) {
+  size_t bytes = size_t(dt.itemsize());
+  for (py::ssize_t d : shape) bytes *= size_t(d);
+  if (bytes < cpu::kHostCacheMin) return py::array(dt, shape);
+  struct Block {
+    void* p;
+    size_t size;
+  };
+  Block* b = new Block{nullptr, 0};
+  // The capsule owns the block from here on, also if an exception follows.
+  py::capsule owner(b, [](void* q) {
+    Block* blk = static_cast<Block*>(q);
+    if (blk->p != nullptr) cpu::host_cache_release(blk->p, blk->size);
+    delete blk;
+  });
+  b->p = cpu::host_cache_acquire(bytes, &b->size);
+  if (b->p == nullptr) throw std::bad_alloc();
+  return py::array(dt, shape, b->p, owner);
+}
+
 // A new array of `shape` when `want`, else None; *data gets its pointer or null.
 template <typename T>
-inline py::object optional_out(bool want, const py::dtype& dt, std::vector<py::ssize_t> shape,
-                               T** data) {
+inline py::object optional_out(bool want, const py::dtype& dt,
+                               const std::vector<py::ssize_t>& shape, T** data) {
   *data = nullptr;
   if (!want) return py::none();
-  py::array a(dt, shape);
+  py::array a = new_output(dt, shape);
   *data = mut<T>(a);
   return std::move(a);
 }

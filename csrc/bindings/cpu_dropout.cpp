@@ -18,9 +18,9 @@ using namespace fusednn::bind;
 
 namespace {
 
-py::array_t<uint32_t> new_words(int64_t n) {
+py::array new_words(int64_t n) {
   const py::ssize_t words = py::ssize_t(fusednn::cpu::dropout_words(n));
-  return py::array_t<uint32_t>(std::vector<py::ssize_t>{words});
+  return new_output(py::dtype::of<uint32_t>(), {words});
 }
 
 // The mask of an n-element tensor: uint32, C-contiguous, dropout_words(n) words.
@@ -37,12 +37,12 @@ template <typename T>
 py::tuple forward_t(const py::array& x, double rate, bool alpha, uint64_t seed, uint64_t step,
                     bool store_mask) {
   const int64_t n = int64_t(x.size());
-  py::array y(x.dtype(), std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  py::array y = new_output(x.dtype(), shape_of(x));
   py::object mask_obj = py::none();
   uint32_t* mp = nullptr;
   if (store_mask) {
-    py::array_t<uint32_t> m = new_words(n);
-    mp = m.mutable_data();
+    py::array m = new_words(n);
+    mp = mut<uint32_t>(m);
     mask_obj = std::move(m);
   }
   const T* xp = cst<T>(x);
@@ -58,7 +58,7 @@ template <typename T>
 py::array backward_t(const py::array& dy, const uint32_t* mp, double rate, bool alpha,
                      uint64_t seed, uint64_t step) {
   const int64_t n = int64_t(dy.size());
-  py::array dx(dy.dtype(), std::vector<py::ssize_t>(dy.shape(), dy.shape() + dy.ndim()));
+  py::array dx = new_output(dy.dtype(), shape_of(dy));
   const T* dyp = cst<T>(dy);
   T* dxp = mut<T>(dx);
   {
@@ -110,8 +110,8 @@ fusednn::bind::Registrar reg([](py::module_& m) {
       [](int64_t n, double rate, uint64_t seed, uint64_t step) -> py::array_t<uint32_t> {
         if (n < 0) throw py::value_error("dropout_mask: n must be >= 0, got " + std::to_string(n));
         check_rate("dropout_mask", rate);
-        py::array_t<uint32_t> words = new_words(n);
-        uint32_t* wp = words.mutable_data();
+        py::array words = new_words(n);
+        uint32_t* wp = mut<uint32_t>(words);
         const int64_t nw = int64_t(words.size());
         {
           py::gil_scoped_release nogil;

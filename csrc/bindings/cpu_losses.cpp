@@ -61,7 +61,7 @@ py::tuple xent_t(const py::array& z, const py::object& labels, const py::object&
   const int64_t n = z.shape(0), c = z.shape(1);
   py::array wa, la, ya;
   const T* wp = optional_weights<T>(w, dt, n, &wa);
-  py::array dz(dt, std::vector<py::ssize_t>{py::ssize_t(n), py::ssize_t(c)});
+  py::array dz = new_output(dt, {py::ssize_t(n), py::ssize_t(c)});
   const T* zp = cst<T>(z);
   T* dzp = mut<T>(dz);
   const double inv_d = inverse_divisor(mean, n);
@@ -95,7 +95,7 @@ py::tuple point_t(PointLoss kind, const py::array& p, const py::array& t, const 
   require_shape(t, "target", dt, shape);
   py::array wa;
   const T* wp = optional_weights<T>(w, dt, n, &wa);
-  py::array dp(dt, shape);
+  py::array dp = new_output(dt, shape);
   const T* pp = cst<T>(p);
   const T* tp = cst<T>(t);
   T* dpp = mut<T>(dp);

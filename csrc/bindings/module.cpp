@@ -25,7 +25,7 @@ namespace {
 
 template <typename T>
 py::array act_forward_t(const py::array& z, Act a, double alpha) {
-  py::array y(z.dtype(), std::vector<py::ssize_t>(z.shape(), z.shape() + z.ndim()));
+  py::array y = new_output(z.dtype(), shape_of(z));
   const int64_t n = z.size();
   const T* zp = cst<T>(z);
   T* yp = mut<T>(y);
@@ -38,7 +38,7 @@ py::array act_forward_t(const py::array& z, Act a, double alpha) {
 
 template <typename T>
 py::array act_backward_t(const py::array& dy, const py::object& s, Act a, double alpha) {
-  py::array dz(dy.dtype(), std::vector<py::ssize_t>(dy.shape(), dy.shape() + dy.ndim()));
+  py::array dz = new_output(dy.dtype(), shape_of(dy));
   const int64_t n = dy.size();
   const T* dyp = cst<T>(dy);
   const T* sp = a == Act::Linear ? dyp : cst<T>(s.cast<py::array>());
@@ -60,7 +60,7 @@ py::tuple dense_forward_t(const py::array& x, const py::array& w, const py::obje
     require(ba, "b", x.dtype(), {n});
     bp = cst<T>(ba);
   }
-  py::array y(x.dtype(), std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
+  py::array y = new_output(x.dtype(), {(py::ssize_t)m, (py::ssize_t)n});
   T* zp;
   py::object zobj = optional_out<T>(fusednn::saves_input(a), x.dtype(),
                                     {(py::ssize_t)m, (py::ssize_t)n}, &zp);
@@ -80,7 +80,7 @@ py::tuple dense_backward_t(const py::array& dy, const py::object& s, const py::a
   const int64_t m = x.shape(0), k = x.shape(1), n = w.shape(1);
   const T* sp = saved_data<T>(s, "saved", a, x.dtype(), m, n);
   const py::dtype dt = x.dtype();
-  py::array dw(dt, std::vector<py::ssize_t>{(py::ssize_t)k, (py::ssize_t)n});
+  py::array dw = new_output(dt, {(py::ssize_t)k, (py::ssize_t)n});
   T *dbp, *dxp, *dzp;
   py::object dbo = optional_out<T>(has_bias, dt, {(py::ssize_t)n}, &dbp);
   py::object dxo = optional_out<T>(need_dx, dt, {(py::ssize_t)m, (py::ssize_t)k}, &dxp);
@@ -97,7 +97,7 @@ py::tuple dense_backward_t(const py::array& dy, const py::object& s, const py::a
 }
 
 py::array new_matrix(const py::dtype& dt, int64_t rows, int64_t cols) {
-  return py::array(dt, std::vector<py::ssize_t>{(py::ssize_t)rows, (py::ssize_t)cols});
+  return new_output(dt, {(py::ssize_t)rows, (py::ssize_t)cols});
 }
 
 template <typename T>
@@ -228,7 +228,7 @@ PYBIND11_MODULE(_C, m) {
         require(a, "a", dt, {-1, -1});
         require(b, "b", dt, {a.shape(1), -1});
         const int64_t m = a.shape(0), k = a.shape(1), n = b.shape(1);
-        py::array c(dt, std::vector<py::ssize_t>{(py::ssize_t)m, (py::ssize_t)n});
+        py::array c = new_output(dt, {(py::ssize_t)m, (py::ssize_t)n});
         const bool f64 = dt.is(py::dtype::of<double>());
         const void* ap = a.data();
         const void* bp = b.data();
@@ -348,6 +348,24 @@ PYBIND11_MODULE(_C, m) {
     fusednn::cpu::set_num_threads(n);
   });
   m.def("num_threads", &fusednn::cpu::num_threads);
+  m.def("host_cache_info", []() {
+    const fusednn::cpu::HostCacheInfo i = fusednn::cpu::host_cache_info();
+    py::dict d;
+    d["idle_bytes"] = i.idle_bytes;
+    d["used_bytes"] = i.used_bytes;
+    d["limit_bytes"] = i.limit_bytes;
+    d["hits"] = i.hits;
+    d["misses"] = i.misses;
+    d["min_block_bytes"] = fusednn::cpu::kHostCacheMin;
+    return d;
+  });
+  m.def("host_cache_empty", &fusednn::cpu::host_cache_empty);
+  m.def("host_cache_set_limit", [](int64_t bytes) {
+    if (bytes < 0)
+      throw py::value_error("host_cache_set_limit: bytes must be >= 0, got " +
+                            std::to_string(bytes));
+    fusednn::cpu::host_cache_set_limit(size_t(bytes));
+  }, py::arg("bytes"));
   m.def("blas_num_threads", &fusednn::cpu::blas_num_threads);
   m.attr("blas_on_openmp") = fusednn::cpu::install_blas_threads();
   m.def("blas_callback_calls", &fusednn::cpu::blas_callback_calls);

@@ -25,6 +25,7 @@ from . import (  # noqa: E402
     initializers,
     io,
     layers,
+    memory,
     models,
     ops,
     optimizers,
@@ -41,6 +42,7 @@ from ._backend import (  # noqa: E402
     set_float32_matmul_precision,
 )
 from ._C import num_threads, set_num_threads  # noqa: E402
+from .memory import empty_cache, host_cache_info, set_host_cache_limit  # noqa: E402
 from .models import Sequential  # noqa: E402
 
 __version__ = "0.1.0"
@@ -51,11 +53,14 @@ __all__ = [
     "constraints",
     "build_info",
     "cuda_status",
+    "empty_cache",
     "get_float32_matmul_precision",
     "has_cuda",
+    "host_cache_info",
     "initializers",
     "io",
     "layers",
+    "memory",
     "models",
     "num_threads",
     "ops",
@@ -66,6 +71,7 @@ __all__ = [
     "schedules",
     "Sequential",
     "set_float32_matmul_precision",
+    "set_host_cache_limit",
     "set_num_threads",
     "tools",
 ]
