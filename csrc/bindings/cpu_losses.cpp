@@ -91,7 +91,7 @@ py::tuple point_t(PointLoss kind, const py::array& p, const py::array& t, const 
                   bool mean) {
   const py::dtype dt = p.dtype();
   const int64_t n = p.shape(0), k = p.ndim() == 2 ? p.shape(1) : 1;
-  std::vector<py::ssize_t> shape(p.shape(), p.shape() + p.ndim());
+  const std::vector<py::ssize_t> shape = shape_of(p);
   require_shape(t, "target", dt, shape);
   py::array wa;
   const T* wp = optional_weights<T>(w, dt, n, &wa);
