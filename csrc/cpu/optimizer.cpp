@@ -6,9 +6,11 @@
 //   1. (clipnorm / global_clipnorm) sums of squares of the effective
 //      gradients, per chunk, combined per tensor in a fixed order
 //      (deterministic whatever the thread count);
-//   2. the update of every element (fusednn/optimizers.h), computed in
-//      double: the loop is bound by memory, so double math costs nothing and
-//      keeps float32 storage within rounding of the float64 reference;
+//   2. the update of every element (fusednn/optimizers.h): the slots'
+//      recurrences in double, which keeps float32 storage within rounding of
+//      the float64 reference, and the parameter's increment in the storage
+//      type (see opt_update: double divides and square roots, not memory,
+//      would bound RMSprop on a two-core AVX2 machine);
 //   3. (max-norm) unit norms of the constrained tensors, then their rescale.
 #include <omp.h>
 
@@ -63,14 +65,14 @@ void chunk_update(const OptStep<double>& h_in, const OptTensor<T>& t, int64_t b,
   const double l1 = t.l1, l2 = t.l2;
 #pragma omp simd
   for (int64_t i = b; i < e; ++i) {
-    double pv = p[i];
+    T pv = p[i];
     double a = (Mask & 1) ? double(s0[i]) : 0.0;
     double c = (Mask & 2) ? double(s1[i]) : 0.0;
     double d = (Mask & 4) ? double(s2[i]) : 0.0;
-    const double gv = Full ? opt_effective_grad<double>(g[i], pv, l1, l2, scale, clipvalue)
+    const double gv = Full ? opt_effective_grad<double>(g[i], double(pv), l1, l2, scale, clipvalue)
                            : double(g[i]) * scale;
-    opt_update<double>(K, h, pv, gv, a, c, d);
-    p[i] = T(pv);
+    opt_update<double, T>(K, h, pv, gv, a, c, d);
+    p[i] = pv;
     if (Mask & 1) s0[i] = T(a);
     if (Mask & 2) s1[i] = T(c);
     if (Mask & 4) s2[i] = T(d);

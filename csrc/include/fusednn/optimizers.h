@@ -7,6 +7,8 @@
 //   2. g *= clip_scale, or g = clip(g, -clipvalue, clipvalue)
 //   3. p -= decay * p                      decoupled weight decay, decay = lr * wd
 //   4. the optimizer's rule on (p, g, slots)
+// (3 and 4 are applied as one subtraction, p -= decay * p + step, except
+// for Ftrl, whose rule reads the decayed p.)
 // A max-norm constraint, if any, runs after the step (it needs whole-unit
 // norms, so it cannot be per-element).
 //
@@ -48,9 +50,9 @@ constexpr int kClipValue = 1;   // each component to [-v, v]
 constexpr int kClipNorm = 2;    // each tensor's L2 norm to at most v
 constexpr int kClipGlobal = 3;  // all tensors scaled by min(1, v / global norm)
 
-// Everything a step needs besides the tensors. C is the compute type: both
-// backends compute in double whatever the storage (the step is bound by
-// memory, and float32 arithmetic would drift from the float64 reference).
+// Everything a step needs besides the tensors. C is the type of the slots'
+// recurrences: double whatever the storage on both backends (float32
+// coefficients would drift from the float64 reference; see opt_update).
 template <typename C>
 struct OptStep {
   C lr = 0;        // learning rate of this step (schedule already applied)
@@ -171,21 +173,36 @@ FUSEDNN_HD C opt_effective_grad(C g, C p, C l1, C l2, C scale, C clipvalue) {
 
 // Steps 3-4 for one element: p, slots s0..s2 in and out; g from
 // opt_effective_grad. Slots an optimizer does not use are left alone.
-template <typename C>
-FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, C& p, C g, C& s0, C& s1, C& s2) {
-  if (h.decay != C(0)) p -= h.decay * p;
+//
+// Two arithmetic types. C carries the slots' recurrences (s = beta s +
+// (1 - beta) g^2 and the like): in double, so that the decay coefficients are
+// not rounded to float (float32(0.999) is off by 1.3e-8, which compounds over
+// the steps). P carries the parameter and its increment, which is computed
+// from the slots rounded to P: the quotient lr g / sqrt(v + eps) in float32
+// for float32 parameters is what Keras and PyTorch compute, and on the CPU it
+// halves the cost of the step (8 float lanes per AVX2 divide and square root
+// instead of 4 double ones, and no conversions of p; the double divide and
+// square root, not memory, bound RMSprop there). P = C (the default) is the
+// all-double form.
+template <typename C, typename P = C>
+FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, P& p, C g, C& s0, C& s1, C& s2) {
+  // Step 3 (decoupled weight decay) joins the rule's step below: p - (decay p
+  // + step) rounds once in P, as the all-double form rounds once on storage.
+  // Only Ftrl, which sets p from its slots, needs the decayed p first.
+  const P decayed = h.decay != C(0) ? P(h.decay) * p : P(0);  // a NaN p stays out of 0 * p
+  P step = P(0);  // what the rule subtracts from p
   switch (k) {
     case Opt::SGD:
       if (h.momentum != C(0)) {
         s0 = h.momentum * s0 - h.lr * g;
-        p += (h.flags & kOptNesterov) ? h.momentum * s0 - h.lr * g : s0;
+        step = -P((h.flags & kOptNesterov) ? h.momentum * s0 - h.lr * g : s0);
       } else {
-        p -= h.lr * g;
+        step = P(h.lr * g);
       }
       break;
     case Opt::Adagrad:
       s0 += g * g;
-      p -= h.lr * g / math::sqrt(s0 + h.epsilon);
+      step = P(h.lr) * P(g) / math::sqrt(P(s0 + h.epsilon));
       break;
     case Opt::RMSprop: {
       s0 = h.rho * s0 + (C(1) - h.rho) * g * g;
@@ -194,12 +211,10 @@ FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, C& p, C g, C& s0, C& s1, 
         s1 = h.rho * s1 + (C(1) - h.rho) * g;
         denom = s0 - s1 * s1 + h.epsilon;
       }
-      const C inc = h.lr * g / math::sqrt(denom);
+      step = P(h.lr) * P(g) / math::sqrt(P(denom));
       if (h.momentum != C(0)) {
-        s2 = h.momentum * s2 + inc;
-        p -= s2;
-      } else {
-        p -= inc;
+        s2 = h.momentum * s2 + C(step);
+        step = P(s2);
       }
       break;
     }
@@ -208,33 +223,36 @@ FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, C& p, C g, C& s0, C& s1, 
       s1 += (g * g - s1) * (C(1) - h.beta_2);
       C v = s1;
       if (h.flags & kOptAmsgrad) v = s2 = opt_detail::max_nan(s2, s1);
-      p -= h.c1 * s0 / (math::sqrt(v) + h.epsilon);
+      step = P(h.c1) * P(s0) / (math::sqrt(P(v)) + P(h.epsilon));
       break;
     }
     case Opt::Adamax:
       s0 += (g - s0) * (C(1) - h.beta_1);
       s1 = opt_detail::max_nan(h.beta_2 * s1, math::fabs(g));
-      p -= h.c1 * s0 / (s1 + h.epsilon);
+      step = P(h.c1) * P(s0) / (P(s1) + P(h.epsilon));
       break;
     case Opt::Nadam:
       s0 += (g - s0) * (C(1) - h.beta_1);
       s1 += (g * g - s1) * (C(1) - h.beta_2);
-      p -= h.lr * (h.c1 * s0 + h.c2 * g) / (math::sqrt(s1 * h.c3) + h.epsilon);
+      // The numerator in C: c1 m and c2 g may cancel.
+      step = P(h.lr * (h.c1 * s0 + h.c2 * g)) / (math::sqrt(P(s1 * h.c3)) + P(h.epsilon));
       break;
     case Opt::Ftrl: {
+      const C pc = C(p - decayed);
       const C n_old = opt_detail::ftrl_pow(s0, h.lr_power);
       const C acc = s0 + g * g;
       const C n_new = opt_detail::ftrl_pow(acc, h.lr_power);
-      s1 += g + C(2) * h.shrinkage * p - (n_new - n_old) / h.lr * p;
+      s1 += g + C(2) * h.shrinkage * pc - (n_new - n_old) / h.lr * pc;
       const C quadratic = n_new / h.lr + C(2) * h.c1;
       const C clipped = s1 > h.l1 ? h.l1 : (s1 < -h.l1 ? -h.l1 : s1);
-      p = (clipped - s1) / quadratic;
+      p = P((clipped - s1) / quadratic);
       s0 = acc;
-      break;
+      return;
     }
     default:
-      break;
+      return;
   }
+  p -= decayed + step;
 }
 
 // Host-side dispatch: calls f(std::integral_constant<Opt, k>{}), so kernels
