@@ -234,8 +234,8 @@ FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, P& p, C g, C& s0, C& s1, 
     case Opt::Nadam:
       s0 += (g - s0) * (C(1) - h.beta_1);
       s1 += (g * g - s1) * (C(1) - h.beta_2);
-      // The numerator in C: c1 m and c2 g may cancel.
-      step = P(h.lr * (h.c1 * s0 + h.c2 * g)) / (math::sqrt(P(s1 * h.c3)) + P(h.epsilon));
+      step = P(h.lr) * (P(h.c1) * P(s0) + P(h.c2) * P(g)) /
+             (math::sqrt(P(s1) * P(h.c3)) + P(h.epsilon));
       break;
     case Opt::Ftrl: {
       const C pc = C(p - decayed);
