@@ -46,11 +46,16 @@ double chunk_sumsq(const OptTensor<T>& t, int64_t b, int64_t e) {
   return acc;
 }
 
+// The gradient the rule sees: g as it is, g times the clipnorm /
+// global_clipnorm scale, or opt_effective_grad (penalties or clipvalue). A
+// compile-time choice: a multiply by a scale of 1 would still cost a double
+// multiply and the conversion of g in every lane.
+enum GradMode : int { kGradPlain = 0, kGradScaled = 1, kGradFull = 2 };
+
 // Mask: bit k set when slot k exists; unused slots are locals that are never
 // stored (RMSprop may use velocity and momentum without the centered average,
-// so the mask is not always a prefix). Full: the tensor has penalties or the
-// step clips by value.
-template <Opt K, typename T, int Mask, bool Full>
+// so the mask is not always a prefix).
+template <Opt K, typename T, int Mask, int G>
 void chunk_update(const OptStep<double>& h_in, const OptTensor<T>& t, int64_t b, int64_t e,
                   double scale, int clip_mode) {
   // A local copy: stores through p could alias the caller's struct, which
@@ -69,9 +74,10 @@ void chunk_update(const OptStep<double>& h_in, const OptTensor<T>& t, int64_t b,
     double a = (Mask & 1) ? double(s0[i]) : 0.0;
     double c = (Mask & 2) ? double(s1[i]) : 0.0;
     double d = (Mask & 4) ? double(s2[i]) : 0.0;
-    const double gv = Full ? opt_effective_grad<double>(g[i], double(pv), l1, l2, scale, clipvalue)
-                           : double(g[i]) * scale;
-    opt_update<double, T>(K, h, pv, gv, a, c, d);
+    const double gv =
+        G == kGradFull ? opt_effective_grad<double>(g[i], double(pv), l1, l2, scale, clipvalue)
+                       : (G == kGradScaled ? double(g[i]) * scale : double(g[i]));
+    opt_update<double, T, Mask>(K, h, pv, gv, a, c, d);
     p[i] = pv;
     if (Mask & 1) s0[i] = T(a);
     if (Mask & 2) s1[i] = T(c);
@@ -79,21 +85,25 @@ void chunk_update(const OptStep<double>& h_in, const OptTensor<T>& t, int64_t b,
   }
 }
 
+// chunk_update for variant v = slot mask + 8 * grad mode, found from V up.
+template <Opt K, typename T, int V = 0>
+void chunk_variant(int v, const OptStep<double>& h, const OptTensor<T>& t, int64_t b, int64_t e,
+                   double scale, int clip_mode) {
+  if (v == V) {
+    chunk_update<K, T, (V & 7), (V >> 3)>(h, t, b, e, scale, clip_mode);
+  } else if constexpr (V + 1 < 8 * 3) {
+    chunk_variant<K, T, V + 1>(v, h, t, b, e, scale, clip_mode);
+  }
+}
+
 template <Opt K, typename T>
 void update_chunk(const OptStep<double>& h, const OptTensor<T>& t, int64_t b, int64_t e,
                   double scale, int clip_mode) {
-  // Full: the tensor has penalties or the step clips by value.
-  const bool full = t.l1 != 0 || t.l2 != 0 || clip_mode == kClipValue;
-  const int mask = (t.s[0] ? 1 : 0) | (t.s[1] ? 2 : 0) | (t.s[2] ? 4 : 0) | (full ? 8 : 0);
-  switch (mask) {
-#define FUSEDNN_CASE(M) \
-  case M: chunk_update<K, T, (M & 7), (M >= 8)>(h, t, b, e, scale, clip_mode); break;
-    FUSEDNN_CASE(0) FUSEDNN_CASE(1) FUSEDNN_CASE(2) FUSEDNN_CASE(3)
-    FUSEDNN_CASE(4) FUSEDNN_CASE(5) FUSEDNN_CASE(6) FUSEDNN_CASE(7)
-    FUSEDNN_CASE(8) FUSEDNN_CASE(9) FUSEDNN_CASE(10) FUSEDNN_CASE(11)
-    FUSEDNN_CASE(12) FUSEDNN_CASE(13) FUSEDNN_CASE(14) FUSEDNN_CASE(15)
-#undef FUSEDNN_CASE
-  }
+  const int grad = (t.l1 != 0 || t.l2 != 0 || clip_mode == kClipValue) ? kGradFull
+                   : (clip_mode == kClipNorm || clip_mode == kClipGlobal) ? kGradScaled
+                                                                           : kGradPlain;
+  const int slots = (t.s[0] ? 1 : 0) | (t.s[1] ? 2 : 0) | (t.s[2] ? 4 : 0);
+  chunk_variant<K, T>(slots + 8 * grad, h, t, b, e, scale, clip_mode);
 }
 
 template <typename T>

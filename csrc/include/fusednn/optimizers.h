@@ -184,7 +184,13 @@ FUSEDNN_HD C opt_effective_grad(C g, C p, C l1, C l2, C scale, C clipvalue) {
 // instead of 4 double ones, and no conversions of p; the double divide and
 // square root, not memory, bound RMSprop there). P = C (the default) is the
 // all-double form.
-template <typename C, typename P = C>
+//
+// Slots: bit k set when slot k may exist. A loop that knows which slots its
+// tensor has passes them, so the options that own a slot (SGD and RMSprop
+// momentum, RMSprop's centered average, Adam's amsgrad maximum) are decided
+// at compile time instead of computed and discarded in every vector lane. The
+// default (all bits) decides them from h at run time.
+template <typename C, typename P = C, int Slots = 7>
 FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, P& p, C g, C& s0, C& s1, C& s2) {
   // Step 3 (decoupled weight decay) joins the rule's step below: p - (decay p
   // + step) rounds once in P, as the all-double form rounds once on storage.
@@ -193,7 +199,7 @@ FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, P& p, C g, C& s0, C& s1, 
   P step = P(0);  // what the rule subtracts from p
   switch (k) {
     case Opt::SGD:
-      if (h.momentum != C(0)) {
+      if ((Slots & 1) && h.momentum != C(0)) {
         s0 = h.momentum * s0 - h.lr * g;
         step = -P((h.flags & kOptNesterov) ? h.momentum * s0 - h.lr * g : s0);
       } else {
@@ -207,12 +213,12 @@ FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, P& p, C g, C& s0, C& s1, 
     case Opt::RMSprop: {
       s0 = h.rho * s0 + (C(1) - h.rho) * g * g;
       C denom = s0 + h.epsilon;
-      if (h.flags & kOptCentered) {
+      if ((Slots & 2) && (h.flags & kOptCentered)) {
         s1 = h.rho * s1 + (C(1) - h.rho) * g;
         denom = s0 - s1 * s1 + h.epsilon;
       }
       step = P(h.lr) * P(g) / math::sqrt(P(denom));
-      if (h.momentum != C(0)) {
+      if ((Slots & 4) && h.momentum != C(0)) {
         s2 = h.momentum * s2 + C(step);
         step = P(s2);
       }
@@ -222,7 +228,7 @@ FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, P& p, C g, C& s0, C& s1, 
       s0 += (g - s0) * (C(1) - h.beta_1);
       s1 += (g * g - s1) * (C(1) - h.beta_2);
       C v = s1;
-      if (h.flags & kOptAmsgrad) v = s2 = opt_detail::max_nan(s2, s1);
+      if ((Slots & 4) && (h.flags & kOptAmsgrad)) v = s2 = opt_detail::max_nan(s2, s1);
       step = P(h.c1) * P(s0) / (math::sqrt(P(v)) + P(h.epsilon));
       break;
     }
