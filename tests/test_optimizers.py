@@ -208,10 +208,10 @@ def test_matches_reference_float64(backend, case):
     ("Adam", {"learning_rate": 0.02, "global_clipnorm": 5.0}),
 ], ids=["Adam", "RMSprop-centered-momentum", "Adam-global_clipnorm"])
 def test_many_tensors(backend, name, cfg):
-    """300 tensors of 1..50 elements at once (the multi-tensor path), 20 steps."""
+    """300 tensors of 1..50 elements at once (the multi-tensor path), 100 steps."""
     rng = np.random.default_rng(5)
     shapes = [(int(n),) for n in rng.integers(1, 51, 300)]
-    params, grad_steps = _problem(shapes, 20, np.float32, seed=6)
+    params, grad_steps = _problem(shapes, STEPS, np.float32, seed=6)
     ref_p, _ = _ref_run(name, cfg, params, grad_steps)
     ours = _our_run(_make(name, cfg), params, grad_steps, backend)
     _assert_params(ours, ref_p, F32_RTOL, np.float32)
