@@ -161,18 +161,40 @@ void backward_stats_row(const T* x, T* dx, int64_t n, const T* mh, const T* ml, 
   }
 }
 
+// Shifted sums of rows blk[0..rows) into s1, s2 (n each), shift k0: the rows
+// are summed in T in registers, column by column, and each column's block
+// sums are added to the double totals once. One load and three arithmetic
+// operations per element, instead of a conversion to double and a load and
+// a store of both totals; the block's rounding in T stays below 2^-21 of
+// its sums (at most kStatsRows terms). 8 rows: with 16, rows 4 KiB apart (1024
+// float32 features) map to one L1 set and evict each other, twice as slow.
+constexpr int64_t kStatsRows = 8;
+
+template <typename T, int64_t R>
+void stats_block(const T* blk, const T* k0, int64_t rows, int64_t n, double* s1, double* s2) {
+  const int64_t nr = R > 0 ? R : rows;  // a constant trip count unrolls
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    T a1 = 0, a2 = 0;
+    for (int64_t i = 0; i < nr; ++i) {
+      const T d = blk[i * n + j] - k0[j];
+      a1 += d;
+      a2 += d * d;
+    }
+    s1[j] += double(a1);
+    s2[j] += double(a2);
+  }
+}
+
 // Shifted sums of the rows [r0, r1) into s1, s2 (n each), shift = row 0.
 template <typename T>
 void stats_rows(const T* x, int64_t r0, int64_t r1, int64_t n, double* s1, double* s2) {
-  const T* k0 = x;
-  for (int64_t i = r0; i < r1; ++i) {
-    const T* row = x + i * n;
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) {
-      const double d = double(row[j]) - double(k0[j]);
-      s1[j] += d;
-      s2[j] += d * d;
-    }
+  for (int64_t i = r0; i < r1; i += kStatsRows) {
+    const int64_t rows = std::min(kStatsRows, r1 - i);
+    if (rows == kStatsRows)
+      stats_block<T, kStatsRows>(x + i * n, x, rows, n, s1, s2);
+    else
+      stats_block<T, 0>(x + i * n, x, rows, n, s1, s2);
   }
 }
 
