@@ -73,13 +73,19 @@ def test_default_preset_reaches_96_percent_on_digits():
     pytest.importorskip("sklearn")
     from fusednn.__main__ import load_digits_split
 
+    # One run's accuracy is a noisy sample: over 16 seeds it averaged 0.974
+    # with a standard deviation of 0.007, and a last-bit change anywhere in a
+    # 20-layer network moves a given seed by a point or more. The median of
+    # three seeds is below 0.96 only if two runs are.
     x_train, y_train, x_test, y_test = load_digits_split(0)
-    model = fd.presets.default_dnn(64, 10, depth=20, width=100, seed=0)
-    model.compile(fd.presets.default_optimizer(), "sparse_categorical_crossentropy",
-                  ["accuracy"])
-    model.fit(x_train, y_train, epochs=15, batch_size=32, verbose=0, seed=0)
-    _, acc = model.evaluate(x_test, y_test)
-    assert acc >= 0.96, acc
+    accs = []
+    for seed in range(3):
+        model = fd.presets.default_dnn(64, 10, depth=20, width=100, seed=seed)
+        model.compile(fd.presets.default_optimizer(), "sparse_categorical_crossentropy",
+                      ["accuracy"])
+        model.fit(x_train, y_train, epochs=15, batch_size=32, verbose=0, seed=seed)
+        accs.append(model.evaluate(x_test, y_test)[1])
+    assert np.median(accs) >= 0.96, accs
 
 
 @pytest.mark.parametrize("kwargs", [{"n_inputs": 0}, {"depth": 0}, {"width": -1},
