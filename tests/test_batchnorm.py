@@ -166,17 +166,6 @@ def test_training_shapes(backend, batch, n, name, drop, dtype):
     _check_training(backend, batch, n, dtype, name, {}, drop)
 
 
-# Outputs of 64 MiB and more are written with streaming stores on the CPU
-# (csrc/cpu/stream.h): y of the forward and dz of the backward's first pass.
-@pytest.mark.parametrize("batch,dtype,name,drop", [
-    (16400, np.float32, "elu", "drop0.3"),
-    (8200, np.float64, "relu", "nodrop"),
-], ids=["16400x1024-f32-elu-drop0.3", "8200x1024-f64-relu"])
-def test_training_streamed_outputs(backend, batch, dtype, name, drop):
-    assert batch * 1024 * np.dtype(dtype).itemsize >= 64 << 20
-    _check_training(backend, batch, 1024, dtype, name, {}, drop)
-
-
 def test_non_contiguous_inputs(backend):
     x, gamma, beta, mm, mv, dy = _data(9, 6, np.float64)
     xf = np.asfortranarray(x)

@@ -12,7 +12,6 @@
 // contiguous segments that vectorise; column sums go to per-thread arrays.
 #include "cpu/batchnorm.h"
 #include "cpu/dropout.h"
-#include "cpu/stream.h"
 
 #include <omp.h>
 
@@ -84,16 +83,13 @@ void forward_pass(const T* x, T* y, uint32_t* mask, int64_t total, int64_t n, co
                   T alpha, DropoutCoef<T> c, uint64_t seed, uint64_t step, uint32_t threshold) {
   const int64_t nchunks = (total + kChunk - 1) / kChunk;
   const int64_t nwords = (total + 31) / 32;
-  const bool stream = stream_worthwhile(y, total);
 #pragma omp parallel if (total >= kParallelMin)
   {
     alignas(64) uint32_t keep[kChunk];
     uint32_t words[kChunk / 32];
-    alignas(64) T staged[kChunk];  // the chunk's y when y is streamed (cpu/stream.h)
 #pragma omp for schedule(static)
     for (int64_t ci = 0; ci < nchunks; ++ci) {
       const int64_t e0 = ci * kChunk, cnt = std::min(kChunk, total - e0);
-      T* out = stream ? staged : y + e0;  // out[e - e0]: element e's slot
       if (Drop) {
         // The mask words of the chunk (bits past the end included, as the
         // standalone dropout op stores them), then one flag per element.
@@ -105,12 +101,10 @@ void forward_pass(const T* x, T* y, uint32_t* mask, int64_t total, int64_t n, co
       }
       for_segments(e0, cnt, n, keep, [&](int64_t e, int64_t len, int64_t j, const uint32_t* kp) {
         const ColPtrs<T> p = col_ptrs(cols, n, j);
-        forward_segment<T, A, Drop>(x + e, out + (e - e0), kp, len, p.mh, p.ml, p.sc, p.sh, alpha,
+        forward_segment<T, A, Drop>(x + e, y + e, kp, len, p.mh, p.ml, p.sc, p.sh, alpha,
                                     c.kept_mul, c.kept_add, c.dropped);
       });
-      if (stream) stream_copy(y + e0, staged, cnt);
     }
-    if (stream) stream_fence();
   }
 }
 
@@ -137,28 +131,23 @@ void backward_pass(const T* dy, const T* x, const T* y, const uint32_t* mask, T*
                    int64_t total, int64_t n, const T* cols, T alpha, DropoutCoef<T> c,
                    std::vector<double>& part) {
   const int64_t nchunks = (total + kChunk - 1) / kChunk;
-  const bool stream = stream_worthwhile(dx, total);
 #pragma omp parallel if (total >= kParallelMin)
   {
     alignas(64) uint32_t keep[kChunk];
-    alignas(64) T staged[kChunk];  // the chunk's output when it is streamed (cpu/stream.h)
     double* s1 = part.data() + int64_t(omp_get_thread_num()) * 2 * n;
     double* s2 = s1 + n;
     const T inv_kept_mul = T(1) / c.kept_mul;
 #pragma omp for schedule(static)
     for (int64_t ci = 0; ci < nchunks; ++ci) {
       const int64_t e0 = ci * kChunk, cnt = std::min(kChunk, total - e0);
-      T* out = stream ? staged : dx + e0;  // out[e - e0]: element e's slot
       if (Drop) unpack_bits(mask + e0 / 32, cnt, keep);
       for_segments(e0, cnt, n, keep, [&](int64_t e, int64_t len, int64_t j, const uint32_t* kp) {
         const ColPtrs<T> p = col_ptrs(cols, n, j);
-        backward_segment<T, A, Drop, S, Stats>(dy + e, x + e, y + e, kp, out + (e - e0), len, p.mh,
-                                               p.ml, p.sc, p.sh, p.is, s1 + j, s2 + j, alpha,
+        backward_segment<T, A, Drop, S, Stats>(dy + e, x + e, y + e, kp, dx + e, len, p.mh, p.ml,
+                                               p.sc, p.sh, p.is, s1 + j, s2 + j, alpha,
                                                c.kept_mul, inv_kept_mul);
       });
-      if (stream) stream_copy(dx + e0, staged, cnt);
     }
-    if (stream) stream_fence();
   }
 }
 
