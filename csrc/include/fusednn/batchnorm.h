@@ -10,8 +10,8 @@
 // Numerics. The statistics are shifted sums, shifted by the column's first
 // sample K_j: S1 = sum (x - K), S2 = sum (x - K)^2, so a column with mean 1e4
 // and std 1e-2 loses nothing to cancellation. They are totalled in double
-// (the CPU sums blocks of 16 rows in T first, the CUDA kernels sum in double). In the
-// element-wise pass the mean is split into m_hi + m_lo (m_hi its value in T,
+// (the CPU sums blocks of 8 rows in T first; the CUDA kernels sum in double).
+// In the element-wise pass the mean is split into m_hi + m_lo (m_hi its value in T,
 // m_lo the rest), and x - mean is taken as (x - m_hi) - m_lo: x - m_hi is
 // exact for x near the mean, which float32 arithmetic on x - mean would not
 // be (ulp(1e4) = 1e-3 in float32, a tenth of that column's std).
