@@ -80,10 +80,18 @@ FUSEDNN_HD T act_forward(Act a, T z, T alpha) {
       return z <= T(0) ? T(0) : z;  // written so NaN passes through
     case Act::LeakyRelu:
       return z <= T(0) ? alpha * z : z;
-    case Act::Elu:
-      return z > T(0) ? z : alpha * math::expm1(z);
-    case Act::Selu:
-      return T(kSeluLambda) * (z > T(0) ? z : T(kSeluAlpha) * math::expm1(z));
+    // The negative branch is evaluated for every z, then selected: written
+    // as a conditional call, the compiler's if-conversion of the vectorised
+    // loop would merge the callee's clamp into the select's mask. z < 0
+    // rather than z <= 0 keeps -0; NaN takes the z branch.
+    case Act::Elu: {
+      const T neg = math::scaled_expm1_neg(z, alpha);
+      return z < T(0) ? neg : z;
+    }
+    case Act::Selu: {
+      const T neg = math::scaled_expm1_neg(z, T(kSeluLambda * kSeluAlpha));
+      return z < T(0) ? neg : T(kSeluLambda) * z;
+    }
     case Act::Gelu:
       return T(0.5) * z * (T(1) + math::erf(z * T(kInvSqrt2)));
     case Act::GeluTanh: {
