@@ -144,6 +144,37 @@ def test_softmax_ce_large_logits_stay_finite(backend, c):
 
 
 @pytest.mark.parametrize("c", [6, 2500])
+def test_softmax_ce_masked_class_is_exactly_excluded(backend, c):
+    """A -inf logit (a masked class) has probability 0: without smoothing the
+    loss is that of the other classes and the gradient there is exactly 0;
+    with smoothing, which gives the masked class label mass, the loss is
+    +inf."""
+    rng = np.random.default_rng(11)
+    z = rng.standard_normal((5, c)).astype(np.float32)
+    masked = np.zeros(c, bool)
+    masked[[1, c - 1]] = True
+    z[:, masked] = -np.inf
+    z[4, :] = -np.inf  # the row's max is one finite logit
+    z[4, 2] = 3.0
+    labels = np.array([0, 2, 3, 0, 2]) % c
+    assert not masked[labels].any()
+    loss, grad = _xent(backend, z, labels)
+    grad = to_numpy(grad)
+    # the reference row by row over its finite logits (the masked ones drop out)
+    ref_loss, ref_grad = 0.0, np.zeros(z.shape)
+    for i in range(z.shape[0]):
+        keep = np.flatnonzero(np.isfinite(z[i]))
+        li, gi = R.softmax_cross_entropy(z[i:i + 1, keep], np.searchsorted(keep, labels[i:i + 1]))
+        ref_loss += li / z.shape[0]
+        ref_grad[i, keep] = gi[0] / z.shape[0]
+    assert_scaled_close(loss, ref_loss, 1e-6, "loss")
+    assert np.all(grad[~np.isfinite(z)] == 0.0)
+    assert_scaled_close(grad, ref_grad, 1e-5, "grad")
+    loss, grad = _xent(backend, z, labels, label_smoothing=0.1)
+    assert float(loss) == np.inf and np.all(np.isfinite(to_numpy(grad)))
+
+
+@pytest.mark.parametrize("c", [6, 2500])
 @pytest.mark.parametrize("kind", ["int32", "soft"])
 def test_softmax_ce_nan_logit_poisons_only_its_row(backend, kind, c):
     rng = np.random.default_rng(6)
@@ -287,6 +318,32 @@ def test_bce_large_logits_stay_finite(backend):
     assert ref_loss > 1e3
     assert_scaled_close(loss, ref_loss, 1e-6, "loss")
     assert_scaled_close(grad, ref_grad, 1e-6, "grad")
+
+
+def test_bce_float32_accurate_across_the_logit_range(backend):
+    """The float32 exponential and log1p of the binary cross-entropy, element
+    by element: the gradient sigmoid(z) (target 0) within 4e-7 of its value
+    for every z down to where it leaves the normal floats, and the loss
+    log1p(e^z) (z < 0, target 0) within 4e-7 per band of magnitudes and for
+    single tiny terms."""
+    z = np.concatenate([-np.logspace(-30, np.log10(87.0), 3000), np.logspace(-30, 2, 3000),
+                        np.array([0.0, -0.3465, -0.6931, -1.0, -20.0, -80.0])]).astype(np.float32)
+    y = np.zeros_like(z)
+    _, grad = _point(backend, "bce", z, y, reduction="sum")
+    ref = R.sigmoid(z.astype(np.float64))
+    err = np.abs(to_numpy(grad).astype(np.float64) - ref) / ref
+    worst = int(np.argmax(err))
+    assert err[worst] <= 4e-7, f"z={z[worst]!r}: {to_numpy(grad)[worst]!r} vs {ref[worst]!r}"
+    for lo, hi in [(-1e-30, -1e-3), (-1e-3, -1.0), (-1.0, -10.0), (-10.0, -87.0)]:
+        zb = np.linspace(lo, hi, 1001).astype(np.float32)
+        loss, _ = _point(backend, "bce", zb, np.zeros_like(zb), reduction="sum")
+        ref_loss = float(np.log1p(np.exp(zb.astype(np.float64))).sum())
+        assert abs(float(loss) - ref_loss) <= 4e-7 * ref_loss, (lo, hi)
+    for zi in [-1e-20, -1e-7, -40.0, -85.0]:
+        zb = np.array([zi], np.float32)
+        loss, _ = _point(backend, "bce", zb, np.zeros(1, np.float32), reduction="sum")
+        ref_loss = float(np.log1p(np.exp(np.float64(zb[0]))))
+        assert abs(float(loss) - ref_loss) <= 4e-7 * ref_loss, zi
 
 
 @pytest.mark.parametrize("name", ["bce", "mse"])

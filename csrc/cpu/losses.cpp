@@ -37,7 +37,7 @@ double xent_row(const T* __restrict z, const T* __restrict y, int64_t t, bool t_
   if (Dense) {
 #pragma omp simd reduction(+ : s, sz, sy, syz)
     for (int64_t j = 0; j < c; ++j) {
-      const T e = math::exp(z[j] - m);  // libmvec
+      const T e = math::exp_nonpos(z[j] - m);
       g[j] = e;
       s += double(e);
       const double d = double(z[j]) - md;
@@ -45,14 +45,24 @@ double xent_row(const T* __restrict z, const T* __restrict y, int64_t t, bool t_
       sy += double(y[j]);
       syz += double(y[j]) * d;
     }
-  } else {
+  } else if (eps > 0.0) {
 #pragma omp simd reduction(+ : s, sz)
     for (int64_t j = 0; j < c; ++j) {
-      const T e = math::exp(z[j] - m);
+      const T e = math::exp_nonpos(z[j] - m);
       g[j] = e;
       s += double(e);
       sz += double(z[j]) - md;
     }
+  } else {
+    // sz only enters the loss through smoothing (xent_row_loss)
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < c; ++j) {
+      const T e = math::exp_nonpos(z[j] - m);
+      g[j] = e;
+      s += double(e);
+    }
+  }
+  if (!Dense) {
     sy = 1.0;
     syz = t_ok ? double(z[t]) - md : 0.0;
   }
@@ -93,30 +103,34 @@ double xent_rows(const T* z, const L* labels, const T* y, const T* w, T* g, int6
   return total;
 }
 
-// Sum of the loss terms of n elements; dp = sc * dloss/dp.
-template <typename T, PointLoss K>
-double point_span(const T* __restrict p, const T* __restrict t, T* __restrict g, int64_t n,
-                  T sc) {
+// Sum of the loss terms of n elements (times w[j] when w is given); dp =
+// sc w[j] dloss/dp. The binary cross-entropy takes its exponentials for a
+// block of elements first, in a loop of their own: one loop with the
+// exponential, two divisions and the log1p is a dependency chain too long for
+// the out-of-order window, and split in two it ran 1.3x faster.
+template <typename T, PointLoss K, bool Weighted>
+double point_span(const T* __restrict p, const T* __restrict t, const T* __restrict w,
+                  T* __restrict g, int64_t n, T sc) {
+  constexpr int64_t kExpBlock = 256;
   double acc = 0;
+  for (int64_t b = 0; b < n; b += kExpBlock) {
+    const int64_t len = std::min(kExpBlock, n - b);
+    const T* pb = p + b;
+    const T* tb = t + b;
+    const T* wb = Weighted ? w + b : nullptr;
+    T* gb = g + b;
+    alignas(64) T e[kExpBlock];
+    if (K == PointLoss::SigmoidBCE) {
+#pragma omp simd
+      for (int64_t j = 0; j < len; ++j) e[j] = bce_exp(pb[j]);
+    }
 #pragma omp simd reduction(+ : acc)
-  for (int64_t j = 0; j < n; ++j) {
-    const LossGrad<T> r = point_term<T, K>(p[j], t[j]);
-    g[j] = sc * r.grad;
-    acc += r.loss;
-  }
-  return acc;
-}
-
-// One output per sample with a weight each: the weight varies per element.
-template <typename T, PointLoss K>
-double point_weighted_flat(const T* __restrict p, const T* __restrict t, const T* __restrict w,
-                           T* __restrict g, int64_t n, T sc) {
-  double acc = 0;
-#pragma omp parallel for simd reduction(+ : acc) schedule(static) if (n >= kParallelMin)
-  for (int64_t j = 0; j < n; ++j) {
-    const LossGrad<T> r = point_term<T, K>(p[j], t[j]);
-    g[j] = (w[j] * sc) * r.grad;
-    acc += double(w[j]) * r.loss;
+    for (int64_t j = 0; j < len; ++j) {
+      const LossGrad<T> r = K == PointLoss::SigmoidBCE ? bce_term(pb[j], tb[j], e[j])
+                                                       : point_term<T, K>(pb[j], tb[j]);
+      gb[j] = (Weighted ? wb[j] * sc : sc) * r.grad;
+      acc += Weighted ? double(wb[j]) * r.loss : r.loss;
+    }
   }
   return acc;
 }
@@ -126,24 +140,24 @@ double point_all(const T* p, const T* t, const T* w, T* g, int64_t n, int64_t k,
   const double scale = inv_d / double(k);  // the mean over the k outputs
   const int64_t total_n = n * k;
   double total = 0;
-  if (w == nullptr) {
-    // No per-sample factor: any split of the flat array will do.
+  if (w == nullptr || k == 1) {
+    // No weight, or one per element (one output per sample): any split of
+    // the flat array will do.
     const T sc = T(scale);
     const int64_t spans = (total_n + kSpan - 1) / kSpan;
 #pragma omp parallel for reduction(+ : total) schedule(static) if (total_n >= kParallelMin)
     for (int64_t b = 0; b < spans; ++b) {
-      const int64_t begin = b * kSpan;
-      total += point_span<T, K>(p + begin, t + begin, g + begin,
-                                std::min(kSpan, total_n - begin), sc);
+      const int64_t begin = b * kSpan, len = std::min(kSpan, total_n - begin);
+      total += w == nullptr
+                   ? point_span<T, K, false>(p + begin, t + begin, nullptr, g + begin, len, sc)
+                   : point_span<T, K, true>(p + begin, t + begin, w + begin, g + begin, len, sc);
     }
-  } else if (k == 1) {
-    total = point_weighted_flat<T, K>(p, t, w, g, n, T(scale));
   } else {
 #pragma omp parallel for reduction(+ : total) schedule(static) if (total_n >= kParallelMin)
     for (int64_t i = 0; i < n; ++i) {
       const int64_t off = i * k;
-      total += double(w[i]) *
-               point_span<T, K>(p + off, t + off, g + off, k, T(double(w[i]) * scale));
+      total += double(w[i]) * point_span<T, K, false>(p + off, t + off, nullptr, g + off, k,
+                                                      T(double(w[i]) * scale));
     }
   }
   return total * scale;

@@ -111,7 +111,7 @@ __global__ void xent_kernel(const T* __restrict__ z, const L* __restrict__ label
     for (int64_t j = lane; j < c; j += Group) {
       const T zj = zr[j];
       const double d = double(zj) - md;
-      v[0] += double(math::exp(zj - m));
+      v[0] += double(math::exp_nonpos(zj - m));
       v[1] += d;
       if (Dense) {
         const double yj = double(yr[j]);
@@ -136,7 +136,7 @@ __global__ void xent_kernel(const T* __restrict__ z, const L* __restrict__ label
     const double scale = (w != nullptr ? double(w[row]) : 1.0) * inv_d;
     const XentCoef<T> k = xent_coef<T>(r, eps, c, scale);
     for (int64_t j = lane; j < c; j += Group) {
-      const T e = math::exp(zr[j] - m);
+      const T e = math::exp_nonpos(zr[j] - m);
       gr[j] = xent_grad(k, e, Dense ? yr[j] : T(j == t ? 1 : 0));
     }
     if (lane == 0) acc += scale * xent_row_loss(r, eps, c);

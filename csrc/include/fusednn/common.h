@@ -46,6 +46,8 @@ FUSEDNN_HD double exp(double x) { return ::exp(x); }
 #if defined(__CUDA_ARCH__)
 FUSEDNN_HD float expm1(float x) { return ::expm1f(x); }
 FUSEDNN_HD float scaled_expm1_neg(float x, float alpha) { return alpha * ::expm1f(x); }
+FUSEDNN_HD float exp_nonpos(float x) { return ::expf(x); }
+FUSEDNN_HD float log1p_unit(float x) { return ::log1pf(x); }
 #else
 // expm1 in float32 on the host, written out so that the vectorised loops
 // (ELU, SELU, softplus' derivative) inline it instead of calling libmvec's
@@ -110,8 +112,47 @@ FUSEDNN_HD float scaled_expm1_neg(float x, float alpha) {
   const float s = alpha * pow2_of_shifted(k, 0);
   return __builtin_fmaf(s, expm1_reduced(r), s - alpha);
 }
+
+// e^x for x <= 0 (the softmax's exp(z - max), the binary cross-entropy's
+// exp(-|z|)): 2^n (1 + expm1(r)) with the reduction of expm1 above; NaN stays
+// NaN. Below -87.5, where e^x is no longer a normal float, it returns 0 (an
+// absolute error below 2^-126). Max relative error 1.2e-7 over the normal
+// results (checked against the double exp).
+FUSEDNN_HD float exp_nonpos(float x) {
+  const float xc = x < -87.5f ? -87.5f : x;
+  const float k = __builtin_fmaf(xc, 1.44269504088896341f, kRoundShifter);
+  const float n = k - kRoundShifter;
+  float r = __builtin_fmaf(n, -0.693145751953125f, xc);
+  r = __builtin_fmaf(n, -1.428606765330187045e-06f, r);
+  const float s = pow2_of_shifted(k, 0);
+  const float y = __builtin_fmaf(s, expm1_reduced(r), s);
+  return x < -87.5f ? 0.0f : y;
+}
+
+// log1p(x) for x in [0, 1] (the binary cross-entropy's log1p(exp(-|z|))),
+// NaN stays NaN: with s = x / (2 + x) in [0, 1/3], log1p(x) = 2 atanh(s)
+//   = 2 s (1 + s^2/3 + s^4/5 + ... + s^12/13),
+// whose truncation is below 2^-26 relative; x itself is exact, so small x
+// loses nothing to 1 + x. Max relative error 3.2e-7 (about 5 ulp, from the
+// rounding of 2 + x and of the quotient) over [0, 1], checked against the
+// double log1p: enough for a loss term, which is summed.
+FUSEDNN_HD float log1p_unit(float x) {
+  const float s2 = (x + x) / (2.0f + x);  // 2 s: halving x first would round denormals
+  const float t = 0.25f * s2 * s2;
+  const float t2 = t * t;
+  // 1 + t/3 + t^2/5 + ... + t^6/13, in Estrin's form
+  const float a = __builtin_fmaf(1.0f / 3, t, 1.0f);
+  const float b = __builtin_fmaf(1.0f / 7, t, 1.0f / 5);
+  const float c = __builtin_fmaf(1.0f / 11, t, 1.0f / 9);
+  const float q = __builtin_fmaf(t2 * t2, __builtin_fmaf(t2, 1.0f / 13, c), __builtin_fmaf(t2, b, a));
+  return s2 * q;
+}
 #endif
 FUSEDNN_HD double scaled_expm1_neg(double x, double alpha) { return alpha * ::expm1(x); }
+FUSEDNN_HD double exp_nonpos(double x) { return ::exp(x); }
+FUSEDNN_HD double log1p_unit(double x) { return ::log1p(x); }
+FUSEDNN_HD float fma(float a, float b, float c) { return ::fmaf(a, b, c); }
+FUSEDNN_HD double fma(double a, double b, double c) { return ::fma(a, b, c); }
 FUSEDNN_HD double expm1(double x) { return ::expm1(x); }
 FUSEDNN_HD float log1p(float x) { return ::log1pf(x); }
 FUSEDNN_HD double log1p(double x) { return ::log1p(x); }

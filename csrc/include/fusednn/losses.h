@@ -73,7 +73,9 @@ FUSEDNN_HD double xent_label_sum(const XentRow& r, double eps) { return (1.0 - e
 
 // The loss of one row, -sum_c y'_c log softmax(z)_c, unweighted.
 FUSEDNN_HD double xent_row_loss(const XentRow& r, double eps, int64_t c) {
-  const double ydot = (1.0 - eps) * r.syz + eps / double(c) * r.sz;  // sum y'_c d_c
+  // sum y'_c d_c; sz only with smoothing, so that a -inf logit (a masked
+  // class, d = -inf) leaves the unsmoothed loss finite
+  const double ydot = (1.0 - eps) * r.syz + (eps > 0.0 ? eps / double(c) * r.sz : 0.0);
   return xent_label_sum(r, eps) * loss_detail::log(r.s) - ydot;
 }
 
@@ -103,8 +105,9 @@ FUSEDNN_HD T xent_grad(const XentCoef<T>& k, T e, T y) {
 
 // ------------------------------------------------------------- point losses
 
-// One loss term (double: it is summed, and z*y cancels against max(z, 0))
-// and its derivative with respect to the prediction (storage type).
+// One loss term (double: it is summed, and the squared error of float32
+// values can exceed the float32 range) and its derivative with respect to
+// the prediction (storage type).
 template <typename T>
 struct LossGrad {
   double loss;
@@ -113,25 +116,38 @@ struct LossGrad {
 
 // Binary cross-entropy on the logit z against the target y in [0, 1]:
 //     l = max(z, 0) - z y + log1p(exp(-|z|)),   dl/dz = sigmoid(z) - y,
-// one exponential for both, never of a positive number. Squared error:
+// one exponential for both, never of a positive number. The term is formed
+// in T: max(z, 0) - z y is one fma (the product is not rounded, so z y
+// cancels exactly against z for y = 1), and both parts of l are >= 0 for y
+// in [0, 1], so their sum does not cancel. Squared error:
 //     l = (p - t)^2,   dl/dp = 2 (p - t).
 // Branch-free selects, so the CPU loops vectorise. (act_detail::sigmoid and
 // softplus of activations.h would take two exponentials and a branch.)
+// The binary cross-entropy term given e = exp(-|z|) (point_term computes it;
+// the CPU loop computes a block of them first, in a loop of its own).
+template <typename T>
+FUSEDNN_HD LossGrad<T> bce_term(T z, T y, T e) {
+  LossGrad<T> r;
+  const T inv = T(1) / (T(1) + e);
+  const T sig = z >= T(0) ? inv : e * inv;  // NaN fails the test: e * inv = NaN
+  const T pos = z > T(0) ? z : T(0);
+  r.loss = double(math::fma(-z, y, pos) + math::log1p_unit(e));
+  r.grad = sig - y;
+  return r;
+}
+
+template <typename T>
+FUSEDNN_HD T bce_exp(T z) {
+  return math::exp_nonpos(-math::fabs(z));  // NaN for NaN
+}
+
 template <typename T, PointLoss L>
 FUSEDNN_HD LossGrad<T> point_term(T z, T y) {
+  if (L == PointLoss::SigmoidBCE) return bce_term(z, y, bce_exp(z));
   LossGrad<T> r;
-  if (L == PointLoss::SigmoidBCE) {
-    const T e = math::exp(-math::fabs(z));  // NaN for NaN
-    const T inv = T(1) / (T(1) + e);
-    const T sig = z >= T(0) ? inv : e * inv;  // NaN fails the test: e * inv = NaN
-    const T pos = z > T(0) ? z : T(0);
-    r.loss = double(pos) - double(z) * double(y) + double(math::log1p(e));
-    r.grad = sig - y;
-  } else {
-    const double d = double(z) - double(y);
-    r.loss = d * d;
-    r.grad = T(2) * (z - y);
-  }
+  const double d = double(z) - double(y);
+  r.loss = d * d;
+  r.grad = T(2) * (z - y);
   return r;
 }
 
