@@ -75,6 +75,32 @@ def test_elu_float32_accurate_per_element(backend):
     assert np.all(y[z < -87.5] == -1.0) and np.signbit(y[0])
 
 
+@pytest.mark.parametrize("name,params,lo,tol", [
+    ("sigmoid", {}, -100, 5e-7), ("tanh", {}, -100, 5e-7), ("softplus", {}, -100, 5e-7),
+    ("swish", {}, -100, 5e-7), ("mish", {}, -100, 5e-7),
+    ("gelu", {"approximate": True}, -4, 2e-6)], ids=lambda v: str(v) if not isinstance(v, dict) else "")
+def test_exp_based_activations_float32_accurate_per_element(backend, name, params, lo, tol):
+    """The float32 activations built on exp(-|z|) (sigmoid, softplus, swish,
+    mish, gelu_tanh as z sigmoid(2u)) and tanh (from expm1) are within a few
+    ulp of the double-precision value at every element, including where the
+    value is tiny: no 1 - e or 1 + tanh cancellation. gelu_tanh's own
+    conditioning (u = c (z + 0.044715 z^3) carries its rounding into e^2u)
+    limits it to 2e-6 from -4 up."""
+    rng = np.random.default_rng(8)
+    z = np.concatenate([rng.uniform(lo, 100, 40000), np.logspace(-30, 2, 2000),
+                        -np.logspace(-30, np.log10(-lo), 2000), [0.0, -0.0]]).astype(np.float32)
+    y = to_numpy(fd.ops.activation_forward(to_backend(z, backend), name, **params)[0])
+    ref = R.activation(z.astype(np.float64), name, **params)
+    y = y.astype(np.float64)
+    # exp(-|z|) is 0 where it would be denormal (|z| > 87.5): an absolute
+    # error up to max(|z|, 1) 2^-126 is allowed there
+    floor = np.maximum(np.abs(z.astype(np.float64)), 1.0) * np.finfo(np.float32).tiny
+    err = np.abs(y - ref)
+    bad = np.flatnonzero((err > tol * np.abs(ref)) & (err > floor))
+    assert bad.size == 0, f"z={z[bad[0]]!r}: {y[bad[0]]!r} vs {ref[bad[0]]!r}"
+    assert np.max(err / np.maximum(np.abs(ref), 1e-30)) > 0  # not all exact: the check can fail
+
+
 def test_derivative_from_saved_output_where_possible():
     for name in ["relu", "leaky_relu", "elu", "selu", "sigmoid", "tanh", "softplus"]:
         assert not fd.activations.get(name).saves_input, name

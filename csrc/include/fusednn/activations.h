@@ -46,19 +46,52 @@ constexpr double kInvSqrt2Pi = 0.39894228040143267793994605993438;
 constexpr double kSqrt2OverPi = 0.79788456080286535587989211986876;
 constexpr double kGeluTanhC = 0.044715;
 
-// Stable logistic: never exponentiates a positive number.
+// The functions below never exponentiate a positive number: they take
+// e = exp(-|z|) in (0, 1] once (math::exp_nonpos) and select per sign.
 template <typename T>
-FUSEDNN_HD T sigmoid(T z) {
-  if (z >= T(0)) return T(1) / (T(1) + math::exp(-z));
-  const T e = math::exp(z);
-  return e / (T(1) + e);  // also NaN -> NaN
+FUSEDNN_HD T exp_neg_abs(T z) {
+  return math::exp_nonpos(-math::fabs(z));  // NaN -> NaN
 }
 
-// Stable softplus: log(1 + e^z) = max(z, 0) + log1p(e^-|z|).
+// Logistic: 1 / (1 + e) for z >= 0, e / (1 + e) below.
+template <typename T>
+FUSEDNN_HD T sigmoid(T z) {
+  const T e = exp_neg_abs(z);
+  const T inv = T(1) / (T(1) + e);
+  return z >= T(0) ? inv : e * inv;  // NaN fails the test: e * inv = NaN
+}
+
+// Softplus: log(1 + e^z) = max(z, 0) + log1p(e).
 template <typename T>
 FUSEDNN_HD T softplus(T z) {
   const T m = z > T(0) ? z : T(0);
-  return m + math::log1p(math::exp(-math::fabs(z)));
+  return m + math::log1p_unit(exp_neg_abs(z));
+}
+
+// GELU's tanh approximation: 0.5 z (1 + tanh(u)), u = sqrt(2/pi) (z + c z^3).
+template <typename T>
+FUSEDNN_HD T gelu_tanh_u(T z) {
+  return T(kSqrt2OverPi) * (z + T(kGeluTanhC) * z * z * z);
+}
+
+// tanh(softplus(z)), Mish's factor, from e: with w = e^z it is
+// ((1 + w)^2 - 1) / ((1 + w)^2 + 1) = num / den with
+//   z >= 0: num = 1 + 2 e,      den = num + 2 e^2
+//   z <  0: num = e (e + 2),    den = num + 2
+// and 1 - t^2 = 4 (1 + e)^2 (z >= 0 ? e^2 : 1) / den^2 without cancellation
+// (den - num and den + num are both known in closed form).
+template <typename T>
+struct MishTanh {
+  T t, one_minus_t2;
+};
+
+template <typename T>
+FUSEDNN_HD MishTanh<T> mish_tanh(T z, T e) {
+  const bool pos = z >= T(0);
+  const T num = pos ? T(1) + T(2) * e : e * (e + T(2));
+  const T rd = T(1) / (num + (pos ? T(2) * e * e : T(2)));
+  const T ope = T(2) * (T(1) + e) * rd;
+  return {num * rd, (pos ? e * e : T(1)) * ope * ope};
 }
 
 // Returns g for s > 0, h for s <= 0 and s itself when s is NaN.
@@ -94,14 +127,12 @@ FUSEDNN_HD T act_forward(Act a, T z, T alpha) {
     }
     case Act::Gelu:
       return T(0.5) * z * (T(1) + math::erf(z * T(kInvSqrt2)));
-    case Act::GeluTanh: {
-      const T u = T(kSqrt2OverPi) * (z + T(kGeluTanhC) * z * z * z);
-      return T(0.5) * z * (T(1) + math::tanh(u));
-    }
+    case Act::GeluTanh:  // (1 + tanh(u)) / 2 = sigmoid(2u): no cancellation for z << 0
+      return z * sigmoid(T(2) * gelu_tanh_u(z));
     case Act::Swish:
       return z * sigmoid(alpha * z);
     case Act::Mish:
-      return z * math::tanh(softplus(z));
+      return z * mish_tanh(z, exp_neg_abs(z)).t;
     case Act::Sigmoid:
       return sigmoid(z);
     case Act::Tanh:
@@ -130,14 +161,18 @@ FUSEDNN_HD T act_grad(Act a, T s, T alpha) {
       return piecewise(s, T(kSeluLambda), s + T(kSeluLambda * kSeluAlpha));
     case Act::Gelu: {  // Phi(z) + z phi(z)
       const T cdf = T(0.5) * (T(1) + math::erf(s * T(kInvSqrt2)));
-      const T pdf = T(kInvSqrt2Pi) * math::exp(T(-0.5) * s * s);
+      const T pdf = T(kInvSqrt2Pi) * math::exp_nonpos(T(-0.5) * s * s);
       return cdf + s * pdf;
     }
     case Act::GeluTanh: {
-      const T s2 = s * s;
-      const T t = math::tanh(T(kSqrt2OverPi) * s * (T(1) + T(kGeluTanhC) * s2));
-      const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluTanhC) * s2);
-      return T(0.5) * (T(1) + t) + T(0.5) * s * (T(1) - t * t) * du;
+      // (1 + t) / 2 + z (1 - t^2) u' / 2 with t = tanh(u) = 2 sigma(2u) - 1:
+      // sigma(2u) + 2 z u' sigma(2u) (1 - sigma(2u)), sigma (1 - sigma) = e / (1 + e)^2
+      const T v = T(2) * gelu_tanh_u(s);
+      const T e = exp_neg_abs(v);
+      const T inv = T(1) / (T(1) + e);
+      const T sig = v >= T(0) ? inv : e * inv;
+      const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluTanhC) * s * s);
+      return sig + T(2) * s * du * (e * inv * inv);
     }
     case Act::Swish: {  // sigma(bz) (1 + bz (1 - sigma(bz)))
       const T bz = alpha * s;
@@ -145,8 +180,10 @@ FUSEDNN_HD T act_grad(Act a, T s, T alpha) {
       return sg * (T(1) + bz * (T(1) - sg));
     }
     case Act::Mish: {  // tanh(sp(z)) + z sigma(z) (1 - tanh^2(sp(z)))
-      const T t = math::tanh(softplus(s));
-      return t + s * sigmoid(s) * (T(1) - t * t);
+      const T e = exp_neg_abs(s);
+      const MishTanh<T> m = mish_tanh(s, e);
+      const T sig = (s >= T(0) ? T(1) : e) / (T(1) + e);
+      return m.t + s * sig * m.one_minus_t2;
     }
     case Act::Sigmoid:
       return s * (T(1) - s);
