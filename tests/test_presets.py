@@ -69,6 +69,21 @@ def test_fused_block_equals_the_separate_ops():
     np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
 
 
+def test_digits_split_scales_constant_pixels_by_one():
+    """Seed 1 puts a test image with ink in a pixel that no training image
+    uses: standardised by a zero deviation it would be 1e6 (and the test loss
+    of the main job tens of nats)."""
+    pytest.importorskip("sklearn")
+    from fusednn.__main__ import load_digits_split
+
+    x_train, _, x_test, _ = load_digits_split(1)
+    constant = x_train.std(axis=0) == 0
+    assert constant.any() and np.any(x_test[:, constant] != 0)
+    assert np.all(x_train[:, constant] == 0)
+    assert float(np.abs(x_test).max()) < 100, float(np.abs(x_test).max())
+    assert np.allclose(x_train[:, ~constant].std(axis=0), 1, atol=1e-4)
+
+
 def test_default_preset_reaches_96_percent_on_digits():
     pytest.importorskip("sklearn")
     from fusednn.__main__ import load_digits_split
