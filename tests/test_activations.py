@@ -78,7 +78,8 @@ def test_elu_float32_accurate_per_element(backend):
 @pytest.mark.parametrize("name,params,lo,tol", [
     ("sigmoid", {}, -100, 5e-7), ("tanh", {}, -100, 5e-7), ("softplus", {}, -100, 5e-7),
     ("swish", {}, -100, 5e-7), ("mish", {}, -100, 5e-7),
-    ("gelu", {"approximate": True}, -4, 2e-6)], ids=lambda v: str(v) if not isinstance(v, dict) else "")
+    ("gelu", {"approximate": True}, -4, 2e-6)],
+    ids=lambda v: "" if isinstance(v, dict) else str(v))
 def test_exp_based_activations_float32_accurate_per_element(backend, name, params, lo, tol):
     """The float32 activations built on exp(-|z|) (sigmoid, softplus, swish,
     mish, gelu_tanh as z sigmoid(2u)) and tanh (from expm1) are within a few

@@ -122,7 +122,8 @@ struct LossGrad {
 // in [0, 1], so their sum does not cancel. Squared error:
 //     l = (p - t)^2,   dl/dp = 2 (p - t).
 // Branch-free selects, so the CPU loops vectorise. (act_detail::sigmoid and
-// softplus of activations.h would take two exponentials and a branch.)
+// softplus of activations.h would each take their own exponential.)
+
 // The binary cross-entropy term given e = exp(-|z|) (point_term computes it;
 // the CPU loop computes a block of them first, in a loop of its own).
 template <typename T>
