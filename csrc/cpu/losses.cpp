@@ -45,24 +45,19 @@ double xent_row(const T* __restrict z, const T* __restrict y, int64_t t, bool t_
       sy += double(y[j]);
       syz += double(y[j]) * d;
     }
-  } else if (eps > 0.0) {
-#pragma omp simd reduction(+ : s, sz)
-    for (int64_t j = 0; j < c; ++j) {
-      const T e = math::exp_nonpos(z[j] - m);
-      g[j] = e;
-      s += double(e);
-      sz += double(z[j]) - md;
-    }
   } else {
-    // sz only enters the loss through smoothing (xent_row_loss)
 #pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < c; ++j) {
       const T e = math::exp_nonpos(z[j] - m);
       g[j] = e;
       s += double(e);
     }
-  }
-  if (!Dense) {
+    // sz only enters the loss through smoothing (xent_row_loss): a second
+    // pass over the row, in cache, only then
+    if (eps > 0.0) {
+#pragma omp simd reduction(+ : sz)
+      for (int64_t j = 0; j < c; ++j) sz += double(z[j]) - md;
+    }
     sy = 1.0;
     syz = t_ok ? double(z[t]) - md : 0.0;
   }
@@ -122,7 +117,7 @@ double point_span(const T* __restrict p, const T* __restrict t, const T* __restr
     alignas(64) T e[kExpBlock];
     if (K == PointLoss::SigmoidBCE) {
 #pragma omp simd
-      for (int64_t j = 0; j < len; ++j) e[j] = bce_exp(pb[j]);
+      for (int64_t j = 0; j < len; ++j) e[j] = math::exp_neg_abs(pb[j]);
     }
 #pragma omp simd reduction(+ : acc)
     for (int64_t j = 0; j < len; ++j) {

@@ -47,25 +47,17 @@ constexpr double kSqrt2OverPi = 0.79788456080286535587989211986876;
 constexpr double kGeluTanhC = 0.044715;
 
 // The functions below never exponentiate a positive number: they take
-// e = exp(-|z|) in (0, 1] once (math::exp_nonpos) and select per sign.
-template <typename T>
-FUSEDNN_HD T exp_neg_abs(T z) {
-  return math::exp_nonpos(-math::fabs(z));  // NaN -> NaN
-}
-
-// Logistic: 1 / (1 + e) for z >= 0, e / (1 + e) below.
+// e = exp(-|z|) in (0, 1] once (math::exp_neg_abs) and select per sign.
 template <typename T>
 FUSEDNN_HD T sigmoid(T z) {
-  const T e = exp_neg_abs(z);
-  const T inv = T(1) / (T(1) + e);
-  return z >= T(0) ? inv : e * inv;  // NaN fails the test: e * inv = NaN
+  return math::sigmoid_from_exp(z, math::exp_neg_abs(z));
 }
 
 // Softplus: log(1 + e^z) = max(z, 0) + log1p(e).
 template <typename T>
 FUSEDNN_HD T softplus(T z) {
   const T m = z > T(0) ? z : T(0);
-  return m + math::log1p_unit(exp_neg_abs(z));
+  return m + math::log1p_unit(math::exp_neg_abs(z));
 }
 
 // GELU's tanh approximation: 0.5 z (1 + tanh(u)), u = sqrt(2/pi) (z + c z^3).
@@ -132,7 +124,7 @@ FUSEDNN_HD T act_forward(Act a, T z, T alpha) {
     case Act::Swish:
       return z * sigmoid(alpha * z);
     case Act::Mish:
-      return z * mish_tanh(z, exp_neg_abs(z)).t;
+      return z * mish_tanh(z, math::exp_neg_abs(z)).t;
     case Act::Sigmoid:
       return sigmoid(z);
     case Act::Tanh:
@@ -168,11 +160,10 @@ FUSEDNN_HD T act_grad(Act a, T s, T alpha) {
       // (1 + t) / 2 + z (1 - t^2) u' / 2 with t = tanh(u) = 2 sigma(2u) - 1:
       // sigma(2u) + 2 z u' sigma(2u) (1 - sigma(2u)), sigma (1 - sigma) = e / (1 + e)^2
       const T v = T(2) * gelu_tanh_u(s);
-      const T e = exp_neg_abs(v);
+      const T e = math::exp_neg_abs(v);
       const T inv = T(1) / (T(1) + e);
-      const T sig = v >= T(0) ? inv : e * inv;
       const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluTanhC) * s * s);
-      return sig + T(2) * s * du * (e * inv * inv);
+      return math::sigmoid_from_exp(v, e) + T(2) * s * du * (e * inv * inv);
     }
     case Act::Swish: {  // sigma(bz) (1 + bz (1 - sigma(bz)))
       const T bz = alpha * s;
@@ -180,10 +171,9 @@ FUSEDNN_HD T act_grad(Act a, T s, T alpha) {
       return sg * (T(1) + bz * (T(1) - sg));
     }
     case Act::Mish: {  // tanh(sp(z)) + z sigma(z) (1 - tanh^2(sp(z)))
-      const T e = exp_neg_abs(s);
+      const T e = math::exp_neg_abs(s);
       const MishTanh<T> m = mish_tanh(s, e);
-      const T sig = (s >= T(0) ? T(1) : e) / (T(1) + e);
-      return m.t + s * sig * m.one_minus_t2;
+      return m.t + s * math::sigmoid_from_exp(s, e) * m.one_minus_t2;
     }
     case Act::Sigmoid:
       return s * (T(1) - s);

@@ -69,6 +69,15 @@ FUSEDNN_HD float expm1_reduced(float r) {
 // 1.5 * 2^23: adding it to |v| < 2^22 rounds v to an integer, which then sits
 // in the low mantissa bits of the sum.
 constexpr float kRoundShifter = 12582912.0f;
+// r = x - n ln2 with n = round(x / ln2), |r| <= ln2 / 2, for |x| < 2^21;
+// *k = n + kRoundShifter (see pow2_of_shifted). ln2 is split in two so that
+// n ln2_hi is exact.
+FUSEDNN_HD float reduce_ln2(float x, float* k) {
+  *k = __builtin_fmaf(x, 1.44269504088896341f, kRoundShifter);
+  const float n = *k - kRoundShifter;
+  return __builtin_fmaf(n, -1.428606765330187045e-06f, __builtin_fmaf(n, -0.693145751953125f, x));
+}
+
 // 2^(n + e) as a float, for k = n + kRoundShifter and n + e in [-126, 127].
 FUSEDNN_HD float pow2_of_shifted(float k, int e) {
   // unsigned: for an x outside that range (the callers discard the result),
@@ -81,17 +90,15 @@ FUSEDNN_HD float pow2_of_shifted(float k, int e) {
 // double expm1).
 //   expm1(x) = 2 (2^(n-1) expm1(r) + 2^(n-1) - 1/2)
 // is exact arithmetic on expm1(r) for n = 0 and keeps 2^(n-1) finite up to
-// n = 128. ln2 is split in two so that n ln2_hi is exact. x is clamped to
-// [-87, 88.75]: expm1 rounds to -1 below and overflows to inf above.
+// n = 128. x is clamped to [-87, 88.75]: expm1 rounds to -1 below and
+// overflows to inf above.
 // |x| < 2^-24 returns x (expm1(x) rounds to x there; it also keeps denormals
 // and -0), and NaN stays NaN.
 FUSEDNN_HD float expm1(float x) {
   const float lo = x < -87.0f ? -87.0f : x;
   const float xc = lo > 88.75f ? 88.75f : lo;
-  const float k = __builtin_fmaf(xc, 1.44269504088896341f, kRoundShifter);
-  const float n = k - kRoundShifter;
-  float r = __builtin_fmaf(n, -0.693145751953125f, xc);
-  r = __builtin_fmaf(n, -1.428606765330187045e-06f, r);
+  float k;
+  const float r = reduce_ln2(xc, &k);
   const float s = pow2_of_shifted(k, -1);
   const float y = 2.0f * __builtin_fmaf(s, expm1_reduced(r), s - 0.5f);
   return ::fabsf(x) >= 0x1p-24f ? y : x;
@@ -124,10 +131,8 @@ FUSEDNN_HD float scaled_expm1_neg(float x, float alpha) {
 // results (checked against the double exp).
 FUSEDNN_HD float exp_nonpos(float x) {
   const float xc = x < -87.5f ? -87.5f : x;
-  const float k = __builtin_fmaf(xc, 1.44269504088896341f, kRoundShifter);
-  const float n = k - kRoundShifter;
-  float r = __builtin_fmaf(n, -0.693145751953125f, xc);
-  r = __builtin_fmaf(n, -1.428606765330187045e-06f, r);
+  float k;
+  const float r = reduce_ln2(xc, &k);
   const float s = pow2_of_shifted(k, 0);
   const float y = __builtin_fmaf(s, expm1_reduced(r), s);
   return x < -87.5f ? 0.0f : y;
@@ -180,6 +185,21 @@ FUSEDNN_HD float pow(float x, float y) { return ::powf(x, y); }
 FUSEDNN_HD double pow(double x, double y) { return ::pow(x, y); }
 FUSEDNN_HD float fabs(float x) { return ::fabsf(x); }
 FUSEDNN_HD double fabs(double x) { return ::fabs(x); }
+
+// e = exp(-|z|) in (0, 1], never an exponential of a positive number; NaN
+// stays NaN. The sigmoid family and the binary cross-entropy start from it.
+template <typename T>
+FUSEDNN_HD T exp_neg_abs(T z) {
+  return exp_nonpos(-fabs(z));
+}
+
+// sigmoid(z) from e = exp_neg_abs(z): 1 / (1 + e) for z >= 0, e / (1 + e)
+// below; NaN fails the test and gives e / (1 + e) = NaN.
+template <typename T>
+FUSEDNN_HD T sigmoid_from_exp(T z, T e) {
+  const T inv = T(1) / (T(1) + e);
+  return z >= T(0) ? inv : e * inv;
+}
 
 }  // namespace math
 }  // namespace fusednn

@@ -122,29 +122,23 @@ struct LossGrad {
 // in [0, 1], so their sum does not cancel. Squared error:
 //     l = (p - t)^2,   dl/dp = 2 (p - t).
 // Branch-free selects, so the CPU loops vectorise. (act_detail::sigmoid and
-// softplus of activations.h would each take their own exponential.)
+// softplus of activations.h would each take their own exponential; the term
+// shares one, math::exp_neg_abs, as they do.)
 
 // The binary cross-entropy term given e = exp(-|z|) (point_term computes it;
 // the CPU loop computes a block of them first, in a loop of its own).
 template <typename T>
 FUSEDNN_HD LossGrad<T> bce_term(T z, T y, T e) {
   LossGrad<T> r;
-  const T inv = T(1) / (T(1) + e);
-  const T sig = z >= T(0) ? inv : e * inv;  // NaN fails the test: e * inv = NaN
   const T pos = z > T(0) ? z : T(0);
   r.loss = double(math::fma(-z, y, pos) + math::log1p_unit(e));
-  r.grad = sig - y;
+  r.grad = math::sigmoid_from_exp(z, e) - y;
   return r;
-}
-
-template <typename T>
-FUSEDNN_HD T bce_exp(T z) {
-  return math::exp_nonpos(-math::fabs(z));  // NaN for NaN
 }
 
 template <typename T, PointLoss L>
 FUSEDNN_HD LossGrad<T> point_term(T z, T y) {
-  if (L == PointLoss::SigmoidBCE) return bce_term(z, y, bce_exp(z));
+  if (L == PointLoss::SigmoidBCE) return bce_term(z, y, math::exp_neg_abs(z));
   LossGrad<T> r;
   const double d = double(z) - double(y);
   r.loss = d * d;
