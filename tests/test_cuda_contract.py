@@ -221,3 +221,87 @@ def test_dense_batchnorm_is_called_correctly(dtype, monkeypatch):
     with pytest.raises(RuntimeError):  # then the dense GEMMs on dz
         be.dense_batchnorm_backward(z, x, w, True, True, z, z, cols, mask, True, True, spec, 0.3,
                                     False, True)
+
+
+class _Device:
+    """A stand-in for cupy.cuda.Device: entering it makes it current (and it
+    may be entered again while entered, as CuPy's may)."""
+
+    current = 0
+
+    def __init__(self, dev_id):
+        self.id = dev_id
+        self._saved = []
+
+    def __enter__(self):
+        self._saved.append(_Device.current)
+        _Device.current = self.id
+        return self
+
+    def __exit__(self, *exc):
+        _Device.current = self._saved.pop()
+
+
+class _DevArray(_FakeArray):
+    """A fake CuPy array made on the device current at its creation."""
+
+    __module__ = "cupy"
+    __cuda_array_interface__ = {}
+
+    def __init__(self, shape, dtype, dev_id=None):
+        super().__init__(shape, dtype)
+        self.device = _Device(_Device.current if dev_id is None else dev_id)
+        self.flags = type("Flags", (), {"c_contiguous": True})()
+
+
+class _DevCupy:
+    float64 = np.float64
+
+    class cuda:  # noqa: N801
+        @staticmethod
+        def get_current_stream():  # CuPy's current stream is per device
+            return _Ptr(100 + _Device.current)
+
+    @staticmethod
+    def empty(shape, dtype):
+        return _DevArray(shape if isinstance(shape, tuple) else (shape,), dtype)
+
+    @staticmethod
+    def full(shape, value, dtype):
+        return _DevArray(shape, dtype)
+
+
+class _RecordingModule:
+    """Records the current device and the stream of each optimizer_step call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def optimizer_step(self, dtype, kind, hyper, tensors, clip_mode, clip, norms_ptr, stream):
+        self.calls.append((_Device.current, stream))
+
+
+def test_optimizer_runs_on_the_parameters_device(monkeypatch):
+    """Parameters on GPU 1 while GPU 0 is current: the slots, the norms
+    buffer, the kernels and the stream are GPU 1's, and GPU 0 is current
+    again afterwards."""
+    from fusednn._backend import CUDABackend
+    from fusednn.optimizers import _base
+
+    mod = _RecordingModule()
+    be = CUDABackend(mod, _DevCupy)
+    monkeypatch.setattr(_base._backend, "backend_for", lambda caller, **arrays: be)
+    params = [_DevArray((7, 5), np.float32, 1), _DevArray((5,), np.float32, 1)]
+    grads = [_DevArray(p.shape, np.float32, 1) for p in params]
+    opt = fd.optimizers.Adam(global_clipnorm=1.0)
+    assert _Device.current == 0
+    opt.apply(grads, params)
+    opt.apply(grads, params)
+    assert mod.calls == [(1, 101), (1, 101)]
+    assert {s.device.id for row in opt._slots for s in row if s is not None} == {1}
+    assert opt._norms.device.id == 1
+    assert _Device.current == 0
+    # the same optimizer given parameters on another GPU is refused, not run there
+    moved = [_DevArray(p.shape, np.float32, 0) for p in params]
+    with pytest.raises(ValueError, match="GPU 0.*GPU 1"):
+        opt.apply(grads, moved)

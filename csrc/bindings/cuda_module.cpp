@@ -18,6 +18,7 @@
 #include "bindings/cuda_checks.h"
 #include "bindings/registry.h"
 #include "cuda/kernels.cuh"
+#include "cuda/lt.cuh"
 
 namespace py = pybind11;
 using fusednn::Act;
@@ -25,9 +26,32 @@ using namespace fusednn::bind;
 
 namespace {
 
+// The CUDA version a driver supports, as CUDART_VERSION counts (13000 for
+// 13.0), printed as "13.0".
+std::string cuda_version_string(int v) {
+  return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+}
+
 py::tuple runtime_status() {
   // With no driver, cudart_static reports an error here instead of failing to
-  // load, which is what makes this safe on a machine without a GPU.
+  // load, which is what makes this safe on a machine without a GPU. A driver
+  // of an older CUDA major version than the runtime's is named as such
+  // (cudaGetDeviceCount would only say "CUDA driver version is
+  // insufficient"); within a major version, minor version compatibility lets
+  // an older driver run the newer runtime.
+  int driver = 0;
+  if (cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0) {
+    cudaGetLastError();
+    return py::make_tuple(false, std::string("no NVIDIA driver (libcuda.so not found)"));
+  }
+  if (driver / 1000 < CUDART_VERSION / 1000) {
+    cudaGetLastError();
+    return py::make_tuple(false, "driver too old: it supports CUDA " +
+                                     cuda_version_string(driver) +
+                                     ", fusednn was built with CUDA " +
+                                     cuda_version_string(CUDART_VERSION) +
+                                     " (update the NVIDIA driver)");
+  }
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
   if (e == cudaSuccess && n < 1) e = cudaErrorNoDevice;
@@ -41,7 +65,19 @@ py::tuple runtime_status() {
   }
   return py::make_tuple(true, std::string(prop.name) + ", cc " + std::to_string(prop.major) + "." +
                                   std::to_string(prop.minor) + ", " + std::to_string(n) +
-                                  (n == 1 ? " device" : " devices"));
+                                  (n == 1 ? " device" : " devices") + ", driver CUDA " +
+                                  cuda_version_string(driver));
+}
+
+py::dict epilogue_counts() {
+  py::dict d;
+  for (const auto& c : fusednn::cuda::lt::epilogue_counts()) {
+    py::dict row;
+    row["used"] = c.used;
+    row["refused"] = c.refused;
+    d[c.name] = row;
+  }
+  return d;
 }
 
 py::dict build_info() {
@@ -302,6 +338,14 @@ PYBIND11_MODULE(_C_cuda, m) {
         "Never raises, also on a machine without a CUDA driver.");
   m.def("build_info", &build_info,
         "CUDA runtime and cuBLASLt versions, compiled archs and where cuBLASLt came from.");
+  m.def("set_activation_epilogues", &fusednn::cuda::lt::set_activation_epilogues, py::arg("on"),
+        "Whether dense layers may use cuBLASLt's activation epilogues (relu, gelu and their "
+        "gradients); off, the activation runs in fusednn's own kernels (NaN-propagating relu, "
+        "fusednn's tanh GELU).");
+  m.def("activation_epilogues", &fusednn::cuda::lt::activation_epilogues);
+  m.def("epilogue_counts", &epilogue_counts,
+        "{epilogue name: {'used': n, 'refused': n}}: cuBLASLt GEMMs run with each epilogue, "
+        "and calls where cuBLASLt had no algorithm for it (the fallback ran instead).");
 
   m.def("activation_forward", &activation_forward, py::arg("dtype"), py::arg("kind"),
         py::arg("alpha"), py::arg("n"), py::arg("z_ptr"), py::arg("y_ptr"), py::arg("stream"),

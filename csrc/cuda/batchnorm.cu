@@ -1,21 +1,21 @@
 // Batch normalisation + activation + dropout on the GPU.
 //
-// Blocks are 32 columns x 8 rows, so a warp reads 32 consecutive elements of
-// one row (coalesced) and every thread stays on one column: the column
-// coefficients are loaded once per thread, and column sums need no atomics.
-//   - column sums (statistics, backward): grid (column blocks, row blocks);
-//     each thread sums a strided set of rows of its column in double, the
-//     block reduces its 8 rows in shared memory and writes one partial per
-//     (row block, column); a per-column kernel adds the partials.
+// The column tiling of cuda/columns.cuh: a warp reads 32 consecutive
+// elements of one row and every thread stays on one column, so the column
+// coefficients are loaded once per thread and the column sums (statistics,
+// backward) need no atomics.
+//   - column sums: grid (column blocks, row blocks), partials per row block,
+//     added per column in a fixed order (deterministic);
 //   - element-wise passes: the same tiling, rows in a grid-stride loop.
-// Dropout bits: each thread draws its element's Philox lane; a warp's 32 keep
-// bits (one ballot) cover 32 consecutive flat indices, which straddle at
-// most two mask words, OR-ed in with atomics (the mask is zeroed first); the
-// last word is then rewritten whole, so its bits past the end are the
-// generator's, as in the CPU kernel and the standalone dropout op.
+// Dropout: the bit-packed mask is written first by the dropout op's own mask
+// kernel (cuda/dropout.cuh: one Philox call per 4 elements, whole words, no
+// atomics; the bits past m n are the generator's, as on the CPU), and the
+// normalise pass reads its keep bits back, 1 bit of traffic per element.
 #include <algorithm>
 
 #include "cuda/batchnorm.cuh"
+#include "cuda/columns.cuh"
+#include "cuda/dropout.cuh"
 #include "cuda/launch.cuh"
 #include "fusednn/dropout.h"
 
@@ -24,52 +24,11 @@ namespace cuda {
 
 namespace {
 
-constexpr int kTx = 32;  // columns per block: one warp
-constexpr int kTy = 8;   // rows per block
-
-struct Tiling {
-  int64_t col_blocks;
-  int64_t row_blocks;
-};
-
-// Row blocks for the column-sum kernels: about 1024 blocks in all (a wave on
-// a large GPU), never more than the rows need.
-Tiling reduce_tiling(int64_t m, int64_t n) {
-  const int64_t cb = (n + kTx - 1) / kTx;
-  const int64_t rows = (m + kTy - 1) / kTy;
-  int64_t rb = std::min(std::max<int64_t>(1, 1024 / cb), rows);
-  rb = std::max<int64_t>(1, std::min<int64_t>(rb, 65535));
-  return {cb, rb};
-}
-
 // Row blocks for the element-wise kernels (they loop over rows).
 int64_t elementwise_row_blocks(int64_t m, int64_t cb) {
-  const int64_t rows = (m + kTy - 1) / kTy;
+  const int64_t rows = (m + kColTy - 1) / kColTy;
   return std::max<int64_t>(1, std::min<int64_t>({rows, std::max<int64_t>(1, 8192 / cb), 65535}));
 }
-
-// The block's column sums of (s1, s2) over its kTy rows, into
-// part[(blockIdx.y * 2 + {0, 1}) * n + col].
-__device__ void block_column_sums(double s1, double s2, double* part, int64_t n, int64_t col) {
-  __shared__ double sh[2][kTy][kTx];
-  sh[0][threadIdx.y][threadIdx.x] = s1;
-  sh[1][threadIdx.y][threadIdx.x] = s2;
-  __syncthreads();
-  if (threadIdx.y == 0 && col < n) {
-    double a = 0.0, b = 0.0;
-#pragma unroll
-    for (int i = 0; i < kTy; ++i) {
-      a += sh[0][i][threadIdx.x];
-      b += sh[1][i][threadIdx.x];
-    }
-    part[(int64_t(blockIdx.y) * 2) * n + col] = a;
-    part[(int64_t(blockIdx.y) * 2 + 1) * n + col] = b;
-  }
-}
-
-__device__ __forceinline__ int64_t first_row() { return int64_t(blockIdx.y) * kTy + threadIdx.y; }
-__device__ __forceinline__ int64_t row_stride() { return int64_t(gridDim.y) * kTy; }
-__device__ __forceinline__ int64_t this_column() { return int64_t(blockIdx.x) * kTx + threadIdx.x; }
 
 // Shifted sums of each column, shifted by its first sample (batchnorm.h).
 template <typename T>
@@ -84,7 +43,7 @@ __global__ void stats_kernel(const T* x, int64_t m, int64_t n, double* part) {
       s2 += d * d;
     }
   }
-  block_column_sums(s1, s2, part, n, col);
+  block_column_sums<2>({s1, s2}, part, n, col);
 }
 
 template <typename T>
@@ -93,13 +52,10 @@ __global__ void finalize_train_kernel(const double* part, int64_t rb, const T* x
                                       double momentum, double epsilon, BnConvention conv,
                                       T* cols, double* mean, double* var, int64_t m, int64_t n) {
   for (int64_t j = thread_index(); j < n; j += grid_stride()) {
-    double s1 = 0.0, s2 = 0.0;
-    for (int64_t r = 0; r < rb; ++r) {
-      s1 += part[(r * 2) * n + j];
-      s2 += part[(r * 2 + 1) * n + j];
-    }
+    double s[2];
+    column_totals<2>(part, rb, n, j, s);
     double mu, v;
-    bn_finalize_stats(double(x[j]), s1, s2, double(m), mu, v);
+    bn_finalize_stats(double(x[j]), s[0], s[1], double(m), mu, v);
     mean[j] = mu;
     var[j] = v;
     if (moving_mean) bn_update_moving(moving_mean[j], moving_var[j], mu, v, momentum, double(m), conv);
@@ -116,54 +72,18 @@ __global__ void finalize_infer_kernel(const T* gamma, const T* beta, const T* mo
                  gamma ? double(gamma[j]) : 1.0, beta ? double(beta[j]) : 0.0, cols, n, j);
 }
 
-__device__ __forceinline__ uint32_t lane_of(const Philox4x32& r, int64_t e) {
-  const uint32_t lo = (e & 1) ? r.v[1] : r.v[0];
-  const uint32_t hi = (e & 1) ? r.v[3] : r.v[2];
-  return (e & 2) ? hi : lo;
-}
-
 template <typename T, Act A, bool Drop>
-__global__ void apply_kernel(const T* x, T* y, uint32_t* mask, int64_t m, int64_t n,
-                             const T* cols, T alpha, DropoutCoef<T> c, uint64_t seed,
-                             uint64_t step, uint32_t threshold) {
+__global__ void apply_kernel(const T* x, T* y, const uint32_t* mask, int64_t m, int64_t n,
+                             const T* cols, T alpha, DropoutCoef<T> c) {
   const int64_t col = this_column();
-  const bool in = col < n;
-  T mh = 0, ml = 0, sc = 0, sh = 0;
-  if (in) {
-    mh = cols[kBnMeanHi * n + col];
-    ml = cols[kBnMeanLo * n + col];
-    sc = cols[kBnScale * n + col];
-    sh = cols[kBnShift * n + col];
-  }
-  // The trip count depends on threadIdx.y only: whole warps stay together
-  // for the ballot.
+  if (col >= n) return;
+  const T mh = cols[kBnMeanHi * n + col], ml = cols[kBnMeanLo * n + col];
+  const T sc = cols[kBnScale * n + col], sh = cols[kBnShift * n + col];
   for (int64_t r = first_row(); r < m; r += row_stride()) {
     const int64_t e = r * n + col;
-    bool keep = true;
-    if (Drop) {
-      keep = in && lane_of(dropout_draws(seed, step, uint64_t(e) >> 2), e) >= threshold;
-      const uint32_t bits = __ballot_sync(0xFFFFFFFFu, keep);
-      if (threadIdx.x == 0) {
-        const int64_t e0 = r * n + int64_t(blockIdx.x) * kTx;  // lane 0's element
-        const int off = int(e0 & 31);
-        const uint32_t low = bits << off;
-        if (low) atomicOr(mask + (e0 >> 5), low);
-        // Nonzero only when lanes past the word boundary hold kept elements,
-        // which then exist: the next word is inside the mask.
-        if (off && (bits >> (32 - off))) atomicOr(mask + (e0 >> 5) + 1, bits >> (32 - off));
-      }
-    }
-    if (in) {
-      const T a = bn_activation<T, A>(x[e], mh, ml, sc, sh, alpha);
-      y[e] = Drop ? dropout_apply(keep, a, c) : a;
-    }
+    const T a = bn_activation<T, A>(x[e], mh, ml, sc, sh, alpha);
+    y[e] = Drop ? dropout_apply(dropout_kept(mask, e), a, c) : a;
   }
-}
-
-// The last mask word in full (its bits past m n included).
-__global__ void last_word_kernel(uint32_t* mask, int64_t w, uint64_t seed, uint64_t step,
-                                 uint32_t threshold) {
-  mask[w] = dropout_mask_word(seed, step, uint64_t(w), threshold);
 }
 
 // dz into dx (times scale unless Stats) and the block's column sums of dz
@@ -188,7 +108,7 @@ __global__ void backward_reduce_kernel(const T* dy, const T* x, const T* y, cons
       s2 += double(dz) * double(xc * is);
     }
   }
-  block_column_sums(s1, s2, part, n, col);
+  block_column_sums<2>({s1, s2}, part, n, col);
 }
 
 // dbeta, dgamma and the means of dz and dz x_hat (sums[0..n), sums[n..2n)).
@@ -196,15 +116,12 @@ template <typename T>
 __global__ void finalize_backward_kernel(const double* part, int64_t rb, T* dgamma, T* dbeta,
                                          double* sums, int64_t m, int64_t n) {
   for (int64_t j = thread_index(); j < n; j += grid_stride()) {
-    double s1 = 0.0, s2 = 0.0;
-    for (int64_t r = 0; r < rb; ++r) {
-      s1 += part[(r * 2) * n + j];
-      s2 += part[(r * 2 + 1) * n + j];
-    }
-    if (dbeta) dbeta[j] = T(s1);
-    if (dgamma) dgamma[j] = T(s2);
-    sums[j] = s1 / double(m);
-    sums[n + j] = s2 / double(m);
+    double s[2];
+    column_totals<2>(part, rb, n, j, s);
+    if (dbeta) dbeta[j] = T(s[0]);
+    if (dgamma) dgamma[j] = T(s[1]);
+    sums[j] = s[0] / double(m);
+    sums[n + j] = s[1] / double(m);
   }
 }
 
@@ -225,7 +142,7 @@ __global__ void backward_apply_kernel(const T* x, T* dx, int64_t m, int64_t n, c
 }  // namespace
 
 int64_t batchnorm_workspace(int64_t m, int64_t n) {
-  return reduce_tiling(m, n).row_blocks * 2 * n + 2 * n;
+  return column_tiling(m, n).row_blocks * 2 * n + 2 * n;
 }
 
 template <typename T>
@@ -234,8 +151,8 @@ void batchnorm_forward(const T* x, const T* gamma, const T* beta, T* moving_mean
                        T* cols, double* mean, double* var, uint32_t* mask, double* ws, int64_t m,
                        int64_t n, Act a, T alpha, const BnDropout& d, cudaStream_t stream) {
   if (m <= 0 || n <= 0) return;
-  const Tiling t = reduce_tiling(m, n);
-  const dim3 block(kTx, kTy);
+  const ColumnTiling t = column_tiling(m, n);
+  const dim3 block(kColTx, kColTy);
   if (training) {
     stats_kernel<T><<<dim3(unsigned(t.col_blocks), unsigned(t.row_blocks)), block, 0, stream>>>(
         x, m, n, ws);
@@ -247,26 +164,17 @@ void batchnorm_forward(const T* x, const T* gamma, const T* beta, T* moving_mean
                   epsilon, cols, n);
   }
   const bool drop = d.rate > 0.0;
-  if (drop)
-    FUSEDNN_CUDA_CHECK(
-        cudaMemsetAsync(mask, 0, size_t((m * n + 31) / 32) * sizeof(uint32_t), stream));
+  if (drop) dropout_mask(mask, (m * n + 31) / 32, d.seed, d.step, d.rate, stream);
   const DropoutCoef<T> c = dropout_coef_as<T>(dropout_coef(d.rate, d.alpha));
-  const uint32_t thr = dropout_threshold(d.rate);
   const dim3 grid(unsigned(t.col_blocks), unsigned(elementwise_row_blocks(m, t.col_blocks)));
   with_act(a, [&](auto act) {
     constexpr Act A = decltype(act)::value;
     if (drop)
-      apply_kernel<T, A, true><<<grid, block, 0, stream>>>(x, y, mask, m, n, cols, alpha, c,
-                                                           d.seed, d.step, thr);
+      apply_kernel<T, A, true><<<grid, block, 0, stream>>>(x, y, mask, m, n, cols, alpha, c);
     else
-      apply_kernel<T, A, false><<<grid, block, 0, stream>>>(x, y, mask, m, n, cols, alpha, c,
-                                                            d.seed, d.step, thr);
+      apply_kernel<T, A, false><<<grid, block, 0, stream>>>(x, y, mask, m, n, cols, alpha, c);
   });
   FUSEDNN_CUDA_CHECK(cudaGetLastError());
-  if (drop && (m * n) % 32 != 0) {
-    last_word_kernel<<<1, 1, 0, stream>>>(mask, (m * n) / 32, d.seed, d.step, thr);
-    FUSEDNN_CUDA_CHECK(cudaGetLastError());
-  }
 }
 
 template <typename T>
@@ -274,8 +182,8 @@ void batchnorm_backward(const T* dy, const T* x, const T* y, const T* cols, cons
                         T* dx, T* dgamma, T* dbeta, double* ws, int64_t m, int64_t n, Act a,
                         T alpha, const BnDropout& d, bool batch_stats, cudaStream_t stream) {
   if (m <= 0 || n <= 0) return;
-  const Tiling t = reduce_tiling(m, n);
-  const dim3 block(kTx, kTy);
+  const ColumnTiling t = column_tiling(m, n);
+  const dim3 block(kColTx, kColTy);
   const dim3 rgrid(unsigned(t.col_blocks), unsigned(t.row_blocks));
   const bool drop = d.rate > 0.0;
   // rate 0 gives kept_mul 1: bn_dz then leaves dz = dy f'.

@@ -6,9 +6,11 @@
 // Row-major (m x n) is column-major (n x m) with ld n, so every product is
 // computed transposed: Y^T = W^T X^T keeps all arrays as they are, and the
 // bias runs along the rows of D, which is how cuBLASLt broadcasts it.
+#include "cuda/columns.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/lt.cuh"
+#include "cuda/scratch.cuh"
 
 namespace fusednn {
 namespace cuda {
@@ -34,38 +36,39 @@ __global__ void bias_act_kernel(T* pre, T* y, const T* b, int64_t total, int64_t
   }
 }
 
-// A block covers kSumCols adjacent columns (a 32-byte sector of floats per
-// row) with kSumLanes threads per column, each summing every kSumLanes-th row;
-// the lanes are then combined in a fixed order: deterministic, no atomics.
-constexpr int kSumCols = 8;
-constexpr int kSumLanes = kThreads / kSumCols;
-static_assert(kThreads % kSumCols == 0, "block shape");
+// db = column sums of dz (m x n) over the grid (cuda/columns.cuh): each
+// thread sums at least kSumRows rows, the blocks' partials are added per
+// column in a fixed order (deterministic, no atomics). Serves every bias
+// gradient that cuBLASLt's epilogues do not fuse; splitting the rows keeps a
+// narrow layer (n = 10: one column block) from running on one block.
+constexpr int64_t kSumRows = 16;
 
 template <typename T>
-__global__ void column_sum_kernel(const T* dz, T* db, int64_t m, int64_t n) {
-  __shared__ T part[kSumLanes][kSumCols];
-  const int c = threadIdx.x % kSumCols;
-  const int lane = threadIdx.x / kSumCols;
-  // The tile loop is uniform over the block, so the barriers are safe.
-  for (int64_t j0 = int64_t(blockIdx.x) * kSumCols; j0 < n; j0 += int64_t(gridDim.x) * kSumCols) {
-    const int64_t j = j0 + c;
-    T acc = T(0);
-    if (j < n)
-      for (int64_t i = lane; i < m; i += kSumLanes) acc += dz[i * n + j];
-    part[lane][c] = acc;
-    __syncthreads();
-    if (lane == 0 && j < n) {
-      T sum = T(0);
-      for (int l = 0; l < kSumLanes; ++l) sum += part[l][c];
-      db[j] = sum;
-    }
-    __syncthreads();
+__global__ void column_partials_kernel(const T* dz, int64_t m, int64_t n, double* part) {
+  const int64_t col = this_column();
+  double s = 0.0;
+  if (col < n)
+    for (int64_t r = first_row(); r < m; r += row_stride()) s += double(dz[r * n + col]);
+  block_column_sums<1>({s}, part, n, col);
+}
+
+template <typename T>
+__global__ void column_totals_kernel(const double* part, int64_t rb, T* db, int64_t n) {
+  for (int64_t j = thread_index(); j < n; j += grid_stride()) {
+    double s[1];
+    column_totals<1>(part, rb, n, j, s);
+    db[j] = T(s[0]);
   }
 }
 
 template <typename T>
 void column_sum(const T* dz, T* db, int64_t m, int64_t n, cudaStream_t stream) {
-  linear_kernel<kSumCols>(column_sum_kernel<T>, 0, stream, n, dz, db, m, n);
+  const ColumnTiling t = column_tiling(m, n, kSumRows);
+  const Scratch part(size_t(t.row_blocks * n) * sizeof(double), stream);
+  column_partials_kernel<T><<<dim3(unsigned(t.col_blocks), unsigned(t.row_blocks)),
+                              dim3(kColTx, kColTy), 0, stream>>>(dz, m, n, part.as<double>());
+  FUSEDNN_CUDA_CHECK(cudaGetLastError());
+  linear_kernel(column_totals_kernel<T>, 0, stream, n, part.as<double>(), t.row_blocks, db, n);
 }
 
 // What the GEMM's epilogue left undone, in one pass over the output: bias (when
@@ -109,22 +112,24 @@ bool dense_forward(const T* x, const T* w, const T* b, T* y, T* z, void* mask, i
   g.b = x, g.ldb = k;
   g.d = y, g.ldd = n;
 
-  // 1. Everything in the epilogue.
+  // 1. Everything in the epilogue (the activation only where
+  // lt::activation_epilogues() allows it).
   const bool bias_ok = b == nullptr || lt::aligned16(b);
+  const Act fused_act = lt::activation_epilogues() ? a : Act::Count;
   if (bias_ok) {
     const bool has_b = b != nullptr;
     g.bias = b;
     // The bitmask, m * mask_ld / 8 bytes against m * n elements of y, lets the
     // next layer's backward GEMM apply relu' in its epilogue (DRELU) instead of
     // a pass over y.
-    if (a == Act::Relu && mask != nullptr && lt::aligned16(mask)) {
+    if (fused_act == Act::Relu && mask != nullptr && lt::aligned16(mask)) {
       g.epilogue = has_b ? CUBLASLT_EPILOGUE_RELU_AUX_BIAS : CUBLASLT_EPILOGUE_RELU_AUX;
       g.aux = mask, g.aux_ld = mask_ld;
       if (lt::try_matmul(g, stream)) return true;
       g.aux = nullptr, g.aux_ld = 0;
     }
     bool fused = true;
-    switch (a) {
+    switch (a == Act::Linear ? a : fused_act) {
       case Act::Linear:
         g.epilogue = has_b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
         break;
@@ -211,12 +216,13 @@ void dense_backward_input(const T* dz, const T* w, const T* s_prev, const void* 
   // 1. f_prev' (and db_prev) in the epilogue, from what the previous layer's
   // forward epilogue saved.
   const bool bgrad = db_prev != nullptr && lt::aligned16(db_prev);
+  const Act fused_act = lt::activation_epilogues() ? a_prev : Act::Count;
   bool fused = false;
-  if (a_prev == Act::Relu && mask_prev != nullptr) {
+  if (fused_act == Act::Relu && mask_prev != nullptr) {
     g.epilogue = bgrad ? CUBLASLT_EPILOGUE_DRELU_BGRAD : CUBLASLT_EPILOGUE_DRELU;
     g.aux = mask_prev, g.aux_ld = mask_ld_prev;
     fused = lt::aligned16(mask_prev);
-  } else if (a_prev == Act::GeluTanh) {  // cuBLASLt's DGELU differentiates the tanh form
+  } else if (fused_act == Act::GeluTanh) {  // cuBLASLt's DGELU differentiates the tanh form
     g.epilogue = bgrad ? CUBLASLT_EPILOGUE_DGELU_BGRAD : CUBLASLT_EPILOGUE_DGELU;
     g.aux = s_prev, g.aux_ld = k;
     fused = k % 8 == 0 && lt::aligned16(s_prev);  // aux ld must be a multiple of 8

@@ -1,11 +1,13 @@
-// cuBLASLt plumbing: one handle and one workspace per device, and one call
-// that runs a column-major GEMM with an epilogue on the caller's stream.
+// cuBLASLt plumbing: one handle per device, the chosen algorithm cached per
+// GEMM shape, and one call that runs a column-major GEMM with an epilogue on
+// the caller's stream (its workspace from that stream's scratch memory).
 #pragma once
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 namespace fusednn {
 namespace cuda {
@@ -60,6 +62,24 @@ void matmul(const Gemm& g, cudaStream_t stream);
 
 // Epilogue vectors and matrices need this alignment in cuBLASLt.
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Whether the dense kernels may use cuBLASLt's activation epilogues (RELU,
+// GELU and their AUX / D* / BGRAD forms). On by default. Off, cuBLASLt does
+// the GEMM (and the bias) and the activation runs in the kernels shared with
+// the CPU: NaN propagates through relu as on the CPU (cuBLASLt's relu is
+// max(z, 0), which maps NaN to 0), and GELU is the float32 tanh of
+// fusednn/activations.h rather than cuBLASLt's faster approximation.
+void set_activation_epilogues(bool on);
+bool activation_epilogues();
+
+// How often each epilogue ran and how often cuBLASLt refused it (the caller
+// then took its fallback), since the process started. Refusals are also
+// printed to stderr, once per GEMM shape, when FUSEDNN_LOG_EPILOGUES=1.
+struct EpilogueCount {
+  const char* name;
+  int64_t used, refused;
+};
+std::vector<EpilogueCount> epilogue_counts();
 
 }  // namespace lt
 }  // namespace cuda

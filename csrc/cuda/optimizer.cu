@@ -1,20 +1,24 @@
 // One optimizer step over many tensors: the per-element math of
 // fusednn/optimizers.h applied multi-tensor style. Every tensor is cut into
-// chunks of kChunk elements; a block handles one (tensor, chunk) pair at a
-// time. The descriptors of up to kMaxTensors tensors travel in the kernel's
+// chunks (a power of two between kMinChunk and kMaxChunk elements, the
+// largest that still gives every multiprocessor kBlocksPerSM chunks); a
+// block handles one (tensor, chunk) pair at a time. The descriptors of up to kMaxTensors tensors travel in the kernel's
 // parameters (CUDA >= 12.1 on sm_70+ allows 32764 bytes), with a prefix array
 // of chunk starts that each block binary-searches for its tensor, so one
 // launch covers them all; more tensors take one launch per group.
 //
-// Nothing here allocates device memory or synchronises the host: the norms
-// the clip modes need go through the caller's `norms` buffer, read back by
-// the update kernel on the same stream.
+// Nothing here synchronises the host: the norms the clip modes need go
+// through the caller's `norms` buffer, read back by the update kernel on the
+// same stream. They are summed in a fixed order (per-chunk partials in
+// stream-ordered scratch, then per tensor in chunk order), so a step with
+// clipping gives the same bits in every run on the same device.
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "cuda/kernels.cuh"
 #include "cuda/launch.cuh"
+#include "cuda/scratch.cuh"
 
 namespace fusednn {
 namespace cuda {
@@ -24,17 +28,23 @@ namespace {
 // Tensors per launch. The argument structs below stay under 20 KB, well
 // inside the 32764-byte limit (static_asserts further down).
 constexpr int kMaxTensors = 256;
-// Elements per (tensor, chunk) work item: 256 per thread at kThreads.
-constexpr int64_t kChunk = 65536;
+// Elements per (tensor, chunk) work item: 4 to 256 per thread at kThreads.
+// Large chunks keep the per-chunk overhead (finding the tensor, the clip
+// scale) small on large models; small ones keep a 1M-parameter model from
+// running on a few dozen blocks of a 132-multiprocessor GPU.
+constexpr int64_t kMinChunk = 1024;
+constexpr int64_t kMaxChunk = 65536;
+constexpr int64_t kBlocksPerSM = 4;
 constexpr int kWarps = kThreads / 32;
 static_assert(kThreads % 32 == 0 && kThreads <= 1024, "block shape");
 
-// The compute type of a storage type: double for both. The step is bound by
-// memory traffic (28 bytes per float32 parameter for Adam against a few
-// dozen double operations, far inside an H100's FP64 rate), and float32
-// arithmetic (float32(0.999) is 1.3e-8 off) drifts ~1e-6 from the float64
-// reference over 100 steps, where double stays within float32 storage
-// rounding. GPUs with 1/64-rate FP64 would be compute-bound here.
+// The type of the slots' recurrences: double for both storage types, as on
+// the CPU (float32(0.999) is 1.3e-8 off, which compounds over the steps). The
+// parameter's increment is computed in the storage type from the rounded
+// slots, as on the CPU and in Keras and PyTorch (opt_update's P). The step
+// is bound by memory traffic (28 bytes per float32 parameter for Adam
+// against a few dozen double operations, far inside an H100's FP64 rate);
+// GPUs with 1/64-rate FP64 would be compute-bound here.
 template <typename T>
 struct Compute;
 template <>
@@ -61,6 +71,8 @@ struct ChunkArgs {
   int64_t chunk_start[kMaxTensors + 1];
   int index[kMaxTensors];  // position in the caller's array, i.e. in `norms`
   int count;
+  int64_t chunk;     // elements per chunk
+  int64_t first;     // this group's first chunk among all groups' (partials)
 };
 
 // A group of max-norm constrained tensors as units: (outer, inner) pairs.
@@ -111,18 +123,18 @@ __device__ __forceinline__ double block_sum(double v, double* scratch /* [kWarps
   return v;
 }
 
-// norms[index[t]] += sum of squares of tensor t's effective gradient
-// (penalties applied, no clipping), one atomic per chunk.
+// partial[first + c] = sum of squares of chunk c's effective gradient
+// (penalties applied, no clipping).
 template <typename T>
-__global__ void grad_sumsq_kernel(const ChunkArgs<T> a, double* norms) {
+__global__ void grad_sumsq_kernel(const ChunkArgs<T> a, double* partial) {
   using C = typename Compute<T>::type;
   __shared__ double scratch[kWarps];
   const int64_t chunks = a.chunk_start[a.count];
   // The chunk loop is uniform over the block, so the barriers are safe.
   for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
     const int t = find_group_slot(a.chunk_start, a.count, c);
-    const int64_t begin = (c - a.chunk_start[t]) * kChunk;
-    const int64_t end = min(begin + kChunk, a.n[t]);
+    const int64_t begin = (c - a.chunk_start[t]) * a.chunk;
+    const int64_t end = min(begin + a.chunk, a.n[t]);
     const T* __restrict__ p = a.p[t];
     const T* __restrict__ g = a.g[t];
     const C l1 = a.l1[t], l2 = a.l2[t];
@@ -132,7 +144,21 @@ __global__ void grad_sumsq_kernel(const ChunkArgs<T> a, double* norms) {
       acc += double(e) * double(e);
     }
     acc = block_sum(acc, scratch);
-    if (threadIdx.x == 0) atomicAdd(&norms[a.index[t]], acc);
+    if (threadIdx.x == 0) partial[a.first + c] = acc;
+  }
+}
+
+// norms[index[t]] = the sum of tensor t's chunk partials, in chunk order: one
+// block per tensor.
+template <typename T>
+__global__ void tensor_sumsq_kernel(const ChunkArgs<T> a, const double* partial, double* norms) {
+  __shared__ double scratch[kWarps];
+  for (int t = blockIdx.x; t < a.count; t += gridDim.x) {
+    double acc = 0;
+    for (int64_t c = a.chunk_start[t] + threadIdx.x; c < a.chunk_start[t + 1]; c += blockDim.x)
+      acc += partial[a.first + c];
+    acc = block_sum(acc, scratch);
+    if (threadIdx.x == 0) norms[a.index[t]] = acc;
   }
 }
 
@@ -158,8 +184,8 @@ __global__ void update_kernel(const ChunkArgs<T> a, const OptStep<typename Compu
   const int64_t chunks = a.chunk_start[a.count];
   for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
     const int t = find_group_slot(a.chunk_start, a.count, c);
-    const int64_t begin = (c - a.chunk_start[t]) * kChunk;
-    const int64_t end = min(begin + kChunk, a.n[t]);
+    const int64_t begin = (c - a.chunk_start[t]) * a.chunk;
+    const int64_t end = min(begin + a.chunk, a.n[t]);
     if (clip_mode == kClipNorm) scale = C(opt_clip_scale<double>(norms[a.index[t]], clip));
     T* __restrict__ p = a.p[t];
     const T* __restrict__ g = a.g[t];
@@ -168,13 +194,13 @@ __global__ void update_kernel(const ChunkArgs<T> a, const OptStep<typename Compu
     T* __restrict__ s2p = a.s[2][t];
     const C l1 = a.l1[t], l2 = a.l2[t];
     for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-      C pi = C(p[i]);
-      const C gi = opt_effective_grad<C>(C(g[i]), pi, l1, l2, scale, clipvalue);
+      T pi = p[i];
+      const C gi = opt_effective_grad<C>(C(g[i]), C(pi), l1, l2, scale, clipvalue);
       C s0 = s0p ? C(s0p[i]) : C(0);
       C s1 = s1p ? C(s1p[i]) : C(0);
       C s2 = s2p ? C(s2p[i]) : C(0);
-      opt_update<C>(K, h, pi, gi, s0, s1, s2);
-      p[i] = T(pi);
+      opt_update<C, T>(K, h, pi, gi, s0, s1, s2);
+      p[i] = pi;
       if (s0p) s0p[i] = T(s0);
       if (s1p) s1p[i] = T(s1);
       if (s2p) s2p[i] = T(s2);
@@ -225,20 +251,41 @@ OptStep<C> step_as(const OptStep<double>& d) {
   return h;
 }
 
+// Elements per chunk for these tensors on the current device: the largest
+// power of two in [kMinChunk, kMaxChunk] that gives at least kBlocksPerSM
+// chunks per multiprocessor (kMinChunk when none does).
+template <typename T>
+int64_t chunk_size(const OptTensor<T>* tensors, int64_t count) {
+  int dev = 0, sms = 1;
+  FUSEDNN_CUDA_CHECK(cudaGetDevice(&dev));
+  FUSEDNN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  int64_t chunk = kMaxChunk;
+  for (; chunk > kMinChunk; chunk /= 2) {
+    int64_t chunks = 0;
+    for (int64_t i = 0; i < count; ++i) chunks += (tensors[i].n + chunk - 1) / chunk;
+    if (chunks >= kBlocksPerSM * sms) break;
+  }
+  return chunk;
+}
+
 // The non-empty tensors in groups of at most kMaxTensors.
 template <typename T>
-std::vector<ChunkArgs<T>> chunk_groups(const OptTensor<T>* tensors, int64_t count) {
+std::vector<ChunkArgs<T>> chunk_groups(const OptTensor<T>* tensors, int64_t count, int64_t chunk) {
   using C = typename Compute<T>::type;
   std::vector<ChunkArgs<T>> groups;
   ChunkArgs<T>* a = nullptr;
+  int64_t first = 0;
   for (int64_t i = 0; i < count; ++i) {
     const OptTensor<T>& x = tensors[i];
     if (x.n <= 0) continue;
     if (a == nullptr || a->count == kMaxTensors) {
+      if (a != nullptr) first += a->chunk_start[a->count];
       groups.emplace_back();
       a = &groups.back();
       a->count = 0;
       a->chunk_start[0] = 0;
+      a->chunk = chunk;
+      a->first = first;
     }
     const int j = a->count++;
     a->p[j] = x.p;
@@ -248,7 +295,7 @@ std::vector<ChunkArgs<T>> chunk_groups(const OptTensor<T>* tensors, int64_t coun
     a->l1[j] = C(x.l1);
     a->l2[j] = C(x.l2);
     a->index[j] = int(i);
-    a->chunk_start[j + 1] = a->chunk_start[j] + (x.n + kChunk - 1) / kChunk;
+    a->chunk_start[j + 1] = a->chunk_start[j] + (x.n + chunk - 1) / chunk;
   }
   return groups;
 }
@@ -311,7 +358,8 @@ void optimizer_step(Opt k, const OptStep<double>& h, const OptTensor<T>* tensors
       throw std::invalid_argument("optimizer_step: tensor " + std::to_string(i) +
                                   ": outer * mid * inner != n for the max-norm constraint");
   }
-  const std::vector<ChunkArgs<T>> groups = chunk_groups(tensors, count);
+  const std::vector<ChunkArgs<T>> groups =
+      chunk_groups(tensors, count, chunk_size(tensors, count));
   if (groups.empty()) return;  // every tensor is empty
 
   const bool norm_clip = clip_mode == kClipNorm || clip_mode == kClipGlobal;
@@ -319,9 +367,17 @@ void optimizer_step(Opt k, const OptStep<double>& h, const OptTensor<T>* tensors
     if (norms == nullptr)
       throw std::invalid_argument("optimizer_step: norms is null for a norm clip mode");
     // Every group's norms before any update: the global norm needs them all.
+    // Empty tensors have no chunks; their norm is 0.
     FUSEDNN_CUDA_CHECK(cudaMemsetAsync(norms, 0, size_t(count) * sizeof(double), stream));
-    for (const ChunkArgs<T>& a : groups)
-      linear_kernel<1>(grad_sumsq_kernel<T>, 0, stream, a.chunk_start[a.count], a, norms);
+    const ChunkArgs<T>& last = groups.back();
+    const Scratch partial(size_t(last.first + last.chunk_start[last.count]) * sizeof(double),
+                          stream);
+    for (const ChunkArgs<T>& a : groups) {
+      linear_kernel<1>(grad_sumsq_kernel<T>, 0, stream, a.chunk_start[a.count], a,
+                       partial.as<double>());
+      linear_kernel<1>(tensor_sumsq_kernel<T>, 0, stream, a.count, a, partial.as<double>(),
+                       norms);
+    }
   }
 
   dispatch_opt(k, [&](auto kind) {

@@ -36,9 +36,12 @@ from . import (  # noqa: E402
     tools,
 )
 from ._backend import (  # noqa: E402
+    cuda_epilogue_counts,
     cuda_status,
+    get_cuda_epilogues,
     get_float32_matmul_precision,
     has_cuda,
+    set_cuda_epilogues,
     set_float32_matmul_precision,
 )
 from ._C import num_threads, set_num_threads  # noqa: E402
@@ -52,8 +55,10 @@ __all__ = [
     "callbacks",
     "constraints",
     "build_info",
+    "cuda_epilogue_counts",
     "cuda_status",
     "empty_cache",
+    "get_cuda_epilogues",
     "get_float32_matmul_precision",
     "has_cuda",
     "host_cache_info",
@@ -70,6 +75,7 @@ __all__ = [
     "regularizers",
     "schedules",
     "Sequential",
+    "set_cuda_epilogues",
     "set_float32_matmul_precision",
     "set_host_cache_limit",
     "set_num_threads",
@@ -79,7 +85,7 @@ __all__ = [
 
 def build_info() -> dict:
     """What was built and what is usable: CUDA (compiled, archs, usable), BLAS, threads."""
-    from . import _C, _build_config as cfg
+    from . import _C, _backend, _build_config as cfg
 
     info = {
         "version": __version__,
@@ -88,6 +94,9 @@ def build_info() -> dict:
         "cuda_compiler": cfg.CUDA_COMPILER_VERSION or None,
         "cublaslt": cfg.CUBLASLT_SOURCE or None,
         "cuda_usable": has_cuda(),
+        # None when usable, else the first missing piece: "not-built",
+        # "no-driver", "driver-too-old", "no-gpu", "no-cublaslt" or "no-cupy".
+        "cuda_unavailable": _backend.cuda_unavailable_reason(),
         "cuda_status": cuda_status(),
         "blas": cfg.BLAS,
         "blas_config": _C.blas_config(),

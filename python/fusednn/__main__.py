@@ -102,9 +102,10 @@ def main(argv=None) -> int:
     print(f"fusednn {info['version']}: CPU ({info['blas_config']}, {info['cpu_threads']} threads)"
           f"; CUDA built: {info['cuda_built']}"
           + (f" (sm {info['cuda_archs']}, cuBLASLt from {info['cublaslt']})" if info["cuda_built"] else "")
-          + f"; GPU: {info['cuda_status'] if not info['cuda_usable'] else 'usable'}")
+          # Why there is no GPU only where it matters: with --device cuda.
+          + (f"; GPU: {info['cuda_status']}" if info["cuda_usable"] else ""))
     if args.device == "cuda" and not fd.has_cuda():
-        print(f"--device cuda: {fd.cuda_status()}", file=sys.stderr)
+        print(f"--device cuda: no CUDA backend: {fd.cuda_status()}", file=sys.stderr)
         return 2
     if args.device == "cuda":
         import cupy as xp

@@ -14,33 +14,84 @@ from . import _C
 from .activations import get as _get_activation
 
 _cuda_state: dict = {}
-_settings = {"tf32": False}
+_settings = {"tf32": False, "epilogues": True}
+
+# The fix for each reason the CUDA backend can be unusable, in the order they
+# are probed: the first missing piece is the one reported.
+_FIXES = {
+    "not-built": "reinstall with FUSEDNN_CUDA=ON where nvcc is installed",
+    "no-driver": "install the NVIDIA driver, 580 or newer, on a machine with an NVIDIA GPU",
+    "driver-too-old": "update the NVIDIA driver to 580 or newer",
+    "no-gpu": "check that nvidia-smi lists the GPU and that CUDA_VISIBLE_DEVICES admits it",
+    "no-cublaslt": "pip install 'fusednn[cuda]'",
+    "no-cupy": "pip install 'fusednn[cuda]'",
+}
+
+
+def _probe_driver(built_cuda_major: int):
+    """(reason, message) from the driver library alone, or None when it finds
+    a GPU. Loading libcuda through ctypes needs neither cuBLASLt nor CuPy, so
+    a machine without a GPU is told so before anything else is tried."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return "no-driver", ("no GPU driver: libcuda.so.1 not found (no NVIDIA GPU here, or its "
+                             "driver is not installed)")
+    version = ctypes.c_int(0)
+    if lib.cuDriverGetVersion(ctypes.byref(version)) == 0 and built_cuda_major and \
+            0 < version.value // 1000 < built_cuda_major:
+        return "driver-too-old", (f"driver too old: it supports CUDA {version.value // 1000}."
+                                  f"{version.value % 1000 // 10}, fusednn was built with CUDA "
+                                  f"{built_cuda_major}")
+    count = ctypes.c_int(0)
+    rc = lib.cuInit(0)
+    if rc == 0:
+        rc = lib.cuDeviceGetCount(ctypes.byref(count))
+    if rc != 0 or count.value < 1:
+        detail = f"cuInit/cuDeviceGetCount returned error {rc}" if rc else "0 devices"
+        return "no-gpu", f"no GPU: the NVIDIA driver found no usable device ({detail})"
+    return None
 
 
 def _load_cuda():
-    """(module or None, cupy or None, status message), cached."""
+    """(module or None, cupy or None, (reason, message)), cached. reason is
+    None when the backend is usable (message then names the GPU)."""
     if "status" not in _cuda_state:
         mod = cp = None
-        try:
-            from . import _build_config
-            if not _build_config.CUDA_BUILT:
-                raise ImportError("fusednn was built without CUDA")
-            from . import _C_cuda as mod  # noqa: N813
+        status = None
+        from . import _build_config
+
+        if not _build_config.CUDA_BUILT:
+            status = ("not-built", "fusednn was built without CUDA")
+        if status is None:
+            major = int(_build_config.CUDA_COMPILER_VERSION.split(".")[0] or 0) \
+                if _build_config.CUDA_COMPILER_VERSION else 0
+            status = _probe_driver(major)
+        if status is None:
+            try:
+                from . import _C_cuda as mod  # noqa: N813
+            except ImportError as e:
+                reason = "no-cublaslt" if "cublas" in str(e).lower() else "not-built"
+                what = "no cuBLASLt" if reason == "no-cublaslt" else "the CUDA module does not load"
+                status = (reason, f"{what}: {e}")
+        if status is None:
             ok, msg = mod.runtime_status()
             if not ok:
-                mod, msg = None, f"no usable GPU: {msg}"
+                reason = ("driver-too-old" if msg.startswith("driver too old") else
+                          "no-driver" if msg.startswith("no NVIDIA driver") else "no-gpu")
+                mod, status = None, (reason, f"no GPU: {msg}" if reason == "no-gpu" else msg)
             else:
                 try:
                     import cupy as cp
                 except ImportError as e:
-                    mod, msg = None, f"GPU found ({msg}) but CuPy is not installed: {e}"
-        except ImportError as e:
-            msg = str(e)
-            if "libcublasLt" in msg:
-                msg = (f"the CUDA kernels were built but cuBLASLt is not installed ({msg}); "
-                       f"install it with: pip install 'fusednn[cuda]'")
-            mod = None
-        _cuda_state.update(module=mod, cupy=cp, status=msg)
+                    mod, status = None, ("no-cupy", f"no CuPy: GPU found ({msg}) but CuPy "
+                                                    f"does not import ({e})")
+                else:
+                    mod.set_activation_epilogues(_settings["epilogues"])
+                    status = (None, msg)
+        _cuda_state.update(module=mod, cupy=cp, status=status)
     return _cuda_state["module"], _cuda_state["cupy"], _cuda_state["status"]
 
 
@@ -50,7 +101,50 @@ def has_cuda() -> bool:
 
 
 def cuda_status() -> str:
-    return _load_cuda()[2]
+    """The GPU in use, or the first missing piece and its fix: no NVIDIA
+    driver, a driver too old for the CUDA the package was built with, no GPU,
+    no cuBLASLt, or no CuPy."""
+    reason, msg = _load_cuda()[2]
+    if reason is None:
+        return msg
+    return f"{msg}; to fix: {_FIXES[reason]}"
+
+
+def cuda_unavailable_reason():
+    """None when the CUDA backend is usable, else one of "not-built",
+    "no-driver", "driver-too-old", "no-gpu", "no-cublaslt", "no-cupy"."""
+    return _load_cuda()[2][0]
+
+
+def set_cuda_epilogues(enabled: bool) -> None:
+    """Whether CUDA dense layers may fuse relu and the tanh GELU (and their
+    gradients) into cuBLASLt's GEMM epilogues. On by default: one pass over
+    the output instead of two, and a 1-bit relu mask for the backward pass.
+
+    Off, cuBLASLt still computes the GEMM and the bias, and the activation
+    runs in fusednn's own kernels, which match the CPU: cuBLASLt's relu is
+    max(z, 0) and turns a NaN pre-activation into 0 (the CPU, PyTorch and
+    fusednn's kernels keep the NaN), and its GELU uses a faster tanh whose
+    error is larger than float32 rounding."""
+    if not isinstance(enabled, (bool, np.bool_)):
+        raise TypeError(f"set_cuda_epilogues: enabled must be a bool, got {enabled!r}")
+    _settings["epilogues"] = bool(enabled)
+    mod = _cuda_state.get("module")
+    if mod is not None:
+        mod.set_activation_epilogues(bool(enabled))
+
+
+def get_cuda_epilogues() -> bool:
+    return _settings["epilogues"]
+
+
+def cuda_epilogue_counts() -> dict:
+    """{epilogue: {"used": n, "refused": n}} for this process's cuBLASLt GEMMs:
+    how often each epilogue ran, and how often cuBLASLt had no algorithm for
+    it and the unfused fallback ran instead (set FUSEDNN_LOG_EPILOGUES=1 to
+    have each refused shape printed). Empty without a usable GPU."""
+    mod = _load_cuda()[0]
+    return {} if mod is None else mod.epilogue_counts()
 
 
 def set_float32_matmul_precision(precision: str) -> None:
@@ -298,8 +392,11 @@ class CUDABackend:
                     mn, *view)
                    for p, g, row, a, b, mn, view in zip(params, grads, slots, l1, l2, max_norm,
                                                         views)]
-        self._C.optimizer_step(params[0].dtype.name, kind, hyper, tensors, clip_mode, clip,
-                               self._ptr(norms), self._stream())
+        # The kernels run on the current device: the parameters' (one for all,
+        # checked by backend_for), whichever device the caller has current.
+        with params[0].device:
+            self._C.optimizer_step(params[0].dtype.name, kind, hyper, tensors, clip_mode, clip,
+                                   self._ptr(norms), self._stream())
 
     # --- dropout (CUDA) ---
 
@@ -450,10 +547,10 @@ def backend_for(caller: str, **arrays):
                         f"device first")
     if found != {"cuda"}:
         return CPUBackend
-    mod, cp, status = _load_cuda()
+    mod, cp, _ = _load_cuda()
     if mod is None:
         raise RuntimeError(f"{caller}: CuPy arrays given but the CUDA backend is unavailable: "
-                           f"{status}")
+                           f"{cuda_status()}")
     devices = {n: a.device.id for n, a in arrays.items() if a is not None}
     if len(set(devices.values())) > 1:
         raise ValueError(f"{caller}: inputs on different GPUs: {devices}")

@@ -19,6 +19,7 @@ the step is not skipped. Use ``fd.callbacks.TerminateOnNaN`` to stop.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import numpy as np
@@ -165,6 +166,14 @@ class Optimizer:
                                  f"params[{i}] has shape {tuple(p.shape)}")
             if isinstance(p, np.ndarray) and not p.flags.writeable:
                 raise ValueError(f"{caller}: params[{i}] is read-only; it is updated in place")
+        # Slots, scratch and kernels go to the parameters' GPU, not to whichever
+        # device is current (backend_for has checked that they share one).
+        with (params[0].device if be.name == "cuda" and count else contextlib.nullcontext()):
+            self._step(be, params, grads, flags, pens, cons, caller)
+
+    def _step(self, be, params, grads, flags, pens, cons, caller):
+        """The checked step of `apply`, on the parameters' device."""
+        count = len(params)
         self._build(caller, be, params)
 
         idx = [i for i in range(count) if flags[i] and params[i].size > 0]
@@ -278,7 +287,7 @@ class Optimizer:
                 int(np.prod(shape[axis + 1:], dtype=np.int64)))
 
     def _build(self, caller, be, params):
-        sig = [(tuple(p.shape), p.dtype) for p in params]
+        sig = [(tuple(p.shape), p.dtype, _device_id(p)) for p in params]
         if self._slots is not None:
             if len(sig) != len(self._signature):
                 raise ValueError(f"{caller}: got {len(sig)} params but this optimizer was built "
@@ -286,8 +295,9 @@ class Optimizer:
                                  f"list")
             for i, (now, then) in enumerate(zip(sig, self._signature)):
                 if now != then:
-                    raise ValueError(f"{caller}: params[{i}] is {now[0]} {now[1].name} but this "
-                                     f"optimizer was built for {then[0]} {then[1].name}")
+                    raise ValueError(f"{caller}: params[{i}] is {now[0]} {now[1].name} on "
+                                     f"{_device_name(now[2])} but this optimizer was built for "
+                                     f"{then[0]} {then[1].name} on {_device_name(then[2])}")
             return
         init = self._slot_init()
         pending = self._pending
@@ -311,6 +321,7 @@ class Optimizer:
                     row.append(be.xp.full(p.shape, v, dtype=p.dtype))
             slots.append(row)
         self._slots, self._signature, self._pending = slots, sig, None
+        self._norms = None  # allocated on the parameters' device at the first norm clip
 
     # --- state and config ----------------------------------------------
 
@@ -368,6 +379,15 @@ class Optimizer:
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
+
+
+def _device_id(a):
+    """None for a NumPy array, the GPU's number for a CuPy one."""
+    return None if isinstance(a, np.ndarray) else a.device.id
+
+
+def _device_name(dev):
+    return "the CPU" if dev is None else f"GPU {dev}"
 
 
 def _host(a):
