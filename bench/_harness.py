@@ -91,7 +91,8 @@ def interleaved(fns: dict, rounds: int, sync=None, warmup: int = 1,
 
 
 def write_json(name: str, payload: dict) -> str:
-    out = os.path.join(os.path.dirname(__file__), "results")
+    """bench/results/<name>, or <FUSEDNN_BENCH_OUT>/<name> where that is set."""
+    out = os.environ.get("FUSEDNN_BENCH_OUT") or os.path.join(os.path.dirname(__file__), "results")
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, name)
     tmp = path + ".tmp"

@@ -325,7 +325,7 @@ def bench(device, bn_shapes, ce_shapes, rounds, copy_bytes, elementwise_shape=EL
         def copy():
             cp.copyto(dst, src)
 
-        peer_name, extra = "cupy", {"rounds_mult": 4, "warmup": 3}
+        peer_name, extra = "cupy", {"rounds_mult": 4, "warmup": 3, "settle": 0.0}
     else:
         xp, to_np, sync = np, (lambda a: a), None
         src = np.ones(copy_bytes, dtype=np.uint8)
@@ -334,11 +334,11 @@ def bench(device, bn_shapes, ce_shapes, rounds, copy_bytes, elementwise_shape=EL
         def copy():
             _C.copy_into(dst, src)
 
-        peer_name, extra = "numpy", {"rounds_mult": 1, "warmup": 1}
+        peer_name, extra = "numpy", {"rounds_mult": 1, "warmup": 1, "settle": 0.3}
 
     def run(fns, elements):
         r = rounds_for(rounds, elements) * extra["rounds_mult"]
-        return interleaved(fns, r, sync=sync, warmup=extra["warmup"])
+        return interleaved(fns, r, sync=sync, warmup=extra["warmup"], settle=extra["settle"])
 
     def row_from(t, op, shape, dropout, moved):
         copy_gbs = 2 * src.size / t.median("copy") / 1e9

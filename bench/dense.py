@@ -166,8 +166,9 @@ def bench_cuda(act, shapes, rounds):
                 if peer:
                     peer[0].cuda.synchronize()
 
-            tf = interleaved(fwd, rounds * 4, sync_all, warmup=3)
-            tb_ = interleaved(fb, rounds * 4, sync_all, warmup=3)
+            # No settling pause: GPU contenders leave no spinning host threads.
+            tf = interleaved(fwd, rounds * 4, sync_all, warmup=3, settle=0.0)
+            tb_ = interleaved(fb, rounds * 4, sync_all, warmup=3, settle=0.0)
             flops = 2.0 * m * k * n
             row = {"shape": f"{m}x{k}x{n}", "act": act, "precision": precision,
                    "gemm_tflops": round(flops / tf.median("gemm") / 1e12, 2),
