@@ -323,8 +323,10 @@ class Sequential:
         learning-rate schedule, loss, metrics), the optimizer state
         (iterations, slots, extra state such as Nadam's momentum product),
         each layer's ``get_state()`` (dropout step counters, RReLU's
-        generator) and the generator fit shuffles with. Read it back with
-        ``fd.models.load``. The file is written to a temporary name in the
+        generator), the generator fit shuffles with, and a CRC32 of each
+        tensor's bytes, which ``fd.models.load`` checks. Read it back with
+        ``fd.models.load``. Missing directories in `path` are created, as
+        ModelCheckpoint does. The file is written to a temporary name in the
         same directory and renamed over `path`, so an error never leaves a
         partial file. Keras writes a zipped ``.keras`` archive instead; the
         layout is in fusednn.saving. Not saved (as Keras): callbacks' own
@@ -812,7 +814,9 @@ def load(path, compile=True, device="cpu") -> Sequential:
     the problem for a directory, a malformed safetensors file (see
     fusednn.saving.load_file), a file that Sequential.save did not write,
     an unknown layer or optimizer class, missing, unexpected or misshapen
-    tensors.
+    tensors, a tensor whose bytes do not match the CRC32 recorded at save
+    (a corrupted file; files saved before checksums were recorded load
+    unchecked).
     """
     from . import saving
 
