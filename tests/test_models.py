@@ -574,6 +574,13 @@ def test_input_shape_on_the_first_layer(first):
     config = json.loads(json.dumps(first.get_config()))
     assert config["input_shape"] == [6]
     assert type(first).from_config(config).declared_input_dim == 6
+    # rebuilt from a config the model waits for its build (load and
+    # clone_model build it on their own device)
+    again = fd.Sequential.from_config(json.loads(json.dumps(model.get_config())))
+    assert not again.built and again.layers[0].declared_input_dim == 6
+    again.build(6)
+    clone = fd.models.clone_model(model)
+    assert clone.built and clone._input_spec == model._input_spec
 
 
 def test_input_shape_checks():

@@ -374,8 +374,9 @@ class Sequential:
 
     @classmethod
     def from_config(cls, config: dict) -> "Sequential":
-        """A new, unbuilt model from ``get_config()``; layers keep the names in
-        the config. Unknown layer classes raise ValueError."""
+        """A new, unbuilt model from ``get_config()`` (also where the first
+        layer declares ``input_shape``); layers keep the names in the
+        config. Unknown layer classes raise ValueError."""
         caller = "Sequential.from_config"
         if not isinstance(config, dict) or "layers" not in config:
             raise ValueError(f"{caller}: expected a dict with 'layers' (from get_config), got "
@@ -387,7 +388,16 @@ class Sequential:
         dtype = config.get("dtype")
         if dtype not in (None, "float32", "float64"):
             raise ValueError(f"{caller}: dtype must be 'float32' or 'float64', got {dtype!r}")
-        return cls(_layers_from_config(caller, config["layers"]), name=name, dtype=dtype)
+        return cls._unbuilt(_layers_from_config(caller, config["layers"]), name, dtype)
+
+    @classmethod
+    def _unbuilt(cls, layers, name, dtype):
+        """A model of `layers` left unbuilt even where its first layer
+        declares input_shape: fd.models.load and clone_model build it on
+        their device (an eager build would put it on NumPy)."""
+        model = cls(name=name, dtype=dtype)
+        model.layers = list(layers)
+        return model
 
     def _build_config(self):
         """``{"input_dim", "dtype"}`` of the build (None when not built)."""
@@ -954,7 +964,7 @@ class Sequential:
         dim = self.layers[0].input_dim if self.layers and self.layers[0].built else None
         for layer in self.layers:
             dim = layer.output_dim(dim) if dim is not None else None
-            count = sum(int(np.prod(w.shape)) for w in layer.weights)
+            count = layer.count_params() if layer.built else 0
             total += count
             trainable += sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
             rows.append((f"{layer.name} ({type(layer).__name__})",
@@ -1039,8 +1049,8 @@ def clone_model(model, copy_weights=False) -> Sequential:
         raise ValueError(f"{caller}: copy_weights=True needs a built model; {model.name} is not "
                          f"built (fit it, or call build(input_dim))")
     config = model.get_config()
-    clone = Sequential(_layers_from_config(caller, config["layers"], keep_names=False),
-                       name=model.name)
+    clone = Sequential._unbuilt(_layers_from_config(caller, config["layers"], keep_names=False),
+                                model.name, config["dtype"])
     if model.built:
         clone.build(*model._input_spec)
         if copy_weights:
