@@ -419,6 +419,15 @@ def test_load_weights_rejects_malformed(tmp_path):
         cbs.load_weights(m, str(count))
     with pytest.raises(FileNotFoundError):
         cbs.load_weights(m, str(tmp_path / "missing.npz"))
+    # .npz is a zip, which keeps a CRC32 per array: a corrupted byte is refused
+    good = tmp_path / "good.npz"
+    np.savez(good, weight_0=np.full(3, 0.5))
+    raw = bytearray(good.read_bytes())
+    raw[raw.index(np.full(3, 0.5).tobytes()) + 2] ^= 0x01
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"load_weights: .*corrupt.npz.*CRC"):
+        cbs.load_weights(m, str(corrupt))
     np.testing.assert_array_equal(m.w[0], np.zeros(3))  # untouched
 
 

@@ -301,6 +301,11 @@ def test_keras_weights_match_numpy_forward(shared_alpha):
     assert model32.layers[0].kernel.dtype == np.float32
     assert_scaled_close(model32.predict(x.astype(np.float32)), _keras_forward(x, w), 1e-5,
                         "float32")
+    # without dtype= an unbuilt model is built in its own dtype
+    model64 = fd.Sequential(_keras_model().layers, dtype="float64")
+    fd.io.load_keras_weights(model64, w)
+    assert all(a.dtype == np.float64 for a in model64.weights)
+    assert_scaled_close(model64.predict(x), _keras_forward(x, w), 1e-12, "the model's float64")
 
 
 def test_keras_weights_errors():

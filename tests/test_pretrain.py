@@ -29,11 +29,14 @@ def test_each_stage_learns_and_losses_match_numpy(digits):
     x, _ = digits
     layers = _layers()
     d1, bn, d2, drop = layers
+    d1.build(64, np, np.float64)  # built as float64: every stage follows it
     out = fd.pretrain.greedy_autoencoder(layers, x, epochs=5, seed=0)
 
     assert isinstance(out, list) and len(out) == 4
     assert all(a is b for a, b in zip(out, layers))  # the same objects, trained in place
-    assert all(la.built for la in layers) and d1.kernel.dtype == np.float64
+    assert all(la.built for la in layers)
+    assert all(w.dtype == np.float64 for la in layers for w in la.weights)
+    assert all(d.kernel.dtype == np.float64 for d in out.decoders)
     assert len(out.histories) == len(out.decoders) == 2
     for k in range(2):
         assert len(out.histories[k].history["loss"]) == 5
@@ -51,6 +54,20 @@ def test_each_stage_learns_and_losses_match_numpy(digits):
     np.testing.assert_allclose(out.final_losses[1],
                                np.mean((h2 @ dec2.kernel + dec2.bias - h1) ** 2), rtol=1e-10)
     assert drop.step > 0  # the dropout was active while its stage trained
+
+
+def test_unbuilt_layers_are_float32_whatever_the_data(digits):
+    """Keras' rule: float64 data do not make a float64 model; x is cast."""
+    x, y = digits
+    assert x.dtype == np.float64
+    layers = fd.pretrain.greedy_autoencoder(_layers(), x[:300], epochs=1, seed=0)
+    assert all(w.dtype == np.float32 for la in layers for w in la.weights)
+    assert all(d.kernel.dtype == np.float32 for d in layers.decoders)
+    model = fd.Sequential(layers + [L.Dense(10, activation="softmax")])
+    assert model.dtype == "float32"
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x[:300], y[:300], epochs=1, verbose=0)
+    assert model.layers[-1].kernel.dtype == np.float32
 
 
 def test_pretrained_layers_stack_with_a_head_and_fit(digits):

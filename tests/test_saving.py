@@ -3,7 +3,9 @@ state hooks, clone_model and the transfer-learning idiom."""
 
 import json
 import os
+import re
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -318,14 +320,80 @@ def test_load_rejects_a_truncated_model_file(tmp_path):
             fd.models.load(tmp_path / "t.safetensors")
 
 
+def _trained_file(tmp_path):
+    """(x, model, path): a model fitted one epoch, saved at path."""
+    x, y = _data()
+    model = _model()
+    model.fit(x, y, epochs=1, seed=0, **FIT)
+    path = tmp_path / "m.safetensors"
+    model.save(path)
+    return x, model, path
+
+
+def test_each_tensor_carries_its_crc32(tmp_path):
+    _, _, path = _trained_file(tmp_path)
+    tensors, meta, _ = _read_by_hand(path)
+    sums = json.loads(meta["tensor_crc32"])
+    assert sorted(sums) == sorted(tensors)
+    for name, a in tensors.items():  # zlib's CRC32 of the bytes as stored, 8 hex digits
+        assert sums[name] == f"{zlib.crc32(a.tobytes()):08x}", name
+
+
+def _flip(path, offset):
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+def test_a_corrupted_byte_is_refused_naming_its_tensor(tmp_path):
+    x, model, src = _trained_file(tmp_path)
+    raw = src.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    header.pop("__metadata__")
+    last = max(header, key=lambda k: header[k]["data_offsets"][1])
+    begin = 8 + n + header["layers.0.vars.0"]["data_offsets"][0]
+    for name, offset in ((last, len(raw) - 1), ("layers.0.vars.0", begin + 5)):
+        bad = tmp_path / "bad.safetensors"
+        bad.write_bytes(raw)
+        _flip(bad, offset)
+        with pytest.raises(ValueError, match=rf"fd.models.load: .*bad.safetensors.*: tensor "
+                                             rf"'{re.escape(name)}' is corrupted: its bytes "
+                                             rf"have CRC32 [0-9a-f]{{8}}, the file recorded"):
+            fd.models.load(bad)
+    # a file saved before checksums were recorded loads as before
+    old = _rewrite(src, tmp_path / "old.safetensors", tensor_crc32=None)
+    assert "tensor_crc32" not in saving.load_file(old)[1]
+    assert np.array_equal(fd.models.load(old).predict(x), model.predict(x))
+    sums = json.loads(saving.load_file(src)[1]["tensor_crc32"])
+    del sums[last]
+    with pytest.raises(ValueError, match=rf"checksums .* do not match the tensors: "
+                                         rf"\['{re.escape(last)}'\]"):
+        fd.models.load(_rewrite(src, tmp_path / "short.safetensors", tensor_crc32=sums))
+
+
+def test_save_and_checkpoint_both_create_missing_directories(tmp_path):
+    x, y = _data()
+    model = _model()
+    model.save(tmp_path / "a" / "b" / "m.safetensors")
+    assert fd.models.load(tmp_path / "a" / "b" / "m.safetensors").built
+    cb = fd.callbacks.ModelCheckpoint(str(tmp_path / "c" / "d" / "ckpt-{epoch}.safetensors"))
+    model.fit(x, y, epochs=1, seed=0, callbacks=[cb], **FIT)
+    assert os.listdir(tmp_path / "c" / "d") == ["ckpt-1.safetensors"]
+
+
 def _rewrite(src, dst, tensors=None, **meta_json):
-    """A copy of the model file src with tensors and metadata entries edited."""
+    """A copy of the model file src with tensors and metadata entries edited;
+    edited tensors drop the checksums (as in a file saved before them), so
+    the checks after them are reached."""
     t, meta = saving.load_file(src)
     for k, v in meta_json.items():
         if v is None:
             meta.pop(k)
         else:
             meta[k] = v if isinstance(v, str) else json.dumps(v)
+    if tensors is not None:
+        meta.pop("tensor_crc32")
     saving.save_file(t if tensors is None else tensors(t), dst, meta)
     return dst
 
@@ -489,8 +557,9 @@ def test_save_and_load_bad_input(tmp_path):
         fd.models.load(tmp_path)
     with pytest.raises(ValueError, match="is a directory"):
         model.save(tmp_path)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        model.save(tmp_path / "nope" / "m.safetensors")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError, match=r"Sequential.save: cannot create the directory"):
+        model.save(tmp_path / "file" / "m.safetensors")
     model.save(tmp_path / "m.safetensors")
     with pytest.raises(TypeError, match="compile must be a bool"):
         fd.models.load(tmp_path / "m.safetensors", compile="yes")

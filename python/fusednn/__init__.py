@@ -46,6 +46,7 @@ from ._backend import (  # noqa: E402
 )
 from ._C import num_threads, set_num_threads  # noqa: E402
 from .memory import empty_cache, host_cache_info, set_host_cache_limit  # noqa: E402
+from .layers import Input  # noqa: E402
 from .models import Sequential  # noqa: E402
 
 __version__ = "0.1.0"
@@ -63,6 +64,7 @@ __all__ = [
     "has_cuda",
     "host_cache_info",
     "initializers",
+    "Input",
     "io",
     "layers",
     "memory",

@@ -460,7 +460,7 @@ class ModelCheckpoint(Callback):
     ``filepath`` may hold ``str.format`` fields filled with ``epoch``
     (1-based, as Keras), ``batch`` (1-based, with an int ``save_freq``) and
     the logs, e.g. ``"ckpt/w-{epoch:02d}-{val_loss:.2f}.npz"``; missing
-    directories are created. ``save_freq="epoch"`` saves at each epoch end;
+    directories are created (as ``model.save`` does). ``save_freq="epoch"`` saves at each epoch end;
     an int N saves every N training batches (with the batch logs, which
     hold only ``loss``). With ``save_best_only`` a file is written only when
     ``logs[monitor]`` beats ``best`` (mode as in EarlyStopping; a missing

@@ -26,7 +26,7 @@ import numpy as np
 
 from .layers import BatchNormalization, Dense, PReLU
 from .models import Sequential
-from .ops._checks import check_float
+from .ops._checks import check_float, check_float_dtype
 
 __all__ = ["load_torch_state_dict", "load_keras_weights"]
 
@@ -45,23 +45,10 @@ def _check_model(caller, model):
         raise ValueError(f"{caller}: the model has no layers")
 
 
-def _check_dtype(caller, dtype):
-    if dtype is None:
-        return None
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"{caller}: dtype must be float32, float64 or None, got {dtype!r}") \
-            from None
-    if dt not in (np.float32, np.float64):
-        raise ValueError(f"{caller}: dtype must be float32, float64 or None, got {dt.name}")
-    return dt
-
-
 def _build(caller, model, input_dim, dtype, source):
     """Build an unbuilt model for `input_dim` features (NumPy, `dtype` or
-    float32); a built model keeps its arrays, and a `dtype` other than its
-    own is an error."""
+    the model's own); a built model keeps its arrays, and a `dtype` other
+    than its own is an error."""
     if model.built:
         if dtype is not None:
             have = next((w.dtype for w in model.weights), None)
@@ -72,7 +59,7 @@ def _build(caller, model, input_dim, dtype, source):
     if input_dim is None:
         raise ValueError(f"{caller}: cannot infer the input width from {source}; build the "
                          f"model first (model.build(input_dim))")
-    model.build(int(input_dim), np, dtype or np.float32)
+    model.build(int(input_dim), np, dtype)
 
 
 def _weighted_layers(caller, model):
@@ -351,8 +338,9 @@ def load_torch_state_dict(model, state_dict, *, epsilon=None, momentum=None, dty
     `epsilon` and `momentum`, when given, also override the module's values.
 
     An unbuilt model is built for the input width of the first module
-    (a Linear's ``weight.shape[1]``), with NumPy arrays of `dtype` (default
-    float32, fd's default; torch's too). Arrays are cast to the model's dtype.
+    (a Linear's ``weight.shape[1]``), with NumPy arrays of `dtype` (default:
+    the model's dtype, float32 unless it was made with another; torch's
+    default too). Arrays are cast to the model's dtype.
 
     Raises ValueError naming the key and the shapes for: a different number
     of modules with weights than of fd layers with weights, a shape that does
@@ -361,7 +349,7 @@ def load_torch_state_dict(model, state_dict, *, epsilon=None, momentum=None, dty
     """
     caller = "load_torch_state_dict"
     _check_model(caller, model)
-    dtype = _check_dtype(caller, dtype)
+    dtype = check_float_dtype(caller, "dtype", dtype)
     if epsilon is not None:
         epsilon = check_float(caller, "epsilon", epsilon, low=0.0, low_open=True)
     if momentum is not None:
@@ -437,14 +425,15 @@ def load_keras_weights(model, weights, *, dtype=None):
     BatchNorm1d uses eps=1e-5: see load_torch_state_dict.)
 
     An unbuilt model is built for ``weights[0].shape[0]`` input features
-    (the first kernel's rows), with NumPy arrays of `dtype` (default
-    float32). Arrays are cast to the model's dtype. A wrong count or shape
-    raises ValueError naming the layer, the index and the expected shape;
-    nothing is written unless every array fits. Returns `model`.
+    (the first kernel's rows), with NumPy arrays of `dtype` (default: the
+    model's dtype, float32 unless it was made with another). Arrays are cast
+    to the model's dtype. A wrong count or shape raises ValueError naming the
+    layer, the index and the expected shape; nothing is written unless every
+    array fits. Returns `model`.
     """
     caller = "load_keras_weights"
     _check_model(caller, model)
-    dtype = _check_dtype(caller, dtype)
+    dtype = check_float_dtype(caller, "dtype", dtype)
     if isinstance(weights, (str, bytes, Mapping)) or not hasattr(weights, "__iter__"):
         raise TypeError(f"{caller}: weights must be a list of arrays (Keras' get_weights()), "
                         f"got {type(weights).__name__}")

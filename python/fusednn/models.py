@@ -31,18 +31,22 @@ initial_epoch=...)`` continues exactly where the saved one stopped.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import shutil
 import sys
 import time
+import warnings
 
 import numpy as np
 
 from . import activations as _act
 from . import ops
 from . import optimizers as _optimizers
+from .layers import BatchNormalization, Dense, Dropout, Input
+from .layers._util import check_seed
 from .layers.base import Layer, _array_module
-from .layers.dense import Dense
-from .ops._checks import check_bool
+from .ops._checks import check_bool, check_float_dtype
 
 __all__ = ["Sequential", "History", "clone_model", "load", "load_model"]
 
@@ -100,12 +104,30 @@ def _is_array(a):
                                          and hasattr(a, "__cuda_array_interface__"))
 
 
+def _check_real(caller, name, a, dtype):
+    """`a` holds real numbers (bool, integer or float), which the model casts
+    to `dtype`; TypeError otherwise."""
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{caller}: {name} has dtype {a.dtype.name}; expected real numbers "
+                        f"(bool, integer or float), which are cast to the model's dtype "
+                        f"{dtype.name}")
+
+
+def _built_dtype(layers):
+    """The dtype of the first built layer with weights in `layers`, or None."""
+    for layer in layers:
+        if layer.built and layer.weights:
+            return np.dtype(layer.weights[0].dtype)
+    return None
+
+
 def _layer_classes() -> dict:
     """The registry of layer classes a config may name: fd.layers' own, by
     class name (nothing else is ever imported or evaluated)."""
     from . import layers
 
-    return {name: getattr(layers, name) for name in layers.__all__ if name != "Layer"}
+    return {name: getattr(layers, name) for name in layers.__all__
+            if name not in ("Layer", "Input")}
 
 
 def _layers_from_config(caller, entries, keep_names=True) -> list:
@@ -148,12 +170,30 @@ class Sequential:
     with ``layer.trainable = False`` to train the new head only, or start
     from ``fd.models.clone_model(model, copy_weights=True)`` to keep the
     original intact.
+
+    ``layers`` may start with ``fd.Input((features,))``, or its first layer
+    may take ``input_shape=(features,)`` / ``input_dim=features`` (Keras'
+    habits): the model is then built at once, with NumPy arrays, so
+    ``summary()`` and ``count_params()`` work before any data is seen.
+    Otherwise it is built by the first fit/predict/evaluate/model(x) (for
+    the width and the array module of x) or by ``build``.
+
+    dtype: the model's float type, ``"float32"`` or ``"float64"``, as Keras'
+    layer ``dtype`` (whose default, ``floatx``, is float32 too). None: the
+    dtype of the layers given that are already built (a model made of
+    another one's layers), else float32. The data never choose it: fit,
+    predict, evaluate and ``model(x)`` cast integer, bool and other float
+    inputs to the model's dtype, once per call (a copy of x, and of y for
+    losses that take float targets; sparse class indices stay integers). A
+    float64 model given float32 data computes in float64.
     """
 
-    def __init__(self, layers=None, name: str = "sequential"):
+    def __init__(self, layers=None, name: str = "sequential", dtype=None):
         if not isinstance(name, str):
             raise TypeError(f"Sequential: name must be a str, got {name!r}")
         self.name = name
+        self._dtype = check_float_dtype("Sequential", "dtype", dtype)
+        self._input_dim = None  # declared by fd.Input or the first layer's input_shape
         self.layers: list = []
         self.built = False
         self.optimizer = None
@@ -169,21 +209,49 @@ class Sequential:
 
     # ------------------------------------------------------------ building
     def add(self, layer) -> None:
+        """Append a layer (Keras' ``add``). ``fd.Input(shape)`` may come first
+        only; once the input width is known (from it, or from the first
+        layer's ``input_shape`` / ``input_dim``) each add builds the model."""
+        if isinstance(layer, Input):
+            if self.layers or self._input_dim is not None:
+                raise ValueError(f"Sequential.add: {layer!r} must be the model's first entry")
+            self._input_dim = layer.shape[0]
+            return
         if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential.add: expected a fd.layers layer, got "
+            raise TypeError(f"Sequential.add: expected a fd.layers layer or fd.Input, got "
                             f"{type(layer).__name__}")
+        if not self.layers and self._input_dim is None:
+            self._input_dim = getattr(layer, "declared_input_dim", None)
         self.layers.append(layer)
         self.built = False
+        if self._input_dim is not None:
+            self.build(self._input_dim, self._input_spec[1] if self._input_spec else np)
 
-    def build(self, input_dim: int, xp=np, dtype=np.float32) -> None:
+    @property
+    def dtype(self) -> str:
+        """The model's float dtype, ``"float32"`` or ``"float64"`` (see the
+        class docstring)."""
+        return self._model_dtype().name
+
+    def _model_dtype(self) -> np.dtype:
+        return self._dtype or _built_dtype(self.layers) or np.dtype(np.float32)
+
+    def build(self, input_dim: int, xp=np, dtype=None) -> None:
         """Build every layer for inputs of `input_dim` features, with the
-        array module `xp` (numpy or cupy) and `dtype`. Layers that are
-        already built (shared with another model) are kept as they are; they
-        must have been built for the width they now receive, with `xp` and
-        `dtype`."""
+        array module `xp` (numpy or cupy) and `dtype` (float32 or float64;
+        None: the model's dtype; another dtype than the one the model was
+        made with is a ValueError). Layers that are already built (shared
+        with another model) are kept as they are; they must have been built
+        for the width they now receive, with `xp` and `dtype`."""
         if not self.layers:
             raise ValueError("Sequential.build: the model has no layers")
-        dtype = np.dtype(dtype)
+        if dtype is None:
+            dtype = self._model_dtype()
+        else:
+            dtype = check_float_dtype("Sequential.build", "dtype", dtype)
+            if self._dtype is not None and dtype != self._dtype:
+                raise ValueError(f"Sequential.build: dtype={dtype.name}, but the model's dtype "
+                                 f"is {self._dtype.name}")
         dim = input_dim
         for layer in self.layers:
             if not layer.built:
@@ -201,6 +269,7 @@ class Sequential:
             dim = layer.output_dim(dim)
         self._params = [w for layer in self.layers for w in layer._trainable_weights]
         self._input_spec = (self.layers[0].input_dim, xp, dtype)
+        self._dtype = dtype
         self._plan()
         self.built = True
 
@@ -248,7 +317,7 @@ class Sequential:
 
     def _ensure_built(self, x):
         if not self.built:
-            self.build(int(x.shape[1]), _array_module(x), x.dtype)
+            self.build(int(x.shape[1]), _array_module(x))
         else:
             # layers shared with another model may have been planned by it
             self._plan()
@@ -264,6 +333,15 @@ class Sequential:
     def get_weights(self) -> list:
         return [w for layer in self.layers for w in layer.get_weights()]
 
+    def count_params(self) -> int:
+        """The number of scalars in the weights, trainable or not (Keras'
+        ``count_params``); ValueError for a model that is not built."""
+        if not self.built:
+            raise ValueError(f"Sequential.count_params: the model {self.name!r} is not built; "
+                             f"start it with fd.Input(shape) or give its first layer "
+                             f"input_shape=, call build(input_dim), or fit/predict first")
+        return sum(layer.count_params() for layer in self.layers)
+
     def set_weights(self, weights) -> None:
         weights = list(weights)
         need = sum(len(layer.weights) for layer in self.layers)
@@ -278,10 +356,11 @@ class Sequential:
 
     # ------------------------------------------------------- config & files
     def get_config(self) -> dict:
-        """``{"name": ..., "layers": [{"class_name": ..., "config": ...}]}``,
-        Keras' form; ``from_config`` rebuilds the (unbuilt) model. Every layer
-        must be a fd.layers class (ValueError otherwise): configs name their
-        classes and only those are looked up."""
+        """``{"name": ..., "dtype": ..., "layers": [{"class_name": ...,
+        "config": ...}]}``, Keras' form; ``from_config`` rebuilds the
+        (unbuilt) model. Every layer must be a fd.layers class (ValueError
+        otherwise): configs name their classes and only those are looked
+        up."""
         classes = _layer_classes()
         entries = []
         for layer in self.layers:
@@ -291,12 +370,13 @@ class Sequential:
                                  f"{type(layer).__module__}.{name}, not a fd.layers class; "
                                  f"only fd.layers classes can be rebuilt from a config")
             entries.append({"class_name": name, "config": layer.get_config()})
-        return {"name": self.name, "layers": entries}
+        return {"name": self.name, "dtype": self.dtype, "layers": entries}
 
     @classmethod
     def from_config(cls, config: dict) -> "Sequential":
-        """A new, unbuilt model from ``get_config()``; layers keep the names in
-        the config. Unknown layer classes raise ValueError."""
+        """A new, unbuilt model from ``get_config()`` (also where the first
+        layer declares ``input_shape``); layers keep the names in the
+        config. Unknown layer classes raise ValueError."""
         caller = "Sequential.from_config"
         if not isinstance(config, dict) or "layers" not in config:
             raise ValueError(f"{caller}: expected a dict with 'layers' (from get_config), got "
@@ -304,7 +384,20 @@ class Sequential:
         name = config.get("name", "sequential")
         if not isinstance(name, str):
             raise ValueError(f"{caller}: name must be a str, got {name!r}")
-        return cls(_layers_from_config(caller, config["layers"]), name=name)
+        # configs written before models had a dtype have none: the build decides
+        dtype = config.get("dtype")
+        if dtype not in (None, "float32", "float64"):
+            raise ValueError(f"{caller}: dtype must be 'float32' or 'float64', got {dtype!r}")
+        return cls._unbuilt(_layers_from_config(caller, config["layers"]), name, dtype)
+
+    @classmethod
+    def _unbuilt(cls, layers, name, dtype):
+        """A model of `layers` left unbuilt even where its first layer
+        declares input_shape: fd.models.load and clone_model build it on
+        their device (an eager build would put it on NumPy)."""
+        model = cls(name=name, dtype=dtype)
+        model.layers = list(layers)
+        return model
 
     def _build_config(self):
         """``{"input_dim", "dtype"}`` of the build (None when not built)."""
@@ -323,8 +416,10 @@ class Sequential:
         learning-rate schedule, loss, metrics), the optimizer state
         (iterations, slots, extra state such as Nadam's momentum product),
         each layer's ``get_state()`` (dropout step counters, RReLU's
-        generator) and the generator fit shuffles with. Read it back with
-        ``fd.models.load``. The file is written to a temporary name in the
+        generator), the generator fit shuffles with, and a CRC32 of each
+        tensor's bytes, which ``fd.models.load`` checks. Read it back with
+        ``fd.models.load``. Missing directories in `path` are created, as
+        ModelCheckpoint does. The file is written to a temporary name in the
         same directory and renamed over `path`, so an error never leaves a
         partial file. Keras writes a zipped ``.keras`` archive instead; the
         layout is in fusednn.saving. Not saved (as Keras): callbacks' own
@@ -469,18 +564,32 @@ class Sequential:
 
     # ---------------------------------------------------------- fit & co.
     def _check_xy(self, caller, x, y, what="x"):
-        """x a 2-D array (of the built model's width) and y one label row per
-        sample, on the same device; ``what`` names x in messages."""
+        """(x, y) checked and cast to the model's dtype: x a 2-D array of real
+        numbers with the model's width, y (or None) one label row per sample
+        on the same device. x is cast, and y too unless the loss takes sparse
+        class indices: a copy where the dtype differs, made here once per
+        call. ``what`` names x in messages."""
         wy = "y" if what == "x" else what.replace("x", "y")
+        dtype = self._model_dtype()
         if not _is_array(x):
             raise TypeError(f"{caller}: {what} must be a NumPy or CuPy array, got "
                             f"{type(x).__name__}")
         if x.ndim != 2:
             raise ValueError(f"{caller}: {what} has {x.ndim} dims, expected 2 (samples, "
                              f"features)")
-        if self.built and self._input_spec is not None and x.shape[1] != self._input_spec[0]:
-            raise ValueError(f"{caller}: {what} has {x.shape[1]} features, the model was built "
-                             f"for {self._input_spec[0]}")
+        _check_real(caller, what, x, dtype)
+        first = self.layers[0] if self.layers else None
+        width = self._input_spec[0] if self.built else \
+            first.input_dim if first is not None and first.built else None
+        if width is not None and x.shape[1] != width:
+            raise ValueError(f"{caller}: {what} has {x.shape[1]} features, the model expects "
+                             f"{width}")
+        if self.built and _array_module(x) is not self._input_spec[1]:
+            kind = {"numpy": "NumPy", "cupy": "CuPy"}
+            raise TypeError(f"{caller}: {what} is a {kind[_array_module(x).__name__]} array, "
+                            f"the model's weights are {kind[self._input_spec[1].__name__]} "
+                            f"arrays; pass {what} as the same kind")
+        x = x.astype(dtype, copy=False)
         if y is not None:
             if not _is_array(y):
                 raise TypeError(f"{caller}: {wy} must be a NumPy or CuPy array, got "
@@ -491,6 +600,10 @@ class Sequential:
             if _array_module(y) is not _array_module(x):
                 raise TypeError(f"{caller}: {what} and {wy} must both be NumPy or both be CuPy "
                                 f"arrays")
+            _check_real(caller, wy, y, dtype)
+            if self.loss != "sparse_categorical_crossentropy":
+                y = y.astype(dtype, copy=False)
+        return x, y
 
     def _output_dim(self) -> int:
         dim = self._input_spec[0]
@@ -540,10 +653,18 @@ class Sequential:
         """Train on mini-batches from epoch `initial_epoch` up to `epochs`;
         returns a History.
 
-        validation_split takes the LAST fraction of x/y (before shuffling), as
-        Keras does; validation_data is an (x_val, y_val) pair. verbose: 0
-        silent, 1 (or "auto") a progress bar per epoch with loss, metrics and
-        samples/s, 2 one line per epoch.
+        x, y and the validation x, y are cast to the model's dtype once (see
+        the class docstring). validation_split takes the LAST fraction of x/y
+        (before shuffling), as Keras does; validation_data is an (x_val,
+        y_val) pair. verbose: 0 silent; 1 (or "auto") a progress bar per epoch
+        on a terminal (loss, metrics and samples/s; it fits the terminal's
+        width), replaced at the epoch's end by one line with every metric,
+        val_* included; 2, and 1 where stdout is not a terminal (a log file),
+        that line alone, one per epoch.
+
+        A loss that turns NaN or infinite warns once per call
+        (RuntimeWarning); training goes on, as in Keras: add
+        ``fd.callbacks.TerminateOnNaN()`` to stop there.
 
         Epochs, as Keras: `epochs` is the index of the final epoch, so
         ``fit(epochs=4, initial_epoch=2)`` runs epochs 2 and 3 (callbacks,
@@ -574,7 +695,7 @@ class Sequential:
         caller = "Sequential.fit"
         if self.optimizer is None:
             raise RuntimeError(f"{caller}: call compile() first")
-        self._check_xy(caller, x, y)
+        x, y = self._check_xy(caller, x, y)
         batch_size = self._check_int(caller, "batch_size", batch_size, 1)
         epochs = self._check_int(caller, "epochs", epochs, 0)
         initial_epoch = self._check_int(caller, "initial_epoch", initial_epoch, 0)
@@ -613,7 +734,7 @@ class Sequential:
         self._ensure_built(x)
         self._check_labels(caller, y)
         if x_val is not None:
-            self._check_xy(caller, x_val, y_val, "x_val")
+            x_val, y_val = self._check_xy(caller, x_val, y_val, "x_val")
             if x_val.shape[0] == 0:
                 raise ValueError(f"{caller}: validation_data has no samples")
             self._check_labels(caller, y_val, "y_val")
@@ -636,6 +757,7 @@ class Sequential:
         for cb in cbs:
             cb.set_model(self)
         self.stop_training = False
+        nan_warned = False
         for cb in cbs:
             cb.on_train_begin({})
         for epoch in range(initial_epoch, epochs):
@@ -654,6 +776,13 @@ class Sequential:
                 out, loss = self._train_step(xb, yb, start)
                 m = xb.shape[0]
                 batch_loss = float(loss) + self._penalty_loss()
+                if not (nan_warned or math.isfinite(batch_loss)):
+                    nan_warned = True
+                    warnings.warn(f"{caller}: the loss is {batch_loss} at epoch {epoch + 1}, "
+                                  f"batch {step + 1}; training goes on (add "
+                                  f"fd.callbacks.TerminateOnNaN() to stop). Check x and y for "
+                                  f"NaN or inf, or lower the learning rate", RuntimeWarning,
+                                  stacklevel=2)
                 loss_sum += batch_loss * m
                 for k, v in self._metric_values(out, yb).items():
                     metric_sums[k] = metric_sums.get(k, 0.0) + v * m
@@ -688,7 +817,7 @@ class Sequential:
         caller = "Sequential.evaluate"
         if self.loss is None:
             raise RuntimeError(f"{caller}: call compile() first")
-        self._check_xy(caller, x, y)
+        x, y = self._check_xy(caller, x, y)
         batch_size = self._check_int(caller, "batch_size", batch_size, 1)
         if x.shape[0] == 0:
             raise ValueError(f"{caller}: no samples to evaluate")
@@ -713,24 +842,89 @@ class Sequential:
         return {"loss": loss_sum / max(n, 1) + self._penalty_loss(),
                 **{k: v / max(n, 1) for k, v in metric_sums.items()}}
 
-    def predict(self, x, batch_size=32, verbose=0, mc_samples=None, training=False):
-        """Outputs for x (probabilities after a softmax/sigmoid last layer).
+    def predict(self, x, batch_size=32, verbose=0, mc_samples=None, training=False, seed=None):
+        """Outputs for x (probabilities after a softmax/sigmoid last layer),
+        in batches of `batch_size`. x is cast to the model's dtype (a copy
+        when its dtype differs).
 
         mc_samples=N: MC dropout (Gal & Ghahramani 2016): N passes with the
         dropout layers active (everything else in inference mode); returns
-        (mean, std) over the passes.
+        (mean, std) over the passes. A model without Dropout or AlphaDropout
+        layers warns (UserWarning): its passes are all the same.
+
+        seed (an int, with mc_samples only): the masks come from it, so the
+        same seed, x and batch_size give the same (mean, std); each dropout
+        layer keys them by a seed drawn from (`seed`, its index) and a counter
+        from 0 over the batches and passes, and the layers' own seeds and
+        counters are left as they were. Without it the layers draw with
+        their own seeds and counters, which advance: each call differs.
         """
         caller = "Sequential.predict"
-        self._check_xy(caller, x, None)
+        x, _ = self._check_xy(caller, x, None)
         batch_size = self._check_int(caller, "batch_size", batch_size, 1)
+        seed = check_seed(caller, seed)
         self._ensure_built(x)
-        if mc_samples is not None:
-            mc_samples = self._check_int(caller, "mc_samples", mc_samples, 1)
-            xp = _array_module(x)
-            runs = xp.stack([self._predict_once(x, batch_size, mc=True)
-                             for _ in range(mc_samples)])
-            return runs.mean(axis=0), runs.std(axis=0)
-        return self._predict_once(x, batch_size, mc=False, training=training)
+        if mc_samples is None:
+            if seed is not None:
+                raise ValueError(f"{caller}: seed={seed} seeds MC dropout; pass mc_samples too")
+            return self._predict_once(x, batch_size, mc=False, training=training)
+        mc_samples = self._check_int(caller, "mc_samples", mc_samples, 1)
+        if not any(isinstance(layer, Dropout) for layer in self.layers):  # AlphaDropout too
+            warnings.warn(f"{caller}: mc_samples={mc_samples}, but the model has no Dropout or "
+                          f"AlphaDropout layer, so every pass gives the same output and std "
+                          f"is 0", UserWarning, stacklevel=2)
+        with self._seeded_dropout(seed):
+            runs = _array_module(x).stack([self._predict_once(x, batch_size, mc=True)
+                                           for _ in range(mc_samples)])
+        return runs.mean(axis=0), runs.std(axis=0)
+
+    @contextlib.contextmanager
+    def _seeded_dropout(self, seed):
+        """Inside the block, dropout layer i keys its masks by a seed drawn
+        from (`seed`, i) and a counter from 0 (see predict); the layers' own
+        seeds and counters are put back after. seed=None: the layers' own."""
+        if seed is None:
+            yield
+            return
+        saved = self._dropout_state()
+        try:
+            for i, layer in enumerate(self.layers):
+                if isinstance(layer, Dropout):
+                    layer.seed = int(np.random.default_rng([seed, i]).integers(2**63))
+                    layer.step = 0
+                elif isinstance(layer, BatchNormalization):
+                    layer.dropout_step = 0
+            self._plan()  # a fused dropout takes its Dropout layer's seed
+            yield
+        finally:
+            for layer, attr, value in saved:
+                setattr(layer, attr, value)
+            self._plan()
+
+    def __call__(self, x, training=False):
+        """The output for x in one pass, Keras' ``model(x)``: an array, as
+        ``predict(x, batch_size=len(x))`` (probabilities after a softmax or
+        sigmoid last layer; x cast to the model's dtype).
+        ``training=True`` runs the layers in training mode, as Keras does:
+        dropout active, BatchNormalization on the batch's statistics
+        (updating its moving ones)."""
+        caller = "Sequential.__call__"
+        training = check_bool(caller, "training", training)
+        x, _ = self._check_xy(caller, x, None)
+        self._ensure_built(x)
+        return self._predict_once(x, max(int(x.shape[0]), 1), mc=False, training=training)
+
+    def _dropout_state(self) -> list:
+        """(layer, attribute, value) of every dropout's seed and mask counter
+        (a fused dropout's counter is its BatchNormalization's): what a
+        temporary run puts back."""
+        out = []
+        for layer in self.layers:
+            if isinstance(layer, Dropout):  # AlphaDropout too
+                out += [(layer, "seed", layer.seed), (layer, "step", layer.step)]
+            elif isinstance(layer, BatchNormalization):
+                out.append((layer, "dropout_step", layer.dropout_step))
+        return out
 
     def _predict_once(self, x, batch_size, mc, training=False):
         from .layers import AlphaDropout, BatchNormalization, Dropout
@@ -770,7 +964,7 @@ class Sequential:
         dim = self.layers[0].input_dim if self.layers and self.layers[0].built else None
         for layer in self.layers:
             dim = layer.output_dim(dim) if dim is not None else None
-            count = sum(int(np.prod(w.shape)) for w in layer.weights)
+            count = layer.count_params() if layer.built else 0
             total += count
             trainable += sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
             rows.append((f"{layer.name} ({type(layer).__name__})",
@@ -812,7 +1006,9 @@ def load(path, compile=True, device="cpu") -> Sequential:
     the problem for a directory, a malformed safetensors file (see
     fusednn.saving.load_file), a file that Sequential.save did not write,
     an unknown layer or optimizer class, missing, unexpected or misshapen
-    tensors.
+    tensors, a tensor whose bytes do not match the CRC32 recorded at save
+    (a corrupted file; files saved before checksums were recorded load
+    unchecked).
     """
     from . import saving
 
@@ -853,8 +1049,8 @@ def clone_model(model, copy_weights=False) -> Sequential:
         raise ValueError(f"{caller}: copy_weights=True needs a built model; {model.name} is not "
                          f"built (fit it, or call build(input_dim))")
     config = model.get_config()
-    clone = Sequential(_layers_from_config(caller, config["layers"], keep_names=False),
-                       name=model.name)
+    clone = Sequential._unbuilt(_layers_from_config(caller, config["layers"], keep_names=False),
+                                model.name, config["dtype"])
     if model.built:
         clone.build(*model._input_spec)
         if copy_weights:
@@ -863,30 +1059,71 @@ def clone_model(model, copy_weights=False) -> Sequential:
 
 
 class _Progress:
-    """A per-epoch progress bar (tqdm) with loss, metrics and samples/s."""
+    """fit's report of an epoch, in Keras' style.
+
+    verbose=1 on a terminal: a bar redrawn in place (at most every 0.1 s)
+    with the epoch, the batches done, the elapsed time, the running loss and
+    metrics and the samples/s, fitted to the terminal's width at each redraw:
+    the rate goes first, then the bar narrows (10 columns at least) and goes,
+    and only then is the end of the metrics cut. At the end of the epoch the
+    bar is replaced by one line with every metric, val_* included (the line
+    verbose=2 prints, and verbose=1 prints where stdout is not a terminal:
+    one line per epoch, no carriage return).
+    """
+
+    _BAR = 30
+    _MIN_BAR = 10
 
     def __init__(self, epoch, epochs, steps, verbose):
         self.verbose = verbose
-        self.bar = None
-        self.t0 = time.perf_counter()
-        self.epoch, self.epochs = epoch, epochs
-        if verbose == 1:
-            from tqdm import tqdm
+        self.stream = sys.stdout
+        isatty = getattr(self.stream, "isatty", None)
+        self.live = verbose == 1 and callable(isatty) and isatty()
+        self.t0 = self.drawn_at = time.perf_counter()
+        self.epoch, self.epochs, self.steps = epoch, epochs, steps
+        self.step = 0
+        self.drawn = 0  # length of the bar's line on the screen
 
-            self.bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
-                            leave=True, file=sys.stdout, dynamic_ncols=True)
+    @staticmethod
+    def _items(logs) -> list:
+        return [f"{k}: {v:.4f}" for k, v in logs.items()]
 
     def update(self, step, rate, logs):
-        if self.bar is not None:
-            self.bar.update(step - self.bar.n)
-            self.bar.set_postfix({**{k: f"{v:.4f}" for k, v in logs.items()},
-                                  "samples/s": f"{rate:.0f}"}, refresh=False)
+        self.step = step
+        now = time.perf_counter()
+        if not self.live or (step < self.steps and now - self.drawn_at < 0.1):
+            return
+        self.drawn_at = now
+        width = shutil.get_terminal_size().columns - 1  # a full line would wrap
+        self._draw(self.line(step, now - self.t0, logs, f"{rate:.0f} samples/s", width))
+
+    def line(self, step, seconds, logs, rate, width) -> str:
+        """The bar's line, at most `width` characters."""
+        head = f"Epoch {self.epoch + 1}/{self.epochs} {step:>{len(str(self.steps))}}/{self.steps}"
+        items = [f"{seconds:.1f}s", *self._items(logs)]
+        for tail in (" - ".join([*items, rate]), " - ".join(items)):
+            room = width - len(head) - len(tail) - 4  # the spaces and brackets around the bar
+            if room >= self._MIN_BAR:
+                n = min(room, self._BAR)
+                done = n * step // max(self.steps, 1)
+                bar = "=" * done + (">" if done < n else "") + "." * max(n - done - 1, 0)
+                return f"{head} [{bar}] {tail}"
+        return f"{head} - {tail}"[:width]
+
+    def _draw(self, text):
+        self.stream.write("\r" + text + " " * max(self.drawn - len(text), 0))
+        self.stream.flush()
+        self.drawn = len(text)
 
     def close(self, logs):
-        if self.bar is not None:
-            self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=True)
-            self.bar.close()
-        elif self.verbose == 2:
-            items = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-            print(f"Epoch {self.epoch + 1}/{self.epochs} - "
-                  f"{time.perf_counter() - self.t0:.1f}s - {items}")
+        if not self.verbose:
+            return
+        items = " - ".join([f"{self.step}/{self.steps}",
+                            f"{time.perf_counter() - self.t0:.1f}s", *self._items(logs)])
+        text = f"Epoch {self.epoch + 1}/{self.epochs} - {items}"
+        if self.live:
+            self._draw(text)
+            self.stream.write("\n")
+            self.stream.flush()
+        else:
+            print(text, file=self.stream, flush=True)

@@ -19,7 +19,7 @@ from . import initializers as _init
 from . import optimizers as _optimizers
 from .layers import Dense
 from .layers.base import Layer, _array_module
-from .models import Sequential
+from .models import Sequential, _built_dtype
 from .ops._checks import check_int
 
 __all__ = ["greedy_autoencoder", "PretrainedLayers"]
@@ -132,8 +132,9 @@ def greedy_autoencoder(layers, x, epochs=10, batch_size=32, optimizer="adam", lo
     - h_k = the stage's output for h_{k-1} in inference mode (dropout off,
       BatchNormalization with its moving statistics) feeds the next stage.
 
-    The layers are trained in place and built (dtype and array module of x)
-    and returned, ready for ``fd.Sequential(layers + [Dense(10,
+    The layers are trained in place and built (the array module of x, and
+    the dtype of those already built, else float32 as fd.Sequential's
+    default: x is cast to it) and returned, ready for ``fd.Sequential(layers + [Dense(10,
     activation="softmax")])`` and fine-tuning. A stage whose Dense has
     ``trainable=False`` is not trained (its codes are still computed).
 
@@ -181,6 +182,8 @@ def greedy_autoencoder(layers, x, epochs=10, batch_size=32, optimizer="adam", lo
     make_optimizer = _optimizer_factory(caller, optimizer)
     activations = _decoder_activations(caller, decoder_activation, len(stages))
 
+    # one dtype for every stage, so that the layers stack into one model
+    dtype = _built_dtype(layers) or np.dtype(np.float32)
     histories, initial, final, decoders = [], [], [], []
     h = x
     for k, stage in enumerate(stages):
@@ -193,7 +196,8 @@ def greedy_autoencoder(layers, x, epochs=10, batch_size=32, optimizer="adam", lo
             init = _init.GlorotUniform(seed=None if seed is None else seed + k)
             decoder = Dense(width, activation=activations[k], kernel_initializer=init,
                             name=f"{encoder.name}_decoder")
-            ae = Sequential(stage + [decoder], name=f"{encoder.name}_autoencoder")
+            ae = Sequential(stage + [decoder], name=f"{encoder.name}_autoencoder",
+                            dtype=dtype)
             ae.compile(optimizer=make_optimizer(), loss=loss)
             if verbose:
                 print(f"Stage {k + 1}/{len(stages)}: {encoder.name} ({width} -> "
@@ -205,7 +209,7 @@ def greedy_autoencoder(layers, x, epochs=10, batch_size=32, optimizer="adam", lo
             final.append(ae.evaluate(h, h, batch_size=max(batch_size, 256)))
             decoders.append(decoder)
         if k + 1 < len(stages):
-            h = Sequential(stage).predict(h, batch_size=max(batch_size, 256))
+            h = Sequential(stage, dtype=dtype).predict(h, batch_size=max(batch_size, 256))
         elif not all(layer.built for layer in stage):  # a frozen last stage
-            Sequential(stage).build(width, _array_module(h), h.dtype)
+            Sequential(stage, dtype=dtype).build(width, _array_module(h))
     return PretrainedLayers(list(layers), histories, initial, final, decoders)

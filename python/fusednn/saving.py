@@ -31,7 +31,10 @@ config, the layers' configs and the build: input width and dtype),
 ``compile`` (optimizer config with its learning-rate schedule, loss,
 metrics), ``optimizer_state`` (iterations, which slots exist, extra host
 state such as Nadam's momentum product) and ``state`` (each layer's
-``get_state()`` and the model's shuffle generator), plus
+``get_state()`` and the model's shuffle generator), ``tensor_crc32``
+(each tensor's CRC32, ``zlib.crc32`` of its bytes as stored, as 8 hex
+digits: ``fd.models.load`` refuses a tensor whose bytes no longer match;
+files written before it existed have none and load unchecked), plus
 ``fusednn_format: "1"``.
 """
 
@@ -42,6 +45,7 @@ import math
 import os
 import struct
 import tempfile
+import zlib
 
 import numpy as np
 
@@ -61,10 +65,10 @@ _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 # ------------------------------------------------------------------ paths
 
 
-def check_path(caller: str, path, *, reading: bool) -> str:
+def check_path(caller: str, path, *, reading: bool, make_dirs: bool = False) -> str:
     """`path` as a str after checking its type; for reading it must be an
     existing file (FileNotFoundError otherwise), for writing not a directory
-    and in an existing directory."""
+    and in an existing directory, which `make_dirs` creates when missing."""
     path = _check_path(caller, "path", path)
     if os.path.isdir(path):
         raise ValueError(f"{caller}: path {path!r} is a directory, expected a file")
@@ -72,7 +76,13 @@ def check_path(caller: str, path, *, reading: bool) -> str:
         raise FileNotFoundError(f"{caller}: no such file: {path!r}")
     if not reading:
         directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
+        if make_dirs:
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as e:  # e.g. a file where a directory should be
+                raise type(e)(f"{caller}: cannot create the directory of {path!r}: {e}") \
+                    from None
+        elif not os.path.isdir(directory):
             raise FileNotFoundError(f"{caller}: the directory of {path!r} does not exist")
     return path
 
@@ -113,7 +123,7 @@ def save_file(tensors: dict, path, metadata: dict | None = None) -> None:
         if key is None:
             raise TypeError(f"{caller}: tensor {name!r} has dtype {a.dtype}, which safetensors "
                             f"cannot hold here; expected one of {sorted(_NAMES.values())}")
-        data = np.ascontiguousarray(a, dtype=np.dtype(_DTYPES[key])).tobytes()
+        data = _stored(a).tobytes()
         header[name] = {"dtype": key, "shape": [int(s) for s in a.shape],
                         "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
@@ -244,6 +254,17 @@ def load_file(path, caller: str = "load_file") -> tuple[dict, dict]:
     return tensors, metadata
 
 
+def _stored(a) -> np.ndarray:
+    """`a` as safetensors stores it: C order, little-endian."""
+    return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<") if a.dtype.itemsize > 1
+                                else a.dtype)
+
+
+def _crc32(a) -> str:
+    """CRC32 of `a`'s stored bytes, as 8 hex digits."""
+    return f"{zlib.crc32(_stored(a)):08x}"
+
+
 def _is_count(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
@@ -256,7 +277,6 @@ def save_model(model, path) -> None:
     from .layers._util import rng_state
 
     caller = "Sequential.save"
-    path = check_path(caller, path, reading=False)
     config = {"class_name": type(model).__name__, "config": model.get_config(),
               "build_config": model._build_config()}
     tensors = {}
@@ -290,7 +310,9 @@ def save_model(model, path) -> None:
         metadata["compile"] = _dumps(caller, "compile config", compile_config)
         metadata["optimizer_state"] = _dumps(caller, "optimizer state", {
             "iterations": st["iterations"], "slots": layout, "extra": extra})
-    save_file(tensors, path, metadata)
+    metadata["tensor_crc32"] = json.dumps({name: _crc32(a) for name, a in tensors.items()})
+    # the directories are made last, once nothing else can fail
+    save_file(tensors, check_path(caller, path, reading=False, make_dirs=True), metadata)
 
 
 def _dumps(caller, what, obj) -> str:
@@ -327,6 +349,16 @@ def load_model(path, compile: bool, device: str):
     if metadata.get("fusednn_format") != FORMAT_VERSION:
         raise bad(f"metadata 'fusednn_format' is {metadata.get('fusednn_format')!r}, expected "
                   f"{FORMAT_VERSION!r}; not a file written by Sequential.save")
+    sums = section("tensor_crc32", False)
+    if sums is not None:
+        if not isinstance(sums, dict) or set(sums) != set(tensors):
+            raise bad(f"the checksums in metadata 'tensor_crc32' do not match the tensors: "
+                      f"{sorted(set(sums) ^ set(tensors)) if isinstance(sums, dict) else sums!r}")
+        for name, a in tensors.items():
+            got = _crc32(a)
+            if sums[name] != got:
+                raise bad(f"tensor {name!r} is corrupted: its bytes have CRC32 {got}, the "
+                          f"file recorded {sums[name]!r} when it was saved")
     config, state = section("model"), section("state")
     compile_config, opt_state = section("compile", False), section("optimizer_state", False)
     if not isinstance(config, dict) or config.get("class_name") != "Sequential" or \

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .callbacks import Callback
-from .layers import BatchNormalization, Dense, Dropout
+from .layers import Dense
 from .layers.base import Layer, _array_module
 from .models import Sequential
 from .ops._checks import check_bool, check_float, check_int
@@ -84,7 +85,8 @@ def find_learning_rate(model, x, y, min_lr=1e-6, max_lr=10.0, steps=None, epochs
     (default 0.9, about the last ten batches; fastai uses 0.98;
     ``smoothing=0`` records the raw batch losses, Géron's callback). The
     sweep stops early at the first recorded loss above ``stop_factor`` times
-    the lowest one so far, or not finite; ``stop_factor=None`` never stops
+    the lowest one so far, or not finite (without fit's warning for a NaN
+    loss: the sweep is meant to diverge); ``stop_factor=None`` never stops
     early. (On raw losses the batch-to-batch noise alone can trip a 4x
     test, hence the smoothing.)
 
@@ -138,18 +140,21 @@ def find_learning_rate(model, x, y, min_lr=1e-6, max_lr=10.0, steps=None, epochs
         raise ValueError(f"{caller}: seed must be an int >= 0 or None, got {seed!r}")
 
     if not model.built:
-        model.build(int(x.shape[1]), _array_module(x), x.dtype)
+        model.build(int(x.shape[1]), _array_module(x))
     lrs = np.geomspace(min_lr, max_lr, steps)
     opt = model.optimizer
     saved_weights = model.get_weights()
     saved_state = opt.get_state()
     saved_lr = opt.learning_rate
     saved_history, saved_stop = model.history, model.stop_training
-    saved_steps = _dropout_steps(model)
+    saved_steps = model._dropout_state()
     sweep = _RangeTest(lrs, stop_factor, smoothing)
     try:
-        model.fit(x, y, batch_size=batch_size, epochs=-(-steps // per_epoch), verbose=0,
-                  callbacks=[sweep], shuffle=True, seed=seed)
+        with warnings.catch_warnings():
+            # the sweep is meant to reach the rates where the loss diverges
+            warnings.filterwarnings("ignore", "Sequential.fit: the loss is", RuntimeWarning)
+            model.fit(x, y, batch_size=batch_size, epochs=-(-steps // per_epoch), verbose=0,
+                      callbacks=[sweep], shuffle=True, seed=seed)
     finally:
         model.set_weights(saved_weights)
         opt.set_state(saved_state)
@@ -176,17 +181,6 @@ def _pyplot(caller):
         raise ImportError(f"{caller}(plot=True) needs matplotlib: pip install 'fusednn[plot]' "
                           f"(or pip install matplotlib)") from e
     return plt
-
-
-def _dropout_steps(model):
-    """(layer, attribute, value) of every dropout mask counter in the model."""
-    out = []
-    for layer in model.layers:
-        if isinstance(layer, Dropout):  # AlphaDropout too
-            out.append((layer, "step", layer.step))
-        elif isinstance(layer, BatchNormalization):  # its fused dropout
-            out.append((layer, "dropout_step", layer.dropout_step))
-    return out
 
 
 # ----------------------------------------------------------------- pruning

@@ -5,7 +5,8 @@ from .activation import ELU, Activation, LeakyReLU, PReLU, RReLU
 from .base import Layer
 from .dense import Dense
 from .dropout import AlphaDropout, Dropout
+from .input import Input
 from .normalization import BatchNormalization
 
-__all__ = ["Layer", "Dense", "Activation", "LeakyReLU", "ELU", "PReLU", "RReLU",
+__all__ = ["Layer", "Input", "Dense", "Activation", "LeakyReLU", "ELU", "PReLU", "RReLU",
            "BatchNormalization", "Dropout", "AlphaDropout"]

@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 
 from .. import activations as _act
+from ..ops._checks import check_int
 
 
 def serialize_object(obj):
@@ -62,6 +63,33 @@ def set_rng_state(caller, rng, state) -> None:
         rng.bit_generator.state = state
     except (TypeError, ValueError, KeyError, OverflowError) as e:
         raise ValueError(f"{caller}: invalid {kind} state {state!r}: {e}") from None
+
+
+def check_input_shape(caller, name, shape) -> int:
+    """The width of a ``(features,)`` input shape (Keras' ``input_shape``
+    without the batch axis): a tuple or list of one int >= 1."""
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"{caller}: {name} must be a tuple (features,), e.g. (64,), got "
+                        f"{type(shape).__name__} {shape!r}")
+    if len(shape) != 1:
+        raise ValueError(f"{caller}: {name} must be (features,): fusednn layers take 2-D "
+                         f"(batch, features) data, so the shape has one entry (flatten images "
+                         f"to one axis first); got {tuple(shape)!r}")
+    return check_int(caller, f"{name}[0]", shape[0], 1)
+
+
+def declared_input_dim(caller, input_shape, input_dim):
+    """The input width a layer was declared with (Keras' ``input_shape=`` or
+    ``input_dim=``), or None; both given must agree."""
+    width = None if input_shape is None else check_input_shape(caller, "input_shape",
+                                                               input_shape)
+    if input_dim is not None:
+        dim = check_int(caller, "input_dim", input_dim, 1)
+        if width is not None and width != dim:
+            raise ValueError(f"{caller}: input_shape={tuple(input_shape)!r} and "
+                             f"input_dim={dim} disagree")
+        width = dim
+    return width
 
 
 def check_input(layer, x, width=None):

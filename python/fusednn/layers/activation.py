@@ -48,8 +48,10 @@ class Activation(_FusedActivationLayer):
     a fusing model folds it into the preceding Dense or BatchNormalization.
     """
 
-    def __init__(self, activation, *, trainable=True, name=None, **params):
-        super().__init__(trainable=trainable, name=name)
+    def __init__(self, activation, *, trainable=True, name=None, input_shape=None,
+                 input_dim=None, **params):
+        super().__init__(trainable=trainable, name=name, input_shape=input_shape,
+                         input_dim=input_dim)
         self.activation = resolve_activation(activation, "Activation", **params)
         self._ctx = None
 

@@ -15,6 +15,8 @@ import itertools
 
 import numpy as np
 
+from ._util import declared_input_dim
+
 _counters: dict = {}
 
 
@@ -43,13 +45,21 @@ class Layer:
         runs in inference mode, as in Keras.
       weights: every weight, trainable ones first (Keras order).
       grads: dL/dw of the trainable weights after ``backward`` (None before).
+
+    ``input_shape=(features,)`` or ``input_dim=features`` (Keras' arguments)
+    declare the input width: on the first layer of a Sequential they build
+    the model at once (as ``fd.Input(shape)`` does); a layer built for
+    another width raises ValueError.
     """
 
-    def __init__(self, *, trainable: bool = True, name: str | None = None):
+    def __init__(self, *, trainable: bool = True, name: str | None = None, input_shape=None,
+                 input_dim=None):
         if not isinstance(trainable, (bool, np.bool_)):
             raise TypeError(f"{type(self).__name__}: trainable must be a bool, got {trainable!r}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"{type(self).__name__}: name must be a str, got {name!r}")
+        self.declared_input_dim = declared_input_dim(type(self).__name__, input_shape,
+                                                     input_dim)
         self.trainable = bool(trainable)
         self.name = name or _unique_name(_snake(type(self).__name__))
         self.built = False
@@ -65,6 +75,9 @@ class Layer:
         if isinstance(input_dim, bool) or not isinstance(input_dim, (int, np.integer)) \
                 or input_dim < 1:
             raise ValueError(f"{self.name}: input_dim must be an int >= 1, got {input_dim!r}")
+        if self.declared_input_dim not in (None, input_dim):
+            raise ValueError(f"{self.name}: built for {input_dim} input features, but it was "
+                             f"declared with input_shape=({self.declared_input_dim},)")
         self.input_dim = int(input_dim)
         self._build(self.input_dim, xp, np.dtype(dtype))
         self.built = True
@@ -110,6 +123,14 @@ class Layer:
     @property
     def weights(self) -> list:
         return list(self._trainable_weights) + list(self._non_trainable_weights)
+
+    def count_params(self) -> int:
+        """The number of scalars in the weights, trainable or not (Keras'
+        ``count_params``); ValueError for a layer that is not built."""
+        if not self.built:
+            raise ValueError(f"{type(self).__name__} {self.name}: count_params needs a built "
+                             f"layer; call build(input_dim) or the layer on data first")
+        return sum(int(w.size) for w in self.weights)
 
     def weight_penalties(self) -> list:
         """Per trainable weight: a regularizer or None (see fd.regularizers)."""
@@ -159,7 +180,10 @@ class Layer:
 
     # -------------------------------------------------------------- config
     def get_config(self) -> dict:
-        return {"name": self.name, "trainable": self.trainable}
+        cfg = {"name": self.name, "trainable": self.trainable}
+        if self.declared_input_dim is not None:
+            cfg["input_shape"] = (self.declared_input_dim,)
+        return cfg
 
     @classmethod
     def from_config(cls, config: dict):

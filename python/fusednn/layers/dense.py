@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
-
 from .. import activations as _act
 from .. import constraints as _constraints
 from .. import initializers as _init
 from .. import ops
 from .. import regularizers as _reg
+from ..ops._checks import check_int
 from .base import Layer
 
 
@@ -28,9 +27,7 @@ class Dense(Layer):
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, kernel_constraint=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
-            raise ValueError(f"Dense: units must be an int >= 1, got {units!r}")
-        self.units = int(units)
+        self.units = check_int("Dense", "units", units, 1)
         # softmax is an output activation: the layer computes logits, the
         # model's loss reads them (fused softmax cross-entropy) and predict
         # applies the softmax. A sigmoid output under binary_crossentropy is

@@ -86,6 +86,21 @@ def check_int(caller, name, value, low):
     return int(value)
 
 
+def check_float_dtype(caller, name, value):
+    """np.dtype float32 or float64 for a dtype-like `value` (``"float64"``,
+    ``np.float64``, ...); None stays None."""
+    if value is None:
+        return None
+    try:
+        dt = np.dtype(value)
+    except TypeError:
+        raise TypeError(f"{caller}: {name} must be float32, float64 or None, got "
+                        f"{value!r}") from None
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"{caller}: {name} must be float32, float64 or None, got {dt.name}")
+    return dt
+
+
 def check_path(caller, name, value) -> str:
     """A str or os.PathLike naming a non-empty str path, as a str."""
     if not isinstance(value, (str, os.PathLike)):
