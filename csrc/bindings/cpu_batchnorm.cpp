@@ -9,8 +9,7 @@
 
 #include "bindings/cpu_checks.h"
 #include "bindings/registry.h"
-#include "cpu/batchnorm.h"
-#include "cpu/kernels.h"
+#include "cpu/dispatch.h"
 
 namespace py = pybind11;
 using fusednn::Act;
@@ -117,16 +116,16 @@ py::tuple forward_t(const py::array& x, const py::object& w, const py::object& b
   {
     py::gil_scoped_release nogil;
     if (zp != nullptr) {
-      fusednn::cpu::dense_forward<T>(xp, dense.w, dense.bias, zp, nullptr, m, dense.k, n,
+      fusednn::cpu::kernels<T>().dense_forward(xp, dense.w, dense.bias, zp, nullptr, m, dense.k, n,
                                      Act::Linear, T(0), 0);
       xp = zp;
     }
     if (training)
-      fusednn::cpu::batchnorm_forward_train<T>(xp, g, b, mm, mv, momentum, epsilon,
+      fusednn::cpu::kernels<T>().batchnorm_forward_train(xp, g, b, mm, mv, momentum, epsilon,
                                                fusednn::BnConvention(convention), yp, cp, meanp,
                                                varp, maskp, m, n, a, T(alpha), d);
     else
-      fusednn::cpu::batchnorm_forward_infer<T>(xp, g, b, mm, mv, epsilon, yp, cp, maskp, m, n, a,
+      fusednn::cpu::kernels<T>().batchnorm_forward_infer(xp, g, b, mm, mv, epsilon, yp, cp, maskp, m, n, a,
                                                T(alpha), d);
   }
   return py::make_tuple(y, cols, mean, var, mask, z);
@@ -182,10 +181,10 @@ py::tuple backward_t(const py::array& dy, const py::array& x, const py::array& y
   T* dzp = mut<T>(dz);
   {
     py::gil_scoped_release nogil;
-    fusednn::cpu::batchnorm_backward<T>(dyp, xp, yp, cp, maskp, dzp, dgp, dbp, m, n, a, T(alpha),
+    fusednn::cpu::kernels<T>().batchnorm_backward(dyp, xp, yp, cp, maskp, dzp, dgp, dbp, m, n, a, T(alpha),
                                         d, batch_stats);
     if (dense)
-      fusednn::cpu::dense_backward<T>(dzp, nullptr, xinp, wp, nullptr, dxp, dwp, dbiasp, m, k, n,
+      fusednn::cpu::kernels<T>().dense_backward(dzp, nullptr, xinp, wp, nullptr, dxp, dwp, dbiasp, m, k, n,
                                       Act::Linear, T(0));
   }
   if (dense) return py::make_tuple(dx, dgamma, dbeta, dw, dbias);

@@ -11,6 +11,7 @@
 
 #include "bindings/cpu_checks.h"
 #include "bindings/registry.h"
+#include "cpu/dispatch.h"
 #include "cpu/dropout.h"
 
 namespace py = pybind11;
@@ -49,7 +50,7 @@ py::tuple forward_t(const py::array& x, double rate, bool alpha, uint64_t seed, 
   T* yp = mut<T>(y);
   {
     py::gil_scoped_release nogil;
-    fusednn::cpu::dropout_forward<T>(xp, yp, mp, n, seed, step, rate, alpha);
+    fusednn::cpu::kernels<T>().dropout_forward(xp, yp, mp, n, seed, step, rate, alpha);
   }
   return py::make_tuple(y, mask_obj);
 }
@@ -63,7 +64,7 @@ py::array backward_t(const py::array& dy, const uint32_t* mp, double rate, bool 
   T* dxp = mut<T>(dx);
   {
     py::gil_scoped_release nogil;
-    fusednn::cpu::dropout_backward<T>(dyp, mp, dxp, n, seed, step, rate, alpha);
+    fusednn::cpu::kernels<T>().dropout_backward(dyp, mp, dxp, n, seed, step, rate, alpha);
   }
   return dx;
 }
@@ -115,7 +116,7 @@ fusednn::bind::Registrar reg([](py::module_& m) {
         const int64_t nw = int64_t(words.size());
         {
           py::gil_scoped_release nogil;
-          fusednn::cpu::dropout_mask(wp, nw, seed, step, rate);
+          fusednn::cpu::kernel_table().dropout_mask(wp, nw, seed, step, rate);
         }
         return words;
       },
@@ -136,7 +137,7 @@ fusednn::bind::Registrar reg([](py::module_& m) {
         uint32_t* op = out.mutable_data();
         {
           py::gil_scoped_release nogil;
-          fusednn::cpu::philox4x32_10(cp, kp, op, count);
+          fusednn::cpu::kernel_table().philox4x32_10(cp, kp, op, count);
         }
         return out;
       },

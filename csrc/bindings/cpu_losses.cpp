@@ -11,7 +11,7 @@
 
 #include "bindings/cpu_checks.h"
 #include "bindings/registry.h"
-#include "cpu/losses.h"
+#include "cpu/dispatch.h"
 
 namespace py = pybind11;
 using fusednn::PointLoss;
@@ -51,7 +51,7 @@ template <typename T, typename L>
 double xent_call(const T* z, const L* labels, const T* y, const T* w, T* dz, int64_t n, int64_t c,
                  double eps, double inv_d) {
   py::gil_scoped_release nogil;
-  return fusednn::cpu::softmax_cross_entropy<T, L>(z, labels, y, w, dz, n, c, eps, inv_d);
+  return fusednn::cpu::kernels<T>().softmax_cross_entropy(z, labels, y, w, dz, n, c, eps, inv_d);
 }
 
 template <typename T>
@@ -103,7 +103,7 @@ py::tuple point_t(PointLoss kind, const py::array& p, const py::array& t, const 
   double loss;
   {
     py::gil_scoped_release nogil;
-    loss = fusednn::cpu::point_loss<T>(kind, pp, tp, wp, dpp, n, k, inv_d);
+    loss = fusednn::cpu::kernels<T>().point_loss(kind, pp, tp, wp, dpp, n, k, inv_d);
   }
   return py::make_tuple(loss, dp);
 }

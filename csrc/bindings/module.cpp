@@ -12,6 +12,7 @@
 #include <string>
 
 #include "cpu/blas.h"
+#include "cpu/dispatch.h"
 #include "cpu/kernels.h"
 #include "bindings/cpu_checks.h"
 #include "bindings/registry.h"
@@ -31,7 +32,7 @@ py::array act_forward_t(const py::array& z, Act a, double alpha) {
   T* yp = mut<T>(y);
   {
     py::gil_scoped_release nogil;
-    fusednn::cpu::activation_forward<T>(a, (T)alpha, zp, yp, n);
+    fusednn::cpu::kernels<T>().activation_forward(a, (T)alpha, zp, yp, n);
   }
   return y;
 }
@@ -45,7 +46,7 @@ py::array act_backward_t(const py::array& dy, const py::object& s, Act a, double
   T* dzp = mut<T>(dz);
   {
     py::gil_scoped_release nogil;
-    fusednn::cpu::activation_backward<T>(a, (T)alpha, dyp, sp, dzp, n);
+    fusednn::cpu::kernels<T>().activation_backward(a, (T)alpha, dyp, sp, dzp, n);
   }
   return dz;
 }
@@ -69,7 +70,7 @@ py::tuple dense_forward_t(const py::array& x, const py::array& w, const py::obje
   T* yp = mut<T>(y);
   {
     py::gil_scoped_release nogil;
-    fusednn::cpu::dense_forward<T>(xp, wp, bp, yp, zp, m, k, n, a, (T)alpha, block_rows);
+    fusednn::cpu::kernels<T>().dense_forward(xp, wp, bp, yp, zp, m, k, n, a, (T)alpha, block_rows);
   }
   return py::make_tuple(y, zobj);
 }
@@ -91,7 +92,7 @@ py::tuple dense_backward_t(const py::array& dy, const py::object& s, const py::a
   T* dwp = mut<T>(dw);
   {
     py::gil_scoped_release nogil;
-    fusednn::cpu::dense_backward<T>(dyp, sp, xp, wp, dzp, dxp, dwp, dbp, m, k, n, a, (T)alpha);
+    fusednn::cpu::kernels<T>().dense_backward(dyp, sp, xp, wp, dzp, dxp, dwp, dbp, m, k, n, a, (T)alpha);
   }
   return py::make_tuple(dxo, dw, dbo);
 }
@@ -111,7 +112,7 @@ py::tuple backward_weight_t(const py::array& dz, const py::array& x, bool need_d
   T* dwp = mut<T>(dw);
   {
     py::gil_scoped_release nogil;
-    fusednn::cpu::dense_backward_weight<T>(dzp, xp, dwp, dbp, m, k, n);
+    fusednn::cpu::kernels<T>().dense_backward_weight(dzp, xp, dwp, dbp, m, k, n);
   }
   return py::make_tuple(dw, dbo);
 }
@@ -129,7 +130,7 @@ py::tuple backward_input_t(const py::array& dz, const py::array& w, const py::ob
   T* outp = mut<T>(dzp_out);
   {
     py::gil_scoped_release nogil;
-    fusednn::cpu::dense_backward_input<T>(dzp, wp, sp, outp, dbp, m, k, n, a_prev, (T)alpha_prev);
+    fusednn::cpu::kernels<T>().dense_backward_input(dzp, wp, sp, outp, dbp, m, k, n, a_prev, (T)alpha_prev);
   }
   return py::make_tuple(dzp_out, dbo);
 }
@@ -138,6 +139,9 @@ py::tuple backward_input_t(const py::array& dz, const py::array& w, const py::ob
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fusednn CPU kernels (OpenBLAS GEMM + fused OpenMP epilogues)";
+  // The kernels of this CPU's level (cpu/dispatch.h); an error here, such as
+  // an unknown FUSEDNN_CPU_DISPATCH, is the ImportError of `import fusednn`.
+  fusednn::cpu::load_kernels(reinterpret_cast<const void*>(&fusednn::cpu::dispatch_info));
 
   m.def(
       "activation_forward",
@@ -312,7 +316,7 @@ PYBIND11_MODULE(_C, m) {
           }
           const auto h = fusednn::opt_step_from<double>(hyper.data());
           py::gil_scoped_release nogil;
-          fusednn::cpu::optimizer_step<T>(fusednn::Opt(kind), h, ts.data(), int64_t(count),
+          fusednn::cpu::kernels<T>().optimizer_step(fusednn::Opt(kind), h, ts.data(), int64_t(count),
                                           clip_mode, clip);
         };
         if (dt.is(py::dtype::of<double>()))
@@ -341,8 +345,19 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("dst"), py::arg("src"));
 
-  m.def("dense_block_rows", &fusednn::cpu::dense_block_rows, py::arg("m"), py::arg("k"),
-        py::arg("n"), py::arg("elem_size"));
+  m.def("dense_block_rows", [](int64_t m, int64_t k, int64_t n, int64_t elem_size) {
+    return fusednn::cpu::kernel_table().dense_block_rows(m, k, n, elem_size);
+  }, py::arg("m"), py::arg("k"), py::arg("n"), py::arg("elem_size"));
+  m.def("cpu_dispatch", []() {
+    const fusednn::cpu::DispatchInfo& i = fusednn::cpu::dispatch_info();
+    py::dict d;
+    d["level"] = i.level;
+    d["chosen_by"] = i.chosen_by;
+    d["compiled"] = i.compiled;
+    d["supported"] = i.supported;
+    return d;
+  }, "The CPU kernels' instruction-set level in use, how it was chosen (cpuid or "
+     "FUSEDNN_CPU_DISPATCH), the levels built and those this CPU runs.");
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
     fusednn::cpu::set_num_threads(n);

@@ -106,6 +106,9 @@ def build_info() -> dict:
         # "openblas": its own pool (FUSEDNN_BLAS_THREADS=native).
         "blas_threads": "openmp" if _C.blas_on_openmp else "openblas",
         "cpu_threads": _C.num_threads(),
+        # {"level", "chosen_by", "compiled", "supported"}: the CPU kernels'
+        # instruction-set level in use (FUSEDNN_CPU_DISPATCH forces one).
+        "cpu_dispatch": _C.cpu_dispatch(),
         "cxx_compiler": cfg.CXX_COMPILER,
     }
     if cfg.CUDA_BUILT:
