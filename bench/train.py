@@ -280,6 +280,70 @@ def torch_epoch(model, opt, tx, ty, batch, gen):
     return total
 
 
+# --------------------------------------------------------------------- JAX
+def jax_trainer(net, weights, seed=0):
+    """The same network in JAX, the whole step (forward, loss, gradient,
+    Keras-convention batch norm with moving statistics, optax Nadam / Adam
+    with epsilon 1e-7) one ``jax.jit``-compiled function; an epoch loops over
+    the batches in Python and reads each loss back, as the others do.
+    None when JAX or optax is not installed."""
+    try:
+        import jax
+        import jax.numpy as jnp
+        import optax
+    except ImportError:
+        return None
+    params = [jnp.asarray(_host(a)) for a in weights["train"]]
+    moving = [jnp.asarray(_host(a)) for a in weights["moving"]]
+    make = optax.nadam if net["opt"] == "nadam" else optax.adam
+    tx = make(1e-3, eps=1e-7)
+    state = {"params": params, "moving": moving, "opt": tx.init(params),
+             "key": jax.random.PRNGKey(seed)}
+    nb, drop = len(net["blocks"]), net["drop"]
+
+    def loss_fn(p, moving, x, y, key):
+        h, new_moving = x, []
+        for i in range(nb):
+            w, b, g, be = p[4 * i:4 * i + 4]
+            z = h @ w + b
+            mu = z.mean(axis=0)
+            var = ((z - mu) ** 2).mean(axis=0)
+            u = (z - mu) * jax.lax.rsqrt(var + 1e-3) * g + be
+            h = jax.nn.elu(u) if net["act"] == "elu" else jax.nn.relu(u)
+            if drop:
+                key, sub = jax.random.split(key)
+                h = jnp.where(jax.random.bernoulli(sub, 1 - drop, h.shape), h / (1 - drop), 0)
+            mm, mv = moving[2 * i:2 * i + 2]
+            new_moving += [0.99 * mm + 0.01 * mu, 0.99 * mv + 0.01 * var]
+        logits = h @ p[-2] + p[-1]
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, new_moving
+
+    @jax.jit
+    def step(st, x, y):
+        key, sub = jax.random.split(st["key"])
+        (loss, moving), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            st["params"], st["moving"], x, y, sub)
+        updates, opt_state = tx.update(grads, st["opt"], st["params"])
+        params = optax.apply_updates(st["params"], updates)
+        return {"params": params, "moving": moving, "opt": opt_state, "key": key}, loss
+
+    rng = np.random.default_rng(seed)
+
+    def epoch(x, y, batch):
+        order = rng.permutation(x.shape[0])
+        total = 0.0
+        for s in range(0, x.shape[0] - batch + 1, batch):  # whole batches: one compilation
+            idx = order[s:s + batch]
+            new, loss = step(state["st"], x[idx], y[idx])
+            state["st"] = new
+            total += float(loss)
+        return total
+
+    state = {"st": state}
+    return epoch
+
+
 # ------------------------------------------------------------------ checks
 def check(net):
     """One float64 fit step of the fusednn model equals NumpyNet's step."""
@@ -327,13 +391,14 @@ def result_row(net, batch, n, t, gemm_flops):
            "vs_numpy": round(t.ratio("numpy", "fusednn"), 2),
            "sgemm_gflops": round(rate / 1e9, 1),
            "of_sgemm": round(sps * gemm_flops_per_sample(net) / rate, 3)}
-    if "torch" in t:
-        row["torch_sps"] = round(n / t.median("torch"))
-        row["vs_torch"] = round(t.ratio("torch", "fusednn"), 2)
+    for peer in ("torch", "jax"):
+        if peer in t:
+            row[f"{peer}_sps"] = round(n / t.median(peer))
+            row[f"vs_{peer}"] = round(t.ratio(peer, "fusednn"), 2)
     return row
 
 
-def bench_cpu(cases, rounds, samples):
+def bench_cpu(cases, rounds, samples, use_jax=True):
     threads = fd.num_threads()
     try:
         import torch
@@ -357,6 +422,9 @@ def bench_cpu(cases, rounds, samples):
             tx, ty = torch.from_numpy(x), torch.from_numpy(y)
             gen = torch.Generator().manual_seed(0)
             fns["torch"] = lambda: torch_epoch(tm, topt, tx, ty, batch, gen)
+        jax_epoch = jax_trainer(net, fd_weights(model)) if use_jax else None
+        if jax_epoch is not None:
+            fns["jax"] = lambda: jax_epoch(x, y, batch)
         fns["gemm"] = gemm
         t = interleaved(fns, rounds=rounds, min_turn=0.3)
         row = result_row(net, batch, n, t, gemm_flops)
@@ -403,6 +471,26 @@ def bench_cuda(cases, rounds, samples):
     return rows
 
 
+class Busy:
+    """`count` CPU-bound processes beside the contenders, as another user's
+    job on a shared machine would be (``--busy``)."""
+
+    def __init__(self, count):
+        self.count, self.procs = count, []
+
+    def __enter__(self):
+        import subprocess
+
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                      for _ in range(self.count)]
+        return self
+
+    def __exit__(self, *exc):
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -410,25 +498,43 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=0,
                    help="samples per epoch (default: max(4096, 16 x batch))")
     p.add_argument("--quick", action="store_true", help="batch 128 deep net only, 3 rounds")
+    p.add_argument("--batches", default=None,
+                   help="comma-separated deep-net batch sizes to run (default: every row)")
+    p.add_argument("--busy", type=int, default=0,
+                   help="CPU-bound processes to run beside the contenders (a shared machine)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads for fusednn and PyTorch (default: their own defaults)")
+    p.add_argument("--no-jax", action="store_true", help="leave JAX out on the CPU")
     args = p.parse_args(argv)
     cases = CASES[1:2] if args.quick else CASES
+    if args.batches:
+        wanted = {int(b) for b in args.batches.split(",")}
+        cases = [(net, b) for net, b in CASES if net is DEEP and b in wanted]
     rounds = 3 if args.quick else args.rounds
+    if args.threads:
+        fd.set_num_threads(args.threads)
     if args.device == "cuda":
         if not fd.has_cuda():
             sys.exit(f"no CUDA backend: {fd.cuda_status()}")
         check(DEEP)
         rows = bench_cuda(cases, rounds, args.samples)
     else:
-        rows = bench_cpu(cases, rounds, args.samples)
+        with Busy(args.busy):
+            rows = bench_cpu(cases, rounds, args.samples, use_jax=not args.no_jax)
     info = machine()
-    path = write_json(f"train-{args.device}{'-quick' if args.quick else ''}.json",
+    info["busy_processes"] = args.busy
+    tag = (f"-busy{args.busy}" if args.busy else "") + \
+        (f"-threads{args.threads}" if args.threads else "") + ("-quick" if args.quick else "")
+    path = write_json(f"train-{args.device}{tag}.json",
                       {"machine": info, "rows": rows})
     peer = "CuPy" if args.device == "cuda" else "NumPy"
     cols = [("net", "net"), ("batch", "batch"), ("fd_sps", "fusednn samples/s"),
-            ("torch_sps", "torch samples/s"), ("numpy_sps", f"{peer} samples/s"),
-            ("vs_torch", "vs torch"), ("vs_numpy", f"vs {peer}"), ("sgemm_gflops", "sgemm GFLOP/s"),
+            ("torch_sps", "torch samples/s"), ("jax_sps", "JAX jit samples/s"),
+            ("numpy_sps", f"{peer} samples/s"), ("vs_torch", "vs torch"), ("vs_jax", "vs JAX"),
+            ("vs_numpy", f"vs {peer}"), ("sgemm_gflops", "sgemm GFLOP/s"),
             ("of_sgemm", "GEMM FLOP/s of sgemm")]
-    print(f"\n{info['date']}, {info['cpu']}, {info['threads']} threads")
+    print(f"\n{info['date']}, {info['cpu']}, {info['threads']} threads"
+          + (f", {args.busy} busy processes beside" if args.busy else ""))
     print(markdown(rows, cols))
     print(f"\n(ratios > 1: fusednn is faster)\nJSON: {path}")
 
