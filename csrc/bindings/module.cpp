@@ -14,6 +14,7 @@
 #include "cpu/blas.h"
 #include "cpu/dispatch.h"
 #include "cpu/kernels.h"
+#include "cpu/threads.h"
 #include "bindings/cpu_checks.h"
 #include "bindings/registry.h"
 
@@ -138,7 +139,11 @@ py::tuple backward_input_t(const py::array& dz, const py::array& w, const py::ob
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "fusednn CPU kernels (OpenBLAS GEMM + fused OpenMP epilogues)";
+  m.doc() = "fusednn CPU kernels (OpenBLAS GEMM tiles + fused epilogues on one thread pool)";
+  // An invalid FUSEDNN_NUM_THREADS is the ImportError of `import fusednn`.
+  if (*fusednn::cpu::threads_env_error() != '\0')
+    throw std::runtime_error(fusednn::cpu::threads_env_error());
+  fusednn::cpu::blas_single_thread();
   // The kernels of this CPU's level (cpu/dispatch.h); an error here, such as
   // an unknown FUSEDNN_CPU_DISPATCH, is the ImportError of `import fusednn`.
   fusednn::cpu::load_kernels(reinterpret_cast<const void*>(&fusednn::cpu::dispatch_info));
@@ -240,10 +245,10 @@ PYBIND11_MODULE(_C, m) {
         {
           py::gil_scoped_release nogil;
           if (f64)
-            fusednn::cpu::gemm<double>(false, false, m, n, k, 1.0, (const double*)ap, k,
+            fusednn::cpu::parallel_gemm<double>(false, false, m, n, k, 1.0, (const double*)ap, k,
                                        (const double*)bp, n, 0.0, (double*)cp, n);
           else
-            fusednn::cpu::gemm<float>(false, false, m, n, k, 1.0f, (const float*)ap, k,
+            fusednn::cpu::parallel_gemm<float>(false, false, m, n, k, 1.0f, (const float*)ap, k,
                                       (const float*)bp, n, 0.0f, (float*)cp, n);
         }
         return c;
@@ -345,9 +350,6 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("dst"), py::arg("src"));
 
-  m.def("dense_block_rows", [](int64_t m, int64_t k, int64_t n, int64_t elem_size) {
-    return fusednn::cpu::kernel_table().dense_block_rows(m, k, n, elem_size);
-  }, py::arg("m"), py::arg("k"), py::arg("n"), py::arg("elem_size"));
   m.def("cpu_dispatch", []() {
     const fusednn::cpu::DispatchInfo& i = fusednn::cpu::dispatch_info();
     py::dict d;
@@ -358,11 +360,22 @@ PYBIND11_MODULE(_C, m) {
     return d;
   }, "The CPU kernels' instruction-set level in use, how it was chosen (cpuid or "
      "FUSEDNN_CPU_DISPATCH), the levels built and those this CPU runs.");
+  // The pool's limit; fusednn.set_num_threads checks its argument first.
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
-    fusednn::cpu::set_num_threads(n);
-  });
+    fusednn_set_num_threads(n);
+  }, py::arg("n"));
   m.def("num_threads", &fusednn::cpu::num_threads);
+  m.def("pool_stats", []() {
+    const fusednn::cpu::PoolStats s = fusednn::cpu::pool_stats();
+    py::dict d;
+    d["calls"] = s.calls;
+    d["worker_chunks"] = s.worker_chunks;
+    d["workers"] = s.workers;
+    d["chosen_by"] = std::string(fusednn::cpu::threads_chosen_by());
+    return d;
+  }, "The thread pool's counters: calls that used it, chunks run by workers, workers started, "
+     "and what chose the thread limit.");
   m.def("host_cache_info", []() {
     const fusednn::cpu::HostCacheInfo i = fusednn::cpu::host_cache_info();
     py::dict d;
@@ -382,8 +395,6 @@ PYBIND11_MODULE(_C, m) {
     fusednn::cpu::host_cache_set_limit(size_t(bytes));
   }, py::arg("bytes"));
   m.def("blas_num_threads", &fusednn::cpu::blas_num_threads);
-  m.attr("blas_on_openmp") = fusednn::cpu::install_blas_threads();
-  m.def("blas_callback_calls", &fusednn::cpu::blas_callback_calls);
   m.def("blas_config", &fusednn::cpu::blas_config);
   run_registrars(m);
 }

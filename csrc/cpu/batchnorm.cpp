@@ -9,15 +9,16 @@
 //   backward, inference: one pass
 // The element-wise passes walk the flat index in chunks of kChunk elements (a
 // multiple of 32, so each chunk owns whole mask words), cut at row ends into
-// contiguous segments that vectorise; column sums go to per-thread arrays.
+// contiguous segments that vectorise; column sums go to per-chunk arrays,
+// combined in chunk order (the same bits at any thread count).
 #include "cpu/batchnorm.h"
 #include "cpu/dropout.h"
-
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
+
+#include "cpu/threads.h"
 
 namespace fusednn {
 namespace cpu {
@@ -27,8 +28,8 @@ namespace {
 constexpr int64_t kChunk = 4096;
 static_assert(kChunk % (32 * kBlockWords) == 0,
               "a chunk owns whole blocks of mask words (cpu/dropout.h)");
-// Below this many elements a parallel region costs more than it saves.
-constexpr int64_t kParallelMin = 1 << 15;
+// Elements per chunk of the thread pool (cpu/threads.h) at least.
+constexpr int64_t kGrain = 1 << 15;
 
 void unpack_bits(const uint32_t* words, int64_t count, uint32_t* keep) {
   const int64_t nw = (count + 31) / 32;
@@ -83,12 +84,10 @@ void forward_pass(const T* x, T* y, uint32_t* mask, int64_t total, int64_t n, co
                   T alpha, DropoutCoef<T> c, uint64_t seed, uint64_t step, uint32_t threshold) {
   const int64_t nchunks = (total + kChunk - 1) / kChunk;
   const int64_t nwords = (total + 31) / 32;
-#pragma omp parallel if (total >= kParallelMin)
-  {
+  parallel_for(nchunks, kGrain / kChunk, [&](int64_t c0, int64_t c1) {
     alignas(64) uint32_t keep[kChunk];
     uint32_t words[kChunk / 32];
-#pragma omp for schedule(static)
-    for (int64_t ci = 0; ci < nchunks; ++ci) {
+    for (int64_t ci = c0; ci < c1; ++ci) {
       const int64_t e0 = ci * kChunk, cnt = std::min(kChunk, total - e0);
       if (Drop) {
         // The mask words of the chunk (bits past the end included, as the
@@ -105,7 +104,7 @@ void forward_pass(const T* x, T* y, uint32_t* mask, int64_t total, int64_t n, co
                                     c.kept_mul, c.kept_add, c.dropped);
       });
     }
-  }
+  });
 }
 
 // dz = dL/dz into out (times scale unless Stats), and the column sums
@@ -131,14 +130,16 @@ void backward_pass(const T* dy, const T* x, const T* y, const uint32_t* mask, T*
                    int64_t total, int64_t n, const T* cols, T alpha, DropoutCoef<T> c,
                    std::vector<double>& part) {
   const int64_t nchunks = (total + kChunk - 1) / kChunk;
-#pragma omp parallel if (total >= kParallelMin)
-  {
+  const int64_t groups = chunk_count(nchunks, kGrain / kChunk);
+  part.assign(size_t(groups) * 2 * size_t(n), 0.0);
+  parallel_chunks(groups, [&](int64_t g) {
+    int64_t c0, c1;
+    chunk_range(nchunks, groups, g, &c0, &c1);
     alignas(64) uint32_t keep[kChunk];
-    double* s1 = part.data() + int64_t(omp_get_thread_num()) * 2 * n;
+    double* s1 = part.data() + g * 2 * n;
     double* s2 = s1 + n;
     const T inv_kept_mul = T(1) / c.kept_mul;
-#pragma omp for schedule(static)
-    for (int64_t ci = 0; ci < nchunks; ++ci) {
+    for (int64_t ci = c0; ci < c1; ++ci) {
       const int64_t e0 = ci * kChunk, cnt = std::min(kChunk, total - e0);
       if (Drop) unpack_bits(mask + e0 / 32, cnt, keep);
       for_segments(e0, cnt, n, keep, [&](int64_t e, int64_t len, int64_t j, const uint32_t* kp) {
@@ -148,7 +149,7 @@ void backward_pass(const T* dy, const T* x, const T* y, const uint32_t* mask, T*
                                                c.kept_mul, inv_kept_mul);
       });
     }
-  }
+  });
 }
 
 // dx = scale (dz - mean(dz) - x_hat mean(dz x_hat)), dz read from dx.
@@ -198,7 +199,19 @@ void stats_rows(const T* x, int64_t r0, int64_t r1, int64_t n, double* s1, doubl
   }
 }
 
-int threads_for(int64_t total) { return total >= kParallelMin ? omp_get_max_threads() : 1; }
+// Rows per chunk of the statistics and dx passes: at least kGrain elements.
+int64_t rows_grain(int64_t n) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, n)); }
+
+// Column j's totals of the per-chunk partial sums (2 n per chunk: s1, s2), in
+// chunk order.
+void column_totals(const std::vector<double>& part, int64_t n, int64_t j, double* s1, double* s2) {
+  const int64_t chunks = n > 0 ? int64_t(part.size()) / (2 * n) : 0;
+  *s1 = *s2 = 0.0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    *s1 += part[size_t(c * 2 * n + j)];
+    *s2 += part[size_t(c * 2 * n + n + j)];
+  }
+}
 
 template <typename T>
 void apply(const T* x, T* y, uint32_t* mask, int64_t m, int64_t n, const T* cols, Act a, T alpha,
@@ -223,22 +236,17 @@ void batchnorm_forward_train(const T* x, const T* gamma, const T* beta, T* movin
                              T* moving_var, double momentum, double epsilon, BnConvention conv,
                              T* y, T* cols, double* mean, double* var, uint32_t* mask, int64_t m,
                              int64_t n, Act a, T alpha, const BnDropout& d) {
-  const int64_t total = m * n;
-  const int nt = threads_for(total);
-  std::vector<double> part(size_t(nt) * 2 * n, 0.0);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-    const int64_t r0 = m * t / tn, r1 = m * (t + 1) / tn;
-    double* s1 = part.data() + int64_t(t) * 2 * n;
+  const int64_t chunks = chunk_count(m, rows_grain(n));
+  std::vector<double> part(size_t(chunks) * 2 * size_t(n), 0.0);
+  parallel_chunks(chunks, [&](int64_t c) {
+    int64_t r0, r1;
+    chunk_range(m, chunks, c, &r0, &r1);
+    double* s1 = part.data() + c * 2 * n;
     stats_rows(x, r0, r1, n, s1, s1 + n);
-  }
+  });
   for (int64_t j = 0; j < n; ++j) {
-    double s1 = 0.0, s2 = 0.0;
-    for (int t = 0; t < nt; ++t) {
-      s1 += part[size_t(t) * 2 * n + j];
-      s2 += part[size_t(t) * 2 * n + n + j];
-    }
+    double s1, s2;
+    column_totals(part, n, j, &s1, &s2);
     bn_finalize_stats(double(x[j]), s1, s2, double(m), mean[j], var[j]);
     if (moving_mean)
       bn_update_moving(moving_mean[j], moving_var[j], mean[j], var[j], momentum, double(m), conv);
@@ -263,8 +271,7 @@ void batchnorm_backward(const T* dy, const T* x, const T* y, const T* cols, cons
                         T* dx, T* dgamma, T* dbeta, int64_t m, int64_t n, Act a, T alpha,
                         const BnDropout& d, bool batch_stats) {
   const int64_t total = m * n;
-  const int nt = threads_for(total);
-  std::vector<double> part(size_t(nt) * 2 * n, 0.0);
+  std::vector<double> part;  // sized by backward_pass
   const bool drop = d.rate > 0.0;
   // rate 0 gives kept_mul 1: bn_dz then leaves dz = dy f'.
   const DropoutCoef<T> c = dropout_coef_as<T>(dropout_coef(d.rate, d.alpha));
@@ -279,14 +286,11 @@ void batchnorm_backward(const T* dy, const T* x, const T* y, const T* cols, cons
         backward_pass<T, A, D, S, false>(dy, x, y, mask, dx, total, n, cols, alpha, c, part);
     });
   });
-  // Column sums over the threads; s1 = sum dz = dbeta, s2 = sum dz x_hat = dgamma.
+  // Column sums over the chunks; s1 = sum dz = dbeta, s2 = sum dz x_hat = dgamma.
   std::vector<T> mdz(batch_stats ? n : 0), mdzx(batch_stats ? n : 0);
   for (int64_t j = 0; j < n; ++j) {
-    double s1 = 0.0, s2 = 0.0;
-    for (int t = 0; t < nt; ++t) {
-      s1 += part[size_t(t) * 2 * n + j];
-      s2 += part[size_t(t) * 2 * n + n + j];
-    }
+    double s1, s2;
+    column_totals(part, n, j, &s1, &s2);
     if (dbeta) dbeta[j] = T(s1);
     if (dgamma) dgamma[j] = T(s2);
     if (batch_stats) {
@@ -296,9 +300,11 @@ void batchnorm_backward(const T* dy, const T* x, const T* y, const T* cols, cons
   }
   if (!batch_stats) return;
   const ColPtrs<T> p = col_ptrs(cols, n, 0);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (int64_t i = 0; i < m; ++i)
-    backward_stats_row(x + i * n, dx + i * n, n, p.mh, p.ml, p.sc, p.is, mdz.data(), mdzx.data());
+  parallel_for(m, rows_grain(n), [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i)
+      backward_stats_row(x + i * n, dx + i * n, n, p.mh, p.ml, p.sc, p.is, mdz.data(),
+                         mdzx.data());
+  });
 }
 
 #define FUSEDNN_INSTANTIATE(T)                                                                  \

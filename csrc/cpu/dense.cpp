@@ -1,150 +1,157 @@
-// Fused dense layer on the CPU: OpenBLAS GEMM per row block, each block's
-// bias + activation applied right after its GEMM while the block is in cache.
-#include <omp.h>
-
+// Fused dense layer on the CPU: the GEMM tiled over the thread pool
+// (cpu/blas.h), each tile's bias + activation applied right after its GEMM,
+// on the same thread, while the tile is in cache.
 #include <algorithm>
 #include <vector>
 
 #include "cpu/blas.h"
 #include "cpu/kernels.h"
+#include "cpu/threads.h"
 
 namespace fusednn {
 namespace cpu {
 
 namespace {
 
-constexpr int64_t kParallelMin = 1 << 15;
+// Elements per chunk of the element-wise passes (cpu/threads.h).
+constexpr int64_t kGrain = 1 << 14;
 
-// pre = pre + b (kept when the activation saves its input); y = f(pre + b).
-// pre and y are the same buffer when the activation saves its output.
+// On the tile (rows x cols, row stride ld): pre = pre + b (kept when the
+// activation saves its input); y = f(pre + b). pre and y are the same buffer
+// when the activation saves its output. b points at the tile's first column.
 template <typename T, Act A>
-void epilogue(T* pre, T* y, const T* b, int64_t rows, int64_t n, T alpha) {
+void epilogue(T* pre, T* y, const T* b, int64_t rows, int64_t cols, int64_t ld, T alpha) {
   constexpr bool keep_pre = saves_input(A);
-#pragma omp parallel for schedule(static) if (rows * n >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
-    T* pr = pre + r * n;
-    T* yr = y + r * n;
+    T* pr = pre + r * ld;
+    T* yr = y + r * ld;
     if (b != nullptr) {
 #pragma omp simd
-      for (int64_t j = 0; j < n; ++j) {
+      for (int64_t j = 0; j < cols; ++j) {
         const T v = pr[j] + b[j];
         if (keep_pre) pr[j] = v;
         yr[j] = act_forward<T>(A, v, alpha);
       }
     } else {
 #pragma omp simd
-      for (int64_t j = 0; j < n; ++j) yr[j] = act_forward<T>(A, pr[j], alpha);
+      for (int64_t j = 0; j < cols; ++j) yr[j] = act_forward<T>(A, pr[j], alpha);
     }
   }
 }
 
-// dz = dy * f'(s) (dz may alias dy; dz null for linear) and, when db_acc is
-// given, db_acc += column sums of dz, in one pass. Column sums accumulate in
-// double per thread, then combine.
+// On rows [r0, r1) of m x n: dz = dy * f'(s) (dz may alias dy; dz null for
+// linear) and, when acc is given, acc += column sums of dz, in one pass.
 template <typename T, Act A>
-void grad_and_bias(const T* dy, const T* s, T* dz, double* db_acc, int64_t m, int64_t n, T alpha) {
-  const int nt = (m * n >= kParallelMin) ? std::max(1, std::min<int>(omp_get_max_threads(), (int)m)) : 1;
-  std::vector<double> part(db_acc != nullptr ? (size_t)nt * n : 0, 0.0);
-#pragma omp parallel num_threads(nt)
-  {
-    double* acc = db_acc != nullptr ? part.data() + (size_t)omp_get_thread_num() * n : nullptr;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < m; ++r) {
-      const T* dyr = dy + r * n;
-      const T* sr = s + r * n;
-      T* dzr = dz != nullptr ? dz + r * n : nullptr;
-      if (acc != nullptr) {
+void grad_rows(const T* dy, const T* s, T* dz, double* acc, int64_t r0, int64_t r1, int64_t n,
+               T alpha) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* dyr = dy + r * n;
+    const T* sr = s + r * n;
+    T* dzr = dz != nullptr ? dz + r * n : nullptr;
+    if (acc != nullptr) {
 #pragma omp simd
-        for (int64_t j = 0; j < n; ++j) {
-          const T g = A == Act::Linear ? dyr[j] : dyr[j] * act_grad<T>(A, sr[j], alpha);
-          if (A != Act::Linear) dzr[j] = g;
-          acc[j] += (double)g;
-        }
-      } else if (A != Act::Linear) {
-#pragma omp simd
-        for (int64_t j = 0; j < n; ++j) dzr[j] = dyr[j] * act_grad<T>(A, sr[j], alpha);
+      for (int64_t j = 0; j < n; ++j) {
+        const T g = A == Act::Linear ? dyr[j] : dyr[j] * act_grad<T>(A, sr[j], alpha);
+        if (A != Act::Linear) dzr[j] = g;
+        acc[j] += (double)g;
       }
+    } else if (A != Act::Linear) {
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) dzr[j] = dyr[j] * act_grad<T>(A, sr[j], alpha);
     }
   }
-  if (db_acc != nullptr)
-    for (int t = 0; t < nt; ++t)
-      for (int64_t j = 0; j < n; ++j) db_acc[j] += part[(size_t)t * n + j];
 }
 
-template <typename T>
-void store(const std::vector<double>& acc, T* out) {
-  for (size_t j = 0; j < acc.size(); ++j) out[j] = (T)acc[j];
+// Per-chunk column sums in double, combined in chunk order: the same bits
+// whatever thread ran which chunk.
+struct ColumnPartials {
+  std::vector<double> part;
+  int64_t n;
+  ColumnPartials(int64_t chunks, int64_t n_) : part(size_t(chunks) * size_t(n_), 0.0), n(n_) {}
+  double* of(int64_t chunk) { return part.data() + size_t(chunk) * size_t(n); }
+  template <typename T>
+  void store(T* out) const {
+    const int64_t chunks = n > 0 ? int64_t(part.size()) / n : 0;
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0.0;
+      for (int64_t c = 0; c < chunks; ++c) s += part[size_t(c) * size_t(n) + size_t(j)];
+      out[j] = T(s);
+    }
+  }
+};
+
+// dz = dy * f'(s) over all m rows and db = column sums of dz (db may be null).
+template <typename T, Act A>
+void grad_and_bias(const T* dy, const T* s, T* dz, T* db, int64_t m, int64_t n, T alpha) {
+  const int64_t rows_grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, n));
+  const int64_t chunks = chunk_count(m, rows_grain);
+  ColumnPartials acc(db != nullptr ? chunks : 0, n);
+  parallel_chunks(chunks, [&](int64_t c) {
+    int64_t r0, r1;
+    chunk_range(m, chunks, c, &r0, &r1);
+    grad_rows<T, A>(dy, s, dz, db != nullptr ? acc.of(c) : nullptr, r0, r1, n, alpha);
+  });
+  if (db != nullptr) {
+    if (m == 0) std::fill(db, db + n, T(0));
+    else acc.store(db);
+  }
 }
 
 }  // namespace
-
-int64_t dense_block_rows(int64_t m, int64_t k, int64_t n, int64_t elem_size) {
-  // Each block re-packs w (k x n) inside OpenBLAS. A block of r rows costs
-  // about 2 r k n / rate seconds of GEMM and k n elem_size / bandwidth of
-  // re-packing, so re-packing stays near 1% of the work only for r in the
-  // thousands when w comes from memory (rate / bandwidth ~ 15 flop/byte on a
-  // 2-core AVX2 machine), and in the hundreds when w sits in L2. Within
-  // that, keep the block's output about the size of the L2 caches so the
-  // epilogue reads it from cache.
-  const int64_t out_row = std::max<int64_t>(1, n * elem_size);
-  const int64_t cache_rows = std::max<int64_t>(1, (int64_t(1) << 20) * num_threads() / out_row);
-  const int64_t w_bytes = k * n * elem_size;
-  const int64_t min_rows = w_bytes <= (int64_t(512) << 10) ? 512 : 4096;
-  return std::min<int64_t>(m, std::max(cache_rows, min_rows));
-}
 
 template <typename T>
 void dense_forward(const T* x, const T* w, const T* b, T* y, T* z, int64_t m, int64_t k,
                    int64_t n, Act a, T alpha, int64_t block_rows) {
   if (m == 0 || n == 0) return;
   T* pre = saves_input(a) ? z : y;
-  if (block_rows <= 0) block_rows = dense_block_rows(m, k, n, sizeof(T));
   const bool need_epilogue = a != Act::Linear || b != nullptr;
   dispatch_act(a, [&](auto act) {
-    for (int64_t r0 = 0; r0 < m; r0 += block_rows) {
-      const int64_t rows = std::min(block_rows, m - r0);
-      gemm<T>(false, false, rows, n, k, T(1), x + r0 * k, k, w, n, T(0), pre + r0 * n, n);
-      if (need_epilogue)
-        epilogue<T, decltype(act)::value>(pre + r0 * n, y + r0 * n, b, rows, n, alpha);
-    }
+    constexpr Act A = decltype(act)::value;
+    parallel_gemm<T>(false, false, m, n, k, T(1), x, k, w, n, T(0), pre, n,
+                     [&](const Tile& t) {
+                       if (!need_epilogue) return;
+                       const int64_t off = t.r0 * n + t.c0;
+                       epilogue<T, A>(pre + off, y + off, b != nullptr ? b + t.c0 : nullptr,
+                                      t.rows, t.cols, n, alpha);
+                     },
+                     block_rows);
   });
 }
 
 template <typename T>
 void dense_backward_weight(const T* dz, const T* x, T* dw, T* db, int64_t m, int64_t k, int64_t n) {
-  if (db != nullptr) {
-    std::vector<double> acc(n, 0.0);
-    grad_and_bias<T, Act::Linear>(dz, dz, nullptr, acc.data(), m, n, T(0));
-    store(acc, db);
-  }
-  gemm<T>(true, false, k, n, m, T(1), x, k, dz, n, T(0), dw, n);
+  if (db != nullptr) grad_and_bias<T, Act::Linear>(dz, dz, nullptr, db, m, n, T(0));
+  parallel_gemm<T>(true, false, k, n, m, T(1), x, k, dz, n, T(0), dw, n);
 }
 
 template <typename T>
 void dense_backward_input(const T* dz, const T* w, const T* s_prev, T* dz_prev, T* db_prev,
                           int64_t m, int64_t k, int64_t n, Act a_prev, T alpha_prev) {
-  // The same row blocking as the forward pass: each block's dx GEMM is
-  // followed at once by the previous layer's f' and bias-gradient pass.
   if (m == 0 || k == 0) {
     if (db_prev != nullptr) std::fill(db_prev, db_prev + k, T(0));
     return;
   }
-  const int64_t block_rows = dense_block_rows(m, n, k, sizeof(T));
-  std::vector<double> acc(db_prev != nullptr ? k : 0, 0.0);
-  double* accp = db_prev != nullptr ? acc.data() : nullptr;
-  const bool need_epilogue = a_prev != Act::Linear || accp != nullptr;
+  // The bias gradient's partial sums follow fixed row chunks (the same bits
+  // at any thread count), so it is a pass of its own after the dx GEMM; f'
+  // alone rides on each tile while it is in cache.
+  const bool fuse_grad = a_prev != Act::Linear && db_prev == nullptr;
   dispatch_act(a_prev, [&](auto act) {
     constexpr Act A = decltype(act)::value;
-    for (int64_t r0 = 0; r0 < m; r0 += block_rows) {
-      const int64_t rows = std::min(block_rows, m - r0);
-      T* out = dz_prev + r0 * k;
-      gemm<T>(false, true, rows, k, n, T(1), dz + r0 * n, n, w, n, T(0), out, k);
-      if (need_epilogue)
-        grad_and_bias<T, A>(out, A == Act::Linear ? out : s_prev + r0 * k,
-                            A == Act::Linear ? nullptr : out, accp, rows, k, alpha_prev);
-    }
+    parallel_gemm<T>(false, true, m, k, n, T(1), dz, n, w, n, T(0), dz_prev, k,
+                     [&](const Tile& t) {
+                       if (!fuse_grad) return;
+                       for (int64_t r = t.r0; r < t.r0 + t.rows; ++r) {
+                         T* out = dz_prev + r * k + t.c0;
+                         const T* sr = s_prev + r * k + t.c0;
+#pragma omp simd
+                         for (int64_t j = 0; j < t.cols; ++j)
+                           out[j] = out[j] * act_grad<T>(A, sr[j], alpha_prev);
+                       }
+                     });
+    if (db_prev != nullptr)
+      grad_and_bias<T, A>(dz_prev, A == Act::Linear ? dz_prev : s_prev,
+                          A == Act::Linear ? nullptr : dz_prev, db_prev, m, k, alpha_prev);
   });
-  if (db_prev != nullptr) store(acc, db_prev);
 }
 
 template <typename T>
@@ -153,12 +160,10 @@ void dense_backward(const T* dy, const T* s, const T* x, const T* w, T* dz_buf, 
   const T* dz = dy;
   if (a != Act::Linear || db != nullptr) {
     // dz and db in one pass over dy.
-    std::vector<double> acc(db != nullptr ? n : 0, 0.0);
     dispatch_act(a, [&](auto act) {
-      grad_and_bias<T, decltype(act)::value>(dy, s, a == Act::Linear ? nullptr : dz_buf,
-                                             db != nullptr ? acc.data() : nullptr, m, n, alpha);
+      grad_and_bias<T, decltype(act)::value>(dy, s, a == Act::Linear ? nullptr : dz_buf, db, m,
+                                             n, alpha);
     });
-    if (db != nullptr) store(acc, db);
     if (a != Act::Linear) dz = dz_buf;
   }
   dense_backward_weight<T>(dz, x, dw, nullptr, m, k, n);

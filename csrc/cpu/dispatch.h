@@ -26,7 +26,7 @@ namespace fusednn {
 namespace cpu {
 
 // Bumped whenever the table changes shape: _C refuses a library of another.
-constexpr int kKernelAbi = 1;
+constexpr int kKernelAbi = 2;
 
 // The entry points of one storage type T (float or double); the functions are
 // those of cpu/kernels.h, cpu/batchnorm.h, cpu/dropout.h and cpu/losses.h.
@@ -73,7 +73,6 @@ struct KernelTable {
   const char* level;  // the level it was built for
   Kernels<float> f32;
   Kernels<double> f64;
-  int64_t (*dense_block_rows)(int64_t, int64_t, int64_t, int64_t);
   void (*dropout_mask)(uint32_t*, int64_t, uint64_t, uint64_t, double);
   void (*philox4x32_10)(const uint32_t*, const uint32_t*, uint32_t*, int64_t);
 };

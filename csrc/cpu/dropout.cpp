@@ -4,21 +4,20 @@
 // to the block's elements word by word while the words are in registers.
 #include "cpu/dropout.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstring>
 
+#include "cpu/threads.h"
 #include "fusednn/dropout.h"
 
 namespace fusednn {
 namespace cpu {
 
 namespace {
-// Below this many elements a parallel region costs more than it saves. Lower
-// than activation.cpp's: 10 Philox rounds per 4 elements make each element
-// dearer than an activation.
-constexpr int64_t kParallelMin = 1 << 14;
+// Elements per chunk of the thread pool (cpu/threads.h). Smaller than
+// activation.cpp's: 10 Philox rounds per 4 elements make each element dearer
+// than an activation.
+constexpr int64_t kGrain = 1 << 13;
 
 template <typename T>
 FUSEDNN_HD void apply_forward(uint32_t word, const T* x, T* y, int count, T mul, T add,
@@ -42,33 +41,34 @@ void run(const T* in, T* out, const uint32_t* mask_in, uint32_t* mask_out, int64
          uint64_t seed, uint64_t step, uint32_t thr, T mul, T add, T dropped) {
   const int64_t nwords = dropout_words(n);
   const int64_t nblocks = (nwords + kBlockWords - 1) / kBlockWords;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t b = 0; b < nblocks; ++b) {
-    const int64_t w0 = b * kBlockWords;
-    const int nw = int(std::min<int64_t>(kBlockWords, nwords - w0));
-    uint32_t words[kBlockWords];
-    if (mask_in != nullptr)
-      std::memcpy(words, mask_in + w0, sizeof(uint32_t) * nw);
-    else
-      dropout_block_words(seed, step, thr, w0, words);
-    if (mask_out != nullptr) std::memcpy(mask_out + w0, words, sizeof(uint32_t) * nw);
-    for (int w = 0; w < nw; ++w) {
-      const int64_t e0 = (w0 + w) * 32;
-      // Full words get a constant trip count; only the last word can be short.
-      const int count = int(std::min<int64_t>(32, n - e0));
-      if constexpr (kForward) {
-        if (count == 32)
-          apply_forward<T>(words[w], in + e0, out + e0, 32, mul, add, dropped);
-        else
-          apply_forward<T>(words[w], in + e0, out + e0, count, mul, add, dropped);
-      } else {
-        if (count == 32)
-          apply_backward<T>(words[w], in + e0, out + e0, 32, mul);
-        else
-          apply_backward<T>(words[w], in + e0, out + e0, count, mul);
+parallel_for(nblocks, kGrain / (32 * kBlockWords), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t w0 = b * kBlockWords;
+      const int nw = int(std::min<int64_t>(kBlockWords, nwords - w0));
+      uint32_t words[kBlockWords];
+      if (mask_in != nullptr)
+        std::memcpy(words, mask_in + w0, sizeof(uint32_t) * nw);
+      else
+        dropout_block_words(seed, step, thr, w0, words);
+      if (mask_out != nullptr) std::memcpy(mask_out + w0, words, sizeof(uint32_t) * nw);
+      for (int w = 0; w < nw; ++w) {
+        const int64_t e0 = (w0 + w) * 32;
+        // Full words get a constant trip count; only the last word can be short.
+        const int count = int(std::min<int64_t>(32, n - e0));
+        if constexpr (kForward) {
+          if (count == 32)
+            apply_forward<T>(words[w], in + e0, out + e0, 32, mul, add, dropped);
+          else
+            apply_forward<T>(words[w], in + e0, out + e0, count, mul, add, dropped);
+        } else {
+          if (count == 32)
+            apply_backward<T>(words[w], in + e0, out + e0, 32, mul);
+          else
+            apply_backward<T>(words[w], in + e0, out + e0, count, mul);
+        }
       }
     }
-  }
+  });
 }
 }  // namespace
 
@@ -91,13 +91,15 @@ void dropout_backward(const T* dy, const uint32_t* mask, T* dx, int64_t n, uint6
 void dropout_mask(uint32_t* mask, int64_t nwords, uint64_t seed, uint64_t step, double rate) {
   const uint32_t thr = dropout_threshold(rate);
   const int64_t nblocks = (nwords + kBlockWords - 1) / kBlockWords;
-#pragma omp parallel for schedule(static) if (nwords * 32 >= kParallelMin)
-  for (int64_t b = 0; b < nblocks; ++b) {
-    const int64_t w0 = b * kBlockWords;
-    uint32_t words[kBlockWords];
-    dropout_block_words(seed, step, thr, w0, words);
-    std::memcpy(mask + w0, words, sizeof(uint32_t) * std::min<int64_t>(kBlockWords, nwords - w0));
-  }
+  parallel_for(nblocks, kGrain / (32 * kBlockWords), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t w0 = b * kBlockWords;
+      uint32_t words[kBlockWords];
+      dropout_block_words(seed, step, thr, w0, words);
+      std::memcpy(mask + w0, words,
+                  sizeof(uint32_t) * std::min<int64_t>(kBlockWords, nwords - w0));
+    }
+  });
 }
 
 void philox4x32_10(const uint32_t* ctr, const uint32_t key[2], uint32_t* out, int64_t count) {

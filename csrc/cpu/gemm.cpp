@@ -1,7 +1,5 @@
 // The GEMM wrappers, compiled into fusednn._C and into every level's kernel
 // library (cpu/dispatch.h): thin calls into the one OpenBLAS all of them load.
-#include <omp.h>
-
 #include "cblas.h"
 #include "cpu/blas.h"
 
@@ -38,7 +36,9 @@ void gemm<double>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alph
                     (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
 }
 
-int num_threads() { return omp_get_max_threads(); }
+void blas_single_thread() {
+  if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
+}
 
 }  // namespace cpu
 }  // namespace fusednn

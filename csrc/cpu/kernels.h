@@ -19,9 +19,9 @@ void activation_backward(Act a, T alpha, const T* dy, const T* s, T* dz, int64_t
 
 // y = f(x @ w + b), x: m x k, w: k x n, b: n or null. z (m x n) receives the
 // pre-activation when saves_input(a), else must be null. The GEMM runs per
-// block of `block_rows` rows, each followed at once by the bias+activation
-// epilogue while that block of the output is still in cache; block_rows <= 0
-// picks it from the shapes.
+// tile of the output (cpu/blas.h), each followed at once by the
+// bias+activation epilogue while the tile is still in cache; block_rows > 0
+// cuts rows into tiles of that many rows instead.
 template <typename T>
 void dense_forward(const T* x, const T* w, const T* b, T* y, T* z, int64_t m, int64_t k,
                    int64_t n, Act a, T alpha, int64_t block_rows);
@@ -44,9 +44,6 @@ void dense_backward_weight(const T* dz, const T* x, T* dw, T* db, int64_t m, int
 template <typename T>
 void dense_backward_input(const T* dz, const T* w, const T* s_prev, T* dz_prev, T* db_prev,
                           int64_t m, int64_t k, int64_t n, Act a_prev, T alpha_prev);
-
-// The row block dense_forward uses for these shapes when block_rows <= 0.
-int64_t dense_block_rows(int64_t m, int64_t k, int64_t n, int64_t elem_size);
 
 // dst[0..bytes) = src[0..bytes) on all threads (the copy-bandwidth roofline).
 void parallel_copy(void* dst, const void* src, int64_t bytes);

@@ -5,19 +5,19 @@
 // summed in double with an OpenMP reduction.
 #include "cpu/losses.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <limits>
 #include <stdexcept>
 #include <string>
 
+#include "cpu/threads.h"
+
 namespace fusednn {
 namespace cpu {
 
 namespace {
-// Below this many elements a parallel region costs more than it saves.
-constexpr int64_t kParallelMin = 1 << 15;
+// Elements per chunk of the thread pool (cpu/threads.h).
+constexpr int64_t kGrain = 1 << 14;
 // Elements per work item of the unweighted element-wise losses.
 constexpr int64_t kSpan = 4096;
 
@@ -81,21 +81,23 @@ double xent_row(const T* __restrict z, const T* __restrict y, int64_t t, bool t_
 template <typename T, typename L, bool Dense>
 double xent_rows(const T* z, const L* labels, const T* y, const T* w, T* g, int64_t n, int64_t c,
                  double eps, double inv_d) {
-  double total = 0;
-#pragma omp parallel for reduction(+ : total) schedule(static) if (n * c >= kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const double scale = (w ? double(w[i]) : 1.0) * inv_d;
-    const int64_t off = i * c;
-    if (Dense) {
-      total += xent_row<T, true>(z + off, y + off, 0, true, g + off, c, eps, scale);
-    } else {
-      const L t = labels[i];
-      const bool ok = xent_label_ok(t, c);
-      total += xent_row<T, false>(z + off, nullptr, ok ? int64_t(t) : 0, ok, g + off, c, eps,
-                                  scale);
+  return parallel_sum(n, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, c)),
+                      [&](int64_t lo, int64_t hi) {
+    double total = 0;
+    for (int64_t i = lo; i < hi; ++i) {
+      const double scale = (w ? double(w[i]) : 1.0) * inv_d;
+      const int64_t off = i * c;
+      if (Dense) {
+        total += xent_row<T, true>(z + off, y + off, 0, true, g + off, c, eps, scale);
+      } else {
+        const L t = labels[i];
+        const bool ok = xent_label_ok(t, c);
+        total += xent_row<T, false>(z + off, nullptr, ok ? int64_t(t) : 0, ok, g + off, c, eps,
+                                    scale);
+      }
     }
-  }
-  return total;
+    return total;
+  });
 }
 
 // Sum of the loss terms of n elements (times w[j] when w is given); dp =
@@ -140,20 +142,26 @@ double point_all(const T* p, const T* t, const T* w, T* g, int64_t n, int64_t k,
     // the flat array will do.
     const T sc = T(scale);
     const int64_t spans = (total_n + kSpan - 1) / kSpan;
-#pragma omp parallel for reduction(+ : total) schedule(static) if (total_n >= kParallelMin)
-    for (int64_t b = 0; b < spans; ++b) {
-      const int64_t begin = b * kSpan, len = std::min(kSpan, total_n - begin);
-      total += w == nullptr
+    total = parallel_sum(spans, std::max<int64_t>(1, kGrain / kSpan), [&](int64_t b0, int64_t b1) {
+      double acc = 0;
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t begin = b * kSpan, len = std::min(kSpan, total_n - begin);
+        acc += w == nullptr
                    ? point_span<T, K, false>(p + begin, t + begin, nullptr, g + begin, len, sc)
                    : point_span<T, K, true>(p + begin, t + begin, w + begin, g + begin, len, sc);
-    }
+      }
+      return acc;
+    });
   } else {
-#pragma omp parallel for reduction(+ : total) schedule(static) if (total_n >= kParallelMin)
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t off = i * k;
-      total += double(w[i]) * point_span<T, K, false>(p + off, t + off, nullptr, g + off, k,
+    total = parallel_sum(n, std::max<int64_t>(1, kGrain / k), [&](int64_t lo, int64_t hi) {
+      double acc = 0;
+      for (int64_t i = lo; i < hi; ++i) {
+        const int64_t off = i * k;
+        acc += double(w[i]) * point_span<T, K, false>(p + off, t + off, nullptr, g + off, k,
                                                       T(double(w[i]) * scale));
-    }
+      }
+      return acc;
+    });
   }
   return total * scale;
 }

@@ -1,8 +1,9 @@
-// One optimizer step for all parameter tensors in one OpenMP parallel region.
+// One optimizer step for all parameter tensors in a few calls of the thread
+// pool (cpu/threads.h).
 //
 // The tensors are cut into chunks of kChunk elements, and the threads share
-// the chunks of all tensors, so 300 small tensors cost one region, not 300.
-// Phases, separated by barriers inside the region:
+// the chunks of all tensors, so 300 small tensors cost one pool call, not 300.
+// Phases, one pool call each:
 //   1. (clipnorm / global_clipnorm) sums of squares of the effective
 //      gradients, per chunk, combined per tensor in a fixed order
 //      (deterministic whatever the thread count);
@@ -12,13 +13,12 @@
 //      type (see opt_update: double divides and square roots, not memory,
 //      would bound RMSprop on a two-core AVX2 machine);
 //   3. (max-norm) unit norms of the constrained tensors, then their rescale.
-#include <omp.h>
-
 #include <algorithm>
 #include <limits>
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "cpu/threads.h"
 
 namespace fusednn {
 namespace cpu {
@@ -152,41 +152,41 @@ void step(const OptStep<double>& h, OptTensor<T>* ts, int64_t count, int clip_mo
 
   int64_t total = 0;
   for (int64_t t = 0; t < count; ++t) total += ts[t].n;
-  const int nt = total >= 4 * kChunk ? omp_get_max_threads() : 1;
+  // Small steps stay on the caller: a pool call would cost more than it saves.
+  const bool parallel = total >= 4 * kChunk;
+  auto each = [&](int64_t n_items, auto&& f) {
+    if (parallel) {
+      parallel_chunks(n_items, f);
+    } else {
+      for (int64_t i = 0; i < n_items; ++i) f(i);
+    }
+  };
 
-#pragma omp parallel num_threads(nt)
-  {
-    if (norms) {
-#pragma omp for schedule(static)
-      for (int64_t c = 0; c < nc; ++c)
-        partial[c] = chunk_sumsq(ts[chunks[c].tensor], chunks[c].begin, chunks[c].end);
-#pragma omp single
-      {
-        std::vector<double> sums(size_t(count), 0.0);
-        for (int64_t c = 0; c < nc; ++c) sums[chunks[c].tensor] += partial[c];
-        if (clip_mode == kClipNorm) {
-          for (int64_t t = 0; t < count; ++t) scale[t] = opt_clip_scale<double>(sums[t], clip);
-        } else {
-          double all = 0;
-          for (double s : sums) all += s;
-          std::fill(scale.begin(), scale.end(), opt_clip_scale<double>(all, clip));
-        }
-      }  // implicit barrier
+  if (norms) {
+    each(nc, [&](int64_t c) {
+      partial[c] = chunk_sumsq(ts[chunks[c].tensor], chunks[c].begin, chunks[c].end);
+    });
+    std::vector<double> sums(size_t(count), 0.0);
+    for (int64_t c = 0; c < nc; ++c) sums[chunks[c].tensor] += partial[c];
+    if (clip_mode == kClipNorm) {
+      for (int64_t t = 0; t < count; ++t) scale[t] = opt_clip_scale<double>(sums[t], clip);
+    } else {
+      double all = 0;
+      for (double s : sums) all += s;
+      std::fill(scale.begin(), scale.end(), opt_clip_scale<double>(all, clip));
     }
-#pragma omp for schedule(static)
-    for (int64_t c = 0; c < nc; ++c) {
-      const Chunk& ch = chunks[c];
-      update_chunk<K, T>(h, ts[ch.tensor], ch.begin, ch.end, scale[ch.tensor], clip_mode);
-    }
-    if (nu > 0) {
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t u = 0; u < nu; ++u) {
-        const Unit& w = units[u];
-        double sumsq[kCols];
-        unit_sumsq(ts[w.tensor], w.outer, w.i0, w.i1, sumsq);
-        unit_rescale(ts[w.tensor], w.outer, w.i0, w.i1, sumsq);
-      }
-    }
+  }
+  each(nc, [&](int64_t c) {
+    const Chunk& ch = chunks[c];
+    update_chunk<K, T>(h, ts[ch.tensor], ch.begin, ch.end, scale[ch.tensor], clip_mode);
+  });
+  if (nu > 0) {
+    each(nu, [&](int64_t u) {
+      const Unit& w = units[u];
+      double sumsq[kCols];
+      unit_sumsq(ts[w.tensor], w.outer, w.i0, w.i1, sumsq);
+      unit_rescale(ts[w.tensor], w.outer, w.i0, w.i1, sumsq);
+    });
   }
 }
 

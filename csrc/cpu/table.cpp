@@ -43,7 +43,7 @@ extern "C" __attribute__((visibility("default"))) const fusednn::cpu::KernelTabl
 fusednn_cpu_kernels() {
   using namespace fusednn::cpu;
   static const KernelTable table{kKernelAbi,        FUSEDNN_CPU_LEVEL,  kernels_of<float>(),
-                                 kernels_of<double>(), &dense_block_rows, &dropout_mask,
+                                 kernels_of<double>(), &dropout_mask,
                                  &philox4x32_10};
   return &table;
 }

@@ -5,19 +5,6 @@ NumPy arrays run on the CPU kernels, CuPy arrays on the CUDA kernels.
 
 from __future__ import annotations
 
-import os as _os
-
-# One thread pool: OpenBLAS's parallel jobs run on fusednn's OpenMP team
-# (see csrc/cpu/blas.cpp), so a GEMM and the epilogue after it share
-# threads, and OpenMP's default wait policy (spin a few milliseconds, then
-# sleep) lets back-to-back kernels start at once. FUSEDNN_BLAS_THREADS=native
-# keeps OpenBLAS's own pool, which spins ~100 ms after each call; OpenMP
-# workers then sleep at once (PASSIVE) so the two pools do not fight over the
-# cores. Both must be decided before libgomp starts; a value the user set is
-# kept.
-if _os.environ.get("FUSEDNN_BLAS_THREADS") == "native":
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from . import (  # noqa: E402
     activations,
     callbacks,
@@ -44,10 +31,13 @@ from ._backend import (  # noqa: E402
     set_cuda_epilogues,
     set_float32_matmul_precision,
 )
-from ._C import num_threads, set_num_threads  # noqa: E402
+from ._threads import num_threads, set_num_threads  # noqa: E402
 from .memory import empty_cache, host_cache_info, set_host_cache_limit  # noqa: E402
 from .layers import Input  # noqa: E402
 from .models import Sequential  # noqa: E402
+from ._threads import _register_threadpoolctl  # noqa: E402
+
+_register_threadpoolctl()
 
 __version__ = "0.1.0"
 
@@ -102,10 +92,11 @@ def build_info() -> dict:
         "cuda_status": cuda_status(),
         "blas": cfg.BLAS,
         "blas_config": _C.blas_config(),
-        # "openmp": OpenBLAS's parallel jobs run on fusednn's OpenMP team;
-        # "openblas": its own pool (FUSEDNN_BLAS_THREADS=native).
-        "blas_threads": "openmp" if _C.blas_on_openmp else "openblas",
+        # The thread pool's limit and what chose it (FUSEDNN_NUM_THREADS,
+        # OMP_NUM_THREADS or the CPUs); OpenBLAS runs one thread per call on
+        # the pool's tiles.
         "cpu_threads": _C.num_threads(),
+        "cpu_threads_chosen_by": _C.pool_stats()["chosen_by"],
         # {"level", "chosen_by", "compiled", "supported"}: the CPU kernels'
         # instruction-set level in use (FUSEDNN_CPU_DISPATCH forces one).
         "cpu_dispatch": _C.cpu_dispatch(),

@@ -1,0 +1,123 @@
+// fusednn's CPU thread pool (libfusednn_threads.so, one per process, shared by
+// fusednn._C and every level's kernel library).
+//
+// Work is cut into chunks. The calling thread claims chunks itself, one at a
+// time, and so does every pool worker that is awake; the call returns when
+// every chunk is done. The caller never waits for a worker that has not
+// started: on a machine where another process holds a core, a worker that is
+// not scheduled simply claims nothing and the caller does its share. A
+// fork-join team (OpenMP's) instead waits at its barrier for every member, a
+// scheduler time slice each time a member's core is busy.
+//
+// Workers spin for a few tens of microseconds after their last chunk (so the
+// kernels of one training step, called back to back, find them awake), then
+// sleep in the kernel; nothing spins while the caller is elsewhere, e.g. in
+// NumPy's BLAS.
+//
+// Chunk boundaries depend only on the size of the work, never on the thread
+// count or on which thread ran a chunk, so per-chunk partial sums combined in
+// chunk order give the same bits with 1 thread or 16.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#define FUSEDNN_THREADS_API __attribute__((visibility("default")))
+
+extern "C" {
+// The thread limit (>= 1), for threadpoolctl's controller
+// (python/fusednn/_threads.py) and fd.num_threads.
+FUSEDNN_THREADS_API int fusednn_get_num_threads(void);
+// Sets the limit; n < 1 is taken as 1 (threadpoolctl never passes it; the
+// Python entry points refuse it first).
+FUSEDNN_THREADS_API void fusednn_set_num_threads(int n);
+}
+
+namespace fusednn {
+namespace cpu {
+
+using ChunkFn = void (*)(void* ctx, int64_t chunk);
+
+// Runs fn(ctx, i) for every i in [0, n_chunks) on the caller and awake
+// workers; returns when all are done. Inline, in chunk order, when the limit
+// is 1, when called from inside a chunk, or while another thread's call holds
+// the pool.
+FUSEDNN_THREADS_API void run_chunks(int64_t n_chunks, ChunkFn fn, void* ctx);
+
+struct PoolStats {
+  uint64_t calls;          // run_chunks calls that used the pool
+  uint64_t worker_chunks;  // chunks that a worker (not the caller) ran
+  int workers;             // worker threads started
+};
+FUSEDNN_THREADS_API PoolStats pool_stats();
+
+// How the limit was chosen at load: FUSEDNN_NUM_THREADS, OMP_NUM_THREADS or
+// the CPUs this process may run on. An invalid FUSEDNN_NUM_THREADS leaves
+// the default and is reported by env_error() (non-empty), which fusednn._C
+// raises at import.
+FUSEDNN_THREADS_API const char* threads_chosen_by();
+FUSEDNN_THREADS_API const char* threads_env_error();
+
+inline int num_threads() { return fusednn_get_num_threads(); }
+
+// Chunks never exceed this many per call: the claim counter, the per-chunk
+// partial sums and the caller's share of the bookkeeping stay small.
+constexpr int64_t kMaxChunks = 256;
+
+// The number of chunks for n items of which each chunk takes at least
+// `grain`: a function of n and grain only (see the top of this file).
+inline int64_t chunk_count(int64_t n, int64_t grain) {
+  if (n <= 0) return 0;
+  grain = std::max<int64_t>(1, grain);
+  return std::min<int64_t>(kMaxChunks, (n + grain - 1) / grain);
+}
+
+// [lo, hi) of chunk i when n items are cut into `chunks` near-equal chunks.
+inline void chunk_range(int64_t n, int64_t chunks, int64_t i, int64_t* lo, int64_t* hi) {
+  const int64_t base = n / chunks, extra = n % chunks;
+  *lo = i * base + std::min(i, extra);
+  *hi = *lo + base + (i < extra ? 1 : 0);
+}
+
+// f(i) for every chunk i in [0, n_chunks).
+template <class F>
+void parallel_chunks(int64_t n_chunks, F&& f) {
+  if (n_chunks <= 0) return;
+  if (n_chunks == 1) {
+    f(int64_t(0));
+    return;
+  }
+  using Fn = typename std::remove_reference<F>::type;
+  run_chunks(n_chunks, [](void* ctx, int64_t i) { (*static_cast<Fn*>(ctx))(i); },
+             const_cast<void*>(static_cast<const void*>(&f)));
+}
+
+// f(lo, hi) over [0, n) in chunk_count(n, grain) chunks.
+template <class F>
+void parallel_for(int64_t n, int64_t grain, F&& f) {
+  const int64_t chunks = chunk_count(n, grain);
+  parallel_chunks(chunks, [&](int64_t i) {
+    int64_t lo, hi;
+    chunk_range(n, chunks, i, &lo, &hi);
+    f(lo, hi);
+  });
+}
+
+// The sum of f(lo, hi) (a double) over the chunks of parallel_for, added in
+// chunk order: the same bits at any thread count.
+template <class F>
+double parallel_sum(int64_t n, int64_t grain, F&& f) {
+  const int64_t chunks = chunk_count(n, grain);
+  double part[kMaxChunks];
+  parallel_chunks(chunks, [&](int64_t i) {
+    int64_t lo, hi;
+    chunk_range(n, chunks, i, &lo, &hi);
+    part[i] = f(lo, hi);
+  });
+  double total = 0.0;
+  for (int64_t i = 0; i < chunks; ++i) total += part[i];
+  return total;
+}
+
+}  // namespace cpu
+}  // namespace fusednn

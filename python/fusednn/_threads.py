@@ -1,0 +1,73 @@
+"""fusednn's CPU thread pool: its limit, and threadpoolctl's view of it.
+
+The kernels share one pool (csrc/cpu/threads.h, ``libfusednn_threads.so``):
+the calling thread and the awake workers claim chunks of each op, so the
+caller never waits for a worker whose core another process holds, and idle
+workers sleep after ~50 microseconds. OpenBLAS runs one thread per call, on
+tiles of the output cut by the pool.
+
+The limit is ``FUSEDNN_NUM_THREADS``, else ``OMP_NUM_THREADS`` (its first
+level), else the CPUs this process may run on; ``set_num_threads`` and
+``threadpoolctl.threadpool_limits`` change it.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from . import _C
+
+
+def num_threads() -> int:
+    """The CPU kernels' thread limit (the caller included)."""
+    return _C.num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the CPU kernels' thread limit to ``n`` >= 1 (the caller included).
+
+    ``threadpoolctl.threadpool_limits(n)`` does the same for a ``with`` block,
+    together with every other native pool in the process."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"set_num_threads: n must be an int >= 1, got {n!r} "
+                        f"({type(n).__name__})")
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _C.set_num_threads(int(min(n, 256)))
+
+
+def _register_threadpoolctl() -> bool:
+    """Registers fusednn's pool with threadpoolctl (>= 3.5), so that
+    ``threadpool_info()`` lists it and ``threadpool_limits`` governs it.
+    Returns whether it did (False without threadpoolctl, or an older one)."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return False
+    if not (hasattr(threadpoolctl, "register") and hasattr(threadpoolctl, "LibController")):
+        return False
+    if getattr(threadpoolctl, "_fusednn_registered", False):
+        return True
+
+    class FusednnController(threadpoolctl.LibController):
+        """fusednn's CPU thread pool (libfusednn_threads.so)."""
+
+        user_api = "fusednn"
+        internal_api = "fusednn"
+        filename_prefixes = ("libfusednn_threads",)
+        check_symbols = ("fusednn_get_num_threads", "fusednn_set_num_threads")
+
+        def get_num_threads(self):
+            return self.dynlib.fusednn_get_num_threads()
+
+        def set_num_threads(self, num_threads):
+            self.dynlib.fusednn_set_num_threads(int(num_threads))
+
+        def get_version(self):
+            from . import __version__
+
+            return __version__
+
+    threadpoolctl.register(FusednnController)
+    threadpoolctl._fusednn_registered = True
+    return True
