@@ -10,6 +10,12 @@ forward + backward (dx, dw, db), timed interleaved with
     and autograd for the backward.
 Correctness is checked against the float64 reference before timing.
 
+Interleaved with NumPy (CPU, shapes up to 1024^3): as in a NumPy program that
+calls fusednn between its own matrix products, each timed call of the fused
+forward (and of NumPy's x @ w + b then activation) follows a NumPy sgemm
+x @ w at once, no pause, so whichever thread pool the other left spinning is
+still there; the sgemm calls are timed too. Median of 7 rounds.
+
     python bench/dense.py [--quick] [--device cpu|cuda] [--activation elu]
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import numpy as np
 
@@ -76,6 +83,34 @@ def check(x, w, b, act, xp_to_np):
         assert err < 1e-4, f"fusednn disagrees with the reference: {err:.2e}"
 
 
+def interleaved_with_numpy(x, w, b, act, rounds=7, pairs=5):
+    """{'fused': s, 'numpy': s, 'sgemm_fused': s, 'sgemm_numpy': s}: medians
+    over rounds of the median per round of `pairs` calls, each right after a
+    NumPy sgemm (the sgemm's own time kept under 'sgemm_<name>')."""
+    f_np = numpy_act(act)[0]
+    z = np.empty((x.shape[0], w.shape[1]), x.dtype)
+    fns = {"fused": lambda: fd.ops.dense_forward(x, w, b, act),
+           "numpy": lambda: f_np(x @ w + b)}
+    out = {k: [] for k in ("fused", "numpy", "sgemm_fused", "sgemm_numpy")}
+    for fn in fns.values():  # warm both, and NumPy's pool
+        np.matmul(x, w, out=z)
+        fn()
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t_sg, t_fn = [], []
+            for _ in range(pairs):
+                t0 = time.perf_counter()
+                np.matmul(x, w, out=z)
+                t1 = time.perf_counter()
+                fn()
+                t2 = time.perf_counter()
+                t_sg.append(t1 - t0)
+                t_fn.append(t2 - t1)
+            out[name].append(float(np.median(t_fn)))
+            out["sgemm_" + name].append(float(np.median(t_sg)))
+    return {k: float(np.median(v)) for k, v in out.items()}
+
+
 def bench_cpu(act, shapes, rounds):
     threads = fd.num_threads()
     peer = torch_peer(act, threads)
@@ -124,6 +159,10 @@ def bench_cpu(act, shapes, rounds):
         if peer:
             row["fwd_vs_torch"] = round(tf.ratio("torch", "ours"), 2)
             row["fb_vs_torch"] = round(tb_.ratio("torch", "ours"), 2)
+        if m * k * n <= 2**30:
+            t = interleaved_with_numpy(x, w, b, act)
+            row["inter_fwd_vs_npsgemm"] = round(t["fused"] / t["sgemm_fused"], 3)
+            row["inter_vs_numpy"] = round(t["numpy"] / t["fused"], 2)
         rows.append(row)
         print(row, flush=True)
     return rows
@@ -208,7 +247,9 @@ def main(argv=None):
                 ("fwd_ms", "fwd ms"), ("fwd_vs_gemm", "fwd / bare sgemm"),
                 ("fwd_vs_numpy", "vs NumPy"), ("fwd_vs_torch", "vs torch"),
                 ("fb_ms", "fwd+bwd ms"), ("fb_vs_3gemm", "fwd+bwd / 3 sgemm"),
-                ("fb_vs_numpy", "vs NumPy"), ("fb_vs_torch", "vs torch")]
+                ("fb_vs_numpy", "vs NumPy"), ("fb_vs_torch", "vs torch"),
+                ("inter_fwd_vs_npsgemm", "interleaved: fwd / NumPy sgemm"),
+                ("inter_vs_numpy", "interleaved: vs NumPy")]
     info = machine()
     path = write_json(f"dense-{args.device}-{args.activation}.json",
                       {"machine": info, "rows": rows})

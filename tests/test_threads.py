@@ -50,8 +50,10 @@ class threads:
         fd.set_num_threads(self.old)
 
 
-# Row tiles (m large), column tiles (m small, n large), and one tile.
-GEMM_SHAPES = [(512, 256, 300), (40, 1024, 2048), (32, 100, 100), (1000, 3, 7)]
+# Row tiles (m large), column tiles (m small, n large), K slices (m small, k
+# large), and one piece.
+GEMM_SHAPES = [(512, 256, 300), (40, 200, 2048), (32, 3072, 100), (40, 1024, 2048),
+               (32, 100, 100), (1000, 3, 7)]
 
 
 @pytest.mark.parametrize("m,k,n", GEMM_SHAPES)

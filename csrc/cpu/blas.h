@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "cpu/threads.h"
 
@@ -37,41 +38,75 @@ struct Tile {
 // FMAs per tile at least: about 40 us of one core, so a tile pays for its
 // claim, its wake-up and its re-packing.
 constexpr int64_t kGemmGrain = int64_t(1) << 21;
-// Rows (or columns) per tile at least: re-packing the shared operand stays
-// under ~7% of the tile's work.
-constexpr int64_t kGemmMinEdge = 64;
+// Rows per row tile at least: each re-packs all of B, which stays under ~7%
+// of the tile's work. Columns per column tile at least: each re-packs all of
+// A, which is small when there are few rows (the case column tiles are for).
+constexpr int64_t kGemmMinRows = 64;
+constexpr int64_t kGemmMinCols = 32;
 
-// How C is tiled for `threads` threads: row tiles when there are rows enough,
-// else column tiles; one tile when the work or the pool is too small. At most
-// 2 tiles per thread: enough that the caller takes over a slow worker's
-// share, few enough that re-packing stays small.
+// Depth per K slice at least (see gemm_tiling).
+constexpr int64_t kGemmMinDepth = 256;
+
+// How the product is cut for `threads` threads: row tiles of C when there
+// are rows enough; else, for few rows and a deep product (a small batch
+// through a wide first layer), slices of K, each a partial product added in
+// slice order (no operand is re-packed twice); else column tiles. One piece
+// when the work or the pool is too small. At most 2 pieces per thread: enough
+// that the caller takes over a slow worker's share, few enough that
+// re-packing stays small.
 inline void gemm_tiling(int64_t m, int64_t n, int64_t k, int threads, int64_t* row_tiles,
-                        int64_t* col_tiles) {
-  *row_tiles = *col_tiles = 1;
+                        int64_t* col_tiles, int64_t* k_slices) {
+  *row_tiles = *col_tiles = *k_slices = 1;
   const double fma = double(m) * double(n) * double(k);
   if (threads <= 1 || fma < 2.0 * double(kGemmGrain)) return;
-  int64_t want = std::min<int64_t>(2 * threads, int64_t(fma / double(kGemmGrain)));
-  if (m >= 2 * kGemmMinEdge)
-    *row_tiles = std::min(want, m / kGemmMinEdge);
-  else if (n >= 2 * kGemmMinEdge)
-    *col_tiles = std::min(want, n / kGemmMinEdge);
+  const int64_t want = std::min<int64_t>(2 * threads, int64_t(fma / double(kGemmGrain)));
+  if (m >= 2 * kGemmMinRows)
+    *row_tiles = std::min(want, m / kGemmMinRows);
+  else if (k >= 2 * kGemmMinDepth)
+    *k_slices = std::min(want, k / kGemmMinDepth);
+  else if (n >= 2 * kGemmMinCols)
+    *col_tiles = std::min(want, n / kGemmMinCols);
 }
 
-// gemm() tiled over the pool; after each tile's GEMM, epi(tile) runs on the
-// same thread while the tile is in cache. `row_tiles_forced` > 0 cuts rows
-// into tiles of that many rows instead of gemm_tiling's choice.
+// gemm() cut over the pool; epi(tile) runs after each tile's GEMM on the
+// same thread while the tile is in cache (after the sum, on all of C, when K
+// is sliced). `row_tile_rows` > 0 cuts rows into tiles of that many rows
+// instead of gemm_tiling's choice.
 template <typename T, class Epi>
 void parallel_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
                    int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc, Epi&& epi,
                    int64_t row_tile_rows = 0) {
   if (m <= 0 || n <= 0) return;
   blas_single_thread();
-  int64_t rt, ct;
+  int64_t rt, ct, ks;
   if (row_tile_rows > 0) {
     rt = (m + row_tile_rows - 1) / row_tile_rows;
-    ct = 1;
+    ct = ks = 1;
   } else {
-    gemm_tiling(m, n, k, num_threads(), &rt, &ct);
+    gemm_tiling(m, n, k, num_threads(), &rt, &ct, &ks);
+  }
+  if (ks > 1) {
+    // Slice 0 goes to C (with beta), the others to scratch, added in order.
+    std::vector<T> part(size_t(ks - 1) * size_t(m) * size_t(n));
+    parallel_chunks(ks, [&](int64_t i) {
+      int64_t k0, k1;
+      chunk_range(k, ks, i, &k0, &k1);
+      const T* as = ta ? a + k0 * lda : a + k0;
+      const T* bs = tb ? b + k0 : b + k0 * ldb;
+      if (i == 0)
+        gemm<T>(ta, tb, m, n, k1 - k0, alpha, as, lda, bs, ldb, beta, c, ldc);
+      else
+        gemm<T>(ta, tb, m, n, k1 - k0, alpha, as, lda, bs, ldb, T(0),
+                part.data() + size_t(i - 1) * size_t(m) * size_t(n), n);
+    });
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t i = 1; i < ks; ++i) {
+        const T* p = part.data() + (size_t(i - 1) * size_t(m) + size_t(r)) * size_t(n);
+        T* cr = c + r * ldc;
+        for (int64_t j = 0; j < n; ++j) cr[j] += p[j];
+      }
+    epi(Tile{0, m, 0, n});
+    return;
   }
   parallel_chunks(rt * ct, [&](int64_t i) {
     Tile t;
