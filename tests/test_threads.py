@@ -52,8 +52,9 @@ class threads:
 
 # Row tiles (m large), column tiles (m small, n large), K slices (m small, k
 # large), and one piece.
+# (512, 512, 256) is 2^26 FMAs: NumPy's BLAS where it was found.
 GEMM_SHAPES = [(512, 256, 300), (40, 200, 2048), (32, 3072, 100), (40, 1024, 2048),
-               (32, 100, 100), (1000, 3, 7)]
+               (32, 100, 100), (1000, 3, 7), (512, 512, 256)]
 
 
 @pytest.mark.parametrize("m,k,n", GEMM_SHAPES)
@@ -207,6 +208,35 @@ def test_forked_child_runs_parallel_ops():
     """
     r = _run(code, {"FUSEDNN_NUM_THREADS": "2"}, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_large_products_use_numpy_blas_where_found():
+    info = fd.build_info()
+    if info["numpy_blas"] is None:
+        pytest.skip("NumPy's BLAS was not found (not Linux, or not an OpenBLAS)")
+    assert os.path.exists(info["numpy_blas"])
+    code = """
+    import numpy as np, fusednn as fd
+    from fusednn import _C
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((512, 512)).astype(np.float32)
+    w = rng.standard_normal((512, 256)).astype(np.float32)
+    exact = x.astype(np.float64) @ w.astype(np.float64)
+    err = float(np.max(np.abs(_C.gemm(x, w) - exact)) / np.max(np.abs(exact)))
+    print(fd.build_info()["numpy_blas"], err)
+    """
+    r = _run(code, {"FUSEDNN_NUMPY_BLAS": "0", "FUSEDNN_NUM_THREADS": "2"})
+    assert r.returncode == 0, r.stderr
+    path, err = r.stdout.split()
+    assert path == "None" and float(err) < 1e-5
+    r = _run(code, {"FUSEDNN_NUMPY_BLAS": "1", "FUSEDNN_NUM_THREADS": "2"})
+    path, err = r.stdout.split()
+    assert path == info["numpy_blas"] and float(err) < 1e-5
+
+
+def test_bad_fusednn_numpy_blas_is_an_import_error():
+    r = _run("import fusednn", {"FUSEDNN_NUMPY_BLAS": "yes"})
+    assert r.returncode != 0 and "FUSEDNN_NUMPY_BLAS='yes' must be 0 or 1" in r.stderr
 
 
 # ------------------------------------------------------------- the limit

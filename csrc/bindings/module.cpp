@@ -6,6 +6,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <dlfcn.h>
+
 #include <array>
 #include <cstdint>
 #include <limits>
@@ -366,6 +368,29 @@ PYBIND11_MODULE(_C, m) {
     fusednn_set_num_threads(n);
   }, py::arg("n"));
   m.def("num_threads", &fusednn::cpu::num_threads);
+  m.def("use_peer_blas", [](const std::string& path) -> py::object {
+    // Only a library already loaded (NumPy's): RTLD_NOLOAD never loads one.
+    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD);
+    if (lib == nullptr) return py::none();
+    // (sgemm, dgemm, 64-bit integers): scipy-openblas64 (NumPy's wheels),
+    // an OpenBLAS built with a 64_ suffix, then a plain 32-bit CBLAS.
+    static const struct { const char *s, *d; int int64; } names[] = {
+        {"scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", 1},
+        {"cblas_sgemm64_", "cblas_dgemm64_", 1},
+        {"scipy_cblas_sgemm", "scipy_cblas_dgemm", 0},
+        {"cblas_sgemm", "cblas_dgemm", 0}};
+    for (const auto& n : names) {
+      void* sg = dlsym(lib, n.s);
+      void* dg = dlsym(lib, n.d);
+      if (sg != nullptr && dg != nullptr) {
+        fusednn::cpu::set_peer_blas(sg, dg, n.int64);
+        return py::str(n.s);
+      }
+    }
+    return py::none();
+  }, py::arg("path"), "Sends large GEMMs to the cblas_sgemm/dgemm of the already loaded library "
+     "at `path` (NumPy's BLAS); the symbol used, or None when none was found.");
+  m.def("clear_peer_blas", []() { fusednn::cpu::set_peer_blas(nullptr, nullptr, 0); });
   m.def("pool_stats", []() {
     const fusednn::cpu::PoolStats s = fusednn::cpu::pool_stats();
     py::dict d;

@@ -26,6 +26,19 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
           int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
 
+// The whole product by NumPy's BLAS (cpu/threads.h, PeerBlas), threaded by
+// NumPy's pool; false (nothing done) when none was found.
+template <typename T>
+bool peer_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+               int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
+
+// FMAs from which a product goes to NumPy's BLAS when fusednn may use more
+// than one thread: a product this large keeps a pool busy for milliseconds,
+// so NumPy's pool, fork-join though it is, loses little to a late member, and
+// when NumPy's last call left its pool spinning it is the pool that has the
+// cores. Below it, fusednn's own pieces (no fork-join, no other pool woken).
+constexpr double kPeerGemmMinFma = double(int64_t(1) << 26);
+
 // Keeps OpenBLAS at one thread per call (threadpoolctl or a user may have
 // raised it). Cheap: a read of OpenBLAS's setting.
 void blas_single_thread();
@@ -77,6 +90,14 @@ void parallel_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, c
                    int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc, Epi&& epi,
                    int64_t row_tile_rows = 0) {
   if (m <= 0 || n <= 0) return;
+  if (row_tile_rows <= 0 && num_threads() > 1 &&
+      double(m) * double(n) * double(k) >= kPeerGemmMinFma &&
+      peer_gemm<T>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) {
+    // The epilogue then runs on fusednn's pool, rows at a time.
+    const int64_t rows = std::max<int64_t>(1, (int64_t(1) << 14) / n);
+    parallel_for(m, rows, [&](int64_t r0, int64_t r1) { epi(Tile{r0, r1 - r0, 0, n}); });
+    return;
+  }
   blas_single_thread();
   int64_t rt, ct, ks;
   if (row_tile_rows > 0) {

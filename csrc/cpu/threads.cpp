@@ -266,6 +266,21 @@ PoolStats pool_stats() {
   return {p.calls.load(), p.worker_chunks.load(), p.started.load()};
 }
 
+namespace {
+std::atomic<const PeerBlas*> g_peer{nullptr};
+}
+
+const PeerBlas* peer_blas() { return g_peer.load(std::memory_order_acquire); }
+
+void set_peer_blas(void* sgemm, void* dgemm, int int64) {
+  if (sgemm == nullptr || dgemm == nullptr) {
+    g_peer.store(nullptr, std::memory_order_release);
+    return;
+  }
+  // Kept for the life of the process: a kernel may hold the old one.
+  g_peer.store(new PeerBlas{sgemm, dgemm, int64}, std::memory_order_release);
+}
+
 const char* threads_chosen_by() { return pool().chosen_by; }
 const char* threads_env_error() { return pool().env_error.c_str(); }
 

@@ -60,6 +60,19 @@ FUSEDNN_THREADS_API const char* threads_env_error();
 
 inline int num_threads() { return fusednn_get_num_threads(); }
 
+// NumPy's own BLAS, where fusednn found it (python/fusednn/_threads.py): the
+// cblas_sgemm / cblas_dgemm of that library, with 64-bit (int64 != 0) or
+// 32-bit integers. Large GEMMs go to it (cpu/blas.h), so a program that
+// alternates NumPy's matrix products with fusednn's uses one BLAS pool, the
+// one NumPy's last call left awake, instead of two pools on the same cores.
+struct PeerBlas {
+  void* sgemm;
+  void* dgemm;
+  int int64;
+};
+FUSEDNN_THREADS_API const PeerBlas* peer_blas();  // null when none is set
+FUSEDNN_THREADS_API void set_peer_blas(void* sgemm, void* dgemm, int int64);
+
 // Chunks never exceed this many per call: the claim counter, the per-chunk
 // partial sums and the caller's share of the bookkeeping stay small.
 constexpr int64_t kMaxChunks = 256;

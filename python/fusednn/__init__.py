@@ -35,9 +35,10 @@ from ._threads import num_threads, set_num_threads  # noqa: E402
 from .memory import empty_cache, host_cache_info, set_host_cache_limit  # noqa: E402
 from .layers import Input  # noqa: E402
 from .models import Sequential  # noqa: E402
-from ._threads import _register_threadpoolctl  # noqa: E402
+from ._threads import _register_threadpoolctl, _use_numpy_blas  # noqa: E402
 
 _register_threadpoolctl()
+_NUMPY_BLAS = _use_numpy_blas()
 
 __version__ = "0.1.0"
 
@@ -97,6 +98,9 @@ def build_info() -> dict:
         # the pool's tiles.
         "cpu_threads": _C.num_threads(),
         "cpu_threads_chosen_by": _C.pool_stats()["chosen_by"],
+        # NumPy's BLAS library, which GEMMs of 2^26 FMAs and more use (None:
+        # fusednn's own OpenBLAS for all; FUSEDNN_NUMPY_BLAS=0).
+        "numpy_blas": _NUMPY_BLAS,
         # {"level", "chosen_by", "compiled", "supported"}: the CPU kernels'
         # instruction-set level in use (FUSEDNN_CPU_DISPATCH forces one).
         "cpu_dispatch": _C.cpu_dispatch(),
