@@ -52,9 +52,9 @@ class threads:
 
 # Row tiles (m large), column tiles (m small, n large), K slices (m small, k
 # large), and one piece.
-# (512, 512, 256) is 2^26 FMAs: NumPy's BLAS where it was found.
+# (1024, 512, 1024) is 2^29 FMAs: NumPy's BLAS where it was found.
 GEMM_SHAPES = [(512, 256, 300), (40, 200, 2048), (32, 3072, 100), (40, 1024, 2048),
-               (32, 100, 100), (1000, 3, 7), (512, 512, 256)]
+               (32, 100, 100), (1000, 3, 7), (1024, 512, 1024)]
 
 
 @pytest.mark.parametrize("m,k,n", GEMM_SHAPES)
@@ -219,8 +219,8 @@ def test_large_products_use_numpy_blas_where_found():
     import numpy as np, fusednn as fd
     from fusednn import _C
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((512, 512)).astype(np.float32)
-    w = rng.standard_normal((512, 256)).astype(np.float32)
+    x = rng.standard_normal((1024, 512)).astype(np.float32)
+    w = rng.standard_normal((512, 1024)).astype(np.float32)
     exact = x.astype(np.float64) @ w.astype(np.float64)
     err = float(np.max(np.abs(_C.gemm(x, w) - exact)) / np.max(np.abs(exact)))
     print(fd.build_info()["numpy_blas"], err)

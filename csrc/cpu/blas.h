@@ -33,11 +33,14 @@ bool peer_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T al
                int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
 
 // FMAs from which a product goes to NumPy's BLAS when fusednn may use more
-// than one thread: a product this large keeps a pool busy for milliseconds,
-// so NumPy's pool, fork-join though it is, loses little to a late member, and
-// when NumPy's last call left its pool spinning it is the pool that has the
-// cores. Below it, fusednn's own pieces (no fork-join, no other pool woken).
-constexpr double kPeerGemmMinFma = double(int64_t(1) << 26);
+// than one thread: a product this large keeps a pool busy for ten
+// milliseconds or more, so NumPy's pool, fork-join though it is, loses little
+// to a late member, and when NumPy's last call left its pool spinning it is
+// the pool that has the cores. Below it, fusednn's own pieces: NumPy's
+// workers spin ~0.1 s after each call, and a training step of smaller
+// products (a 1024 x 3072 x 100 first layer, 2^28 FMAs) lost a quarter of its
+// rate to them on two cores.
+constexpr double kPeerGemmMinFma = double(int64_t(1) << 29);
 
 // Keeps OpenBLAS at one thread per call (threadpoolctl or a user may have
 // raised it). Cheap: a read of OpenBLAS's setting.

@@ -98,7 +98,7 @@ def build_info() -> dict:
         # the pool's tiles.
         "cpu_threads": _C.num_threads(),
         "cpu_threads_chosen_by": _C.pool_stats()["chosen_by"],
-        # NumPy's BLAS library, which GEMMs of 2^26 FMAs and more use (None:
+        # NumPy's BLAS library, which GEMMs of 2^29 FMAs and more use (None:
         # fusednn's own OpenBLAS for all; FUSEDNN_NUMPY_BLAS=0).
         "numpy_blas": _NUMPY_BLAS,
         # {"level", "chosen_by", "compiled", "supported"}: the CPU kernels'

@@ -4,7 +4,7 @@ The kernels share one pool (csrc/cpu/threads.h, ``libfusednn_threads.so``):
 the calling thread and the awake workers claim chunks of each op, so the
 caller never waits for a worker whose core another process holds, and idle
 workers sleep after ~50 microseconds. OpenBLAS runs one thread per call, on
-pieces of the product cut by the pool; products of 2^26 FMAs and more go to
+pieces of the product cut by the pool; products of 2^29 FMAs and more go to
 NumPy's own BLAS (threaded by NumPy's pool, which a NumPy program keeps
 awake anyway), the epilogue after them to the pool.
 
