@@ -41,7 +41,7 @@ void run(const T* in, T* out, const uint32_t* mask_in, uint32_t* mask_out, int64
          uint64_t seed, uint64_t step, uint32_t thr, T mul, T add, T dropped) {
   const int64_t nwords = dropout_words(n);
   const int64_t nblocks = (nwords + kBlockWords - 1) / kBlockWords;
-parallel_for(nblocks, kGrain / (32 * kBlockWords), [&](int64_t b0, int64_t b1) {
+  parallel_for(nblocks, kGrain / (32 * kBlockWords), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t w0 = b * kBlockWords;
       const int nw = int(std::min<int64_t>(kBlockWords, nwords - w0));
