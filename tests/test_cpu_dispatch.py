@@ -46,7 +46,11 @@ np.savez(sys.argv[1], y=y, dx=dx, dw=dw, db=db, z=z, dz=dz, dg=dg, dbt=dbt, loss
 
 
 def _run(env_extra, *args, prefix=(), timeout=120):
-    env = dict(os.environ, **env_extra)
+    # A child picks its level itself unless a test names one: the suite may
+    # run under FUSEDNN_CPU_DISPATCH=baseline (.ci/run does), which must not
+    # leak into a test of the automatic choice.
+    env = {k: v for k, v in os.environ.items() if k != "FUSEDNN_CPU_DISPATCH"}
+    env.update(env_extra)
     return subprocess.run([*prefix, sys.executable, *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
