@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fusednn as fd
+from fusednn._C import Act, BnConvention, Clip, Opt, OptStep
 
 
 def _cuda_module():
@@ -94,33 +95,36 @@ def test_every_cuda_entry_point_is_called_correctly(name, dtype):
 def test_binding_rejects_bad_arguments():
     mod = _cuda_module()
     with pytest.raises(ValueError, match="float16"):
-        mod.activation_forward("float16", 1, 0.0, 4, 1 << 20, 2 << 20, 0)
+        mod.activation_forward("float16", Act.Relu, 0.0, 4, 1 << 20, 2 << 20, 0)
+    with pytest.raises(ValueError):  # an int dressed as an Act
+        mod.activation_forward("float32", Act(99), 0.0, 4, 1 << 20, 2 << 20, 0)
+    with pytest.raises(TypeError):  # a bare number is not an activation
+        mod.activation_forward("float32", 1, 0.0, 4, 1 << 20, 2 << 20, 0)
     with pytest.raises(ValueError):
-        mod.activation_forward("float32", 99, 0.0, 4, 1 << 20, 2 << 20, 0)
-    with pytest.raises(ValueError):
-        mod.dense_forward("float32", -1, 3, 4, 1 << 20, 2 << 20, 0, 3 << 20, 0, 0, 0, 0, 0.0,
-                          False, 0)
+        mod.dense_forward("float32", -1, 3, 4, 1 << 20, 2 << 20, 0, 3 << 20, 0, 0, 0,
+                          Act.Linear, 0.0, False, 0)
     with pytest.raises(ValueError):  # a mask row length that is not a multiple of 128 bits
-        mod.dense_forward("float32", 5, 3, 4, 1 << 20, 2 << 20, 0, 3 << 20, 0, 4 << 20, 100, 1,
-                          0.0, False, 0)
+        mod.dense_forward("float32", 5, 3, 4, 1 << 20, 2 << 20, 0, 3 << 20, 0, 4 << 20, 100,
+                          Act.Relu, 0.0, False, 0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("clip_mode", [0, 1, 2, 3])
+@pytest.mark.parametrize("clip_mode", list(Clip.__members__.values()))
 def test_optimizer_step_is_called_correctly(dtype, clip_mode):
     """CUDABackend.optimizer_step with the lists Optimizer.apply builds."""
     mod = _cuda_module()
     from fusednn._backend import CUDABackend
-    from fusednn.optimizers._base import _STEP_FIELDS
 
     be = CUDABackend(mod, _FakeCupy)
     params = [_FakeArray((7, 5), dtype), _FakeArray((17,), dtype)]
     grads = [_FakeArray(p.shape, dtype) for p in params]
     slots = [[_FakeArray(p.shape, dtype), None, _FakeArray(p.shape, dtype)] for p in params]
     norms = _FakeArray((2,), np.float64)
-    for kind in range(7):
+    step = OptStep()
+    step.lr = step.beta_1 = step.beta_2 = step.epsilon = step.step_size = 0.1
+    for rule in Opt.__members__.values():
         with pytest.raises(RuntimeError):
-            be.optimizer_step(kind, [0.1] * len(_STEP_FIELDS), params, grads, slots, [0.0, 0.01],
+            be.optimizer_step(rule, step, params, grads, slots, [0.0, 0.01],
                               [0.0, 0.0], [2.0, 0.0], [(1, 7, 5), (1, 1, 1)], clip_mode, 1.0,
                               norms)
 
@@ -128,16 +132,17 @@ def test_optimizer_step_is_called_correctly(dtype, clip_mode):
 def test_optimizer_binding_rejects_bad_arguments():
     mod = _cuda_module()
     t = (1 << 20, 2 << 20, 3 << 20, 0, 0, 10, 0.0, 0.0, 0.0, 1, 1, 1)
+    step, adam, off = OptStep(), Opt.Adam, Clip.Off
     with pytest.raises(ValueError):  # unknown optimizer kind
-        mod.optimizer_step("float32", 99, [0.0] * 15, [t], 0, 0.0, 0, 0)
-    with pytest.raises(ValueError):  # wrong number of step fields
-        mod.optimizer_step("float32", 3, [0.0] * 14, [t], 0, 0.0, 0, 0)
+        mod.optimizer_step("float32", Opt(99), step, [t], off, 0.0, 0, 0)
+    with pytest.raises(TypeError):  # the step's scalars as a bare list
+        mod.optimizer_step("float32", adam, [0.0] * 15, [t], off, 0.0, 0, 0)
     with pytest.raises(ValueError):  # negative size
-        mod.optimizer_step("float32", 3, [0.0] * 15, [t[:5] + (-1,) + t[6:]], 0, 0.0, 0, 0)
+        mod.optimizer_step("float32", adam, step, [t[:5] + (-1,) + t[6:]], off, 0.0, 0, 0)
     with pytest.raises(ValueError):  # max-norm view that does not cover the tensor
-        mod.optimizer_step("float32", 3, [0.0] * 15, [t[:8] + (2.0, 1, 3, 3)], 0, 0.0, 0, 0)
+        mod.optimizer_step("float32", adam, step, [t[:8] + (2.0, 1, 3, 3)], off, 0.0, 0, 0)
     with pytest.raises(ValueError):  # norm clipping without its device buffer
-        mod.optimizer_step("float32", 3, [0.0] * 15, [t], 2, 1.0, 0, 0)
+        mod.optimizer_step("float32", adam, step, [t], Clip.Norm, 1.0, 0, 0)
 
 
 class _FakeCupyBN(_FakeCupy):
@@ -158,11 +163,12 @@ def test_batchnorm_is_called_correctly(name, dtype):
     x = _FakeArray((6, 5), dtype)
     vec = [_FakeArray((5,), dtype) for _ in range(4)]
     cols, mask = _FakeArray((5, 5), dtype), _FakeArray((1,), np.uint32)
+    keras, torch = BnConvention.Keras, BnConvention.Torch
     calls = [
-        lambda: be.batchnorm_forward(x, *vec, True, 0.99, 1e-3, 0, spec, 0.0, False, 0, 0),
-        lambda: be.batchnorm_forward(x, None, None, None, None, True, 0.1, 1e-5, 1, spec, 0.3,
+        lambda: be.batchnorm_forward(x, *vec, True, 0.99, 1e-3, keras, spec, 0.0, False, 0, 0),
+        lambda: be.batchnorm_forward(x, None, None, None, None, True, 0.1, 1e-5, torch, spec, 0.3,
                                      True, 2**64 - 1, 2**40),
-        lambda: be.batchnorm_forward(x, *vec, False, 0.99, 1e-3, 0, spec, 0.3, False, 1, 2),
+        lambda: be.batchnorm_forward(x, *vec, False, 0.99, 1e-3, keras, spec, 0.3, False, 1, 2),
         lambda: be.batchnorm_backward(x, x, x, cols, None, True, True, spec, 0.0, False, True),
         lambda: be.batchnorm_backward(x, x, x, cols, mask, False, False, spec, 0.3, True, True),
         lambda: be.batchnorm_backward(x, x, x, cols, mask, True, False, spec, 0.3, False, False),
@@ -178,19 +184,21 @@ def test_batchnorm_binding_rejects_bad_arguments():
     ws = mod.batchnorm_workspace(6, 5)
     assert ws >= 2 * 5 * 2
 
-    def fwd(m=6, n=5, rate=0.0, mask=0, conv=0, eps=1e-3, mm=p[3], mv=p[4], training=True):
+    def fwd(m=6, n=5, rate=0.0, mask=0, conv=BnConvention.Keras, eps=1e-3, mm=p[3], mv=p[4],
+            training=True):
         mod.batchnorm_forward("float32", m, n, p[0], 0, 0, mm, mv, training, 0.99, eps, conv,
-                              p[5], p[6], p[7], p[8], mask, p[9], 3, 1.0, rate, False, 0, 0, 0)
+                              p[5], p[6], p[7], p[8], mask, p[9], Act.Elu, 1.0, rate, False, 0, 0,
+                              0)
 
     for kw in ({"m": 0}, {"n": -1}, {"rate": 1.0}, {"rate": float("nan")},
                {"rate": 0.5},  # dropout without a mask buffer
-               {"conv": 2}, {"eps": 0.0}, {"mv": 0},  # moving_mean without moving_var
+               {"conv": BnConvention(2)}, {"eps": 0.0}, {"mv": 0},  # moving_mean without moving_var
                {"mm": 0, "mv": 0, "training": False}):  # inference without moving statistics
         with pytest.raises(ValueError):
             fwd(**kw)
     with pytest.raises(ValueError):  # backward with dropout but no mask
-        mod.batchnorm_backward("float32", 6, 5, p[0], p[1], p[2], p[3], 0, p[4], 0, 0, p[5], 3,
-                               1.0, 0.3, False, True, 0)
+        mod.batchnorm_backward("float32", 6, 5, p[0], p[1], p[2], p[3], 0, p[4], 0, 0, p[5],
+                               Act.Elu, 1.0, 0.3, False, True, 0)
     with pytest.raises(ValueError):
         mod.batchnorm_workspace(0, 5)
 
@@ -210,10 +218,12 @@ def test_dense_batchnorm_is_called_correctly(dtype, monkeypatch):
     vec = [_FakeArray((5,), dtype) for _ in range(4)]
     cols, mask = _FakeArray((5, 5), dtype), _FakeArray((1,), np.uint32)
     with pytest.raises(RuntimeError):  # the GEMM, first
-        be.dense_batchnorm_forward(x, w, b, *vec, True, 0.99, 1e-3, 0, spec, 0.3, False, 1, 2)
+        be.dense_batchnorm_forward(x, w, b, *vec, True, 0.99, 1e-3, BnConvention.Keras, spec, 0.3,
+                                   False, 1, 2)
     monkeypatch.setattr(be, "dense_forward", lambda *a: (z, None, None))
     with pytest.raises(RuntimeError):  # then the batch norm of z
-        be.dense_batchnorm_forward(x, w, b, *vec, True, 0.99, 1e-3, 0, spec, 0.3, False, 1, 2)
+        be.dense_batchnorm_forward(x, w, b, *vec, True, 0.99, 1e-3, BnConvention.Keras, spec, 0.3,
+                                   False, 1, 2)
     with pytest.raises(RuntimeError):  # backward: the batch norm first
         be.dense_batchnorm_backward(z, x, w, True, True, z, z, cols, mask, True, True, spec, 0.3,
                                     False, True)
@@ -277,7 +287,7 @@ class _RecordingModule:
     def __init__(self):
         self.calls = []
 
-    def optimizer_step(self, dtype, kind, hyper, tensors, clip_mode, clip, norms_ptr, stream):
+    def optimizer_step(self, dtype, rule, step, tensors, clip_mode, clip, norms_ptr, stream):
         self.calls.append((_Device.current, stream))
 
 

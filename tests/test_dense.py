@@ -260,12 +260,16 @@ def test_private_module_guards_against_bad_shapes():
     """The binding itself refuses inconsistent arrays instead of reading out of bounds."""
     from fusednn import _C
 
+    Act = _C.Act
     with pytest.raises(ValueError):
-        _C.dense_forward(np.zeros((4, 3), F32), np.zeros((5, 2), F32), None, 0, 0.0)
+        _C.dense_forward(np.zeros((4, 3), F32), np.zeros((5, 2), F32), None, Act.Linear, 0.0)
     with pytest.raises(ValueError):
         _C.dense_backward(np.zeros((4, 3), F32), None, np.zeros((4, 2), F32),
-                          np.zeros((2, 2), F32), False, True, 1, 0.0)
+                          np.zeros((2, 2), F32), False, True, Act.Relu, 0.0)
     with pytest.raises(ValueError):
-        _C.activation_forward(np.zeros(3, F32), 99, 0.0)
+        _C.activation_forward(np.zeros(3, F32), Act(99), 0.0)
+    with pytest.raises(TypeError):  # a number is not an activation: the enum is the contract
+        _C.activation_forward(np.zeros(3, F32), 1, 0.0)
     with pytest.raises(TypeError):
-        _C.dense_forward(np.zeros((4, 3), np.int32), np.zeros((3, 2), np.int32), None, 0, 0.0)
+        _C.dense_forward(np.zeros((4, 3), np.int32), np.zeros((3, 2), np.int32), None,
+                         Act.Linear, 0.0)

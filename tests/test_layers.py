@@ -295,22 +295,26 @@ def test_batchnorm_torch_convention():
 
 @pytest.mark.parametrize("alpha", [False, True], ids=["dropout", "alpha_dropout"])
 def test_batchnorm_fused_activation_dropout(backend, alpha):
+    """The model's BN -> ELU -> Dropout step (fusednn.models.plan): one op,
+    masks keyed by the Dropout layer's seed and step counter."""
+    from fusednn.models.plan import DenseBatchNormStep
+
     x, dy = _xdy((16, 5), np.float64)
     layer = _bn(5, np.float64, backend)
+    drop = (L.AlphaDropout if alpha else L.Dropout)(0.3, seed=11)
+    step_ = DenseBatchNormStep(None, layer, L.ELU(), drop)
     gamma, beta, mm, mv = layer.get_weights()
-    layer.fused_activation = fd.activations.get("elu")
-    layer.fused_dropout = (0.3, alpha, 11)
     masks = []
     for step in range(2):
-        assert layer.dropout_step == step
-        y = layer._forward_step(to_backend(x, backend), training=True)
+        assert drop.step == step
+        y = step_.forward(to_backend(x, backend), training=True)
         mean, var = R.batchnorm_statistics(x)
         keep = R.dropout_mask_bits(x.size, 0.3, 11, step).reshape(x.shape)
         masks.append(keep)
         kw = dict(keep=keep, rate=0.3, alpha_dropout=alpha)
         assert_scaled_close(y, R.batchnorm_forward(x, gamma, beta, mean, var, 1e-3, "elu", **kw),
                             1e-12, "y")
-        dx = layer.backward(to_backend(dy, backend))
+        dx = step_.backward(to_backend(dy, backend), need_dx=True)
         rdx, rdg, rdb = R.batchnorm_backward(dy, x, gamma, beta, mean, var, 1e-3, True, "elu",
                                              **kw)
         assert_scaled_close(dx, rdx, 1e-12, "dx")
@@ -318,38 +322,50 @@ def test_batchnorm_fused_activation_dropout(backend, alpha):
         assert_scaled_close(layer.grads[1], rdb, 1e-12, "dbeta")
     assert not np.array_equal(masks[0], masks[1])
     # Inference: no dropout, the activation stays, the step does not move.
-    y = layer._forward_step(to_backend(x, backend), training=False)
+    y = step_.forward(to_backend(x, backend), training=False)
     gamma, beta, mm, mv = layer.get_weights()
     assert_scaled_close(y, R.batchnorm_forward(x, gamma, beta, mm, mv, 1e-3, "elu"), 1e-12, "y")
-    assert layer.dropout_step == 2
+    assert drop.step == 2
+    # The next mask, drawn by the Dropout layer on its own, is the one its
+    # seed and counter give (on ones: one value where kept, one where dropped).
+    keep = R.dropout_mask_bits(x.size, 0.3, 11, 2).reshape(x.shape).astype(bool)
+    alone = np.asarray(to_numpy(drop.forward(to_backend(np.ones_like(x), backend), True)))
+    assert np.ptp(alone[keep]) == 0 and np.ptp(alone[~keep]) == 0
+    assert alone[keep][0] != alone[~keep][0]
 
 
 def test_batchnorm_frozen_fused_dropout_still_drops():
+    from fusednn.models.plan import DenseBatchNormStep
+
     x, _ = _xdy((16, 5))
     layer = _bn(5, np.float64, "cpu", trainable=False)
     gamma, beta, mm, mv = layer.get_weights()
-    layer.fused_dropout = (0.5, False, 1)
-    y = layer._forward_step(x, training=True)
+    y = DenseBatchNormStep(None, layer, None, L.Dropout(0.5, seed=1)).forward(x, training=True)
     keep = R.dropout_mask_bits(x.size, 0.5, 1, 0).reshape(x.shape)
     np.testing.assert_allclose(
         y, R.batchnorm_forward(x, gamma, beta, mm, mv, 1e-3, keep=keep, rate=0.5), rtol=1e-12)
     np.testing.assert_array_equal(layer.moving_mean, mm)
 
 
-def test_batchnorm_forward_outside_a_model_ignores_the_fusion_settings():
-    """Fusion is the model's plan: a BN layer taken out of a fused model and
-    called directly is plain batch norm (no activation applied twice)."""
+def test_batchnorm_forward_outside_a_model_is_plain_batch_norm():
+    """Fusion is the model's plan: a BN layer of a fused model, called
+    directly, is plain batch norm (no activation applied twice), and the
+    plan wrote nothing onto it."""
+    from fusednn.models.plan import DenseBatchNormStep
+
     rng = np.random.default_rng(4)
     x = rng.standard_normal((16, 5))
     model = fd.Sequential([fd.layers.Dense(5), fd.layers.BatchNormalization(),
                            fd.layers.ELU(), fd.layers.Dropout(0.3)])
     model.build(5, np, np.float64)
     bn = model.layers[1]
-    assert bn.fused_dense is model.layers[0] and bn.fused_activation.name == "elu"
+    (step,) = model._steps
+    assert isinstance(step, DenseBatchNormStep) and step.layers == tuple(model.layers)
+    assert step.dense is model.layers[0] and step.activation.activation.name == "elu"
     y = bn.forward(x, training=False)
     assert_scaled_close(y, R.batchnorm_forward(x, None, None, np.zeros(5), np.ones(5), 1e-3,
                                                "linear"), 1e-12, "y")
-    assert bn.dropout_step == 0
+    assert bn.get_state() == {} and not any(k.startswith("fused") for k in vars(bn))
 
 
 # -------------------------------------------------------------------- Dropout
@@ -534,13 +550,6 @@ def test_bad_runtime_use():
         bn.forward(np.zeros((2, 3, 1), np.float32))
     with pytest.raises(TypeError, match="BatchNormalization: training must be a bool"):
         bn.forward(np.zeros((2, 3), np.float32), training=None)
-    bn.fused_dropout = (1.5, False, 0)
-    with pytest.raises(ValueError, match="BatchNormalization: fused_dropout rate must be in"):
-        bn._forward_step(np.zeros((2, 3), np.float32), training=True)
-    bn.fused_dropout = None
-    bn.fused_activation = "relu"
-    with pytest.raises(TypeError, match="BatchNormalization: fused_activation must be an"):
-        bn._forward_step(np.zeros((2, 3), np.float32))
     prelu = L.PReLU()
     prelu.build(3)
     with pytest.raises(TypeError, match="PReLU: x has dtype float64"):

@@ -1,4 +1,4 @@
-"""Fused losses (fusednn.ops.losses): loss and gradient against the float64
+"""Fused losses (fusednn.ops.loss): loss and gradient against the float64
 reference, finite differences and PyTorch; stability at |z| = 1e4; NaN
 propagation; every bad input; the binding guards."""
 
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fusednn as fd
+from fusednn import _C
 from fusednn.testing import reference as R
 
 from conftest import RTOL, assert_scaled_close, to_backend, to_numpy
@@ -493,8 +494,6 @@ def test_point_loss_rejects_bad_shapes_and_dtypes(backend, name, pred, target):
 
 
 def test_cpu_binding_guards_against_inconsistent_arrays():
-    from fusednn import _C
-
     z = np.zeros((4, 10), np.float32)
     lab = np.zeros(4, np.int64)
     y = np.zeros((4, 10), np.float32)
@@ -517,14 +516,16 @@ def test_cpu_binding_guards_against_inconsistent_arrays():
     for args, err in bad:
         with pytest.raises(err):
             _C.softmax_cross_entropy(*args)
+    bce, mse = _C.PointLoss.SigmoidBCE, _C.PointLoss.MSE
     bad = [
-        ((0, z, y[:3], None, True), ValueError),
-        ((0, z, y.astype(np.float64), None, True), TypeError),
-        ((1, z, y, w[:2], True), ValueError),
-        ((2, z, y, None, True), ValueError),
-        ((-1, z, y, None, True), ValueError),
-        ((0, z[:, ::2], y[:, ::2], None, True), ValueError),
-        ((0, np.zeros((2, 2, 2), np.float32), np.zeros((2, 2, 2), np.float32), None, True),
+        ((bce, z, y[:3], None, True), ValueError),
+        ((bce, z, y.astype(np.float64), None, True), TypeError),
+        ((mse, z, y, w[:2], True), ValueError),
+        ((_C.PointLoss(2), z, y, None, True), ValueError),
+        ((_C.PointLoss(-1), z, y, None, True), ValueError),
+        ((0, z, y, None, True), TypeError),  # a number is not a loss
+        ((bce, z[:, ::2], y[:, ::2], None, True), ValueError),
+        ((bce, np.zeros((2, 2, 2), np.float32), np.zeros((2, 2, 2), np.float32), None, True),
          ValueError),
     ]
     for args, err in bad:
@@ -550,8 +551,8 @@ def test_cuda_loss_entry_points_are_called_correctly(dtype):
         lambda: be.softmax_cross_entropy(z, _FakeArray((5,), np.int64), None, None, 0.0,
                                          False),
         lambda: be.softmax_cross_entropy(z, None, _FakeArray((5, 7), dtype), w, 0.0, True),
-        lambda: be.point_loss(0, z, _FakeArray((5, 7), dtype), w, True),
-        lambda: be.point_loss(1, _FakeArray((5,), dtype), _FakeArray((5,), dtype),
+        lambda: be.point_loss(_C.PointLoss.SigmoidBCE, z, _FakeArray((5, 7), dtype), w, True),
+        lambda: be.point_loss(_C.PointLoss.MSE, _FakeArray((5,), dtype), _FakeArray((5,), dtype),
                               None, False),
     ]
     for call in calls:
@@ -572,10 +573,12 @@ def test_cuda_binding_guards_against_inconsistent_arguments():
     for change in bad:
         with pytest.raises(ValueError):
             mod.softmax_cross_entropy(**{**ok, **change})
-    ok = dict(dtype="float64", kind=0, n=4, k=3, p_ptr=p, t_ptr=p, w_ptr=0, dp_ptr=p, loss_ptr=p,
-              mean=True, stream=0)
-    bad = [dict(kind=2), dict(kind=-1), dict(n=-1), dict(k=0), dict(p_ptr=0), dict(t_ptr=0),
+    ok = dict(dtype="float64", kind=_C.PointLoss.SigmoidBCE, n=4, k=3, p_ptr=p, t_ptr=p, w_ptr=0,
+              dp_ptr=p, loss_ptr=p, mean=True, stream=0)
+    bad = [dict(kind=_C.PointLoss(2)), dict(kind=_C.PointLoss(-1)), dict(n=-1), dict(k=0), dict(p_ptr=0), dict(t_ptr=0),
            dict(dp_ptr=0), dict(loss_ptr=0), dict(n=2**40, k=2**40), dict(dtype="int32")]
     for change in bad:
         with pytest.raises(ValueError):
             mod.point_loss(**{**ok, **change})
+    with pytest.raises(TypeError):  # a number is not a loss
+        mod.point_loss(**{**ok, "kind": 0})

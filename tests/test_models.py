@@ -611,10 +611,10 @@ def _mc_model(dtype="float64"):
 def test_mc_dropout_seed_reproduces_and_follows_the_documented_keys():
     x, _ = _blobs(n=10)
     model = _mc_model()
-    steps = (model.layers[1].step, model.layers[3].dropout_step)
+    steps = (model.layers[1].step, model.layers[5].step)
     mean, std = model.predict(x, mc_samples=3, seed=7, batch_size=10)
-    assert (model.layers[1].step, model.layers[3].dropout_step) == steps  # left as they were
-    assert model.layers[1].seed == 11 and model.layers[3].fused_dropout[2] == 12
+    assert (model.layers[1].step, model.layers[5].step) == steps  # left as they were
+    assert model.layers[1].seed == 11 and model.layers[5].seed == 12
     again = model.predict(x, mc_samples=3, seed=7, batch_size=10)
     np.testing.assert_array_equal(again[0], mean)
     np.testing.assert_array_equal(again[1], std)
@@ -645,7 +645,7 @@ def test_mc_dropout_without_seed_draws_on():
         a = model.predict(x, mc_samples=2, batch_size=5)
     b = model.predict(x, mc_samples=2, batch_size=5)
     assert not np.array_equal(a[0], b[0])
-    assert model.layers[1].step == 8 and model.layers[3].dropout_step == 8  # 2 x 2 x 2 batches
+    assert model.layers[1].step == 8 and model.layers[5].step == 8  # 2 x 2 x 2 batches
     with pytest.raises(ValueError, match="Sequential.predict: seed=3 seeds MC dropout; pass "
                                          "mc_samples too"):
         model.predict(x, seed=3)
@@ -706,7 +706,7 @@ def test_progress_bar_fits_the_terminal(monkeypatch, columns):
 
 
 def test_progress_bar_drops_the_rate_before_the_metrics():
-    bar = fd.models._Progress(0, 10, 100, 0)
+    bar = fd.models.history._Progress(0, 10, 100, 0)
     logs = {"loss": 0.25, "accuracy": 0.875}
     full = bar.line(37, 1.5, logs, "12345 samples/s", 1000)
     assert full == ("Epoch 1/10  37/100 [===========>..................] 1.5s - loss: 0.2500 - "

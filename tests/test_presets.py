@@ -9,8 +9,8 @@ def _std_per_layer(model, x):
     """Per layer: the std over the batch of each unit, averaged over units
     (how much a layer's output still depends on the input)."""
     stds, h = [], x
-    for layer, _ in model._steps:
-        h = layer.forward(h, False)
+    for step in model._steps:
+        h = step.forward(h, False)
         stds.append(float(h.std(axis=0).mean()))
     return stds
 
@@ -41,8 +41,8 @@ def test_default_dnn_structure_and_fusion():
     assert len(model.layers) == 6 * 4 + 1
     # each BN absorbs the Dense before it and its activation and dropout:
     # one fused call (fd.ops.dense_batchnorm_forward) per block
-    fused = [(type(l).__name__, [type(a).__name__ for a in ab]) for l, ab in model._steps]
-    assert fused[0] == ("BatchNormalization", ["Dense", "Activation", "Dropout"])
+    fused = [[type(layer).__name__ for layer in step.layers] for step in model._steps]
+    assert fused[0] == ["Dense", "BatchNormalization", "Activation", "Dropout"]
     assert len(model._steps) == 6 + 1
     assert model.layers[0].use_bias is False
     shallow = fd.presets.default_dnn(64, 10, depth=3, width=16)

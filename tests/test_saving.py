@@ -23,8 +23,8 @@ def _data(n=120, d=6, k=3, seed=0):
 
 
 def _model(rrelu_seed=5):
-    """Every kind of training state: BN + ELU + Dropout (fused: BN's
-    dropout_step), a standalone Dropout (step), RReLU (generator), Nadam
+    """Every kind of training state: BN + ELU + Dropout (fused: the
+    Dropout's step), a standalone Dropout (step), RReLU (generator), Nadam
     (slots, momentum product) with a schedule, and fit's shuffle generator."""
     model = fd.Sequential([
         fd.layers.Dense(12, kernel_initializer=init.HeNormal(seed=1)),
@@ -398,6 +398,29 @@ def _rewrite(src, dst, tensors=None, **meta_json):
     return dst
 
 
+def test_a_file_with_the_fused_counter_in_the_batchnorm_resumes_its_masks(tmp_path):
+    """Files written while a fused dropout's mask counter lived in its
+    BatchNormalization's state ({"dropout_step": n}, the Dropout's own step
+    0) load with the counter on the Dropout, so the masks continue."""
+    x, y = _data()
+    model = _model()
+    model.fit(x, y, epochs=1, seed=0, **FIT)
+    src = tmp_path / "m.safetensors"
+    model.save(src)
+    state = json.loads(saving.load_file(src)[1]["state"])
+    bn, drop = model.layers[1], model.layers[3]
+    assert isinstance(bn, fd.layers.BatchNormalization) and isinstance(drop, fd.layers.Dropout)
+    assert state["layers"][1] == {} and drop.step > 0
+    state["layers"][1] = {"dropout_step": drop.step}
+    state["layers"][3] = {"step": 0}
+    old = fd.models.load(_rewrite(src, tmp_path / "old.safetensors", state=state))
+    assert old.layers[3].step == drop.step
+    old.fit(x, y, epochs=2, initial_epoch=1, **FIT)
+    model.fit(x, y, epochs=2, initial_epoch=1, **FIT)
+    for a, b in zip(old.get_weights(), model.get_weights()):
+        assert np.array_equal(a, b)
+
+
 def test_load_rejects_files_it_did_not_write(tmp_path):
     x, y = _data()
     model = _model()
@@ -522,7 +545,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def fail(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(saving.os, "replace", fail)
+    monkeypatch.setattr(saving.safetensors.os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
         model.save(path)
     monkeypatch.undo()
@@ -622,10 +645,9 @@ def test_layer_state_hooks():
     model = fd.Sequential([fd.layers.BatchNormalization(), fd.layers.ELU(),
                            fd.layers.Dropout(0.5, seed=2)])
     model.build(4, np, np.float64)
-    bn = model.layers[0]
-    assert bn.get_state() == {"dropout_step": 0}
-    bn._forward_step(x, training=True)  # the model's fused step draws a mask
-    assert bn.get_state() == {"dropout_step": 1}
+    bn, fused_drop = model.layers[0], model.layers[2]
+    model(x, training=True)  # the model's fused step draws a mask, counted by the Dropout
+    assert bn.get_state() == {} and fused_drop.get_state() == {"step": 1}
     assert fd.layers.Dense(2).get_state() == {}
 
     for layer, bad in ((drop, {"step": -1}), (drop, {"steps": 1}), (drop, [1]),

@@ -77,7 +77,7 @@ template <typename T>
 py::tuple forward_t(const py::array& x, const py::object& w, const py::object& bias,
                     const py::object& gamma, const py::object& beta,
                     const py::object& moving_mean, const py::object& moving_var, bool training,
-                    double momentum, double epsilon, int convention, Act a, double alpha,
+                    double momentum, double epsilon, fusednn::BnConvention convention, Act a, double alpha,
                     const fusednn::BnDropout& d) {
   const py::dtype dt = x.dtype();
   const int64_t m = x.shape(0);
@@ -93,8 +93,8 @@ py::tuple forward_t(const py::array& x, const py::object& w, const py::object& b
     throw py::value_error("inference needs moving_mean and moving_var");
   if (m < 1 || n < 1 || (dense.w != nullptr && dense.k < 1))
     throw py::value_error("x: needs at least one row and one column");
-  if (convention != 0 && convention != 1)
-    throw py::value_error("convention must be 0 (keras) or 1 (torch)");
+  if (convention != fusednn::BnConvention::Keras && convention != fusednn::BnConvention::Torch)
+    throw py::value_error("convention must be BnConvention.Keras or BnConvention.Torch");
   py::object z = py::none();
   T* zp = nullptr;
   if (dense.w != nullptr) {
@@ -122,7 +122,7 @@ py::tuple forward_t(const py::array& x, const py::object& w, const py::object& b
     }
     if (training)
       fusednn::cpu::kernels<T>().batchnorm_forward_train(xp, g, b, mm, mv, momentum, epsilon,
-                                               fusednn::BnConvention(convention), yp, cp, meanp,
+                                               convention, yp, cp, meanp,
                                                varp, maskp, m, n, a, T(alpha), d);
     else
       fusednn::cpu::kernels<T>().batchnorm_forward_infer(xp, g, b, mm, mv, epsilon, yp, cp, maskp, m, n, a,
@@ -196,7 +196,7 @@ void register_batchnorm(py::module_& m) {
       "batchnorm_forward",
       [](const py::array& x, const py::object& gamma, const py::object& beta,
          const py::object& moving_mean, const py::object& moving_var, bool training,
-         double momentum, double epsilon, int convention, int kind, double alpha, double rate,
+         double momentum, double epsilon, fusednn::BnConvention convention, Act kind, double alpha, double rate,
          bool alpha_dropout, uint64_t seed, uint64_t step) -> py::tuple {
         const py::dtype dt = checked_float_dtype(x, "x");
         require(x, "x", dt, {-1, -1});
@@ -222,7 +222,7 @@ void register_batchnorm(py::module_& m) {
   m.def(
       "batchnorm_backward",
       [](const py::array& dy, const py::array& x, const py::array& y, const py::array& cols,
-         const py::object& mask, bool need_dgamma, bool need_dbeta, int kind, double alpha,
+         const py::object& mask, bool need_dgamma, bool need_dbeta, Act kind, double alpha,
          double rate, bool alpha_dropout, bool batch_stats) -> py::tuple {
         const py::dtype dt = checked_float_dtype(x, "x");
         require(x, "x", dt, {-1, -1});
@@ -242,7 +242,7 @@ void register_batchnorm(py::module_& m) {
       "dense_batchnorm_forward",
       [](const py::array& x, const py::array& w, const py::object& b, const py::object& gamma,
          const py::object& beta, const py::object& moving_mean, const py::object& moving_var,
-         bool training, double momentum, double epsilon, int convention, int kind, double alpha,
+         bool training, double momentum, double epsilon, fusednn::BnConvention convention, Act kind, double alpha,
          double rate, bool alpha_dropout, uint64_t seed, uint64_t step) -> py::tuple {
         const py::dtype dt = checked_float_dtype(x, "x");
         require(x, "x", dt, {-1, -1});
@@ -265,7 +265,7 @@ void register_batchnorm(py::module_& m) {
       "dense_batchnorm_backward",
       [](const py::array& dy, const py::array& x_in, const py::array& w, const py::array& z,
          const py::array& y, const py::array& cols, const py::object& mask, bool has_bias,
-         bool need_dx, bool need_dgamma, bool need_dbeta, int kind, double alpha, double rate,
+         bool need_dx, bool need_dgamma, bool need_dbeta, Act kind, double alpha, double rate,
          bool alpha_dropout, bool batch_stats) -> py::tuple {
         const py::dtype dt = checked_float_dtype(z, "z");
         require(z, "z", dt, {-1, -1});

@@ -14,17 +14,18 @@
 
 #include "bindings/common_checks.h"
 #include "cpu/host_cache.h"
-#include "fusednn/activations.h"
+#include "fusednn/activation.h"
 
 namespace fusednn {
 namespace bind {
 
 namespace py = pybind11;
 
-inline Act to_act(int kind) {
-  if (kind < 0 || kind >= static_cast<int>(Act::Count))
-    throw py::value_error("activation kind out of range: " + std::to_string(kind));
-  return static_cast<Act>(kind);
+// fusednn._C.Act(n) can hold any int: refuse one outside the enum.
+inline Act to_act(Act kind) {
+  if (int(kind) < 0 || int(kind) >= static_cast<int>(Act::Count))
+    throw py::value_error("activation kind out of range: " + std::to_string(int(kind)));
+  return kind;
 }
 
 inline bool is_f64(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }

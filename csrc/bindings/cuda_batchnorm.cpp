@@ -32,17 +32,17 @@ int64_t check_shape(const char* fn, int64_t m, int64_t n) {
 
 void forward(const std::string& dtype, int64_t m, int64_t n, uintptr_t x_ptr, uintptr_t gamma_ptr,
              uintptr_t beta_ptr, uintptr_t mm_ptr, uintptr_t mv_ptr, bool training,
-             double momentum, double epsilon, int convention, uintptr_t y_ptr, uintptr_t cols_ptr,
+             double momentum, double epsilon, fusednn::BnConvention convention, uintptr_t y_ptr, uintptr_t cols_ptr,
              uintptr_t mean_ptr, uintptr_t var_ptr, uintptr_t mask_ptr, uintptr_t ws_ptr,
-             int kind, double alpha, double rate, bool alpha_dropout, uint64_t seed,
+             Act kind, double alpha, double rate, bool alpha_dropout, uint64_t seed,
              uint64_t step, uintptr_t stream) {
   const char* fn = "batchnorm_forward";
   const DType t = parse_dtype(fn, dtype);
   const Act a = parse_kind(fn, kind);
   const int64_t mn = check_shape(fn, m, n);
   const auto d = dropout_of(fn, rate, alpha_dropout, seed, step);
-  if (convention != 0 && convention != 1)
-    throw py::value_error(std::string(fn) + ": convention must be 0 or 1");
+  if (convention != fusednn::BnConvention::Keras && convention != fusednn::BnConvention::Torch)
+    throw py::value_error(std::string(fn) + ": convention must be BnConvention.Keras or .Torch");
   if (!(epsilon > 0.0) || !std::isfinite(epsilon))
     throw py::value_error(std::string(fn) + ": epsilon must be a finite number > 0");
   check_ptr(fn, "x", x_ptr, mn);
@@ -64,7 +64,7 @@ void forward(const std::string& dtype, int64_t m, int64_t n, uintptr_t x_ptr, ui
     using T = std::remove_pointer_t<decltype(tag)>;
     fusednn::cuda::batchnorm_forward<T>(
         ptr(tag, x_ptr), ptr(tag, gamma_ptr), ptr(tag, beta_ptr), ptr(tag, mm_ptr),
-        ptr(tag, mv_ptr), training, momentum, epsilon, fusednn::BnConvention(convention),
+        ptr(tag, mv_ptr), training, momentum, epsilon, convention,
         ptr(tag, y_ptr), ptr(tag, cols_ptr), reinterpret_cast<double*>(mean_ptr),
         reinterpret_cast<double*>(var_ptr), reinterpret_cast<uint32_t*>(mask_ptr),
         reinterpret_cast<double*>(ws_ptr), m, n, a, T(alpha), d, as_stream(stream));
@@ -73,7 +73,7 @@ void forward(const std::string& dtype, int64_t m, int64_t n, uintptr_t x_ptr, ui
 
 void backward(const std::string& dtype, int64_t m, int64_t n, uintptr_t dy_ptr, uintptr_t x_ptr,
               uintptr_t y_ptr, uintptr_t cols_ptr, uintptr_t mask_ptr, uintptr_t dx_ptr,
-              uintptr_t dgamma_ptr, uintptr_t dbeta_ptr, uintptr_t ws_ptr, int kind, double alpha,
+              uintptr_t dgamma_ptr, uintptr_t dbeta_ptr, uintptr_t ws_ptr, Act kind, double alpha,
               double rate, bool alpha_dropout, bool batch_stats, uintptr_t stream) {
   const char* fn = "batchnorm_backward";
   const DType t = parse_dtype(fn, dtype);

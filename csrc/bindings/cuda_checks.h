@@ -10,7 +10,7 @@
 #include <string>
 
 #include "bindings/common_checks.h"
-#include "fusednn/activations.h"
+#include "fusednn/activation.h"
 
 namespace fusednn {
 namespace bind {
@@ -26,11 +26,13 @@ inline DType parse_dtype(const char* fn, const std::string& dtype) {
                         "'");
 }
 
-inline Act parse_kind(const char* fn, int kind) {
-  if (kind < 0 || kind >= int(Act::Count))
+// fusednn._C.Act(n) can hold any int: refuse one outside the enum.
+inline Act parse_kind(const char* fn, Act kind) {
+  if (int(kind) < 0 || int(kind) >= int(Act::Count))
     throw py::value_error(std::string(fn) + ": activation kind must be in [0, " +
-                          std::to_string(int(Act::Count)) + "), got " + std::to_string(kind));
-  return Act(kind);
+                          std::to_string(int(Act::Count)) + "), got " +
+                          std::to_string(int(kind)));
+  return kind;
 }
 
 inline void check_size(const char* fn, const char* name, int64_t v) {

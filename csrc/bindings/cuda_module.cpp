@@ -18,7 +18,7 @@
 #include "bindings/cuda_checks.h"
 #include "bindings/registry.h"
 #include "cuda/kernels.cuh"
-#include "cuda/lt.cuh"
+#include "cuda/cublaslt.cuh"
 
 namespace py = pybind11;
 using fusednn::Act;
@@ -89,7 +89,7 @@ py::dict build_info() {
   return d;
 }
 
-void activation_forward(const std::string& dtype, int kind, double alpha, int64_t n,
+void activation_forward(const std::string& dtype, Act kind, double alpha, int64_t n,
                         uintptr_t z_ptr, uintptr_t y_ptr, uintptr_t stream) {
   const char* fn = "activation_forward";
   const DType t = parse_dtype(fn, dtype);
@@ -105,7 +105,7 @@ void activation_forward(const std::string& dtype, int kind, double alpha, int64_
   });
 }
 
-void activation_backward(const std::string& dtype, int kind, double alpha, int64_t n,
+void activation_backward(const std::string& dtype, Act kind, double alpha, int64_t n,
                          uintptr_t dy_ptr, uintptr_t s_ptr, uintptr_t dz_ptr, uintptr_t stream) {
   const char* fn = "activation_backward";
   const DType t = parse_dtype(fn, dtype);
@@ -145,16 +145,16 @@ void check_mask(const char* fn, const char* ld_name, int64_t ld, const char* row
   count(fn, m, ld);
 }
 
-void check_relu_mask(const char* fn, const char* name, Act a, int kind) {
+void check_relu_mask(const char* fn, const char* name, Act a, Act kind) {
   if (a != Act::Relu)
     throw py::value_error(std::string(fn) + ": " + name +
                           " must be null (0) unless the activation is relu (kind " +
-                          std::to_string(int(Act::Relu)) + "), got kind " + std::to_string(kind));
+                          std::to_string(int(Act::Relu)) + "), got kind " + std::to_string(int(kind)));
 }
 
 bool dense_forward(const std::string& dtype, int64_t m, int64_t k, int64_t n, uintptr_t x_ptr,
                    uintptr_t w_ptr, uintptr_t b_ptr, uintptr_t y_ptr, uintptr_t z_ptr,
-                   uintptr_t mask_ptr, int64_t mask_ld, int kind, double alpha, bool tf32,
+                   uintptr_t mask_ptr, int64_t mask_ld, Act kind, double alpha, bool tf32,
                    uintptr_t stream) {
   const char* fn = "dense_forward";
   const DType t = parse_dtype(fn, dtype);
@@ -167,7 +167,7 @@ bool dense_forward(const std::string& dtype, int64_t m, int64_t k, int64_t n, ui
     check_ptr(fn, "z", z_ptr, sz.mn);
   else if (z_ptr != 0)
     throw py::value_error(std::string(fn) + ": z must be null (0) for activation kind " +
-                          std::to_string(kind) + ", which saves its output");
+                          std::to_string(int(kind)) + ", which saves its output");
   if (mask_ptr != 0) {
     check_relu_mask(fn, "mask", a, kind);
     check_mask(fn, "mask_ld", mask_ld, "n", n, m);
@@ -185,7 +185,7 @@ bool dense_forward(const std::string& dtype, int64_t m, int64_t k, int64_t n, ui
 
 void dense_backward(const std::string& dtype, int64_t m, int64_t k, int64_t n, uintptr_t dy_ptr,
                     uintptr_t s_ptr, uintptr_t x_ptr, uintptr_t w_ptr, uintptr_t dz_ptr,
-                    uintptr_t dx_ptr, uintptr_t dw_ptr, uintptr_t db_ptr, int kind, double alpha,
+                    uintptr_t dx_ptr, uintptr_t dw_ptr, uintptr_t db_ptr, Act kind, double alpha,
                     bool tf32, uintptr_t stream) {
   const char* fn = "dense_backward";
   const DType t = parse_dtype(fn, dtype);
@@ -228,7 +228,7 @@ void dense_backward_weight(const std::string& dtype, int64_t m, int64_t k, int64
 
 void dense_backward_input(const std::string& dtype, int64_t m, int64_t k, int64_t n,
                           uintptr_t dz_ptr, uintptr_t w_ptr, uintptr_t dzprev_ptr,
-                          uintptr_t dbprev_ptr, int prev_kind, double prev_alpha,
+                          uintptr_t dbprev_ptr, Act prev_kind, double prev_alpha,
                           uintptr_t prev_saved_ptr, uintptr_t prev_mask_ptr, int64_t prev_mask_ld,
                           bool tf32, uintptr_t stream) {
   const char* fn = "dense_backward_input";
@@ -259,22 +259,19 @@ void dense_backward_input(const std::string& dtype, int64_t m, int64_t k, int64_
 using OptTensorTuple = std::tuple<uintptr_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t, int64_t,
                                   double, double, double, int64_t, int64_t, int64_t>;
 
-void optimizer_step(const std::string& dtype, int kind, const std::vector<double>& hyper,
-                    const std::vector<OptTensorTuple>& tensors, int clip_mode, double clip,
-                    uintptr_t norms_ptr, uintptr_t stream) {
+void optimizer_step(const std::string& dtype, fusednn::Opt kind,
+                    const fusednn::OptStep<double>& h, const std::vector<OptTensorTuple>& tensors,
+                    fusednn::Clip clip_mode, double clip, uintptr_t norms_ptr, uintptr_t stream) {
   using fusednn::Opt;
   const char* fn = "optimizer_step";
   const DType t = parse_dtype(fn, dtype);
-  if (kind < 0 || kind >= int(Opt::Count))
+  if (int(kind) < 0 || int(kind) >= int(Opt::Count))
     throw py::value_error(std::string(fn) + ": optimizer kind must be in [0, " +
-                          std::to_string(int(Opt::Count)) + "), got " + std::to_string(kind));
-  if (hyper.size() != size_t(fusednn::kOptStepFields))
-    throw py::value_error(std::string(fn) + ": hyper must have " +
-                          std::to_string(fusednn::kOptStepFields) + " values, got " +
-                          std::to_string(hyper.size()));
-  if (clip_mode < fusednn::kClipNone || clip_mode > fusednn::kClipGlobal)
+                          std::to_string(int(Opt::Count)) + "), got " +
+                          std::to_string(int(kind)));
+  if (clip_mode < fusednn::Clip::Off || clip_mode > fusednn::Clip::Global)
     throw py::value_error(std::string(fn) + ": clip_mode must be in [0, 3], got " +
-                          std::to_string(clip_mode));
+                          std::to_string(int(clip_mode)));
   for (size_t i = 0; i < tensors.size(); ++i) {
     const std::string name = "tensors[" + std::to_string(i) + "]";
     const auto& x = tensors[i];
@@ -297,11 +294,10 @@ void optimizer_step(const std::string& dtype, int kind, const std::vector<double
                               " x " + std::to_string(mid) + " x " + std::to_string(inner));
     }
   }
-  if ((clip_mode == fusednn::kClipNorm || clip_mode == fusednn::kClipGlobal) && norms_ptr == 0 &&
+  if ((clip_mode == fusednn::Clip::Norm || clip_mode == fusednn::Clip::Global) && norms_ptr == 0 &&
       !tensors.empty())
     throw py::value_error(std::string(fn) + ": norms_ptr is null for clip_mode " +
-                          std::to_string(clip_mode));
-  const fusednn::OptStep<double> h = fusednn::opt_step_from<double>(hyper.data());
+                          std::to_string(int(clip_mode)));
   py::gil_scoped_release nogil;
   with_dtype(t, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
@@ -322,7 +318,7 @@ void optimizer_step(const std::string& dtype, int kind, const std::vector<double
       o.mid = std::get<10>(x);
       o.inner = std::get<11>(x);
     }
-    fusednn::cuda::optimizer_step<T>(Opt(kind), h, v.data(), int64_t(v.size()), clip_mode, clip,
+    fusednn::cuda::optimizer_step<T>(kind, h, v.data(), int64_t(v.size()), clip_mode, clip,
                                      reinterpret_cast<double*>(norms_ptr), as_stream(stream));
   });
 }
@@ -332,6 +328,9 @@ void optimizer_step(const std::string& dtype, int kind, const std::vector<double
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "fusednn CUDA kernels (cuBLASLt GEMMs with fused epilogues), called by "
             "fusednn._backend with CuPy device pointers and CuPy's current stream.";
+  // The enums and fusednn._C.OptStep are registered by fusednn._C; these
+  // functions take them, so it must be loaded first.
+  py::module_::import("fusednn._C");
 
   m.def("runtime_status", &runtime_status,
         "(True, '<device>, cc X.Y, N devices') when a GPU is usable, else (False, reason). "
@@ -385,7 +384,7 @@ PYBIND11_MODULE(_C_cuda, m) {
         "db_prev = column sums of dz_prev (dbprev_ptr = 0: none). prev_saved is z_prev for "
         "gelu/gelu_tanh/swish/mish, y_prev otherwise (required unless linear); prev_mask_ptr "
         "(0 for none) is the relu bitmask dense_forward reported as written, ld prev_mask_ld.");
-  m.def("optimizer_step", &optimizer_step, py::arg("dtype"), py::arg("kind"), py::arg("hyper"),
+  m.def("optimizer_step", &optimizer_step, py::arg("dtype"), py::arg("kind"), py::arg("step"),
         py::arg("tensors"), py::arg("clip_mode"), py::arg("clip"), py::arg("norms_ptr"),
         py::arg("stream"),
         "One optimizer step over all tensors, each (p_ptr, g_ptr, s0_ptr, s1_ptr, s2_ptr, n, l1, "

@@ -152,7 +152,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "activation_forward",
-      [](const py::array& z, int kind, double alpha) -> py::array {
+      [](const py::array& z, Act kind, double alpha) -> py::array {
         checked_float_dtype(z, "z");
         if (!(z.flags() & py::array::c_style)) throw py::value_error("z: must be C-contiguous");
         const Act a = to_act(kind);
@@ -162,7 +162,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "activation_backward",
-      [](const py::array& dy, const py::object& s, int kind, double alpha) -> py::array {
+      [](const py::array& dy, const py::object& s, Act kind, double alpha) -> py::array {
         checked_float_dtype(dy, "dy");
         if (!(dy.flags() & py::array::c_style)) throw py::value_error("dy: must be C-contiguous");
         const Act a = to_act(kind);
@@ -177,7 +177,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "dense_forward",
-      [](const py::array& x, const py::array& w, const py::object& b, int kind, double alpha,
+      [](const py::array& x, const py::array& w, const py::object& b, Act kind, double alpha,
          int64_t block_rows) -> py::tuple {
         const py::dtype dt = checked_float_dtype(x, "x");
         require(x, "x", dt, {-1, -1});
@@ -192,7 +192,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "dense_backward",
       [](const py::array& dy, const py::object& saved, const py::array& x, const py::array& w,
-         bool has_bias, bool need_dx, int kind, double alpha) -> py::tuple {
+         bool has_bias, bool need_dx, Act kind, double alpha) -> py::tuple {
         const py::dtype dt = checked_float_dtype(x, "x");
         require(x, "x", dt, {-1, -1});
         require(w, "w", dt, {x.shape(1), -1});
@@ -218,7 +218,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "dense_backward_input",
-      [](const py::array& dz, const py::array& w, const py::object& saved_prev, int kind_prev,
+      [](const py::array& dz, const py::array& w, const py::object& saved_prev, Act kind_prev,
          double alpha_prev, bool need_db_prev) -> py::tuple {
         const py::dtype dt = checked_float_dtype(dz, "dz");
         require(dz, "dz", dt, {-1, -1});
@@ -259,18 +259,17 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "optimizer_step",
-      [](int kind, const std::vector<double>& hyper, const py::list& params,
+      [](fusednn::Opt kind, const fusednn::OptStep<double>& h, const py::list& params,
          const py::list& grads, const py::list& slots, const std::vector<double>& l1,
          const std::vector<double>& l2, const std::vector<double>& max_norm,
-         const std::vector<std::array<int64_t, 3>>& views, int clip_mode, double clip) {
+         const std::vector<std::array<int64_t, 3>>& views, fusednn::Clip clip_mode,
+         double clip) {
         // The Python layer has checked the user's arrays; these guards keep a
         // direct call from writing out of bounds.
-        if (kind < 0 || kind >= int(fusednn::Opt::Count))
-          throw py::value_error("optimizer_step: kind out of range: " + std::to_string(kind));
-        if (hyper.size() != size_t(fusednn::kOptStepFields))
-          throw py::value_error("optimizer_step: hyper must have " +
-                                std::to_string(fusednn::kOptStepFields) + " values");
-        if (clip_mode < fusednn::kClipNone || clip_mode > fusednn::kClipGlobal)
+        if (int(kind) < 0 || int(kind) >= int(fusednn::Opt::Count))
+          throw py::value_error("optimizer_step: kind out of range: " +
+                                std::to_string(int(kind)));
+        if (clip_mode < fusednn::Clip::Off || clip_mode > fusednn::Clip::Global)
           throw py::value_error("optimizer_step: clip_mode out of range");
         const size_t count = params.size();
         if (grads.size() != count || slots.size() != count || l1.size() != count ||
@@ -321,9 +320,8 @@ PYBIND11_MODULE(_C, m) {
             t.mid = v[1];
             t.inner = v[2];
           }
-          const auto h = fusednn::opt_step_from<double>(hyper.data());
           py::gil_scoped_release nogil;
-          fusednn::cpu::kernels<T>().optimizer_step(fusednn::Opt(kind), h, ts.data(), int64_t(count),
+          fusednn::cpu::kernels<T>().optimizer_step(kind, h, ts.data(), int64_t(count),
                                           clip_mode, clip);
         };
         if (dt.is(py::dtype::of<double>()))
@@ -331,10 +329,10 @@ PYBIND11_MODULE(_C, m) {
         else
           run(static_cast<float*>(nullptr));
       },
-      py::arg("kind"), py::arg("hyper"), py::arg("params"), py::arg("grads"), py::arg("slots"),
+      py::arg("kind"), py::arg("step"), py::arg("params"), py::arg("grads"), py::arg("slots"),
       py::arg("l1"), py::arg("l2"), py::arg("max_norm"), py::arg("views"), py::arg("clip_mode"),
       py::arg("clip"),
-      "One optimizer step over all tensors, in place (fusednn/optimizers.h).");
+      "One optimizer step over all tensors, in place (fusednn/optimizer.h).");
 
   m.def(
       "copy_into",

@@ -17,10 +17,10 @@
 #include <string>
 #include <vector>
 
-#include "fusednn/activations.h"
+#include "fusednn/activation.h"
 #include "fusednn/batchnorm.h"
-#include "fusednn/losses.h"
-#include "fusednn/optimizers.h"
+#include "fusednn/loss.h"
+#include "fusednn/optimizer.h"
 
 namespace fusednn {
 namespace cpu {
@@ -29,7 +29,7 @@ namespace cpu {
 constexpr int kKernelAbi = 2;
 
 // The entry points of one storage type T (float or double); the functions are
-// those of cpu/kernels.h, cpu/batchnorm.h, cpu/dropout.h and cpu/losses.h.
+// those of cpu/kernels.h, cpu/batchnorm.h, cpu/dropout.h and cpu/loss.h.
 template <typename T>
 struct Kernels {
   void (*activation_forward)(Act, T, const T*, T*, int64_t);
@@ -41,7 +41,7 @@ struct Kernels {
   void (*dense_backward_weight)(const T*, const T*, T*, T*, int64_t, int64_t, int64_t);
   void (*dense_backward_input)(const T*, const T*, const T*, T*, T*, int64_t, int64_t, int64_t,
                                Act, T);
-  void (*optimizer_step)(Opt, const OptStep<double>&, OptTensor<T>*, int64_t, int, double);
+  void (*optimizer_step)(Opt, const OptStep<double>&, OptTensor<T>*, int64_t, Clip, double);
   void (*batchnorm_forward_train)(const T*, const T*, const T*, T*, T*, double, double,
                                   BnConvention, T*, T*, double*, double*, uint32_t*, int64_t,
                                   int64_t, Act, T, const BnDropout&);

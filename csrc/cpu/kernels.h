@@ -3,8 +3,8 @@
 #pragma once
 #include <cstdint>
 
-#include "fusednn/activations.h"
-#include "fusednn/optimizers.h"
+#include "fusednn/activation.h"
+#include "fusednn/optimizer.h"
 
 namespace fusednn {
 namespace cpu {
@@ -50,11 +50,11 @@ void parallel_copy(void* dst, const void* src, int64_t bytes);
 
 // One optimizer step over `count` tensors in one parallel region: effective
 // gradient (penalties, clipping), decoupled weight decay and the rule of
-// fusednn/optimizers.h, then the max-norm rescale of tensors with
-// max_norm > 0. h.clipvalue bounds kClipValue; `clip` bounds the norm modes.
+// fusednn/optimizer.h, then the max-norm rescale of tensors with
+// max_norm > 0. h.clipvalue bounds Clip::Value; `clip` bounds the norm modes.
 template <typename T>
 void optimizer_step(Opt k, const OptStep<double>& h, OptTensor<T>* tensors, int64_t count,
-                    int clip_mode, double clip);
+                    Clip clip_mode, double clip);
 
 }  // namespace cpu
 }  // namespace fusednn

@@ -7,7 +7,7 @@
 //   1. (clipnorm / global_clipnorm) sums of squares of the effective
 //      gradients, per chunk, combined per tensor in a fixed order
 //      (deterministic whatever the thread count);
-//   2. the update of every element (fusednn/optimizers.h): the slots'
+//   2. the update of every element (fusednn/optimizer.h): the slots'
 //      recurrences in double, which keeps float32 storage within rounding of
 //      the float64 reference, and the parameter's increment in the storage
 //      type (see opt_update: double divides and square roots, not memory,
@@ -57,11 +57,11 @@ enum GradMode : int { kGradPlain = 0, kGradScaled = 1, kGradFull = 2 };
 // so the mask is not always a prefix).
 template <Opt K, typename T, int Mask, int G>
 void chunk_update(const OptStep<double>& h_in, const OptTensor<T>& t, int64_t b, int64_t e,
-                  double scale, int clip_mode) {
+                  double scale, Clip clip_mode) {
   // A local copy: stores through p could alias the caller's struct, which
   // would keep its fields from being hoisted out of the vector loop.
   const OptStep<double> h = h_in;
-  const double clipvalue = clip_mode == kClipValue ? h.clipvalue : kNoClip;
+  const double clipvalue = clip_mode == Clip::Value ? h.clipvalue : kNoClip;
   T* p = t.p;
   const T* g = t.g;
   T* s0 = t.s[0];
@@ -88,7 +88,7 @@ void chunk_update(const OptStep<double>& h_in, const OptTensor<T>& t, int64_t b,
 // chunk_update for variant v = slot mask + 8 * grad mode, found from V up.
 template <Opt K, typename T, int V = 0>
 void chunk_variant(int v, const OptStep<double>& h, const OptTensor<T>& t, int64_t b, int64_t e,
-                   double scale, int clip_mode) {
+                   double scale, Clip clip_mode) {
   if (v == V) {
     chunk_update<K, T, (V & 7), (V >> 3)>(h, t, b, e, scale, clip_mode);
   } else if constexpr (V + 1 < 8 * 3) {
@@ -98,9 +98,9 @@ void chunk_variant(int v, const OptStep<double>& h, const OptTensor<T>& t, int64
 
 template <Opt K, typename T>
 void update_chunk(const OptStep<double>& h, const OptTensor<T>& t, int64_t b, int64_t e,
-                  double scale, int clip_mode) {
-  const int grad = (t.l1 != 0 || t.l2 != 0 || clip_mode == kClipValue) ? kGradFull
-                   : (clip_mode == kClipNorm || clip_mode == kClipGlobal) ? kGradScaled
+                  double scale, Clip clip_mode) {
+  const int grad = (t.l1 != 0 || t.l2 != 0 || clip_mode == Clip::Value) ? kGradFull
+                   : (clip_mode == Clip::Norm || clip_mode == Clip::Global) ? kGradScaled
                                                                            : kGradPlain;
   const int slots = (t.s[0] ? 1 : 0) | (t.s[1] ? 2 : 0) | (t.s[2] ? 4 : 0);
   chunk_variant<K, T>(slots + 8 * grad, h, t, b, e, scale, clip_mode);
@@ -127,13 +127,13 @@ void unit_rescale(const OptTensor<T>& t, int64_t o, int64_t i0, int64_t i1, cons
 }
 
 template <Opt K, typename T>
-void step(const OptStep<double>& h, OptTensor<T>* ts, int64_t count, int clip_mode, double clip) {
+void step(const OptStep<double>& h, OptTensor<T>* ts, int64_t count, Clip clip_mode, double clip) {
   std::vector<Chunk> chunks;
   for (int64_t t = 0; t < count; ++t)
     for (int64_t b = 0; b < ts[t].n; b += kChunk)
       chunks.push_back({t, b, std::min(ts[t].n, b + kChunk)});
   const int64_t nc = int64_t(chunks.size());
-  const bool norms = clip_mode == kClipNorm || clip_mode == kClipGlobal;
+  const bool norms = clip_mode == Clip::Norm || clip_mode == Clip::Global;
   std::vector<double> partial(norms ? size_t(nc) : 0);
   std::vector<double> scale(size_t(count), 1.0);
 
@@ -168,7 +168,7 @@ void step(const OptStep<double>& h, OptTensor<T>* ts, int64_t count, int clip_mo
     });
     std::vector<double> sums(size_t(count), 0.0);
     for (int64_t c = 0; c < nc; ++c) sums[chunks[c].tensor] += partial[c];
-    if (clip_mode == kClipNorm) {
+    if (clip_mode == Clip::Norm) {
       for (int64_t t = 0; t < count; ++t) scale[t] = opt_clip_scale<double>(sums[t], clip);
     } else {
       double all = 0;
@@ -194,16 +194,16 @@ void step(const OptStep<double>& h, OptTensor<T>* ts, int64_t count, int clip_mo
 
 template <typename T>
 void optimizer_step(Opt k, const OptStep<double>& h, OptTensor<T>* tensors, int64_t count,
-                    int clip_mode, double clip) {
+                    Clip clip_mode, double clip) {
   dispatch_opt(k, [&](auto kind) {
     step<decltype(kind)::value>(h, tensors, count, clip_mode, clip);
   });
 }
 
-template void optimizer_step<float>(Opt, const OptStep<double>&, OptTensor<float>*, int64_t, int,
+template void optimizer_step<float>(Opt, const OptStep<double>&, OptTensor<float>*, int64_t, Clip,
                                     double);
 template void optimizer_step<double>(Opt, const OptStep<double>&, OptTensor<double>*, int64_t,
-                                     int, double);
+                                     Clip, double);
 
 }  // namespace cpu
 }  // namespace fusednn

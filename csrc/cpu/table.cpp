@@ -4,7 +4,7 @@
 #include "cpu/dispatch.h"
 #include "cpu/dropout.h"
 #include "cpu/kernels.h"
-#include "cpu/losses.h"
+#include "cpu/loss.h"
 
 #ifndef FUSEDNN_CPU_LEVEL
 #error "FUSEDNN_CPU_LEVEL names the instruction-set level this library is built for"

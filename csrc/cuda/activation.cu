@@ -1,4 +1,4 @@
-// Element-wise activation kernels: the math of fusednn/activations.h, one
+// Element-wise activation kernels: the math of fusednn/activation.h, one
 // kernel per (type, activation) so the switch folds away.
 #include "cuda/kernels.cuh"
 #include "cuda/launch.cuh"

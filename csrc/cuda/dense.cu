@@ -9,7 +9,7 @@
 #include "cuda/columns.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/launch.cuh"
-#include "cuda/lt.cuh"
+#include "cuda/cublaslt.cuh"
 #include "cuda/scratch.cuh"
 
 namespace fusednn {

@@ -7,8 +7,8 @@
 
 #include <cstdint>
 
-#include "fusednn/activations.h"
-#include "fusednn/optimizers.h"
+#include "fusednn/activation.h"
+#include "fusednn/optimizer.h"
 
 namespace fusednn {
 namespace cuda {
@@ -62,20 +62,20 @@ void dense_backward_input(const T* dz, const T* w, const T* s_prev, const void* 
                           int64_t n, Act a_prev, T alpha_prev, bool tf32, cudaStream_t stream);
 
 // One optimizer step over `count` tensors (host array `tensors`; every
-// pointer inside is device memory), the rule of fusednn/optimizers.h with the
+// pointer inside is device memory), the rule of fusednn/optimizer.h with the
 // slots' recurrences in double and the parameter's increment in T, as on the
 // CPU:
-//  - clip_mode kClipNorm / kClipGlobal: first the sum of squares of each
+//  - clip_mode Clip::Norm / Clip::Global: first the sum of squares of each
 //    tensor's effective gradient (penalties applied) into norms[0..count)
 //    (device doubles, written here, summed in a fixed order), then the update
 //    reads them from device memory: no host synchronisation. norms is unused
 //    (may be null) otherwise.
 //  - the update of all tensors in one launch, whatever `count`.
 //  - then, for the tensors with max_norm > 0, the max-norm rescale.
-// h.clipvalue is the bound for kClipValue; `clip` the bound for the norm modes.
+// h.clipvalue is the bound for Clip::Value; `clip` the bound for the norm modes.
 template <typename T>
 void optimizer_step(Opt k, const OptStep<double>& h, const OptTensor<T>* tensors, int64_t count,
-                    int clip_mode, double clip, double* norms, cudaStream_t stream);
+                    Clip clip_mode, double clip, double* norms, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fusednn

@@ -11,7 +11,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "fusednn/activations.h"
+#include "fusednn/activation.h"
 
 namespace fusednn {
 namespace cuda {

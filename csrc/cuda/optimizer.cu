@@ -1,5 +1,5 @@
 // One optimizer step over many tensors: the per-element math of
-// fusednn/optimizers.h applied multi-tensor style. Every tensor is cut into
+// fusednn/optimizer.h applied multi-tensor style. Every tensor is cut into
 // chunks (a power of two between kMinChunk and kMaxChunk elements, the
 // largest that still gives every multiprocessor kBlocksPerSM chunks); a
 // block handles one (tensor, chunk) pair at a time. The descriptors of up to kMaxTensors tensors travel in the kernel's
@@ -162,17 +162,17 @@ __global__ void tensor_sumsq_kernel(const ChunkArgs<T> a, const double* partial,
   }
 }
 
-// The step for every element of the group. clip_mode kClipNorm reads
-// norms[index[t]], kClipGlobal the sum of norms[0..norms_count).
+// The step for every element of the group. clip_mode Clip::Norm reads
+// norms[index[t]], Clip::Global the sum of norms[0..norms_count).
 template <typename T, Opt K>
 __global__ void update_kernel(const ChunkArgs<T> a, const OptStep<typename Compute<T>::type> h,
-                              int clip_mode, double clip, const double* norms,
+                              Clip clip_mode, double clip, const double* norms,
                               int64_t norms_count) {
   using C = typename Compute<T>::type;
   __shared__ double scratch[kWarps];
   __shared__ double global_sumsq;
   C scale = C(1);
-  if (clip_mode == kClipGlobal) {
+  if (clip_mode == Clip::Global) {
     double s = 0;
     for (int64_t i = threadIdx.x; i < norms_count; i += blockDim.x) s += norms[i];
     s = block_sum(s, scratch);
@@ -180,13 +180,13 @@ __global__ void update_kernel(const ChunkArgs<T> a, const OptStep<typename Compu
     __syncthreads();
     scale = C(opt_clip_scale<double>(global_sumsq, clip));
   }
-  const C clipvalue = clip_mode == kClipValue ? h.clipvalue : C(INFINITY);
+  const C clipvalue = clip_mode == Clip::Value ? h.clipvalue : C(INFINITY);
   const int64_t chunks = a.chunk_start[a.count];
   for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
     const int t = find_group_slot(a.chunk_start, a.count, c);
     const int64_t begin = (c - a.chunk_start[t]) * a.chunk;
     const int64_t end = min(begin + a.chunk, a.n[t]);
-    if (clip_mode == kClipNorm) scale = C(opt_clip_scale<double>(norms[a.index[t]], clip));
+    if (clip_mode == Clip::Norm) scale = C(opt_clip_scale<double>(norms[a.index[t]], clip));
     T* __restrict__ p = a.p[t];
     const T* __restrict__ g = a.g[t];
     T* __restrict__ s0p = a.s[0][t];
@@ -239,15 +239,19 @@ OptStep<C> step_as(const OptStep<double>& d) {
   h.rho = C(d.rho);
   h.momentum = C(d.momentum);
   h.epsilon = C(d.epsilon);
-  h.c1 = C(d.c1);
-  h.c2 = C(d.c2);
-  h.c3 = C(d.c3);
+  h.step_size = C(d.step_size);
+  h.m_weight = C(d.m_weight);
+  h.g_weight = C(d.g_weight);
+  h.v_correction = C(d.v_correction);
   h.decay = C(d.decay);
   h.clipvalue = C(d.clipvalue);
   h.l1 = C(d.l1);
+  h.l2 = C(d.l2);
   h.shrinkage = C(d.shrinkage);
   h.lr_power = C(d.lr_power);
-  h.flags = d.flags;
+  h.nesterov = d.nesterov;
+  h.centered = d.centered;
+  h.amsgrad = d.amsgrad;
   return h;
 }
 
@@ -302,7 +306,7 @@ std::vector<ChunkArgs<T>> chunk_groups(const OptTensor<T>* tensors, int64_t coun
 
 template <typename T, Opt K>
 void launch_updates(const std::vector<ChunkArgs<T>>& groups, const OptStep<double>& hd,
-                    int clip_mode, double clip, const double* norms, int64_t count,
+                    Clip clip_mode, double clip, const double* norms, int64_t count,
                     cudaStream_t stream) {
   using C = typename Compute<T>::type;
   const OptStep<C> h = step_as<C>(hd);
@@ -342,12 +346,13 @@ void max_norm_step(const OptTensor<T>* tensors, int64_t count, cudaStream_t stre
 
 template <typename T>
 void optimizer_step(Opt k, const OptStep<double>& h, const OptTensor<T>* tensors, int64_t count,
-                    int clip_mode, double clip, double* norms, cudaStream_t stream) {
+                    Clip clip_mode, double clip, double* norms, cudaStream_t stream) {
   if (int(k) < 0 || int(k) >= int(Opt::Count))
     throw std::invalid_argument("optimizer_step: unknown optimizer kind " +
                                 std::to_string(int(k)));
-  if (clip_mode < kClipNone || clip_mode > kClipGlobal)
-    throw std::invalid_argument("optimizer_step: unknown clip mode " + std::to_string(clip_mode));
+  if (int(clip_mode) < int(Clip::Off) || int(clip_mode) > int(Clip::Global))
+    throw std::invalid_argument("optimizer_step: unknown clip mode " +
+                                std::to_string(int(clip_mode)));
   if (count <= 0) return;
   // Before anything is launched, so a bad call changes nothing.
   for (int64_t i = 0; i < count; ++i) {
@@ -362,7 +367,7 @@ void optimizer_step(Opt k, const OptStep<double>& h, const OptTensor<T>* tensors
       chunk_groups(tensors, count, chunk_size(tensors, count));
   if (groups.empty()) return;  // every tensor is empty
 
-  const bool norm_clip = clip_mode == kClipNorm || clip_mode == kClipGlobal;
+  const bool norm_clip = clip_mode == Clip::Norm || clip_mode == Clip::Global;
   if (norm_clip) {
     if (norms == nullptr)
       throw std::invalid_argument("optimizer_step: norms is null for a norm clip mode");
@@ -389,7 +394,7 @@ void optimizer_step(Opt k, const OptStep<double>& h, const OptTensor<T>* tensors
 
 #define FUSEDNN_INSTANTIATE(T)                                                              \
   template void optimizer_step<T>(Opt, const OptStep<double>&, const OptTensor<T>*, int64_t, \
-                                  int, double, double*, cudaStream_t);
+                                  Clip, double, double*, cudaStream_t);
 FUSEDNN_INSTANTIATE(float)
 FUSEDNN_INSTANTIATE(double)
 #undef FUSEDNN_INSTANTIATE

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 import fusednn as fd
+from fusednn._arrays import module_for
 from fusednn.testing import reference as R
 
 
@@ -107,12 +108,8 @@ def main(argv=None) -> int:
     if args.device == "cuda" and not fd.has_cuda():
         print(f"--device cuda: no CUDA backend: {fd.cuda_status()}", file=sys.stderr)
         return 2
-    if args.device == "cuda":
-        import cupy as xp
-
-        sync = xp.cuda.get_current_stream().synchronize
-    else:
-        xp, sync = np, (lambda: None)
+    xp = module_for(args.device)
+    sync = xp.cuda.get_current_stream().synchronize if args.device == "cuda" else (lambda: None)
     if not args.dense:
         return train_demo(args, xp)
 

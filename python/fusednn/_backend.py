@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _C
+from ._arrays import is_cupy
 from .activations import get as _get_activation
 
 _cuda_state: dict = {}
@@ -166,11 +167,6 @@ def get_float32_matmul_precision() -> str:
 _LINEAR = _get_activation("linear")
 
 
-def _is_cupy(a) -> bool:
-    mod = type(a).__module__
-    return mod.startswith("cupy") and hasattr(a, "__cuda_array_interface__")
-
-
 class CPUBackend:
     """NumPy arrays -> fusednn._C (OpenBLAS + OpenMP)."""
 
@@ -203,15 +199,15 @@ class CPUBackend:
     def dense_backward_input(dz, w, prev, need_db_prev):
         """(dz_prev, db_prev) through the layer whose context is `prev` (None: plain dx)."""
         if prev is None:
-            return _C.dense_backward_input(dz, w, None, 0, 0.0, False)
+            return _C.dense_backward_input(dz, w, None, _LINEAR.kind, 0.0, False)
         return _C.dense_backward_input(dz, w, prev.saved, prev.spec.kind, prev.spec.alpha,
                                        need_db_prev)
 
     @staticmethod
-    def optimizer_step(kind, hyper, params, grads, slots, l1, l2, max_norm, views, clip_mode,
+    def optimizer_step(rule, step, params, grads, slots, l1, l2, max_norm, views, clip_mode,
                        clip, norms):
         """One fused step over all tensors, in place (norms: GPU only)."""
-        _C.optimizer_step(kind, hyper, params, grads, slots, l1, l2, max_norm, views, clip_mode,
+        _C.optimizer_step(rule, step, params, grads, slots, l1, l2, max_norm, views, clip_mode,
                           clip)
 
     # --- dropout (CPU) ---
@@ -332,7 +328,7 @@ class CUDABackend:
         with dz.device:
             out = self.xp.empty((m, k), dtype=dz.dtype)
             db = self.xp.empty((k,), dtype=dz.dtype) if prev is not None and need_db_prev else None
-            kind, alpha, saved, mask, ld = 0, 0.0, None, None, 0
+            kind, alpha, saved, mask, ld = _LINEAR.kind, 0.0, None, None, 0
             if prev is not None:
                 kind, alpha, saved = prev.spec.kind, prev.spec.alpha, prev.saved
                 if prev.mask is not None:
@@ -377,14 +373,14 @@ class CUDABackend:
         dw = xp.empty((k, n), dtype=x.dtype)
         db = xp.empty((n,), dtype=x.dtype) if has_bias else None
         dx = xp.empty((m, k), dtype=x.dtype) if need_dx else None
-        dz = xp.empty((m, n), dtype=x.dtype) if spec.kind != 0 else None
+        dz = xp.empty((m, n), dtype=x.dtype) if not spec.is_linear else None
         self._C.dense_backward(x.dtype.name, m, k, n, dy.data.ptr, self._ptr(saved),
                                x.data.ptr, w.data.ptr, self._ptr(dz), self._ptr(dx),
                                dw.data.ptr, self._ptr(db), spec.kind, spec.alpha, tf32(),
                                self._stream())
         return dx, dw, db
 
-    def optimizer_step(self, kind, hyper, params, grads, slots, l1, l2, max_norm, views,
+    def optimizer_step(self, rule, step, params, grads, slots, l1, l2, max_norm, views,
                        clip_mode, clip, norms):
         """One fused step over all tensors, in place; `norms` (float64, one
         per tensor) holds the clipping norms on the device."""
@@ -395,7 +391,7 @@ class CUDABackend:
         # The kernels run on the current device: the parameters' (one for all,
         # checked by backend_for), whichever device the caller has current.
         with params[0].device:
-            self._C.optimizer_step(params[0].dtype.name, kind, hyper, tensors, clip_mode, clip,
+            self._C.optimizer_step(params[0].dtype.name, rule, step, tensors, clip_mode, clip,
                                    self._ptr(norms), self._stream())
 
     # --- dropout (CUDA) ---
@@ -535,7 +531,7 @@ def backend_for(caller: str, **arrays):
             continue
         if isinstance(a, np.ndarray):
             kinds[name] = "cpu"
-        elif _is_cupy(a):
+        elif is_cupy(a):
             kinds[name] = "cuda"
         else:
             raise TypeError(f"{caller}: {name} must be a numpy.ndarray or cupy.ndarray, "

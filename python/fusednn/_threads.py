@@ -19,6 +19,7 @@ import numbers
 import os
 
 from . import _C
+from ._version import __version__
 
 
 def num_threads() -> int:
@@ -101,10 +102,14 @@ def _register_threadpoolctl() -> bool:
             self.dynlib.fusednn_set_num_threads(int(num_threads))
 
         def get_version(self):
-            from . import __version__
-
             return __version__
 
     threadpoolctl.register(FusednnController)
     threadpoolctl._fusednn_registered = True
     return True
+
+
+# At import, before any op runs: threadpoolctl sees the pool, and large GEMMs
+# know NumPy's BLAS (its path, or None; build_info()["numpy_blas"]).
+_register_threadpoolctl()
+NUMPY_BLAS = _use_numpy_blas()

@@ -15,7 +15,7 @@ Parameters and defaults:
   ``0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))``.
 - ``swish``: ``beta`` in ``z * sigmoid(beta z)``, default 1 (= SiLU).
 
-The per-element math lives once in ``csrc/include/fusednn/activations.h``;
+The per-element math lives once in ``csrc/include/fusednn/activation.h``;
 ``fusednn.testing.reference`` states it again in NumPy float64 as the oracle.
 """
 
@@ -24,22 +24,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ._C import Act
+
 __all__ = ["ActivationSpec", "get", "names"]
 
-# Numbering shared with the C++ enum fusednn::Act.
+# name -> the kernel (fusednn::Act, exported by the extension)
 _KINDS = {
-    "linear": 0,
-    "relu": 1,
-    "leaky_relu": 2,
-    "elu": 3,
-    "selu": 4,
-    "gelu": 5,
-    "gelu_tanh": 6,  # internal: gelu with approximate=True
-    "swish": 7,
-    "mish": 8,
-    "sigmoid": 9,
-    "tanh": 10,
-    "softplus": 11,
+    "linear": Act.Linear,
+    "relu": Act.Relu,
+    "leaky_relu": Act.LeakyRelu,
+    "elu": Act.Elu,
+    "selu": Act.Selu,
+    "gelu": Act.Gelu,
+    "gelu_tanh": Act.GeluTanh,  # internal: gelu with approximate=True
+    "swish": Act.Swish,
+    "mish": Act.Mish,
+    "sigmoid": Act.Sigmoid,
+    "tanh": Act.Tanh,
+    "softplus": Act.Softplus,
 }
 _ALIASES = {"silu": "swish", None: "linear"}
 # Activations whose derivative is computed from the saved input z, not y.
@@ -58,8 +60,13 @@ class ActivationSpec:
     """A resolved activation: its canonical name, kernel id and parameter."""
 
     name: str
-    kind: int
+    kind: Act
     alpha: float = 0.0
+
+    @property
+    def is_linear(self) -> bool:
+        """True for the identity (no activation kernel, nothing saved)."""
+        return self.name == "linear"
 
     @property
     def saves_input(self) -> bool:
@@ -68,7 +75,7 @@ class ActivationSpec:
 
     def saved(self, z, y):
         """What backward keeps of f(z) = y: None (linear), z or y."""
-        if self.kind == 0:
+        if self.name == "linear":
             return None
         return z if self.saves_input else y
 

@@ -60,8 +60,8 @@ import re
 
 import numpy as np
 
-from ._backend import _is_cupy
-from .ops._checks import check_float
+from ._arrays import array_module, is_cupy, on_device
+from ._validate import check_float
 
 __all__ = [
     "Constant",
@@ -175,16 +175,14 @@ class Initializer:
         caller = type(self).__name__
         shape = _check_shape(caller, shape)
         dt = _check_dtype(caller, dtype)
-        on_gpu = like is not None and _is_cupy(like)
+        on_gpu = like is not None and is_cupy(like)
         if like is not None and not on_gpu and not isinstance(like, np.ndarray):
             raise TypeError(f"{caller}: like must be a NumPy or CuPy array or None, got "
                             f"{type(like).__name__}")
         out = self._draw(shape, dt)
         if on_gpu:
-            import cupy
-
-            with like.device:
-                return cupy.asarray(out)
+            with on_device(like):
+                return array_module(like).asarray(out)
         return out
 
     def _draw(self, shape, dtype):

@@ -18,7 +18,7 @@ when the last array on it is freed.
 from __future__ import annotations
 
 from . import _C
-from .ops._checks import check_int
+from ._validate import check_int
 
 
 def host_cache_info() -> dict:

@@ -110,9 +110,9 @@ def _build(model, n_inputs, like, dtype):
     if like is None or isinstance(like, np.ndarray):
         model.build(n_inputs, np, np.dtype(dtype))
     else:
-        from .layers.base import _array_module
+        from ._arrays import array_module
 
-        xp = _array_module(like)
+        xp = array_module(like)
         with like.device:
             model.build(n_inputs, xp, np.dtype(dtype))
 

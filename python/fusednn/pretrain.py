@@ -18,9 +18,10 @@ from . import activations as _act
 from . import initializers as _init
 from . import optimizers as _optimizers
 from .layers import Dense
-from .layers.base import Layer, _array_module
-from .models import Sequential, _built_dtype
-from .ops._checks import check_int
+from ._arrays import array_module
+from .layers.base import Layer
+from .models.sequential import Sequential, _built_dtype
+from ._validate import check_int
 
 __all__ = ["greedy_autoencoder", "PretrainedLayers"]
 
@@ -211,5 +212,5 @@ def greedy_autoencoder(layers, x, epochs=10, batch_size=32, optimizer="adam", lo
         if k + 1 < len(stages):
             h = Sequential(stage, dtype=dtype).predict(h, batch_size=max(batch_size, 256))
         elif not all(layer.built for layer in stage):  # a frozen last stage
-            Sequential(stage, dtype=dtype).build(width, _array_module(h))
+            Sequential(stage, dtype=dtype).build(width, array_module(h))
     return PretrainedLayers(list(layers), histories, initial, final, decoders)

@@ -35,7 +35,7 @@ import bisect
 import math
 import numbers
 
-from .ops._checks import check_bool, check_float, check_int, check_uint64
+from ._validate import check_bool, check_float, check_int, check_uint64
 
 __all__ = [
     "CosineDecay",

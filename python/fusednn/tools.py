@@ -15,9 +15,10 @@ import numpy as np
 
 from .callbacks import Callback
 from .layers import Dense
-from .layers.base import Layer, _array_module
+from ._arrays import array_module
+from .layers.base import Layer
 from .models import Sequential
-from .ops._checks import check_bool, check_float, check_int
+from ._validate import check_bool, check_float, check_int
 
 __all__ = ["find_learning_rate", "prune", "PruneReport"]
 
@@ -140,7 +141,7 @@ def find_learning_rate(model, x, y, min_lr=1e-6, max_lr=10.0, steps=None, epochs
         raise ValueError(f"{caller}: seed must be an int >= 0 or None, got {seed!r}")
 
     if not model.built:
-        model.build(int(x.shape[1]), _array_module(x))
+        model.build(int(x.shape[1]), array_module(x))
     lrs = np.geomspace(min_lr, max_lr, steps)
     opt = model.optimizer
     saved_weights = model.get_weights()
@@ -264,7 +265,7 @@ def prune(model, threshold):
     report = PruneReport(threshold)
     for layer in dense:
         k = layer.kernel
-        xp = _array_module(k)
+        xp = array_module(k)
         before = int(xp.count_nonzero(k == 0))
         k[xp.abs(k) < threshold] = 0
         zeros = int(xp.count_nonzero(k == 0))

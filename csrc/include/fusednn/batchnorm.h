@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "fusednn/activations.h"
+#include "fusednn/activation.h"
 #include "fusednn/common.h"
 #include "fusednn/dropout.h"
 
@@ -89,7 +89,7 @@ FUSEDNN_HD T bn_centered(T x, T m_hi, T m_lo) {
 }
 
 // What the activation derivative is computed from in backward (see
-// activations.h: the input z for gelu/swish/mish, the output a otherwise).
+// activation.h: the input z for gelu/swish/mish, the output a otherwise).
 // a is recovered from the op's output y when the transform after the
 // activation is a plain scale (no dropout, or inverted dropout): a = y / kept_mul,
 // exact up to rounding for kept elements, and irrelevant for dropped ones

@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 
 from .. import activations as _act
-from ..ops._checks import check_int
+from .._validate import check_int
 
 
 def serialize_object(obj):

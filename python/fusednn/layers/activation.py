@@ -12,10 +12,11 @@ from .. import constraints as _constraints
 from .. import initializers as _init
 from .. import ops
 from .. import regularizers as _reg
-from ..ops._checks import check_float
+from .._arrays import array_module
+from .._validate import check_float
 from ._util import (check_input, check_seed, require_built, require_forward, resolve_activation,
                     rng_state, serialize_object, set_rng_state)
-from .base import Layer, _array_module, check_state
+from .base import Layer, check_state
 
 __all__ = ["Activation", "LeakyReLU", "ELU", "PReLU", "RReLU"]
 
@@ -142,7 +143,7 @@ class PReLU(Layer):
         if x.dtype != self.alpha.dtype:
             raise TypeError(f"PReLU: x has dtype {x.dtype.name}, the layer's alpha is "
                             f"{self.alpha.dtype.name}")
-        xp = _array_module(x)
+        xp = array_module(x)
         self._x = x
         return xp.where(x > 0, x, x * self.alpha)
 
@@ -152,7 +153,7 @@ class PReLU(Layer):
         if tuple(dy.shape) != tuple(x.shape) or dy.dtype != x.dtype:
             raise ValueError(f"PReLU: dy has shape {tuple(dy.shape)} and dtype {dy.dtype.name}, "
                              f"expected {tuple(x.shape)} {x.dtype.name}")
-        xp = _array_module(x)
+        xp = array_module(x)
         neg = xp.minimum(x, 0)
         self.grads = [(dy * neg).sum(axis=0, dtype=x.dtype)]
         if not need_dx:
@@ -206,7 +207,7 @@ class RReLU(Layer):
             self._noise = None
             y, self._ctx = ops.activation_forward(x, self._inference)
             return y
-        xp = _array_module(x)
+        xp = array_module(x)
         slopes = self._rng.uniform(self.lower, self.upper, size=x.shape).astype(x.dtype)
         self.slopes = slopes if xp is np else xp.asarray(slopes)
         self._noise = xp.where(x >= 0, xp.ones((), dtype=x.dtype), self.slopes)

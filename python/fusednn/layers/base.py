@@ -15,6 +15,7 @@ import itertools
 
 import numpy as np
 
+from .._arrays import array_module, to_host
 from ._util import declared_input_dim
 
 _counters: dict = {}
@@ -93,11 +94,6 @@ class Layer:
     def forward(self, x, training: bool = False):
         raise NotImplementedError
 
-    def _forward_step(self, x, training: bool = False):
-        """forward as a model's step runs it: with the fusion the model
-        planned (see Sequential._plan; only BatchNormalization fuses)."""
-        return self.forward(x, training)
-
     def backward(self, dy, need_dx: bool = True):
         """dL/dx from dL/dy of the last ``forward`` (None when not need_dx),
         with dL/dw of the trainable weights left in ``grads``."""
@@ -105,7 +101,7 @@ class Layer:
 
     def __call__(self, x, training: bool = False):
         if not self.built:
-            xp = np if isinstance(x, np.ndarray) else _array_module(x)
+            xp = array_module(x)
             self.build(x.shape[-1], xp, x.dtype)
         return self.forward(x, training)
 
@@ -150,7 +146,7 @@ class Layer:
 
     def get_weights(self) -> list:
         """Copies of the weights as NumPy arrays, in ``weights`` order."""
-        return [np.array(w.get() if hasattr(w, "get") else w) for w in self.weights]
+        return [np.array(to_host(w)) for w in self.weights]
 
     def set_weights(self, weights) -> None:
         """Copy `weights` (arrays in ``weights`` order) into the layer's arrays."""
@@ -164,7 +160,7 @@ class Layer:
             if src_shape != tuple(dst.shape):
                 raise ValueError(f"{self.name}: weight {i} has shape {tuple(dst.shape)}, "
                                  f"got {src_shape}")
-            dst[...] = _array_module(dst).asarray(src, dtype=dst.dtype)
+            dst[...] = array_module(dst).asarray(src, dtype=dst.dtype)
 
     # --------------------------------------------------------------- state
     def get_state(self) -> dict:
@@ -214,9 +210,3 @@ def check_counter(layer, state, key) -> int:
     return int(v)
 
 
-def _array_module(a):
-    if isinstance(a, np.ndarray):
-        return np
-    import cupy
-
-    return cupy

@@ -7,7 +7,7 @@ from .. import constraints as _constraints
 from .. import initializers as _init
 from .. import ops
 from .. import regularizers as _reg
-from ..ops._checks import check_int
+from .._validate import check_int
 from .base import Layer
 
 

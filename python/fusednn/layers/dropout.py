@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import ops
-from ..ops._checks import check_bool, check_rate
+from .._validate import check_bool, check_rate
 from ._util import check_seed, draw_seed, require_forward
 from .base import Layer, check_counter, check_state
 

@@ -3,10 +3,9 @@ fd.ops.batchnorm op (optionally with an activation and dropout fused in)."""
 
 from __future__ import annotations
 
-from .. import activations as _act
 from .. import initializers as _init
 from .. import ops
-from ..ops._checks import check_bool, check_float, check_rate, check_uint64
+from .._validate import check_bool, check_float
 from ._util import check_input, require_built, require_forward
 from .base import Layer, check_counter, check_state
 
@@ -31,18 +30,9 @@ class BatchNormalization(Layer):
     called with ``training=True`` (Keras' fine-tuning behaviour): the moving
     statistics stay frozen and gamma/beta are not updated.
 
-    Fusion (Sequential plans it; the layer's own ``forward`` is always plain
-    batch norm): the model sets ``fused_activation`` (an ActivationSpec) and
-    ``fused_dropout`` (``(rate, alpha, seed)``; alpha: alpha dropout) for a
-    BN -> Activation (-> Dropout) block, and ``fused_dense`` (the Dense layer
-    before it, with a linear activation) for Dense -> BN. Its steps then run
-    ``_forward_step``, which computes the whole block in one op
-    (fd.ops.dense_batchnorm_forward or batchnorm_forward) and takes the
-    Dense layer's input; ``backward`` returns dL/dx of the block's input and
-    leaves the Dense layer's gradients in its ``grads``. The fused dropout is
-    active when ``training`` is true (also when the layer is frozen) and
-    keys its masks with ``seed`` and the layer's own ``dropout_step``,
-    incremented at each such forward.
+    In a Sequential model a Dense before the layer, and an activation and a
+    dropout layer after it, run with it as one op (fusednn.models.plan); the
+    layer's own ``forward`` is plain batch norm.
     """
 
     def __init__(self, momentum=0.99, epsilon=1e-3, center=True, scale=True,
@@ -70,12 +60,6 @@ class BatchNormalization(Layer):
             raise ValueError(f"{c}: convention must be 'keras' or 'torch', got {convention!r}")
         self.convention = convention
         self.gamma = self.beta = self.moving_mean = self.moving_variance = None
-        self.fused_activation = None
-        self.fused_dropout = None
-        # the fused dropout also runs in inference (MC dropout) when True
-        self.fused_dropout_mc = False
-        self.dropout_step = 0
-        self.fused_dense = None
         self._ctx = None
 
     def _build(self, input_dim, xp, dtype):
@@ -94,74 +78,30 @@ class BatchNormalization(Layer):
             self.moving_variance_initializer(shape, dtype, like=like))
         self._non_trainable_weights = [self.moving_mean, self.moving_variance]
 
-    def _fused_args(self, training):
-        c = "BatchNormalization"
-        act = self.fused_activation
-        if act is None:
-            act = _act.get("linear")
-        elif not isinstance(act, _act.ActivationSpec):
-            raise TypeError(f"{c}: fused_activation must be an ActivationSpec or None, got "
-                            f"{type(act).__name__} {act!r}")
-        kw = {"activation": act}
-        if self.fused_dropout is not None:
-            try:
-                rate, alpha, seed = self.fused_dropout
-            except (TypeError, ValueError):
-                raise ValueError(f"{c}: fused_dropout must be (rate, alpha, seed) or None, got "
-                                 f"{self.fused_dropout!r}") from None
-            kw.update(dropout=check_rate(c, "fused_dropout rate", rate),
-                      alpha_dropout=check_bool(c, "fused_dropout alpha", alpha),
-                      seed=check_uint64(c, "fused_dropout seed", seed),
-                      step=self.dropout_step,
-                      dropout_training=bool(training) or self.fused_dropout_mc)
-        return kw
-
     def forward(self, x, training=False):
-        return self._run(x, training, fused=False)
-
-    def _forward_step(self, x, training=False):
-        return self._run(x, training, fused=True)
-
-    def _run(self, x, training, fused):
         require_built(self)
-        dense = self.fused_dense if fused else None
-        x = check_input(self, x, self.input_dim if dense is None else dense.input_dim)
+        x = check_input(self, x, self.input_dim)
         training = check_bool("BatchNormalization", "training", training)
-        kw = self._fused_args(training) if fused else {}
-        batch_stats = training and self.trainable
-        if dense is None:
-            y, self._ctx = ops.batchnorm_forward(
-                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
-                training=batch_stats, momentum=self.momentum, epsilon=self.epsilon,
-                convention=self.convention, **kw)
-        else:
-            y, self._ctx = ops.dense_batchnorm_forward(
-                x, dense.kernel, dense.bias, self.gamma, self.beta, self.moving_mean,
-                self.moving_variance, training=batch_stats, momentum=self.momentum,
-                epsilon=self.epsilon, convention=self.convention, **kw)
-        if fused and self.fused_dropout is not None and (training or self.fused_dropout_mc):
-            self.dropout_step += 1
+        y, self._ctx = ops.batchnorm_forward(
+            x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+            training=training and self.trainable, momentum=self.momentum,
+            epsilon=self.epsilon, convention=self.convention)
         return y
 
     def backward(self, dy, need_dx=True):
         require_forward(self, self._ctx)
-        if isinstance(self._ctx, ops.DenseBatchNormContext):
-            dx, dw, db, dgamma, dbeta = ops.dense_batchnorm_backward(dy, self._ctx,
-                                                                     need_dx=need_dx)
-            self.fused_dense.grads = [dw, db] if self._ctx.has_bias else [dw]
-        else:
-            dx, dgamma, dbeta = ops.batchnorm_backward(dy, self._ctx)
+        dx, dgamma, dbeta = ops.batchnorm_backward(dy, self._ctx)
         self.grads = [g for g, on in ((dgamma, self.scale), (dbeta, self.center)) if on]
         return dx if need_dx else None
 
-    def get_state(self):
-        """``{"dropout_step": n}``: the fused dropout's mask counter (the
-        moving statistics are weights)."""
-        return {"dropout_step": self.dropout_step}
-
     def set_state(self, state):
-        state = check_state(self, state, ("dropout_step",))
-        self.dropout_step = check_counter(self, state, "dropout_step")
+        """``{}`` (the moving statistics are weights); files written before
+        a fused dropout's mask counter moved to its Dropout layer give
+        ``{"dropout_step": n}``, which Sequential.set_state hands on."""
+        if isinstance(state, dict) and "dropout_step" in state:
+            check_counter(self, check_state(self, state, ("dropout_step",)), "dropout_step")
+        else:
+            check_state(self, state, ())
 
     def get_config(self):
         cfg = super().get_config()

@@ -7,16 +7,9 @@
                   metrics=["accuracy"])
     history = model.fit(x, y, epochs=10, batch_size=32, validation_split=0.1)
 
-Outputs and losses. A last Dense with ``activation="softmax"`` (or
-``"sigmoid"`` with ``binary_crossentropy``) produces probabilities in
-``predict``, while training feeds its logits to the fused loss
-(fd.ops.softmax_cross_entropy / sigmoid_binary_cross_entropy), which is the
-numerically stable form (Keras does the same internally). With a linear last
-layer, the cross-entropy losses read the output as logits (Keras'
-``from_logits=True``). Losses by name: ``sparse_categorical_crossentropy``,
-``categorical_crossentropy``, ``binary_crossentropy``, ``mse``
-(``mean_squared_error``); the loss is averaged over the batch, plus the
-layers' weight penalties.
+Outputs and losses (a softmax or sigmoid head computes logits for the fused
+cross-entropy, and predict applies it): see fusednn.models.loss; which layers
+run as one op: fusednn.models.plan.
 
 Data are NumPy arrays (CPU) or CuPy arrays (GPU: batches are gathered on the
 device, nothing goes through the host but the loss values read for the
@@ -33,76 +26,23 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
-import sys
 import time
 import warnings
 
 import numpy as np
 
-from . import activations as _act
-from . import ops
-from . import optimizers as _optimizers
-from .layers import BatchNormalization, Dense, Dropout, Input
-from .layers._util import check_seed
-from .layers.base import Layer, _array_module
-from .ops._checks import check_bool, check_float_dtype
+from .. import optimizers as _optimizers
+from .._arrays import array_module, is_array
+from .._validate import check_bool, check_float_dtype
+from ..layers import BatchNormalization, Dropout, Input
+from ..layers._util import check_seed, rng_state, set_rng_state
+from ..layers.base import Layer
+from ..saving import model as saving_model
+from .history import History, _Progress
+from .loss import LOSSES, Loss
+from .plan import DenseBatchNormStep, plan
 
-__all__ = ["Sequential", "History", "clone_model", "load", "load_model"]
-
-_LOSSES = {
-    "sparse_categorical_crossentropy": "sparse_categorical_crossentropy",
-    "categorical_crossentropy": "categorical_crossentropy",
-    "binary_crossentropy": "binary_crossentropy",
-    "mse": "mse",
-    "mean_squared_error": "mse",
-}
-
-
-class History:
-    """What fit returns: ``history[name]`` is the list of per-epoch values
-    (loss, metrics, and val_* with validation data); ``epoch`` the epochs."""
-
-    def __init__(self):
-        self.history: dict = {}
-        self.epoch: list = []
-        self.params: dict = {}
-        self.model = None
-
-    def _append(self, epoch, logs):
-        self.epoch.append(epoch)
-        for k, v in logs.items():
-            self.history.setdefault(k, []).append(v)
-
-    def plot(self, ax=None, metrics=None):
-        """Learning curves (matplotlib, optional: pip install 'fusednn[plot]').
-
-        One line per recorded metric (or the names in ``metrics``) against the
-        epoch, validation curves dashed. Returns the matplotlib Axes.
-        """
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError as e:
-            raise ImportError("History.plot needs matplotlib: pip install 'fusednn[plot]'") from e
-        if ax is None:
-            _, ax = plt.subplots()
-        names = metrics or list(self.history)
-        for name in names:
-            if name not in self.history:
-                raise ValueError(f"History.plot: no metric {name!r}; recorded: "
-                                 f"{sorted(self.history)}")
-            ax.plot(self.epoch, self.history[name], "--" if name.startswith("val_") else "-",
-                    label=name)
-        ax.set_xlabel("epoch")
-        ax.grid(True)
-        ax.legend()
-        return ax
-
-
-def _is_array(a):
-    return isinstance(a, np.ndarray) or (type(a).__module__.startswith("cupy")
-                                         and hasattr(a, "__cuda_array_interface__"))
-
+__all__ = ["Sequential", "clone_model", "load", "load_model"]
 
 def _check_real(caller, name, a, dtype):
     """`a` holds real numbers (bool, integer or float), which the model casts
@@ -124,7 +64,7 @@ def _built_dtype(layers):
 def _layer_classes() -> dict:
     """The registry of layer classes a config may name: fd.layers' own, by
     class name (nothing else is ever imported or evaluated)."""
-    from . import layers
+    from .. import layers
 
     return {name: getattr(layers, name) for name in layers.__all__
             if name not in ("Layer", "Input")}
@@ -204,6 +144,9 @@ class Sequential:
         self._params: list = []
         self._input_spec = None   # (input_dim, xp, dtype) of the last build
         self._shuffle_rng = None  # fit's Generator: created by seed=, saved, continued
+        self._steps: list = []    # the Steps that run the layers (models/plan.py)
+        self._loss = None         # the compiled loss with the output head (models/loss.py)
+        self._planned = None      # (layer ids, loss) the Steps were planned for
         for layer in layers or []:
             self.add(layer)
 
@@ -274,53 +217,20 @@ class Sequential:
         self.built = True
 
     def _plan(self) -> None:
-        """Fuse Dense (linear) -> BatchNormalization -> activation layer (->
-        Dropout/AlphaDropout) into the BN layer's one op call
-        (fd.ops.dense_batchnorm_forward, or fd.ops.batchnorm_forward with
-        activation= and dropout= when no Dense precedes it); the absorbed
-        layers are skipped. ``_steps`` lists (layer, absorbed layers) in
-        order. The fusion settings live on the BN layer but only the model's
-        steps use them (``Layer._forward_step``); the layer's own ``forward``
-        stays plain BN."""
-        from .layers import ELU, Activation, AlphaDropout, BatchNormalization, Dropout, LeakyReLU
-
-        def at(j):
-            return self.layers[j] if j < len(self.layers) else None
-
-        steps, i = [], 0
-        while i < len(self.layers):
-            layer, absorbed = self.layers[i], []
-            if isinstance(layer, BatchNormalization):
-                layer.fused_dense = None
-            if (isinstance(layer, Dense) and layer.activation.name == "linear"
-                    and layer.output_activation is None
-                    and isinstance(at(i + 1), BatchNormalization)):
-                absorbed.append(layer)
-                layer = at(i + 1)
-                layer.fused_dense = absorbed[0]
-            if isinstance(layer, BatchNormalization):
-                layer.fused_activation = layer.fused_dropout = None
-                layer.fused_dropout_mc = False
-                j = i + 1 + len(absorbed)
-                if isinstance(at(j), (Activation, ELU, LeakyReLU)):
-                    layer.fused_activation = at(j).activation
-                    absorbed.append(at(j))
-                    drop = at(j + 1)
-                    if isinstance(drop, (Dropout, AlphaDropout)):
-                        layer.fused_dropout = (drop.rate, isinstance(drop, AlphaDropout),
-                                               drop.seed)
-                        layer.fused_dropout_mc = drop.mc
-                        absorbed.append(drop)
-            steps.append((layer, absorbed))
-            i += 1 + len(absorbed)
-        self._steps = steps
+        """The Steps that run the layers (fusednn.models.plan) and the Loss
+        with the output head for the compiled loss (fusednn.models.loss)."""
+        key = (tuple(map(id, self.layers)), self.loss)
+        if key == self._planned:
+            return
+        self._loss = Loss(self.loss, self.layers[-1] if self.layers else None)
+        self._steps = plan(self.layers, logits_head=self._loss.sigmoid_logits)
+        self._planned = key
 
     def _ensure_built(self, x):
         if not self.built:
-            self.build(int(x.shape[1]), _array_module(x))
+            self.build(int(x.shape[1]), array_module(x))
         else:
-            # layers shared with another model may have been planned by it
-            self._plan()
+            self._plan()  # again where layers were added or the loss changed
 
     @property
     def trainable_weights(self) -> list:
@@ -399,12 +309,48 @@ class Sequential:
         model.layers = list(layers)
         return model
 
-    def _build_config(self):
-        """``{"input_dim", "dtype"}`` of the build (None when not built)."""
+    def get_build_config(self):
+        """``{"input_dim", "dtype"}`` of the build (None when not built), as
+        Keras' ``get_build_config``."""
         if not self.built:
             return None
         input_dim, _, dtype = self._input_spec
         return {"input_dim": int(input_dim), "dtype": np.dtype(dtype).name}
+
+    def get_state(self) -> dict:
+        """The random and counter state beyond the weights, as plain Python
+        values: ``{"layers": [each layer's get_state()], "shuffle_rng": the
+        state of fit's shuffle generator, or None before a seeded fit}``."""
+        return {"layers": [layer.get_state() for layer in self.layers],
+                "shuffle_rng": None if self._shuffle_rng is None else rng_state(self._shuffle_rng)}
+
+    def set_state(self, state: dict) -> None:
+        """Restore a ``get_state`` result (ValueError for one of another model)."""
+        if not isinstance(state, dict) or set(state) != {"layers", "shuffle_rng"} or \
+                not isinstance(state["layers"], list) or len(state["layers"]) != len(self.layers):
+            raise ValueError(f"Sequential.set_state: the state must hold one state per layer "
+                             f"({len(self.layers)}) and shuffle_rng, got {state!r}"[:300])
+        for layer, st in zip(self.layers, state["layers"]):
+            layer.set_state(st)
+        # Files written before the fused dropout's mask counter moved to its
+        # Dropout layer hold it in the BatchNormalization's state.
+        legacy = {id(la): st.get("dropout_step", 0) for la, st in zip(self.layers, state["layers"])
+                  if isinstance(la, BatchNormalization) and isinstance(st, dict)}
+        for step in plan(self.layers):
+            if isinstance(step, DenseBatchNormStep) and step.dropout is not None and \
+                    legacy.get(id(step.bn)):
+                step.dropout.step = legacy[id(step.bn)]
+        if state["shuffle_rng"] is not None:
+            rng = np.random.default_rng()
+            set_rng_state("shuffle_rng", rng, state["shuffle_rng"])
+            self._shuffle_rng = rng
+
+    @property
+    def optimizer_weights(self) -> list:
+        """The weights the optimizer keeps slots for, in slot order: every
+        layer's trainable weights, frozen layers' included (their updates are
+        masked), so that unfreezing a layer keeps the slots in place."""
+        return list(self._params) if self.built else []
 
     def save(self, path) -> None:
         """Write the model to one safetensors file at `path` (str or
@@ -422,12 +368,10 @@ class Sequential:
         ModelCheckpoint does. The file is written to a temporary name in the
         same directory and renamed over `path`, so an error never leaves a
         partial file. Keras writes a zipped ``.keras`` archive instead; the
-        layout is in fusednn.saving. Not saved (as Keras): callbacks' own
+        layout is in fusednn.saving.model. Not saved (as Keras): callbacks' own
         state (EarlyStopping's counters) and the History.
         """
-        from . import saving
-
-        saving.save_model(self, path)
+        saving_model.save_model(self, path)
 
     # ------------------------------------------------------------- compile
     def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
@@ -437,39 +381,24 @@ class Sequential:
         if not isinstance(self.optimizer, _optimizers.Optimizer):
             raise TypeError(f"Sequential.compile: optimizer must be a fd.optimizers optimizer or "
                             f"its name, got {optimizer!r}")
-        if not isinstance(loss, str) or loss.lower() not in _LOSSES:
-            raise ValueError(f"Sequential.compile: loss must be one of {sorted(_LOSSES)}, "
+        if not isinstance(loss, str) or loss.lower() not in LOSSES:
+            raise ValueError(f"Sequential.compile: loss must be one of {sorted(LOSSES)}, "
                              f"got {loss!r}")
-        self.loss = _LOSSES[loss.lower()]
+        self.loss = LOSSES[loss.lower()]
         metrics = list(metrics or [])
         for m in metrics:
             if m not in ("accuracy", "acc"):
                 raise ValueError(f"Sequential.compile: unknown metric {m!r}; supported: accuracy")
         self.metrics = ["accuracy" for _ in metrics]
-        last = self.layers[-1] if self.layers else None
-        if isinstance(last, Dense):
-            if self.loss == "binary_crossentropy" and last.activation.name == "sigmoid":
-                # the fused sigmoid cross-entropy reads logits (stable for large ones)
-                last.output_activation = "sigmoid"
-                last.activation = _act.get("linear")
-            elif self.loss != "binary_crossentropy" and last.output_activation == "sigmoid":
-                last.output_activation = None
-                last.activation = _act.get("sigmoid")
-
-    def _output_activation(self):
-        """'softmax' / 'sigmoid' when the last layer's activation is applied
-        outside the kernels (probabilities in predict, logits in the loss)."""
-        last = self.layers[-1]
-        if isinstance(last, Dense):
-            return last.output_activation
-        return None
+        if self.built:
+            self._plan()  # the head depends on the loss
 
     # ---------------------------------------------------------- the passes
     def _forward(self, x, training, start=0, stop=None):
         """The output of ``_steps[start:stop]`` for their input x."""
         h = x
-        for layer, _ in self._steps[start:stop]:
-            h = layer._forward_step(h, training)
+        for step in self._steps[start:stop]:
+            h = step.forward(h, training)
         return h
 
     def _cacheable_steps(self) -> int:
@@ -478,46 +407,30 @@ class Sequential:
         (``trainable=False``) or without any weight, and not random in
         training (Dropout, AlphaDropout, RReLU, a BatchNormalization with a
         fused dropout end it)."""
-        from .layers import AlphaDropout, BatchNormalization, Dropout, RReLU
-
         known = set(_layer_classes().values())
         k = 0
         for step in self._steps:
-            for layer in (step[0], *step[1]):
-                if type(layer) not in known or (layer.trainable and layer.weights) or \
-                        isinstance(layer, (Dropout, AlphaDropout, RReLU)) or \
-                        (isinstance(layer, BatchNormalization) and
-                         layer.fused_dropout is not None):
-                    return k
+            if step.random or any(type(layer) not in known or (layer.trainable and layer.weights)
+                                  for layer in step.layers):
+                return k
             k += 1
         return k
 
     def _run_steps(self, x, stop, batch_size):
         """The output of ``_steps[:stop]`` in inference mode for all of x, in
         chunks (the layers keep their last chunk's context only)."""
-        xp = _array_module(x)
+        xp = array_module(x)
         chunk = max(batch_size, 1024)
         outs = []
         for begin in range(0, x.shape[0], chunk):
             outs.append(self._forward(x[begin:begin + chunk], False, 0, stop))
         return xp.concatenate(outs) if outs else x
 
-    def _loss_and_grad(self, out, y):
-        """(loss as a 0-d array, dL/dout) of the compiled loss."""
-        if self.loss == "sparse_categorical_crossentropy":
-            return ops.softmax_cross_entropy(out, y.reshape(-1))
-        if self.loss == "categorical_crossentropy":
-            return ops.softmax_cross_entropy(out, y.astype(out.dtype, copy=False))
-        if self.loss == "binary_crossentropy":
-            return ops.sigmoid_binary_cross_entropy(out, y.reshape(out.shape).astype(out.dtype,
-                                                                                   copy=False))
-        return ops.mean_squared_error(out, y.reshape(out.shape).astype(out.dtype, copy=False))
-
     def _lowest_trainable(self) -> int:
         """Index in ``_steps`` of the lowest layer with trainable weights
         (backward stops there: nothing below needs a gradient)."""
-        for i, (layer, absorbed) in enumerate(self._steps):
-            if any(lay.trainable and lay._trainable_weights for lay in (layer, *absorbed)):
+        for i, step in enumerate(self._steps):
+            if any(lay.trainable and lay._trainable_weights for lay in step.layers):
                 return i
         return len(self._steps)
 
@@ -525,13 +438,13 @@ class Sequential:
         """One step on a batch; with start > 0, xb is the output of the
         cached ``_steps[:start]``, which get no backward."""
         out = self._forward(xb, True, start)
-        loss, grad = self._loss_and_grad(out, yb)
+        loss, grad = self._loss(out, yb)
         stop = max(self._lowest_trainable(), start)
         done = set()
         for i in range(len(self._steps) - 1, stop - 1, -1):
-            layer, absorbed = self._steps[i]
-            grad = layer.backward(grad, need_dx=i > stop)
-            done.update(id(lay) for lay in (layer, *absorbed))
+            step = self._steps[i]
+            grad = step.backward(grad, need_dx=i > stop)
+            done.update(id(lay) for lay in step.layers)
         params, grads, flags, pens, cons = [], [], [], [], []
         for layer in self.layers:
             ws = layer._trainable_weights
@@ -548,19 +461,7 @@ class Sequential:
         return out, loss
 
     def _metric_values(self, out, y) -> dict:
-        values = {}
-        if "accuracy" in self.metrics:
-            xp = _array_module(out)
-            if self.loss == "binary_crossentropy":
-                threshold = 0.0 if self._output_activation() == "sigmoid" else 0.5
-                pred = (out.reshape(y.shape) > threshold) if out.size == y.size else None
-                values["accuracy"] = float(xp.mean(pred == (y > 0.5)))
-            elif self.loss == "sparse_categorical_crossentropy":
-                values["accuracy"] = float(xp.mean(xp.argmax(out, axis=1) == y.reshape(-1)))
-            else:
-                values["accuracy"] = float(xp.mean(xp.argmax(out, axis=1)
-                                                   == xp.argmax(y, axis=1)))
-        return values
+        return {"accuracy": self._loss.accuracy(out, y)} if "accuracy" in self.metrics else {}
 
     # ---------------------------------------------------------- fit & co.
     def _check_xy(self, caller, x, y, what="x"):
@@ -571,7 +472,7 @@ class Sequential:
         call. ``what`` names x in messages."""
         wy = "y" if what == "x" else what.replace("x", "y")
         dtype = self._model_dtype()
-        if not _is_array(x):
+        if not is_array(x):
             raise TypeError(f"{caller}: {what} must be a NumPy or CuPy array, got "
                             f"{type(x).__name__}")
         if x.ndim != 2:
@@ -584,20 +485,20 @@ class Sequential:
         if width is not None and x.shape[1] != width:
             raise ValueError(f"{caller}: {what} has {x.shape[1]} features, the model expects "
                              f"{width}")
-        if self.built and _array_module(x) is not self._input_spec[1]:
+        if self.built and array_module(x) is not self._input_spec[1]:
             kind = {"numpy": "NumPy", "cupy": "CuPy"}
-            raise TypeError(f"{caller}: {what} is a {kind[_array_module(x).__name__]} array, "
+            raise TypeError(f"{caller}: {what} is a {kind[array_module(x).__name__]} array, "
                             f"the model's weights are {kind[self._input_spec[1].__name__]} "
                             f"arrays; pass {what} as the same kind")
         x = x.astype(dtype, copy=False)
         if y is not None:
-            if not _is_array(y):
+            if not is_array(y):
                 raise TypeError(f"{caller}: {wy} must be a NumPy or CuPy array, got "
                                 f"{type(y).__name__}")
             if y.shape[0] != x.shape[0]:
                 raise ValueError(f"{caller}: {what} has {x.shape[0]} samples but {wy} has "
                                  f"{y.shape[0]}")
-            if _array_module(y) is not _array_module(x):
+            if array_module(y) is not array_module(x):
                 raise TypeError(f"{caller}: {what} and {wy} must both be NumPy or both be CuPy "
                                 f"arrays")
             _check_real(caller, wy, y, dtype)
@@ -738,7 +639,7 @@ class Sequential:
             if x_val.shape[0] == 0:
                 raise ValueError(f"{caller}: validation_data has no samples")
             self._check_labels(caller, y_val, "y_val")
-        xp = _array_module(x)
+        xp = array_module(x)
         if seed is not None or self._shuffle_rng is None:
             self._shuffle_rng = np.random.default_rng(seed)
         rng = self._shuffle_rng
@@ -835,7 +736,7 @@ class Sequential:
         for begin in range(0, n, batch_size):
             xb, yb = x[begin:begin + batch_size], y[begin:begin + batch_size]
             out = self._forward(xb, False, start)
-            loss, _ = self._loss_and_grad(out, yb)
+            loss, _ = self._loss(out, yb)
             loss_sum += float(loss) * xb.shape[0]
             for k, v in self._metric_values(out, yb).items():
                 metric_sums[k] = metric_sums.get(k, 0.0) + v * xb.shape[0]
@@ -874,7 +775,7 @@ class Sequential:
                           f"AlphaDropout layer, so every pass gives the same output and std "
                           f"is 0", UserWarning, stacklevel=2)
         with self._seeded_dropout(seed):
-            runs = _array_module(x).stack([self._predict_once(x, batch_size, mc=True)
+            runs = array_module(x).stack([self._predict_once(x, batch_size, mc=True)
                                            for _ in range(mc_samples)])
         return runs.mean(axis=0), runs.std(axis=0)
 
@@ -892,14 +793,10 @@ class Sequential:
                 if isinstance(layer, Dropout):
                     layer.seed = int(np.random.default_rng([seed, i]).integers(2**63))
                     layer.step = 0
-                elif isinstance(layer, BatchNormalization):
-                    layer.dropout_step = 0
-            self._plan()  # a fused dropout takes its Dropout layer's seed
             yield
         finally:
             for layer, attr, value in saved:
                 setattr(layer, attr, value)
-            self._plan()
 
     def __call__(self, x, training=False):
         """The output for x in one pass, Keras' ``model(x)``: an array, as
@@ -915,46 +812,26 @@ class Sequential:
         return self._predict_once(x, max(int(x.shape[0]), 1), mc=False, training=training)
 
     def _dropout_state(self) -> list:
-        """(layer, attribute, value) of every dropout's seed and mask counter
-        (a fused dropout's counter is its BatchNormalization's): what a
-        temporary run puts back."""
+        """(layer, attribute, value) of every dropout layer's seed and mask
+        counter (fused or not): what a temporary run puts back."""
         out = []
         for layer in self.layers:
             if isinstance(layer, Dropout):  # AlphaDropout too
                 out += [(layer, "seed", layer.seed), (layer, "step", layer.step)]
-            elif isinstance(layer, BatchNormalization):
-                out.append((layer, "dropout_step", layer.dropout_step))
         return out
 
     def _predict_once(self, x, batch_size, mc, training=False):
-        from .layers import AlphaDropout, BatchNormalization, Dropout
-
-        xp = _array_module(x)
+        """The output for x in batches (probabilities after a softmax or
+        sigmoid head); `mc`: the dropout layers active (MC dropout)."""
+        xp = array_module(x)
         outs = []
         for start in range(0, x.shape[0], batch_size):
             h = x[start:start + batch_size]
-            for layer, _ in self._steps:
-                if mc and isinstance(layer, (Dropout, AlphaDropout)):
-                    h = layer.forward(h, True)
-                elif mc and isinstance(layer, BatchNormalization) and layer.fused_dropout:
-                    keep = layer.fused_dropout_mc
-                    layer.fused_dropout_mc = True
-                    try:
-                        h = layer._forward_step(h, training)
-                    finally:
-                        layer.fused_dropout_mc = keep
-                else:
-                    h = layer._forward_step(h, training)
+            for step in self._steps:
+                h = step.forward(h, training, mc)
             outs.append(h)
         out = xp.concatenate(outs) if outs else xp.empty((0, self._output_dim()), dtype=x.dtype)
-        act = self._output_activation()
-        if act == "softmax" and out.shape[0]:
-            z = out - out.max(axis=1, keepdims=True)
-            e = xp.exp(z)
-            out = e / e.sum(axis=1, keepdims=True)
-        elif act == "sigmoid":
-            out = 1.0 / (1.0 + xp.exp(-out))
-        return out
+        return self._loss.predictions(out)
 
     # ------------------------------------------------------------- summary
     def summary(self, print_fn=print) -> None:
@@ -1010,13 +887,11 @@ def load(path, compile=True, device="cpu") -> Sequential:
     (a corrupted file; files saved before checksums were recorded load
     unchecked).
     """
-    from . import saving
-
     caller = "fd.models.load"
     compile = check_bool(caller, "compile", compile)
     if not isinstance(device, str) or device not in ("cpu", "cuda"):
         raise ValueError(f"{caller}: device must be 'cpu' or 'cuda', got {device!r}")
-    return saving.load_model(path, compile, device)
+    return saving_model.load_model(path, compile, device, Sequential.from_config)
 
 
 load_model = load
@@ -1056,74 +931,3 @@ def clone_model(model, copy_weights=False) -> Sequential:
         if copy_weights:
             clone.set_weights(model.get_weights())
     return clone
-
-
-class _Progress:
-    """fit's report of an epoch, in Keras' style.
-
-    verbose=1 on a terminal: a bar redrawn in place (at most every 0.1 s)
-    with the epoch, the batches done, the elapsed time, the running loss and
-    metrics and the samples/s, fitted to the terminal's width at each redraw:
-    the rate goes first, then the bar narrows (10 columns at least) and goes,
-    and only then is the end of the metrics cut. At the end of the epoch the
-    bar is replaced by one line with every metric, val_* included (the line
-    verbose=2 prints, and verbose=1 prints where stdout is not a terminal:
-    one line per epoch, no carriage return).
-    """
-
-    _BAR = 30
-    _MIN_BAR = 10
-
-    def __init__(self, epoch, epochs, steps, verbose):
-        self.verbose = verbose
-        self.stream = sys.stdout
-        isatty = getattr(self.stream, "isatty", None)
-        self.live = verbose == 1 and callable(isatty) and isatty()
-        self.t0 = self.drawn_at = time.perf_counter()
-        self.epoch, self.epochs, self.steps = epoch, epochs, steps
-        self.step = 0
-        self.drawn = 0  # length of the bar's line on the screen
-
-    @staticmethod
-    def _items(logs) -> list:
-        return [f"{k}: {v:.4f}" for k, v in logs.items()]
-
-    def update(self, step, rate, logs):
-        self.step = step
-        now = time.perf_counter()
-        if not self.live or (step < self.steps and now - self.drawn_at < 0.1):
-            return
-        self.drawn_at = now
-        width = shutil.get_terminal_size().columns - 1  # a full line would wrap
-        self._draw(self.line(step, now - self.t0, logs, f"{rate:.0f} samples/s", width))
-
-    def line(self, step, seconds, logs, rate, width) -> str:
-        """The bar's line, at most `width` characters."""
-        head = f"Epoch {self.epoch + 1}/{self.epochs} {step:>{len(str(self.steps))}}/{self.steps}"
-        items = [f"{seconds:.1f}s", *self._items(logs)]
-        for tail in (" - ".join([*items, rate]), " - ".join(items)):
-            room = width - len(head) - len(tail) - 4  # the spaces and brackets around the bar
-            if room >= self._MIN_BAR:
-                n = min(room, self._BAR)
-                done = n * step // max(self.steps, 1)
-                bar = "=" * done + (">" if done < n else "") + "." * max(n - done - 1, 0)
-                return f"{head} [{bar}] {tail}"
-        return f"{head} - {tail}"[:width]
-
-    def _draw(self, text):
-        self.stream.write("\r" + text + " " * max(self.drawn - len(text), 0))
-        self.stream.flush()
-        self.drawn = len(text)
-
-    def close(self, logs):
-        if not self.verbose:
-            return
-        items = " - ".join([f"{self.step}/{self.steps}",
-                            f"{time.perf_counter() - self.t0:.1f}s", *self._items(logs)])
-        text = f"Epoch {self.epoch + 1}/{self.epochs} - {items}"
-        if self.live:
-            self._draw(text)
-            self.stream.write("\n")
-            self.stream.flush()
-        else:
-            print(text, file=self.stream, flush=True)

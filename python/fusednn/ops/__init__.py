@@ -12,7 +12,7 @@ from .batchnorm import (BatchNormContext, DenseBatchNormContext, batchnorm_backw
                         fold_batchnorm)
 
 # --- losses ---
-from .losses import mean_squared_error, sigmoid_binary_cross_entropy, softmax_cross_entropy
+from .loss import mean_squared_error, sigmoid_binary_cross_entropy, softmax_cross_entropy
 
 __all__ = [
     "ActivationContext",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .. import _backend
 from .. import activations as _act
-from ._checks import float_array
+from .._validate import float_array
 
 __all__ = ["ActivationContext", "activation_forward", "activation_backward"]
 
@@ -34,10 +34,10 @@ def activation_forward(x, activation, **params):
     """y = f(x), element-wise, for an array of any shape. Returns (y, ctx)."""
     caller = "activation_forward"
     spec = _act.get(activation, caller, **params)
-    be = _backend.backend_for(caller, x=x)
-    x = float_array(caller, "x", x, be.xp)
-    y = be.activation_forward(x, spec)
-    return y, ActivationContext(spec, spec.saved(x, y), tuple(x.shape), x.dtype, be)
+    backend = _backend.backend_for(caller, x=x)
+    x = float_array(caller, "x", x, backend.xp)
+    y = backend.activation_forward(x, spec)
+    return y, ActivationContext(spec, spec.saved(x, y), tuple(x.shape), x.dtype, backend)
 
 
 def activation_backward(dy, ctx: ActivationContext):
@@ -46,9 +46,9 @@ def activation_backward(dy, ctx: ActivationContext):
     if not isinstance(ctx, ActivationContext):
         raise TypeError(f"{caller}: ctx must come from activation_forward, "
                         f"got {type(ctx).__name__}")
-    be = _backend.backend_for(caller, dy=dy, saved=ctx.saved)
-    dy = float_array(caller, "dy", dy, be.xp, dtype=ctx.dtype)
+    backend = _backend.backend_for(caller, dy=dy, saved=ctx.saved)
+    dy = float_array(caller, "dy", dy, backend.xp, dtype=ctx.dtype)
     if tuple(dy.shape) != ctx.shape:
         raise ValueError(f"{caller}: dy has shape {tuple(dy.shape)}, expected {ctx.shape} "
                          f"(the shape of the forward input)")
-    return be.activation_backward(dy, ctx.saved, ctx.spec)
+    return backend.activation_backward(dy, ctx.saved, ctx.spec)

@@ -46,13 +46,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import _backend
+from .._C import BnConvention
 from .. import activations as _act
-from ._checks import check_bool, check_float, check_rate, check_uint64, float_array
+from .._validate import check_bool, check_float, check_rate, check_uint64, float_array
 
 __all__ = ["BatchNormContext", "DenseBatchNormContext", "batchnorm_forward", "batchnorm_backward",
            "dense_batchnorm_forward", "dense_batchnorm_backward", "fold_batchnorm"]
 
-_CONVENTIONS = {"keras": 0, "torch": 1}
+_CONVENTIONS = {"keras": BnConvention.Keras, "torch": BnConvention.Torch}
 
 
 @dataclass
@@ -98,7 +99,7 @@ def _feature(caller, name, a, xp, n, dtype, *, writable=False):
     return float_array(caller, name, a, xp, ndim=1, dtype=dtype)
 
 
-def _bn_options(caller, be, batch, n, dtype, gamma, beta, moving_mean, moving_var, training,
+def _bn_options(caller, backend, batch, n, dtype, gamma, beta, moving_mean, moving_var, training,
                 momentum, epsilon, convention, dropout, seed, step, alpha_dropout,
                 dropout_training):
     """The checked batch-norm arguments for inputs of (batch, n) features,
@@ -106,10 +107,10 @@ def _bn_options(caller, be, batch, n, dtype, gamma, beta, moving_mean, moving_va
     if batch == 0 or n == 0:
         raise ValueError(f"{caller}: x has shape {(batch, n)}; needs at least one sample "
                          f"and one feature")
-    gamma = _feature(caller, "gamma", gamma, be.xp, n, dtype)
-    beta = _feature(caller, "beta", beta, be.xp, n, dtype)
-    moving_mean = _feature(caller, "moving_mean", moving_mean, be.xp, n, dtype, writable=True)
-    moving_var = _feature(caller, "moving_var", moving_var, be.xp, n, dtype, writable=True)
+    gamma = _feature(caller, "gamma", gamma, backend.xp, n, dtype)
+    beta = _feature(caller, "beta", beta, backend.xp, n, dtype)
+    moving_mean = _feature(caller, "moving_mean", moving_mean, backend.xp, n, dtype, writable=True)
+    moving_var = _feature(caller, "moving_var", moving_var, backend.xp, n, dtype, writable=True)
     training = check_bool(caller, "training", training)
     if (moving_mean is None) != (moving_var is None):
         raise ValueError(f"{caller}: moving_mean and moving_var must both be arrays or both be "
@@ -155,18 +156,18 @@ def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, /, *, training, m
     """
     caller = "batchnorm_forward"
     spec = _act.get(activation, caller, **params)
-    be = _backend.backend_for(caller, x=x, gamma=gamma, beta=beta, moving_mean=moving_mean,
+    backend = _backend.backend_for(caller, x=x, gamma=gamma, beta=beta, moving_mean=moving_mean,
                               moving_var=moving_var)
-    x = float_array(caller, "x", x, be.xp, ndim=2)
+    x = float_array(caller, "x", x, backend.xp, ndim=2)
     (gamma, beta, moving_mean, moving_var, training, momentum, epsilon, conv, rate,
      alpha_dropout, seed, step) = _bn_options(
-        caller, be, *x.shape, x.dtype, gamma, beta, moving_mean, moving_var, training, momentum,
-        epsilon, convention, dropout, seed, step, alpha_dropout, dropout_training)
-    y, cols, mean, var, mask = be.batchnorm_forward(
+        caller, backend, *x.shape, x.dtype, gamma, beta, moving_mean, moving_var, training,
+        momentum, epsilon, convention, dropout, seed, step, alpha_dropout, dropout_training)
+    y, cols, mean, var, mask = backend.batchnorm_forward(
         x, gamma, beta, moving_mean, moving_var, training, momentum, epsilon, conv, spec, rate,
         alpha_dropout, seed, step)
     ctx = BatchNormContext(x, y, cols, mask, gamma is not None, beta is not None, spec, rate,
-                           alpha_dropout, training, be, mean, var)
+                           alpha_dropout, training, backend, mean, var)
     return y, ctx
 
 
@@ -200,28 +201,28 @@ def dense_batchnorm_forward(x, w, b, gamma, beta, moving_mean, moving_var, /, *,
     """
     caller = "dense_batchnorm_forward"
     spec = _act.get(activation, caller, **params)
-    be = _backend.backend_for(caller, x=x, w=w, b=b, gamma=gamma, beta=beta,
+    backend = _backend.backend_for(caller, x=x, w=w, b=b, gamma=gamma, beta=beta,
                               moving_mean=moving_mean, moving_var=moving_var)
-    x = float_array(caller, "x", x, be.xp, ndim=2)
-    w = float_array(caller, "w", w, be.xp, ndim=2, dtype=x.dtype)
+    x = float_array(caller, "x", x, backend.xp, ndim=2)
+    w = float_array(caller, "w", w, backend.xp, ndim=2, dtype=x.dtype)
     if w.shape[0] != x.shape[1] or x.shape[1] == 0:
         raise ValueError(f"{caller}: w has shape {tuple(w.shape)} but x has {x.shape[1]} "
                          f"features; expected w of shape ({x.shape[1]}, units), in >= 1")
     units = w.shape[1]
     if b is not None:
-        b = float_array(caller, "b", b, be.xp, ndim=1, dtype=x.dtype)
+        b = float_array(caller, "b", b, backend.xp, ndim=1, dtype=x.dtype)
         if b.shape[0] != units:
             raise ValueError(f"{caller}: b has shape {tuple(b.shape)}, expected ({units},) "
                              f"to match w of shape {tuple(w.shape)}")
     (gamma, beta, moving_mean, moving_var, training, momentum, epsilon, conv, rate,
      alpha_dropout, seed, step) = _bn_options(
-        caller, be, x.shape[0], units, x.dtype, gamma, beta, moving_mean, moving_var, training,
+        caller, backend, x.shape[0], units, x.dtype, gamma, beta, moving_mean, moving_var, training,
         momentum, epsilon, convention, dropout, seed, step, alpha_dropout, dropout_training)
-    y, cols, mean, var, mask, z = be.dense_batchnorm_forward(
+    y, cols, mean, var, mask, z = backend.dense_batchnorm_forward(
         x, w, b, gamma, beta, moving_mean, moving_var, training, momentum, epsilon, conv, spec,
         rate, alpha_dropout, seed, step)
     bn = BatchNormContext(z, y, cols, mask, gamma is not None, beta is not None, spec, rate,
-                          alpha_dropout, training, be, mean, var)
+                          alpha_dropout, training, backend, mean, var)
     return y, DenseBatchNormContext(x, w, b is not None, bn)
 
 
@@ -237,13 +238,13 @@ def dense_batchnorm_backward(dy, ctx: DenseBatchNormContext, *, need_dx: bool = 
         raise TypeError(f"{caller}: ctx must come from dense_batchnorm_forward, "
                         f"got {type(ctx).__name__}")
     bn = ctx.bn
-    be = _backend.backend_for(caller, dy=dy, x=ctx.x)
-    dy = float_array(caller, "dy", dy, be.xp, ndim=2, dtype=ctx.x.dtype)
+    backend = _backend.backend_for(caller, dy=dy, x=ctx.x)
+    dy = float_array(caller, "dy", dy, backend.xp, ndim=2, dtype=ctx.x.dtype)
     if tuple(dy.shape) != tuple(bn.x.shape):
         raise ValueError(f"{caller}: dy has shape {tuple(dy.shape)}, expected "
                          f"{tuple(bn.x.shape)} (the shape of the forward output)")
     need_dx = check_bool(caller, "need_dx", need_dx)
-    dx, dgamma, dbeta, dw, db = be.dense_batchnorm_backward(
+    dx, dgamma, dbeta, dw, db = backend.dense_batchnorm_backward(
         dy, ctx.x, ctx.w, ctx.has_bias, need_dx, bn.x, bn.y, bn.cols, bn.mask, bn.has_gamma,
         bn.has_beta, bn.spec, bn.rate, bn.alpha_dropout, bn.batch_stats)
     return dx, dw, db, dgamma, dbeta
@@ -262,12 +263,12 @@ def batchnorm_backward(dy, ctx: BatchNormContext):
     if not isinstance(ctx, BatchNormContext):
         raise TypeError(f"{caller}: ctx must come from batchnorm_forward, "
                         f"got {type(ctx).__name__}")
-    be = _backend.backend_for(caller, dy=dy, x=ctx.x)
-    dy = float_array(caller, "dy", dy, be.xp, ndim=2, dtype=ctx.x.dtype)
+    backend = _backend.backend_for(caller, dy=dy, x=ctx.x)
+    dy = float_array(caller, "dy", dy, backend.xp, ndim=2, dtype=ctx.x.dtype)
     if tuple(dy.shape) != tuple(ctx.x.shape):
         raise ValueError(f"{caller}: dy has shape {tuple(dy.shape)}, expected "
                          f"{tuple(ctx.x.shape)} (the shape of the forward output)")
-    return be.batchnorm_backward(dy, ctx.x, ctx.y, ctx.cols, ctx.mask, ctx.has_gamma,
+    return backend.batchnorm_backward(dy, ctx.x, ctx.y, ctx.cols, ctx.mask, ctx.has_gamma,
                                  ctx.has_beta, ctx.spec, ctx.rate, ctx.alpha_dropout,
                                  ctx.batch_stats)
 
@@ -281,9 +282,9 @@ def fold_batchnorm(w, b, gamma, beta, moving_mean, moving_var, epsilon=1e-3):
     Computed in float64, returned in w's dtype, on w's device.
     """
     caller = "fold_batchnorm"
-    be = _backend.backend_for(caller, w=w, b=b, gamma=gamma, beta=beta,
+    backend = _backend.backend_for(caller, w=w, b=b, gamma=gamma, beta=beta,
                               moving_mean=moving_mean, moving_var=moving_var)
-    xp = be.xp
+    xp = backend.xp
     w = float_array(caller, "w", w, xp, ndim=2)
     units = w.shape[1]
     arrays = {}

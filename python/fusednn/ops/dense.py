@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from .. import _backend
 from .. import activations as _act
-from ._checks import float_array
+from .._validate import float_array
 
 __all__ = ["DenseContext", "dense_forward", "dense_backward", "dense_stack_backward"]
 
@@ -56,9 +56,9 @@ def dense_forward(x, w, b=None, activation="linear", **params):
     """
     caller = "dense_forward"
     spec = _act.get(activation, caller, **params)
-    be = _backend.backend_for(caller, x=x, w=w, b=b)
-    x = float_array(caller, "x", x, be.xp, ndim=2)
-    w = float_array(caller, "w", w, be.xp, ndim=2, dtype=x.dtype)
+    backend = _backend.backend_for(caller, x=x, w=w, b=b)
+    x = float_array(caller, "x", x, backend.xp, ndim=2)
+    w = float_array(caller, "w", w, backend.xp, ndim=2, dtype=x.dtype)
     batch, n_in = x.shape
     if n_in == 0:
         raise ValueError(f"{caller}: x has 0 features; a dense layer needs at least one input")
@@ -69,23 +69,23 @@ def dense_forward(x, w, b=None, activation="linear", **params):
     if units == 0:
         raise ValueError(f"{caller}: w has 0 units (shape {tuple(w.shape)})")
     if b is not None:
-        b = float_array(caller, "b", b, be.xp, ndim=1, dtype=x.dtype)
+        b = float_array(caller, "b", b, backend.xp, ndim=1, dtype=x.dtype)
         if b.shape[0] != units:
             raise ValueError(f"{caller}: b has shape {tuple(b.shape)}, expected ({units},) "
                              f"to match w of shape {tuple(w.shape)}")
-    y, z, mask = be.dense_forward(x, w, b, spec)
-    return y, DenseContext(x, w, b is not None, spec, be, y, z, mask)
+    y, z, mask = backend.dense_forward(x, w, b, spec)
+    return y, DenseContext(x, w, b is not None, spec, backend, y, z, mask)
 
 
 def _output_grad(caller, dy, ctx):
     """(backend, dy checked against the output of the layer of `ctx`)."""
-    be = _backend.backend_for(caller, dy=dy, x=ctx.x)
-    dy = float_array(caller, "dy", dy, be.xp, ndim=2, dtype=ctx.x.dtype)
+    backend = _backend.backend_for(caller, dy=dy, x=ctx.x)
+    dy = float_array(caller, "dy", dy, backend.xp, ndim=2, dtype=ctx.x.dtype)
     expected = (ctx.x.shape[0], ctx.w.shape[1])
     if tuple(dy.shape) != expected:
         raise ValueError(f"{caller}: dy has shape {tuple(dy.shape)}, expected {expected} "
                          f"(batch, units) of the layer's output")
-    return be, dy
+    return backend, dy
 
 
 def dense_backward(dy, ctx: DenseContext, *, need_dx: bool = True):
@@ -97,8 +97,9 @@ def dense_backward(dy, ctx: DenseContext, *, need_dx: bool = True):
     caller = "dense_backward"
     if not isinstance(ctx, DenseContext):
         raise TypeError(f"{caller}: ctx must come from dense_forward, got {type(ctx).__name__}")
-    be, dy = _output_grad(caller, dy, ctx)
-    return be.dense_backward(dy, ctx.saved, ctx.x, ctx.w, ctx.has_bias, bool(need_dx), ctx.spec)
+    backend, dy = _output_grad(caller, dy, ctx)
+    return backend.dense_backward(dy, ctx.saved, ctx.x, ctx.w, ctx.has_bias, bool(need_dx),
+                                  ctx.spec)
 
 
 def dense_stack_backward(dy, ctxs, *, need_dx: bool = False):
@@ -132,20 +133,20 @@ def dense_stack_backward(dy, ctxs, *, need_dx: bool = False):
             raise ValueError(f"{caller}: ctxs[{i}].x is not the output of ctxs[{i - 1}]; the "
                              f"layers must be stacked (y of one is x of the next)")
     top = ctxs[-1]
-    be, dy = _output_grad(caller, dy, top)
+    backend, dy = _output_grad(caller, dy, top)
 
-    dz = dy if top.spec.kind == 0 else be.activation_backward(dy, top.saved, top.spec)
+    dz = dy if top.spec.is_linear else backend.activation_backward(dy, top.saved, top.spec)
     db = None
     grads = [None] * len(ctxs)
     dx = None
     for i in range(len(ctxs) - 1, -1, -1):
         c = ctxs[i]
         top_layer = i == len(ctxs) - 1
-        dw, db_w = be.dense_backward_weight(dz, c.x, c.has_bias and top_layer)
+        dw, db_w = backend.dense_backward_weight(dz, c.x, c.has_bias and top_layer)
         grads[i] = (dw, db_w if top_layer else db)
         if i > 0:
             prev = ctxs[i - 1]
-            dz, db = be.dense_backward_input(dz, c.w, prev, prev.has_bias)
+            dz, db = backend.dense_backward_input(dz, c.w, prev, prev.has_bias)
         elif need_dx:
-            dx, _ = be.dense_backward_input(dz, c.w, None, False)
+            dx, _ = backend.dense_backward_input(dz, c.w, None, False)
     return dx, grads

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _backend
-from ._checks import _FLOAT_CHARS, check_bool, check_rate, check_uint64, float_array
+from .._validate import _FLOAT_CHARS, check_bool, check_rate, check_uint64, float_array
 
 __all__ = ["DropoutContext", "dropout_backward", "dropout_forward", "dropout_mask"]
 
@@ -101,15 +101,15 @@ def dropout_forward(x, rate, *, seed, step, alpha=False, training=True, store_ma
     alpha = check_bool(caller, "alpha", alpha)
     training = check_bool(caller, "training", training)
     store_mask = check_bool(caller, "store_mask", store_mask)
-    be = _backend.backend_for(caller, x=x)
+    backend = _backend.backend_for(caller, x=x)
     if x.dtype.char not in _FLOAT_CHARS:
         raise TypeError(f"{caller}: x has dtype {x.dtype.name}, expected float32 or float64")
-    ctx = DropoutContext(r, alpha, seed, step, tuple(x.shape), x.dtype, be)
+    ctx = DropoutContext(r, alpha, seed, step, tuple(x.shape), x.dtype, backend)
     if r == 0.0 or not training:
         ctx.identity = True
         return x, ctx
-    x = float_array(caller, "x", x, be.xp)
-    y, ctx.mask = be.dropout_forward(x, r, alpha, seed, step, store_mask)
+    x = float_array(caller, "x", x, backend.xp)
+    y, ctx.mask = backend.dropout_forward(x, r, alpha, seed, step, store_mask)
     return y, ctx
 
 
@@ -124,9 +124,9 @@ def dropout_backward(dy, ctx: DropoutContext):
     caller = "dropout_backward"
     if not isinstance(ctx, DropoutContext):
         raise TypeError(f"{caller}: ctx must come from dropout_forward, got {type(ctx).__name__}")
-    be = _backend.backend_for(caller, dy=dy, mask=ctx.mask)
-    if be is not ctx.backend:
-        raise TypeError(f"{caller}: dy runs on the {be.name} backend but the forward ran on "
+    backend = _backend.backend_for(caller, dy=dy, mask=ctx.mask)
+    if backend is not ctx.backend:
+        raise TypeError(f"{caller}: dy runs on the {backend.name} backend but the forward ran on "
                         f"{ctx.backend.name}; move dy to the forward's device")
     if dy.dtype.char not in _FLOAT_CHARS or dy.dtype != ctx.dtype:
         raise TypeError(f"{caller}: dy has dtype {dy.dtype.name}, expected {ctx.dtype.name} "
@@ -136,8 +136,8 @@ def dropout_backward(dy, ctx: DropoutContext):
                          f"(the shape of the forward input)")
     if ctx.identity:
         return dy
-    dy = float_array(caller, "dy", dy, be.xp)
-    return be.dropout_backward(dy, ctx.mask, ctx.rate, ctx.alpha, ctx.seed, ctx.step)
+    dy = float_array(caller, "dy", dy, backend.xp)
+    return backend.dropout_backward(dy, ctx.mask, ctx.rate, ctx.alpha, ctx.seed, ctx.step)
 
 
 def dropout_mask(n, rate, *, seed, step, like=None):
@@ -160,5 +160,5 @@ def dropout_mask(n, rate, *, seed, step, like=None):
     r = check_rate(caller, "rate", rate)
     seed = check_uint64(caller, "seed", seed)
     step = check_uint64(caller, "step", step)
-    be = _backend.backend_for(caller, like=like)
-    return be.dropout_mask(n, r, seed, step, like)
+    backend = _backend.backend_for(caller, like=like)
+    return backend.dropout_mask(n, r, seed, step, like)

@@ -24,14 +24,11 @@ import numbers
 
 import numpy as np
 
-from .. import _backend
-from ..ops._checks import _FLOAT_CHARS, check_float, check_unit  # noqa: F401
+from .. import _C, _backend
+from .._C import Clip
+from .._arrays import device_name, device_of, on_device, to_host
+from .._validate import _FLOAT_CHARS, check_float, check_unit  # noqa: F401
 
-# Keep in step with OptStep in csrc/include/fusednn/optimizers.h.
-_STEP_FIELDS = ("lr", "beta_1", "beta_2", "rho", "momentum", "epsilon", "c1", "c2", "c3",
-                "decay", "clipvalue", "l1", "shrinkage", "lr_power", "flags")
-_CLIP_NONE, _CLIP_VALUE, _CLIP_NORM, _CLIP_GLOBAL = 0, 1, 2, 3
-NESTEROV, CENTERED, AMSGRAD = 1, 2, 4
 
 
 class Optimizer:
@@ -49,7 +46,7 @@ class Optimizer:
       At most one of the three clipping options.
     """
 
-    _kind: int = -1  # fusednn::Opt in csrc/include/fusednn/optimizers.h
+    _rule = None  # its fusednn._C.Opt member (csrc/include/fusednn/optimizer.h)
 
     def __init__(self, learning_rate, *, weight_decay=None, clipnorm=None, clipvalue=None,
                  global_clipnorm=None, name=None):
@@ -103,7 +100,8 @@ class Optimizer:
         raise NotImplementedError
 
     def _step_fields(self, lr: float, t: int) -> dict:
-        """OptStep fields of step t (1-based) beyond lr, decay and clipvalue."""
+        """The fusednn._C.OptStep fields of step t (1-based) that the rule
+        reads, beyond lr, decay and clipvalue (set here), by name."""
         raise NotImplementedError
 
     def _advance(self, t: int) -> None:
@@ -144,7 +142,7 @@ class Optimizer:
         caller = f"{type(self).__name__}.apply"
         params, grads = self._check_lists(caller, grads, params)
         count = len(params)
-        be = self._dispatch(caller, grads, params)
+        backend = self._dispatch(caller, grads, params)
         flags = self._per_tensor(caller, "trainable", trainable, count, self._check_trainable)
         pens = self._per_tensor(caller, "penalties", penalties, count, self._check_penalty)
         cons = self._per_tensor(caller, "constraints", constraints, count, self._check_constraint)
@@ -168,40 +166,42 @@ class Optimizer:
                 raise ValueError(f"{caller}: params[{i}] is read-only; it is updated in place")
         # Slots, scratch and kernels go to the parameters' GPU, not to whichever
         # device is current (backend_for has checked that they share one).
-        with (params[0].device if be.name == "cuda" and count else contextlib.nullcontext()):
-            self._step(be, params, grads, flags, pens, cons, caller)
+        with (on_device(params[0]) if count else contextlib.nullcontext()):
+            self._step(backend, params, grads, flags, pens, cons, caller)
 
-    def _step(self, be, params, grads, flags, pens, cons, caller):
+    def _step(self, backend, params, grads, flags, pens, cons, caller):
         """The checked step of `apply`, on the parameters' device."""
         count = len(params)
-        self._build(caller, be, params)
+        self._build(caller, backend, params)
 
         idx = [i for i in range(count) if flags[i] and params[i].size > 0]
         t = self.iterations + 1
         lr = self.current_learning_rate()
-        fields = {k: 0.0 for k in _STEP_FIELDS}
-        fields.update(self._step_fields(lr, t))
-        fields["lr"] = lr
-        fields["decay"] = lr * self.weight_decay if self.weight_decay else 0.0
-        clip_mode, clip = _CLIP_NONE, 0.0
+        step = _C.OptStep()
+        for name, value in self._step_fields(lr, t).items():
+            setattr(step, name, value)
+        step.lr = lr
+        step.decay = lr * self.weight_decay if self.weight_decay else 0.0
+        clip_mode, clip = Clip.Off, 0.0
         if self.clipvalue is not None:
-            clip_mode, fields["clipvalue"] = _CLIP_VALUE, self.clipvalue
+            clip_mode, step.clipvalue = Clip.Value, self.clipvalue
         elif self.clipnorm is not None:
-            clip_mode, clip = _CLIP_NORM, self.clipnorm
+            clip_mode, clip = Clip.Norm, self.clipnorm
         elif self.global_clipnorm is not None:
-            clip_mode, clip = _CLIP_GLOBAL, self.global_clipnorm
-        hyper = [float(fields[k]) for k in _STEP_FIELDS]
+            clip_mode, clip = Clip.Global, self.global_clipnorm
 
         if idx:
-            work = [params[i] if params[i].flags.c_contiguous else be.xp.ascontiguousarray(params[i])
+            xp = backend.xp
+            work = [params[i] if params[i].flags.c_contiguous else xp.ascontiguousarray(params[i])
                     for i in idx]
-            gr = [grads[i] if grads[i].flags.c_contiguous else be.xp.ascontiguousarray(grads[i])
+            gr = [grads[i] if grads[i].flags.c_contiguous else xp.ascontiguousarray(grads[i])
                   for i in idx]
             views = [self._view(params[i].shape, cons[i]) for i in idx]
-            if be.name == "cuda" and clip_mode in (_CLIP_NORM, _CLIP_GLOBAL) and \
+            # the GPU kernels keep the clipping norms here; the CPU ones ignore it
+            if clip_mode in (Clip.Norm, Clip.Global) and \
                     (self._norms is None or self._norms.size < len(idx)):
-                self._norms = be.xp.empty(count, dtype=np.float64)
-            be.optimizer_step(self._kind, hyper, work, gr, [self._slots[i] for i in idx],
+                self._norms = backend.xp.empty(count, dtype=np.float64)
+            backend.optimizer_step(self._rule, step, work, gr, [self._slots[i] for i in idx],
                               [pens[i][0] for i in idx], [pens[i][1] for i in idx],
                               [cons[i].max_value if cons[i] is not None else 0.0 for i in idx],
                               views, clip_mode, clip, self._norms)
@@ -286,8 +286,8 @@ class Optimizer:
         return (int(np.prod(shape[:axis], dtype=np.int64)), int(shape[axis]),
                 int(np.prod(shape[axis + 1:], dtype=np.int64)))
 
-    def _build(self, caller, be, params):
-        sig = [(tuple(p.shape), p.dtype, _device_id(p)) for p in params]
+    def _build(self, caller, backend, params):
+        sig = [(tuple(p.shape), p.dtype, device_of(p)) for p in params]
         if self._slots is not None:
             if len(sig) != len(self._signature):
                 raise ValueError(f"{caller}: got {len(sig)} params but this optimizer was built "
@@ -296,8 +296,8 @@ class Optimizer:
             for i, (now, then) in enumerate(zip(sig, self._signature)):
                 if now != then:
                     raise ValueError(f"{caller}: params[{i}] is {now[0]} {now[1].name} on "
-                                     f"{_device_name(now[2])} but this optimizer was built for "
-                                     f"{then[0]} {then[1].name} on {_device_name(then[2])}")
+                                     f"{device_name(now[2])} but this optimizer was built for "
+                                     f"{then[0]} {then[1].name} on {device_name(then[2])}")
             return
         init = self._slot_init()
         pending = self._pending
@@ -316,9 +316,9 @@ class Optimizer:
                     if s is None or tuple(s.shape) != tuple(p.shape):
                         raise ValueError(f"{caller}: restored slot {j} of params[{i}] does not "
                                          f"match its shape {tuple(p.shape)}")
-                    row.append(be.xp.array(_host(s), dtype=p.dtype))
+                    row.append(backend.xp.array(to_host(s), dtype=p.dtype))
                 else:
-                    row.append(be.xp.full(p.shape, v, dtype=p.dtype))
+                    row.append(backend.xp.full(p.shape, v, dtype=p.dtype))
             slots.append(row)
         self._slots, self._signature, self._pending = slots, sig, None
         self._norms = None  # allocated on the parameters' device at the first norm clip
@@ -330,7 +330,7 @@ class Optimizer:
         (as NumPy arrays), plus host state such as Nadam's momentum product."""
         slots = None
         if self._slots is not None:
-            slots = [[None if s is None else _host(s).copy() for s in row] for row in self._slots]
+            slots = [[None if s is None else to_host(s).copy() for s in row] for row in self._slots]
         elif self._pending is not None:
             slots = self._pending["slots"]
         return {"iterations": self.iterations, "slots": slots, **self._extra_state()}
@@ -344,12 +344,20 @@ class Optimizer:
         it = state["iterations"]
         if isinstance(it, bool) or not isinstance(it, numbers.Integral) or it < 0:
             raise ValueError(f"{caller}: iterations must be an int >= 0, got {it!r}")
+        slots = state["slots"]
+        if slots is not None:
+            needed = [v is not None for v in self._slot_init()]
+            for p, row in enumerate(slots):
+                have = [s is not None for s in row] if isinstance(row, (list, tuple)) else row
+                if have != needed:
+                    raise ValueError(f"{caller}: slots of weight {p} are {have!r}, "
+                                     f"{type(self).__name__} keeps {needed}")
         self.iterations = int(it)
         self._set_extra_state(state)
         self._slots, self._signature = None, None
-        self._pending = None if state["slots"] is None else {
-            "slots": [[None if s is None else np.array(_host(s)) for s in row]
-                      for row in state["slots"]]}
+        self._pending = None if slots is None else {
+            "slots": [[None if s is None else np.array(to_host(s)) for s in row]
+                      for row in slots]}
 
     state_dict = get_state
     load_state_dict = set_state
@@ -381,15 +389,3 @@ class Optimizer:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
 
 
-def _device_id(a):
-    """None for a NumPy array, the GPU's number for a CuPy one."""
-    return None if isinstance(a, np.ndarray) else a.device.id
-
-
-def _device_name(dev):
-    return "the CPU" if dev is None else f"GPU {dev}"
-
-
-def _host(a):
-    """A NumPy view or copy of a NumPy or CuPy array."""
-    return a if isinstance(a, np.ndarray) else a.get()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .._C import Opt
 from ._base import Optimizer, check_float
 
 
@@ -16,7 +17,7 @@ class Adagrad(Optimizer):
     eps=1e-10 added outside the square root, lr=0.01.
     """
 
-    _kind = 1
+    _rule = Opt.Adagrad
 
     def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
                  **kwargs):

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import math
 
-from ._base import AMSGRAD, Optimizer, check_float, check_unit
+from .._C import Opt
+from ._base import Optimizer, check_float, check_unit
 
 
 class Adam(Optimizer):
@@ -21,7 +22,7 @@ class Adam(Optimizer):
     v, so the same number means a slightly different damping.
     """
 
-    _kind = 3
+    _rule = Opt.Adam
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
                  amsgrad=False, **kwargs):
@@ -38,9 +39,9 @@ class Adam(Optimizer):
         return [0.0, 0.0, 0.0 if self.amsgrad else None]
 
     def _step_fields(self, lr, t):
-        c1 = lr * math.sqrt(1.0 - self.beta_2 ** t) / (1.0 - self.beta_1 ** t)
+        step_size = lr * math.sqrt(1.0 - self.beta_2 ** t) / (1.0 - self.beta_1 ** t)
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
-                "c1": c1, "flags": AMSGRAD if self.amsgrad else 0}
+                "step_size": step_size, "amsgrad": self.amsgrad}
 
     def _config(self):
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .._C import Opt
 from ._base import Optimizer, check_float, check_unit
 
 
@@ -16,7 +17,7 @@ class Adamax(Optimizer):
     epsilon=1e-7. PyTorch: lr=2e-3, eps=1e-8 (added inside the max).
     """
 
-    _kind = 4
+    _rule = Opt.Adamax
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
         super().__init__(learning_rate, **kwargs)
@@ -29,7 +30,7 @@ class Adamax(Optimizer):
 
     def _step_fields(self, lr, t):
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
-                "c1": lr / (1.0 - self.beta_1 ** t)}
+                "step_size": lr / (1.0 - self.beta_1 ** t)}
 
     def _config(self):
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}

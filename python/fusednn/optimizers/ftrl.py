@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .._C import Opt
 from ._base import Optimizer, check_float
 
 
@@ -22,7 +23,7 @@ class Ftrl(Optimizer):
     The learning rate must be > 0.
     """
 
-    _kind = 6
+    _rule = Opt.Ftrl
 
     def __init__(self, learning_rate=0.001, learning_rate_power=-0.5,
                  initial_accumulator_value=0.1, l1_regularization_strength=0.0,
@@ -49,7 +50,7 @@ class Ftrl(Optimizer):
     def _step_fields(self, lr, t):
         if lr <= 0:
             raise ValueError(f"Ftrl: learning_rate must be > 0, got {lr}")
-        return {"c1": self.l2_regularization_strength + self.beta / (2.0 * lr),
+        return {"l2": self.l2_regularization_strength + self.beta / (2.0 * lr),
                 "l1": self.l1_regularization_strength,
                 "shrinkage": self.l2_shrinkage_regularization_strength,
                 "lr_power": self.learning_rate_power}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .._C import Opt
 from ._base import Optimizer, check_float, check_unit
 
 
@@ -21,7 +22,7 @@ class Nadam(Optimizer):
     and eps=1e-8: pass momentum_decay=0.004 for its schedule.
     """
 
-    _kind = 5
+    _rule = Opt.Nadam
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
                  momentum_decay=1.0, **kwargs):
@@ -42,8 +43,8 @@ class Nadam(Optimizer):
         u_t, u_next = self._u(t), self._u(t + 1)
         p_t = self._u_product * u_t
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
-                "c1": u_next / (1.0 - p_t * u_next), "c2": (1.0 - u_t) / (1.0 - p_t),
-                "c3": 1.0 / (1.0 - self.beta_2 ** t)}
+                "m_weight": u_next / (1.0 - p_t * u_next), "g_weight": (1.0 - u_t) / (1.0 - p_t),
+                "v_correction": 1.0 / (1.0 - self.beta_2 ** t)}
 
     def _advance(self, t):
         self._u_product *= self._u(t)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from ._base import CENTERED, Optimizer, check_float, check_unit
+from .._C import Opt
+from ._base import Optimizer, check_float, check_unit
 
 
 class RMSprop(Optimizer):
@@ -20,7 +21,7 @@ class RMSprop(Optimizer):
     0.99), uses eps=1e-8 outside the square root and lr=0.01.
     """
 
-    _kind = 2
+    _rule = Opt.RMSprop
 
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7,
                  centered=False, **kwargs):
@@ -38,7 +39,7 @@ class RMSprop(Optimizer):
 
     def _step_fields(self, lr, t):
         return {"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
-                "flags": CENTERED if self.centered else 0}
+                "centered": self.centered}
 
     def _config(self):
         return {"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,

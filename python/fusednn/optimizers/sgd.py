@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from ._base import NESTEROV, Optimizer, check_float
+from .._C import Opt
+from ._base import Optimizer, check_float
 
 
 class SGD(Optimizer):
@@ -18,7 +19,7 @@ class SGD(Optimizer):
     lr=1e-3; with a constant rate both give the same trajectory.
     """
 
-    _kind = 0
+    _rule = Opt.SGD
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
         super().__init__(learning_rate, **kwargs)
@@ -31,7 +32,7 @@ class SGD(Optimizer):
         return [0.0 if self.momentum > 0 else None, None, None]
 
     def _step_fields(self, lr, t):
-        return {"momentum": self.momentum, "flags": NESTEROV if self.nesterov else 0}
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
 
     def _config(self):
         return {"momentum": self.momentum, "nesterov": self.nesterov}

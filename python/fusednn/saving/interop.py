@@ -24,9 +24,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .layers import BatchNormalization, Dense, PReLU
-from .models import Sequential
-from .ops._checks import check_float, check_float_dtype
+from .._arrays import to_host
+from .._validate import check_float, check_float_dtype
+from ..layers import BatchNormalization, Dense, Layer, PReLU
 
 __all__ = ["load_torch_state_dict", "load_keras_weights"]
 
@@ -39,7 +39,11 @@ _TORCH_BN_KEYS = {"weight", "bias", "running_mean", "running_var", "num_batches_
 
 
 def _check_model(caller, model):
-    if not isinstance(model, Sequential):
+    # a fd.Sequential, known by what is used of it (this module sits below
+    # fd.models): fd layers in .layers, and build
+    layers = getattr(model, "layers", None)
+    if not (isinstance(layers, list) and all(isinstance(lay, Layer) for lay in layers)
+            and callable(getattr(model, "build", None))):
         raise TypeError(f"{caller}: model must be a fd.Sequential, got {type(model).__name__}")
     if not model.layers:
         raise ValueError(f"{caller}: the model has no layers")
@@ -106,10 +110,8 @@ def _to_numpy(caller, key, value):
             a = t.numpy()
         except TypeError:  # bfloat16 and other dtypes NumPy lacks
             a = t.float().numpy()
-    elif hasattr(value, "get") and type(value).__module__.startswith("cupy"):
-        a = value.get()
     else:
-        a = np.asarray(value)
+        a = to_host(value)
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{caller}: {key!r} has dtype {a.dtype}, expected a real number array")
     return np.array(a)

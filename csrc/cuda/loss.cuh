@@ -1,5 +1,5 @@
-// CUDA loss kernels, the counterpart of cpu/losses.h: the loss and its
-// gradient in one pass (fusednn/losses.h). Pointers are device memory;
+// CUDA loss kernels, the counterpart of cpu/loss.h: the loss and its
+// gradient in one pass (fusednn/loss.h). Pointers are device memory;
 // inputs are assumed valid (checked at the binding). Everything runs
 // asynchronously on `stream`: the reduced loss
 //     sum_i w_i l_i * inv_d
@@ -11,7 +11,7 @@
 
 #include <cstdint>
 
-#include "fusednn/losses.h"
+#include "fusednn/loss.h"
 
 namespace fusednn {
 namespace cuda {

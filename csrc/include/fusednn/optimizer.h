@@ -27,7 +27,8 @@
 
 namespace fusednn {
 
-// The numbering is part of the binding ABI (python/fusednn/optimizers/).
+// Exported to Python as fusednn._C.Opt (bindings/cpu_types.cpp); Python names
+// members, never numbers.
 enum class Opt : int {
   SGD = 0,      // slots: momentum (if momentum > 0)
   Adagrad = 1,  // slots: accumulator
@@ -39,20 +40,19 @@ enum class Opt : int {
   Count = 7
 };
 
-// OptStep::flags
-constexpr int kOptNesterov = 1;  // SGD
-constexpr int kOptCentered = 2;  // RMSprop
-constexpr int kOptAmsgrad = 4;   // Adam
+// Gradient clipping, one mode at most, as in Keras (fusednn._C.Clip).
+enum class Clip : int {
+  Off = 0,
+  Value = 1,   // each component to [-v, v]
+  Norm = 2,    // each tensor's L2 norm to at most v
+  Global = 3,  // all tensors scaled by min(1, v / global norm)
+};
 
-// Clip modes (one at most, as in Keras).
-constexpr int kClipNone = 0;
-constexpr int kClipValue = 1;   // each component to [-v, v]
-constexpr int kClipNorm = 2;    // each tensor's L2 norm to at most v
-constexpr int kClipGlobal = 3;  // all tensors scaled by min(1, v / global norm)
-
-// Everything a step needs besides the tensors. C is the type of the slots'
-// recurrences: double whatever the storage on both backends (float32
-// coefficients would drift from the float64 reference; see opt_update).
+// Everything a step needs besides the tensors, one field per meaning; Python
+// fills it by name (fusednn._C.OptStep, bindings/enums.cpp). C is the type of
+// the slots' recurrences: double whatever the storage on both backends
+// (float32 coefficients would drift from the float64 reference; see
+// opt_update). Step coefficients are computed on the host, t = step + 1.
 template <typename C>
 struct OptStep {
   C lr = 0;        // learning rate of this step (schedule already applied)
@@ -61,47 +61,22 @@ struct OptStep {
   C rho = 0;       // RMSprop: second-moment decay
   C momentum = 0;  // SGD, RMSprop (0: no momentum slot)
   C epsilon = 0;
-  // Host-computed step coefficients, t = step + 1:
-  //  Adam:   c1 = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)
-  //  Adamax: c1 = lr / (1 - beta_1^t)
-  //  Nadam:  c1 = u_{t+1} / (1 - prod_{i<=t+1} u_i)   (weight of m)
-  //          c2 = (1 - u_t) / (1 - prod_{i<=t} u_i)   (weight of g)
-  //          c3 = 1 / (1 - beta_2^t)                  (v correction)
-  //  Ftrl:   c1 = l2 + beta / (2 lr), the effective l2 strength
-  C c1 = 0, c2 = 0, c3 = 0;
+  // Adam: lr * sqrt(1 - beta_2^t) / (1 - beta_1^t); Adamax: lr / (1 - beta_1^t)
+  C step_size = 0;
+  // Nadam: m_weight = u_{t+1} / (1 - prod_{i<=t+1} u_i), g_weight = (1 - u_t) /
+  // (1 - prod_{i<=t} u_i), v_correction = 1 / (1 - beta_2^t)
+  C m_weight = 0, g_weight = 0, v_correction = 0;
   C decay = 0;      // lr * weight_decay (decoupled); 0: none
-  C clipvalue = 0;  // kClipValue bound
+  C clipvalue = 0;  // Clip::Value bound
   // Ftrl
   C l1 = 0;         // l1_regularization_strength
+  C l2 = 0;         // l2_regularization_strength + beta / (2 lr), the effective l2
   C shrinkage = 0;  // l2_shrinkage_regularization_strength
   C lr_power = 0;   // learning_rate_power (<= 0)
-  int flags = 0;
+  bool nesterov = false;  // SGD
+  bool centered = false;  // RMSprop
+  bool amsgrad = false;   // Adam
 };
-
-// The host passes the step as doubles in the field order of OptStep
-// (python/fusednn/optimizers/_base.py builds the list).
-constexpr int kOptStepFields = 15;
-
-template <typename C>
-OptStep<C> opt_step_from(const double* v) {
-  OptStep<C> h;
-  h.lr = C(v[0]);
-  h.beta_1 = C(v[1]);
-  h.beta_2 = C(v[2]);
-  h.rho = C(v[3]);
-  h.momentum = C(v[4]);
-  h.epsilon = C(v[5]);
-  h.c1 = C(v[6]);
-  h.c2 = C(v[7]);
-  h.c3 = C(v[8]);
-  h.decay = C(v[9]);
-  h.clipvalue = C(v[10]);
-  h.l1 = C(v[11]);
-  h.shrinkage = C(v[12]);
-  h.lr_power = C(v[13]);
-  h.flags = int(v[14]);
-  return h;
-}
 
 // One parameter tensor of a step, as the kernels see it. Slots the optimizer
 // does not use are null. max_norm > 0: after the update, rescale the tensor
@@ -157,7 +132,7 @@ FUSEDNN_HD C opt_max_norm_scale(C sumsq, C max_value) {
 }
 
 // Steps 1-2: the gradient the rule sees. `scale` is the clipnorm /
-// global_clipnorm factor (1 when unused); `clipvalue` the kClipValue bound
+// global_clipnorm factor (1 when unused); `clipvalue` the Clip::Value bound
 // (+inf when unused). Branch-free on purpose: a select on a loop-invariant
 // flag keeps GCC from vectorising the loop; with l1 = l2 = 0 the penalty
 // adds an exact zero. Without penalties and clipvalue it is g * scale, and
@@ -201,7 +176,7 @@ FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, P& p, C g, C& s0, C& s1, 
     case Opt::SGD:
       if ((Slots & 1) && h.momentum != C(0)) {
         s0 = h.momentum * s0 - h.lr * g;
-        step = -P((h.flags & kOptNesterov) ? h.momentum * s0 - h.lr * g : s0);
+        step = -P(h.nesterov ? h.momentum * s0 - h.lr * g : s0);
       } else {
         step = P(h.lr * g);
       }
@@ -213,7 +188,7 @@ FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, P& p, C g, C& s0, C& s1, 
     case Opt::RMSprop: {
       s0 = h.rho * s0 + (C(1) - h.rho) * g * g;
       C denom = s0 + h.epsilon;
-      if ((Slots & 2) && (h.flags & kOptCentered)) {
+      if ((Slots & 2) && h.centered) {
         s1 = h.rho * s1 + (C(1) - h.rho) * g;
         denom = s0 - s1 * s1 + h.epsilon;
       }
@@ -228,20 +203,20 @@ FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, P& p, C g, C& s0, C& s1, 
       s0 += (g - s0) * (C(1) - h.beta_1);
       s1 += (g * g - s1) * (C(1) - h.beta_2);
       C v = s1;
-      if ((Slots & 4) && (h.flags & kOptAmsgrad)) v = s2 = opt_detail::max_nan(s2, s1);
-      step = P(h.c1) * P(s0) / (math::sqrt(P(v)) + P(h.epsilon));
+      if ((Slots & 4) && h.amsgrad) v = s2 = opt_detail::max_nan(s2, s1);
+      step = P(h.step_size) * P(s0) / (math::sqrt(P(v)) + P(h.epsilon));
       break;
     }
     case Opt::Adamax:
       s0 += (g - s0) * (C(1) - h.beta_1);
       s1 = opt_detail::max_nan(h.beta_2 * s1, math::fabs(g));
-      step = P(h.c1) * P(s0) / (P(s1) + P(h.epsilon));
+      step = P(h.step_size) * P(s0) / (P(s1) + P(h.epsilon));
       break;
     case Opt::Nadam:
       s0 += (g - s0) * (C(1) - h.beta_1);
       s1 += (g * g - s1) * (C(1) - h.beta_2);
-      step = P(h.lr) * (P(h.c1) * P(s0) + P(h.c2) * P(g)) /
-             (math::sqrt(P(s1) * P(h.c3)) + P(h.epsilon));
+      step = P(h.lr) * (P(h.m_weight) * P(s0) + P(h.g_weight) * P(g)) /
+             (math::sqrt(P(s1) * P(h.v_correction)) + P(h.epsilon));
       break;
     case Opt::Ftrl: {
       const C pc = C(p - decayed);
@@ -249,7 +224,7 @@ FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, P& p, C g, C& s0, C& s1, 
       const C acc = s0 + g * g;
       const C n_new = opt_detail::ftrl_pow(acc, h.lr_power);
       s1 += g + C(2) * h.shrinkage * pc - (n_new - n_old) / h.lr * pc;
-      const C quadratic = n_new / h.lr + C(2) * h.c1;
+      const C quadratic = n_new / h.lr + C(2) * h.l2;
       const C clipped = s1 > h.l1 ? h.l1 : (s1 < -h.l1 ? -h.l1 : s1);
       p = P((clipped - s1) / quadratic);
       s0 = acc;

@@ -68,7 +68,7 @@ inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 
 // the GEMM (and the bias) and the activation runs in the kernels shared with
 // the CPU: NaN propagates through relu as on the CPU (cuBLASLt's relu is
 // max(z, 0), which maps NaN to 0), and GELU is the float32 tanh of
-// fusednn/activations.h rather than cuBLASLt's faster approximation.
+// fusednn/activation.h rather than cuBLASLt's faster approximation.
 void set_activation_epilogues(bool on);
 bool activation_epilogues();
 

@@ -3,7 +3,7 @@
 // straight into the gradient row while its sum is taken, then the gradient
 // in place from e. Rows are split over the OpenMP team and the loss is
 // summed in double with an OpenMP reduction.
-#include "cpu/losses.h"
+#include "cpu/loss.h"
 
 #include <algorithm>
 #include <limits>

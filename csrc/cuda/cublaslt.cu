@@ -1,4 +1,4 @@
-#include "cuda/lt.cuh"
+#include "cuda/cublaslt.cuh"
 
 #include <atomic>
 #include <cstdio>

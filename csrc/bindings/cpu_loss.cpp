@@ -1,4 +1,4 @@
-// fusednn._C: the fused losses (cpu/losses.h). fusednn.ops.losses checks user
+// fusednn._C: the fused losses (cpu/loss.h). fusednn.ops.loss checks user
 // input and names the public arguments; the checks here keep a direct call
 // with inconsistent arrays from reading or writing out of bounds.
 #include <pybind11/numpy.h>
@@ -134,17 +134,17 @@ void register_losses(py::module_& m) {
 
   m.def(
       "point_loss",
-      [](int kind, const py::array& p, const py::array& t, const py::object& w,
+      [](PointLoss kind, const py::array& p, const py::array& t, const py::object& w,
          bool mean) -> py::tuple {
-        if (kind < 0 || kind >= int(PointLoss::Count))
-          throw py::value_error("point loss kind out of range: " + std::to_string(kind));
+        if (int(kind) < 0 || int(kind) >= int(PointLoss::Count))
+          throw py::value_error("point loss kind out of range: " + std::to_string(int(kind)));
         checked_float_dtype(p, "p");
         if (p.ndim() != 1 && p.ndim() != 2)
           throw py::value_error("p: must have 1 or 2 dims (batch,) or (batch, outputs)");
         if (!(p.flags() & py::array::c_style)) throw py::value_error("p: must be C-contiguous");
         if (p.ndim() == 2 && p.shape(1) < 1)
           throw py::value_error("p: needs at least one output per sample");
-        const PointLoss k = PointLoss(kind);
+        const PointLoss k = kind;
         return is_f64(p) ? point_t<double>(k, p, t, w, mean) : point_t<float>(k, p, t, w, mean);
       },
       py::arg("kind"), py::arg("p"), py::arg("target"), py::arg("sample_weight"),

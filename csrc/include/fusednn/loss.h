@@ -27,7 +27,7 @@
 
 namespace fusednn {
 
-// The numbering is part of the binding ABI (python/fusednn/ops/losses.py).
+// Exported to Python as fusednn._C.PointLoss (bindings/cpu_types.cpp).
 enum class PointLoss : int {
   SigmoidBCE = 0,  // binary cross-entropy on logits
   MSE = 1,         // squared error
@@ -122,7 +122,7 @@ struct LossGrad {
 // in [0, 1], so their sum does not cancel. Squared error:
 //     l = (p - t)^2,   dl/dp = 2 (p - t).
 // Branch-free selects, so the CPU loops vectorise. (act_detail::sigmoid and
-// softplus of activations.h would each take their own exponential; the term
+// softplus of activation.h would each take their own exponential; the term
 // shares one, math::exp_neg_abs, as they do.)
 
 // The binary cross-entropy term given e = exp(-|z|) (point_term computes it;

@@ -44,13 +44,11 @@ import numbers
 import numpy as np
 
 from .. import _backend
-from ._checks import float_array
+from .._C import PointLoss
+from .._validate import float_array
 
 __all__ = ["mean_squared_error", "sigmoid_binary_cross_entropy", "softmax_cross_entropy"]
 
-# fusednn::PointLoss (csrc/include/fusednn/losses.h).
-_SIGMOID_BCE = 0
-_MSE = 1
 
 # reduction name -> whether the sum is divided by the batch size
 _REDUCTIONS = {"sum_over_batch_size": True, "mean": True, "sum": False}
@@ -165,8 +163,9 @@ def softmax_cross_entropy(logits, labels, *, sample_weight=None, label_smoothing
     eps = float(label_smoothing)
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"{caller}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    be = _backend.backend_for(caller, logits=logits, labels=labels, sample_weight=sample_weight)
-    xp = be.xp
+    backend = _backend.backend_for(caller, logits=logits, labels=labels,
+                                   sample_weight=sample_weight)
+    xp = backend.xp
     logits = float_array(caller, "logits", logits, xp, ndim=2)
     n, c = logits.shape
     if c == 0:
@@ -196,22 +195,22 @@ def softmax_cross_entropy(logits, labels, *, sample_weight=None, label_smoothing
 
     w, bad_w = _sample_weight(caller, sample_weight, n, logits.dtype, xp)
     checks = [m for m in (bad_labels, bad_w) if m is not None]
-    failed = be.loss_input_flags([m.any() for m in checks])
+    failed = backend.loss_input_flags([m.any() for m in checks])
     if bad_labels is not None and failed.pop(0):
         i = int(xp.argmax(bad_labels))
         raise ValueError(f"{caller}: labels[{i}] = {int(labels[i])} is out of range for {c} "
                          f"classes (row {i} of logits); class indices must be in [0, {c})")
     if bad_w is not None and failed.pop(0):
         raise _weight_error(caller, sample_weight, w, bad_w, xp)
-    return be.softmax_cross_entropy(logits, index_labels, y, w, eps, mean)
+    return backend.softmax_cross_entropy(logits, index_labels, y, w, eps, mean)
 
 
 def _point_loss(caller, kind, pred, target, pred_name, target_name, sample_weight, reduction):
     _required(caller, **{pred_name: pred, target_name: target})
     mean = _is_mean(caller, reduction)
-    be = _backend.backend_for(caller, **{pred_name: pred, target_name: target},
+    backend = _backend.backend_for(caller, **{pred_name: pred, target_name: target},
                               sample_weight=sample_weight)
-    xp = be.xp
+    xp = backend.xp
     pred = float_array(caller, pred_name, pred, xp)
     if pred.ndim not in (1, 2):
         raise ValueError(f"{caller}: {pred_name} has {pred.ndim} dims, expected 1 (batch,) or "
@@ -221,9 +220,9 @@ def _point_loss(caller, kind, pred, target, pred_name, target_name, sample_weigh
                          f"sample")
     target = _target(caller, target_name, target, pred, pred_name, xp)
     w, bad_w = _sample_weight(caller, sample_weight, pred.shape[0], pred.dtype, xp)
-    if bad_w is not None and be.loss_input_flags([bad_w.any()])[0]:
+    if bad_w is not None and backend.loss_input_flags([bad_w.any()])[0]:
         raise _weight_error(caller, sample_weight, w, bad_w, xp)
-    return be.point_loss(kind, pred, target, w, mean)
+    return backend.point_loss(kind, pred, target, w, mean)
 
 
 def sigmoid_binary_cross_entropy(logits, labels, *, sample_weight=None,
@@ -249,8 +248,8 @@ def sigmoid_binary_cross_entropy(logits, labels, *, sample_weight=None,
 
     A NaN logit gives a NaN loss and a NaN gradient at that element.
     """
-    return _point_loss("sigmoid_binary_cross_entropy", _SIGMOID_BCE, logits, labels, "logits",
-                       "labels", sample_weight, reduction)
+    return _point_loss("sigmoid_binary_cross_entropy", PointLoss.SigmoidBCE, logits, labels,
+                       "logits", "labels", sample_weight, reduction)
 
 
 def mean_squared_error(y_pred, y_true, *, sample_weight=None, reduction="sum_over_batch_size"):
@@ -268,5 +267,5 @@ def mean_squared_error(y_pred, y_true, *, sample_weight=None, reduction="sum_ove
 
     A NaN prediction gives a NaN loss and a NaN gradient at that element.
     """
-    return _point_loss("mean_squared_error", _MSE, y_pred, y_true, "y_pred", "y_true",
+    return _point_loss("mean_squared_error", PointLoss.MSE, y_pred, y_true, "y_pred", "y_true",
                        sample_weight, reduction)

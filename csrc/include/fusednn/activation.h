@@ -15,7 +15,8 @@
 
 namespace fusednn {
 
-// The numbering is part of the binding ABI (python/fusednn/activations.py).
+// Exported to Python as fusednn._C.Act (bindings/cpu_types.cpp); Python names
+// members, never numbers.
 enum class Act : int {
   Linear = 0,
   Relu = 1,

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "cuda/launch.cuh"
-#include "cuda/losses.cuh"
+#include "cuda/loss.cuh"
 
 namespace fusednn {
 namespace cuda {

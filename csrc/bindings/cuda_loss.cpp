@@ -1,5 +1,5 @@
-// fusednn._C_cuda: the fused losses (cuda/losses.cuh). Arrays arrive as
-// device addresses already checked by fusednn.ops.losses; here we check what
+// fusednn._C_cuda: the fused losses (cuda/loss.cuh). Arrays arrive as
+// device addresses already checked by fusednn.ops.loss; here we check what
 // a wrong call could still turn into an out-of-bounds access (sizes, null
 // pointers, kinds), then queue the kernels on the caller's stream with the
 // GIL released. The loss goes to the device double at loss_ptr.
@@ -13,7 +13,7 @@
 
 #include "bindings/cuda_checks.h"
 #include "bindings/registry.h"
-#include "cuda/losses.cuh"
+#include "cuda/loss.cuh"
 
 namespace py = pybind11;
 using fusednn::PointLoss;
@@ -71,15 +71,15 @@ void softmax_cross_entropy(const std::string& dtype, int64_t n, int64_t c, uintp
   });
 }
 
-void point_loss(const std::string& dtype, int kind, int64_t n, int64_t k, uintptr_t p_ptr,
+void point_loss(const std::string& dtype, PointLoss kind, int64_t n, int64_t k, uintptr_t p_ptr,
                 uintptr_t t_ptr, uintptr_t w_ptr, uintptr_t dp_ptr, uintptr_t loss_ptr, bool mean,
                 uintptr_t stream) {
   const char* fn = "point_loss";
   const DType t = parse_dtype(fn, dtype);
-  if (kind < 0 || kind >= int(PointLoss::Count))
+  if (int(kind) < 0 || int(kind) >= int(PointLoss::Count))
     throw py::value_error(std::string(fn) + ": kind must be in [0, " +
                           std::to_string(int(PointLoss::Count)) + "), got " +
-                          std::to_string(kind));
+                          std::to_string(int(kind)));
   check_size(fn, "n", n);
   if (k < 1) throw py::value_error(std::string(fn) + ": k must be >= 1, got " + std::to_string(k));
   const int64_t nk = count(fn, n, k);
@@ -91,7 +91,7 @@ void point_loss(const std::string& dtype, int kind, int64_t n, int64_t k, uintpt
   py::gil_scoped_release nogil;
   with_dtype(t, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    fusednn::cuda::point_loss<T>(PointLoss(kind), ptr(tag, p_ptr), ptr(tag, t_ptr),
+    fusednn::cuda::point_loss<T>(kind, ptr(tag, p_ptr), ptr(tag, t_ptr),
                                  ptr(tag, w_ptr), ptr(tag, dp_ptr),
                                  reinterpret_cast<double*>(loss_ptr), n, k, inv_d,
                                  as_stream(stream));

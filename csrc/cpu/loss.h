@@ -1,4 +1,4 @@
-// CPU loss kernels: the loss and its gradient in one pass (fusednn/losses.h).
+// CPU loss kernels: the loss and its gradient in one pass (fusednn/loss.h).
 // Inputs are assumed valid (checked at the binding): contiguous row-major
 // arrays of the sizes given. Each returns the reduced loss
 //     sum_i w_i l_i * inv_d,
@@ -7,7 +7,7 @@
 #pragma once
 #include <cstdint>
 
-#include "fusednn/losses.h"
+#include "fusednn/loss.h"
 
 namespace fusednn {
 namespace cpu {
