@@ -13,6 +13,7 @@ import pytest
 
 import fusednn as fd
 from fusednn._C import Act, BnConvention, Clip, Opt, OptStep
+from fusednn.ops.batchnorm import BatchNormContext, BatchNormOptions, DenseBatchNormContext
 
 
 def _cuda_module():
@@ -124,9 +125,9 @@ def test_optimizer_step_is_called_correctly(dtype, clip_mode):
     step.lr = step.beta_1 = step.beta_2 = step.epsilon = step.step_size = 0.1
     for rule in Opt.__members__.values():
         with pytest.raises(RuntimeError):
-            be.optimizer_step(rule, step, params, grads, slots, [0.0, 0.01],
-                              [0.0, 0.0], [2.0, 0.0], [(1, 7, 5), (1, 1, 1)], clip_mode, 1.0,
-                              norms)
+            be.optimizer_step(rule, step, params, grads, slots,
+                              ([0.0, 0.01], [0.0, 0.0], [2.0, 0.0], [(1, 7, 5), (1, 1, 1)]),
+                              (clip_mode, 1.0), norms)
 
 
 def test_optimizer_binding_rejects_bad_arguments():
@@ -164,14 +165,23 @@ def test_batchnorm_is_called_correctly(name, dtype):
     vec = [_FakeArray((5,), dtype) for _ in range(4)]
     cols, mask = _FakeArray((5, 5), dtype), _FakeArray((1,), np.uint32)
     keras, torch = BnConvention.Keras, BnConvention.Torch
+
+    def opts(training, momentum, epsilon, convention, rate, alpha, seed, step):
+        return BatchNormOptions(training, momentum, epsilon, convention, spec, rate, alpha, seed,
+                                step)
+
+    def ctx(mask, has_gamma, has_beta, rate, alpha, training):
+        return BatchNormContext(x, x, cols, mask, has_gamma, has_beta,
+                                opts(training, 0.99, 1e-3, keras, rate, alpha, 0, 0), be)
+
     calls = [
-        lambda: be.batchnorm_forward(x, *vec, True, 0.99, 1e-3, keras, spec, 0.0, False, 0, 0),
-        lambda: be.batchnorm_forward(x, None, None, None, None, True, 0.1, 1e-5, torch, spec, 0.3,
-                                     True, 2**64 - 1, 2**40),
-        lambda: be.batchnorm_forward(x, *vec, False, 0.99, 1e-3, keras, spec, 0.3, False, 1, 2),
-        lambda: be.batchnorm_backward(x, x, x, cols, None, True, True, spec, 0.0, False, True),
-        lambda: be.batchnorm_backward(x, x, x, cols, mask, False, False, spec, 0.3, True, True),
-        lambda: be.batchnorm_backward(x, x, x, cols, mask, True, False, spec, 0.3, False, False),
+        lambda: be.batchnorm_forward(x, *vec, opts(True, 0.99, 1e-3, keras, 0.0, False, 0, 0)),
+        lambda: be.batchnorm_forward(x, None, None, None, None,
+                                     opts(True, 0.1, 1e-5, torch, 0.3, True, 2**64 - 1, 2**40)),
+        lambda: be.batchnorm_forward(x, *vec, opts(False, 0.99, 1e-3, keras, 0.3, False, 1, 2)),
+        lambda: be.batchnorm_backward(x, ctx(None, True, True, 0.0, False, True)),
+        lambda: be.batchnorm_backward(x, ctx(mask, False, False, 0.3, True, True)),
+        lambda: be.batchnorm_backward(x, ctx(mask, True, False, 0.3, False, False)),
     ]
     for call in calls:
         with pytest.raises(RuntimeError):
@@ -217,20 +227,19 @@ def test_dense_batchnorm_is_called_correctly(dtype, monkeypatch):
     z = _FakeArray((6, 5), dtype)
     vec = [_FakeArray((5,), dtype) for _ in range(4)]
     cols, mask = _FakeArray((5, 5), dtype), _FakeArray((1,), np.uint32)
+    opts = BatchNormOptions(True, 0.99, 1e-3, BnConvention.Keras, spec, 0.3, False, 1, 2)
+    ctx = DenseBatchNormContext(x, w, True, BatchNormContext(z, z, cols, mask, True, True, opts,
+                                                             be))
     with pytest.raises(RuntimeError):  # the GEMM, first
-        be.dense_batchnorm_forward(x, w, b, *vec, True, 0.99, 1e-3, BnConvention.Keras, spec, 0.3,
-                                   False, 1, 2)
+        be.dense_batchnorm_forward(x, w, b, *vec, opts)
     monkeypatch.setattr(be, "dense_forward", lambda *a: (z, None, None))
     with pytest.raises(RuntimeError):  # then the batch norm of z
-        be.dense_batchnorm_forward(x, w, b, *vec, True, 0.99, 1e-3, BnConvention.Keras, spec, 0.3,
-                                   False, 1, 2)
+        be.dense_batchnorm_forward(x, w, b, *vec, opts)
     with pytest.raises(RuntimeError):  # backward: the batch norm first
-        be.dense_batchnorm_backward(z, x, w, True, True, z, z, cols, mask, True, True, spec, 0.3,
-                                    False, True)
+        be.dense_batchnorm_backward(z, ctx, True)
     monkeypatch.setattr(be, "batchnorm_backward", lambda *a: (z, vec[0], vec[1]))
     with pytest.raises(RuntimeError):  # then the dense GEMMs on dz
-        be.dense_batchnorm_backward(z, x, w, True, True, z, z, cols, mask, True, True, spec, 0.3,
-                                    False, True)
+        be.dense_batchnorm_backward(z, ctx, True)
 
 
 class _Device:

@@ -204,11 +204,12 @@ class CPUBackend:
                                        need_db_prev)
 
     @staticmethod
-    def optimizer_step(rule, step, params, grads, slots, l1, l2, max_norm, views, clip_mode,
-                       clip, norms):
-        """One fused step over all tensors, in place (norms: GPU only)."""
-        _C.optimizer_step(rule, step, params, grads, slots, l1, l2, max_norm, views, clip_mode,
-                          clip)
+    def optimizer_step(rule, step, params, grads, slots, per_tensor, clip, norms):
+        """One fused step over all tensors, in place. per_tensor: (l1, l2,
+        max_norm, views) lists, one entry per tensor; clip: (Clip mode,
+        bound); norms: GPU only."""
+        l1, l2, max_norm, views = per_tensor
+        _C.optimizer_step(rule, step, params, grads, slots, l1, l2, max_norm, views, *clip)
 
     # --- dropout (CPU) ---
 
@@ -231,36 +232,40 @@ class CPUBackend:
 
     # --- batchnorm (CPU) ---
     @staticmethod
-    def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, training, momentum, epsilon,
-                          convention, spec, rate, alpha_dropout, seed, step):
-        """(y, cols, mean, var, mask); moving_* updated in place when training."""
-        return _C.batchnorm_forward(x, gamma, beta, moving_mean, moving_var, training, momentum,
-                                    epsilon, convention, spec.kind, spec.alpha, rate,
-                                    alpha_dropout, seed, step)
+    def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, opts):
+        """(y, cols, mean, var, mask); moving_* updated in place when
+        opts.training (opts: fusednn.ops.batchnorm.BatchNormOptions)."""
+        return _C.batchnorm_forward(x, gamma, beta, moving_mean, moving_var, opts.training,
+                                    opts.momentum, opts.epsilon, opts.convention, opts.spec.kind,
+                                    opts.spec.alpha, opts.rate, opts.alpha_dropout, opts.seed,
+                                    opts.step)
 
     @staticmethod
-    def batchnorm_backward(dy, x, y, cols, mask, has_gamma, has_beta, spec, rate, alpha_dropout,
-                           batch_stats):
-        """(dx, dgamma or None, dbeta or None)."""
-        return _C.batchnorm_backward(dy, x, y, cols, mask, has_gamma, has_beta, spec.kind,
-                                     spec.alpha, rate, alpha_dropout, batch_stats)
+    def batchnorm_backward(dy, ctx):
+        """(dx, dgamma or None, dbeta or None) through the forward of `ctx`
+        (a BatchNormContext)."""
+        o = ctx.opts
+        return _C.batchnorm_backward(dy, ctx.x, ctx.y, ctx.cols, ctx.mask, ctx.has_gamma,
+                                     ctx.has_beta, o.spec.kind, o.spec.alpha, o.rate,
+                                     o.alpha_dropout, o.training)
 
     @staticmethod
-    def dense_batchnorm_forward(x, w, b, gamma, beta, moving_mean, moving_var, training,
-                                momentum, epsilon, convention, spec, rate, alpha_dropout, seed,
-                                step):
+    def dense_batchnorm_forward(x, w, b, gamma, beta, moving_mean, moving_var, opts):
         """(y, cols, mean, var, mask, z), z = x @ w + b: one C++ call."""
         return _C.dense_batchnorm_forward(x, w, b, gamma, beta, moving_mean, moving_var,
-                                          training, momentum, epsilon, convention, spec.kind,
-                                          spec.alpha, rate, alpha_dropout, seed, step)
+                                          opts.training, opts.momentum, opts.epsilon,
+                                          opts.convention, opts.spec.kind, opts.spec.alpha,
+                                          opts.rate, opts.alpha_dropout, opts.seed, opts.step)
 
     @staticmethod
-    def dense_batchnorm_backward(dy, x, w, has_bias, need_dx, z, y, cols, mask, has_gamma,
-                                 has_beta, spec, rate, alpha_dropout, batch_stats):
-        """(dx or None, dgamma, dbeta, dw, db or None): one C++ call."""
-        return _C.dense_batchnorm_backward(dy, x, w, z, y, cols, mask, has_bias, need_dx,
-                                           has_gamma, has_beta, spec.kind, spec.alpha, rate,
-                                           alpha_dropout, batch_stats)
+    def dense_batchnorm_backward(dy, ctx, need_dx):
+        """(dx or None, dgamma, dbeta, dw, db or None) through the block of
+        `ctx` (a DenseBatchNormContext): one C++ call."""
+        bn, o = ctx.bn, ctx.bn.opts
+        return _C.dense_batchnorm_backward(dy, ctx.x, ctx.w, bn.x, bn.y, bn.cols, bn.mask,
+                                           ctx.has_bias, need_dx, bn.has_gamma, bn.has_beta,
+                                           o.spec.kind, o.spec.alpha, o.rate, o.alpha_dropout,
+                                           o.training)
 
     # --- losses (CPU) ---
 
@@ -380,14 +385,13 @@ class CUDABackend:
                                self._stream())
         return dx, dw, db
 
-    def optimizer_step(self, rule, step, params, grads, slots, l1, l2, max_norm, views,
-                       clip_mode, clip, norms):
-        """One fused step over all tensors, in place; `norms` (float64, one
-        per tensor) holds the clipping norms on the device."""
+    def optimizer_step(self, rule, step, params, grads, slots, per_tensor, clip, norms):
+        """One fused step over all tensors, in place, as CPUBackend's; `norms`
+        (float64, one per tensor) holds the clipping norms on the device."""
         tensors = [(p.data.ptr, g.data.ptr, *(self._ptr(s) for s in row), int(p.size), a, b,
                     mn, *view)
-                   for p, g, row, a, b, mn, view in zip(params, grads, slots, l1, l2, max_norm,
-                                                        views)]
+                   for p, g, row, a, b, mn, view in zip(params, grads, slots, *per_tensor)]
+        clip_mode, clip = clip
         # The kernels run on the current device: the parameters' (one for all,
         # checked by backend_for), whichever device the caller has current.
         with params[0].device:
@@ -431,59 +435,52 @@ class CUDABackend:
         return out
 
     # --- batchnorm (CUDA) ---
-    def batchnorm_forward(self, x, gamma, beta, moving_mean, moving_var, training, momentum,
-                          epsilon, convention, spec, rate, alpha_dropout, seed, step):
+    def batchnorm_forward(self, x, gamma, beta, moving_mean, moving_var, opts):
         """(y, cols, mean, var, mask), as CPUBackend.batchnorm_forward."""
         xp = self.xp
         (m, n), dt = x.shape, x.dtype
         with x.device:
             y = xp.empty((m, n), dtype=dt)
             cols = xp.empty((5, n), dtype=dt)
-            mean = xp.empty((n,), dtype=xp.float64) if training else None
-            var = xp.empty((n,), dtype=xp.float64) if training else None
-            mask = xp.empty((-(-m * n // 32),), dtype=xp.uint32) if rate > 0 else None
+            mean = xp.empty((n,), dtype=xp.float64) if opts.training else None
+            var = xp.empty((n,), dtype=xp.float64) if opts.training else None
+            mask = xp.empty((-(-m * n // 32),), dtype=xp.uint32) if opts.rate > 0 else None
             ws = xp.empty((self._C.batchnorm_workspace(m, n),), dtype=xp.float64)
             self._C.batchnorm_forward(
                 dt.name, m, n, x.data.ptr, self._ptr(gamma), self._ptr(beta),
-                self._ptr(moving_mean), self._ptr(moving_var), training, momentum, epsilon,
-                convention, y.data.ptr, cols.data.ptr, self._ptr(mean), self._ptr(var),
-                self._ptr(mask), ws.data.ptr, spec.kind, spec.alpha, rate, alpha_dropout, seed,
-                step, self._stream())
+                self._ptr(moving_mean), self._ptr(moving_var), opts.training, opts.momentum,
+                opts.epsilon, opts.convention, y.data.ptr, cols.data.ptr, self._ptr(mean),
+                self._ptr(var), self._ptr(mask), ws.data.ptr, opts.spec.kind, opts.spec.alpha,
+                opts.rate, opts.alpha_dropout, opts.seed, opts.step, self._stream())
         return y, cols, mean, var, mask
 
-    def batchnorm_backward(self, dy, x, y, cols, mask, has_gamma, has_beta, spec, rate,
-                           alpha_dropout, batch_stats):
-        """(dx, dgamma or None, dbeta or None)."""
-        xp = self.xp
-        (m, n), dt = x.shape, x.dtype
-        with x.device:
+    def batchnorm_backward(self, dy, ctx):
+        """(dx, dgamma or None, dbeta or None), as CPUBackend.batchnorm_backward."""
+        xp, o = self.xp, ctx.opts
+        (m, n), dt = ctx.x.shape, ctx.x.dtype
+        with ctx.x.device:
             dx = xp.empty((m, n), dtype=dt)
-            dgamma = xp.empty((n,), dtype=dt) if has_gamma else None
-            dbeta = xp.empty((n,), dtype=dt) if has_beta else None
+            dgamma = xp.empty((n,), dtype=dt) if ctx.has_gamma else None
+            dbeta = xp.empty((n,), dtype=dt) if ctx.has_beta else None
             ws = xp.empty((self._C.batchnorm_workspace(m, n),), dtype=xp.float64)
             self._C.batchnorm_backward(
-                dt.name, m, n, dy.data.ptr, x.data.ptr, y.data.ptr, cols.data.ptr,
-                self._ptr(mask), dx.data.ptr, self._ptr(dgamma), self._ptr(dbeta), ws.data.ptr,
-                spec.kind, spec.alpha, rate, alpha_dropout, batch_stats, self._stream())
+                dt.name, m, n, dy.data.ptr, ctx.x.data.ptr, ctx.y.data.ptr, ctx.cols.data.ptr,
+                self._ptr(ctx.mask), dx.data.ptr, self._ptr(dgamma), self._ptr(dbeta),
+                ws.data.ptr, o.spec.kind, o.spec.alpha, o.rate, o.alpha_dropout, o.training,
+                self._stream())
         return dx, dgamma, dbeta
 
-    def dense_batchnorm_forward(self, x, w, b, gamma, beta, moving_mean, moving_var, training,
-                                momentum, epsilon, convention, spec, rate, alpha_dropout, seed,
-                                step):
+    def dense_batchnorm_forward(self, x, w, b, gamma, beta, moving_mean, moving_var, opts):
         """As CPUBackend's: the cuBLASLt GEMM with the bias epilogue, then the
         batch-norm kernels, on one stream."""
         z, _, _ = self.dense_forward(x, w, b, _LINEAR)
-        return (*self.batchnorm_forward(z, gamma, beta, moving_mean, moving_var, training,
-                                        momentum, epsilon, convention, spec, rate,
-                                        alpha_dropout, seed, step), z)
+        return (*self.batchnorm_forward(z, gamma, beta, moving_mean, moving_var, opts), z)
 
-    def dense_batchnorm_backward(self, dy, x, w, has_bias, need_dx, z, y, cols, mask, has_gamma,
-                                 has_beta, spec, rate, alpha_dropout, batch_stats):
+    def dense_batchnorm_backward(self, dy, ctx, need_dx):
         """As CPUBackend's: the batch-norm backward kernels, then the dense
         backward GEMMs (bias gradient in the dw GEMM's epilogue)."""
-        dz, dgamma, dbeta = self.batchnorm_backward(dy, z, y, cols, mask, has_gamma, has_beta,
-                                                    spec, rate, alpha_dropout, batch_stats)
-        dx, dw, db = self.dense_backward(dz, None, x, w, has_bias, need_dx, _LINEAR)
+        dz, dgamma, dbeta = self.batchnorm_backward(dy, ctx.bn)
+        dx, dw, db = self.dense_backward(dz, None, ctx.x, ctx.w, ctx.has_bias, need_dx, _LINEAR)
         return dx, dgamma, dbeta, dw, db
 
     # --- losses (CUDA) ---

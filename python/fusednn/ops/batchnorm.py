@@ -56,6 +56,21 @@ __all__ = ["BatchNormContext", "DenseBatchNormContext", "batchnorm_forward", "ba
 _CONVENTIONS = {"keras": BnConvention.Keras, "torch": BnConvention.Torch}
 
 
+@dataclass(frozen=True)
+class BatchNormOptions:
+    """The checked scalars of one batch norm, as both backends take them."""
+
+    training: bool  # normalised with the batch statistics (moving ones updated)
+    momentum: float
+    epsilon: float
+    convention: BnConvention
+    spec: _act.ActivationSpec
+    rate: float  # dropout rate actually applied (0: none)
+    alpha_dropout: bool
+    seed: int
+    step: int
+
+
 @dataclass
 class BatchNormContext:
     """What batchnorm_backward needs from batchnorm_forward."""
@@ -66,13 +81,26 @@ class BatchNormContext:
     mask: object  # bit-packed dropout mask (uint32 words) or None
     has_gamma: bool
     has_beta: bool
-    spec: _act.ActivationSpec
-    rate: float  # dropout rate actually applied (0: none)
-    alpha_dropout: bool
-    batch_stats: bool  # normalised with the batch statistics (training)
+    opts: BatchNormOptions
     backend: object
     mean: object = None  # the batch statistics (float64, training only)
     var: object = None
+
+    @property
+    def spec(self) -> _act.ActivationSpec:
+        return self.opts.spec
+
+    @property
+    def rate(self) -> float:
+        return self.opts.rate
+
+    @property
+    def alpha_dropout(self) -> bool:
+        return self.opts.alpha_dropout
+
+    @property
+    def batch_stats(self) -> bool:
+        return self.opts.training
 
     @property
     def mask_nbytes(self) -> int:
@@ -100,10 +128,10 @@ def _feature(caller, name, a, xp, n, dtype, *, writable=False):
 
 
 def _bn_options(caller, backend, batch, n, dtype, gamma, beta, moving_mean, moving_var, training,
-                momentum, epsilon, convention, dropout, seed, step, alpha_dropout,
+                momentum, epsilon, convention, spec, dropout, seed, step, alpha_dropout,
                 dropout_training):
-    """The checked batch-norm arguments for inputs of (batch, n) features,
-    as the backend's positional arguments after x."""
+    """(gamma, beta, moving_mean, moving_var, BatchNormOptions): the checked
+    batch-norm arguments for inputs of (batch, n) features."""
     if batch == 0 or n == 0:
         raise ValueError(f"{caller}: x has shape {(batch, n)}; needs at least one sample "
                          f"and one feature")
@@ -135,8 +163,9 @@ def _bn_options(caller, backend, batch, n, dtype, gamma, beta, moving_mean, movi
         dropout_training = training
     if not check_bool(caller, "dropout_training", dropout_training):
         rate = 0.0
-    return (gamma, beta, moving_mean, moving_var, training, momentum, epsilon,
-            _CONVENTIONS[convention], rate, alpha_dropout, seed, step)
+    return gamma, beta, moving_mean, moving_var, BatchNormOptions(
+        training, momentum, epsilon, _CONVENTIONS[convention], spec, rate, alpha_dropout, seed,
+        step)
 
 
 def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, /, *, training, momentum=0.99,
@@ -156,18 +185,17 @@ def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, /, *, training, m
     """
     caller = "batchnorm_forward"
     spec = _act.get(activation, caller, **params)
-    backend = _backend.backend_for(caller, x=x, gamma=gamma, beta=beta, moving_mean=moving_mean,
-                              moving_var=moving_var)
+    backend = _backend.backend_for(caller, x=x, gamma=gamma, beta=beta,
+                                   moving_mean=moving_mean, moving_var=moving_var)
     x = float_array(caller, "x", x, backend.xp, ndim=2)
-    (gamma, beta, moving_mean, moving_var, training, momentum, epsilon, conv, rate,
-     alpha_dropout, seed, step) = _bn_options(
+    gamma, beta, moving_mean, moving_var, opts = _bn_options(
         caller, backend, *x.shape, x.dtype, gamma, beta, moving_mean, moving_var, training,
-        momentum, epsilon, convention, dropout, seed, step, alpha_dropout, dropout_training)
-    y, cols, mean, var, mask = backend.batchnorm_forward(
-        x, gamma, beta, moving_mean, moving_var, training, momentum, epsilon, conv, spec, rate,
-        alpha_dropout, seed, step)
-    ctx = BatchNormContext(x, y, cols, mask, gamma is not None, beta is not None, spec, rate,
-                           alpha_dropout, training, backend, mean, var)
+        momentum, epsilon, convention, spec, dropout, seed, step, alpha_dropout,
+        dropout_training)
+    y, cols, mean, var, mask = backend.batchnorm_forward(x, gamma, beta, moving_mean,
+                                                         moving_var, opts)
+    ctx = BatchNormContext(x, y, cols, mask, gamma is not None, beta is not None, opts,
+                           backend, mean, var)
     return y, ctx
 
 
@@ -202,7 +230,7 @@ def dense_batchnorm_forward(x, w, b, gamma, beta, moving_mean, moving_var, /, *,
     caller = "dense_batchnorm_forward"
     spec = _act.get(activation, caller, **params)
     backend = _backend.backend_for(caller, x=x, w=w, b=b, gamma=gamma, beta=beta,
-                              moving_mean=moving_mean, moving_var=moving_var)
+                                   moving_mean=moving_mean, moving_var=moving_var)
     x = float_array(caller, "x", x, backend.xp, ndim=2)
     w = float_array(caller, "w", w, backend.xp, ndim=2, dtype=x.dtype)
     if w.shape[0] != x.shape[1] or x.shape[1] == 0:
@@ -214,15 +242,14 @@ def dense_batchnorm_forward(x, w, b, gamma, beta, moving_mean, moving_var, /, *,
         if b.shape[0] != units:
             raise ValueError(f"{caller}: b has shape {tuple(b.shape)}, expected ({units},) "
                              f"to match w of shape {tuple(w.shape)}")
-    (gamma, beta, moving_mean, moving_var, training, momentum, epsilon, conv, rate,
-     alpha_dropout, seed, step) = _bn_options(
-        caller, backend, x.shape[0], units, x.dtype, gamma, beta, moving_mean, moving_var, training,
-        momentum, epsilon, convention, dropout, seed, step, alpha_dropout, dropout_training)
+    gamma, beta, moving_mean, moving_var, opts = _bn_options(
+        caller, backend, x.shape[0], units, x.dtype, gamma, beta, moving_mean, moving_var,
+        training, momentum, epsilon, convention, spec, dropout, seed, step, alpha_dropout,
+        dropout_training)
     y, cols, mean, var, mask, z = backend.dense_batchnorm_forward(
-        x, w, b, gamma, beta, moving_mean, moving_var, training, momentum, epsilon, conv, spec,
-        rate, alpha_dropout, seed, step)
-    bn = BatchNormContext(z, y, cols, mask, gamma is not None, beta is not None, spec, rate,
-                          alpha_dropout, training, backend, mean, var)
+        x, w, b, gamma, beta, moving_mean, moving_var, opts)
+    bn = BatchNormContext(z, y, cols, mask, gamma is not None, beta is not None, opts, backend,
+                          mean, var)
     return y, DenseBatchNormContext(x, w, b is not None, bn)
 
 
@@ -244,9 +271,7 @@ def dense_batchnorm_backward(dy, ctx: DenseBatchNormContext, *, need_dx: bool = 
         raise ValueError(f"{caller}: dy has shape {tuple(dy.shape)}, expected "
                          f"{tuple(bn.x.shape)} (the shape of the forward output)")
     need_dx = check_bool(caller, "need_dx", need_dx)
-    dx, dgamma, dbeta, dw, db = backend.dense_batchnorm_backward(
-        dy, ctx.x, ctx.w, ctx.has_bias, need_dx, bn.x, bn.y, bn.cols, bn.mask, bn.has_gamma,
-        bn.has_beta, bn.spec, bn.rate, bn.alpha_dropout, bn.batch_stats)
+    dx, dgamma, dbeta, dw, db = backend.dense_batchnorm_backward(dy, ctx, need_dx)
     return dx, dw, db, dgamma, dbeta
 
 
@@ -268,9 +293,7 @@ def batchnorm_backward(dy, ctx: BatchNormContext):
     if tuple(dy.shape) != tuple(ctx.x.shape):
         raise ValueError(f"{caller}: dy has shape {tuple(dy.shape)}, expected "
                          f"{tuple(ctx.x.shape)} (the shape of the forward output)")
-    return backend.batchnorm_backward(dy, ctx.x, ctx.y, ctx.cols, ctx.mask, ctx.has_gamma,
-                                 ctx.has_beta, ctx.spec, ctx.rate, ctx.alpha_dropout,
-                                 ctx.batch_stats)
+    return backend.batchnorm_backward(dy, ctx)
 
 
 def fold_batchnorm(w, b, gamma, beta, moving_mean, moving_var, epsilon=1e-3):
@@ -283,7 +306,7 @@ def fold_batchnorm(w, b, gamma, beta, moving_mean, moving_var, epsilon=1e-3):
     """
     caller = "fold_batchnorm"
     backend = _backend.backend_for(caller, w=w, b=b, gamma=gamma, beta=beta,
-                              moving_mean=moving_mean, moving_var=moving_var)
+                                   moving_mean=moving_mean, moving_var=moving_var)
     xp = backend.xp
     w = float_array(caller, "w", w, xp, ndim=2)
     units = w.shape[1]

@@ -201,10 +201,11 @@ class Optimizer:
             if clip_mode in (Clip.Norm, Clip.Global) and \
                     (self._norms is None or self._norms.size < len(idx)):
                 self._norms = backend.xp.empty(count, dtype=np.float64)
+            per_tensor = ([pens[i][0] for i in idx], [pens[i][1] for i in idx],
+                          [cons[i].max_value if cons[i] is not None else 0.0 for i in idx],
+                          views)
             backend.optimizer_step(self._rule, step, work, gr, [self._slots[i] for i in idx],
-                              [pens[i][0] for i in idx], [pens[i][1] for i in idx],
-                              [cons[i].max_value if cons[i] is not None else 0.0 for i in idx],
-                              views, clip_mode, clip, self._norms)
+                                   per_tensor, (clip_mode, clip), self._norms)
             for j, i in enumerate(idx):
                 if work[j] is not params[i]:
                     params[i][...] = work[j]
