@@ -4,6 +4,9 @@
 // field (step.beta_1) and never repeats a number that C++ defines.
 #include <pybind11/pybind11.h>
 
+#include <initializer_list>
+#include <utility>
+
 #include "bindings/registry.h"
 #include "fusednn/activation.h"
 #include "fusednn/batchnorm.h"
@@ -14,72 +17,53 @@ namespace py = pybind11;
 
 namespace {
 
+// One py::enum_ from (name, member) pairs: the members are listed once, here.
+template <typename E>
+void bind_enum(py::module_& m, const char* name, const char* doc,
+               std::initializer_list<std::pair<const char*, E>> members) {
+  py::enum_<E> e(m, name, doc);
+  for (const auto& [member, value] : members) e.value(member, value);
+}
+
 void register_types(py::module_& m) {
   using fusednn::Act;
-  py::enum_<Act>(m, "Act", "Activation kernels (fusednn/activation.h).")
-      .value("Linear", Act::Linear)
-      .value("Relu", Act::Relu)
-      .value("LeakyRelu", Act::LeakyRelu)
-      .value("Elu", Act::Elu)
-      .value("Selu", Act::Selu)
-      .value("Gelu", Act::Gelu)
-      .value("GeluTanh", Act::GeluTanh)
-      .value("Swish", Act::Swish)
-      .value("Mish", Act::Mish)
-      .value("Sigmoid", Act::Sigmoid)
-      .value("Tanh", Act::Tanh)
-      .value("Softplus", Act::Softplus);
-
+  bind_enum<Act>(m, "Act", "Activation kernels (fusednn/activation.h).",
+                 {{"Linear", Act::Linear}, {"Relu", Act::Relu}, {"LeakyRelu", Act::LeakyRelu},
+                  {"Elu", Act::Elu}, {"Selu", Act::Selu}, {"Gelu", Act::Gelu},
+                  {"GeluTanh", Act::GeluTanh}, {"Swish", Act::Swish}, {"Mish", Act::Mish},
+                  {"Sigmoid", Act::Sigmoid}, {"Tanh", Act::Tanh}, {"Softplus", Act::Softplus}});
   using fusednn::BnConvention;
-  py::enum_<BnConvention>(m, "BnConvention",
-                          "How momentum updates the moving statistics (fusednn/batchnorm.h).")
-      .value("Keras", BnConvention::Keras)
-      .value("Torch", BnConvention::Torch);
-
+  bind_enum<BnConvention>(m, "BnConvention",
+                          "How momentum updates the moving statistics (fusednn/batchnorm.h).",
+                          {{"Keras", BnConvention::Keras}, {"Torch", BnConvention::Torch}});
   using fusednn::PointLoss;
-  py::enum_<PointLoss>(m, "PointLoss", "Element-wise losses (fusednn/loss.h).")
-      .value("SigmoidBCE", PointLoss::SigmoidBCE)
-      .value("MSE", PointLoss::MSE);
-
+  bind_enum<PointLoss>(m, "PointLoss", "Element-wise losses (fusednn/loss.h).",
+                       {{"SigmoidBCE", PointLoss::SigmoidBCE}, {"MSE", PointLoss::MSE}});
   using fusednn::Opt;
-  py::enum_<Opt>(m, "Opt", "Optimizer update rules (fusednn/optimizer.h).")
-      .value("SGD", Opt::SGD)
-      .value("Adagrad", Opt::Adagrad)
-      .value("RMSprop", Opt::RMSprop)
-      .value("Adam", Opt::Adam)
-      .value("Adamax", Opt::Adamax)
-      .value("Nadam", Opt::Nadam)
-      .value("Ftrl", Opt::Ftrl);
-
+  bind_enum<Opt>(m, "Opt", "Optimizer update rules (fusednn/optimizer.h).",
+                 {{"SGD", Opt::SGD}, {"Adagrad", Opt::Adagrad}, {"RMSprop", Opt::RMSprop},
+                  {"Adam", Opt::Adam}, {"Adamax", Opt::Adamax}, {"Nadam", Opt::Nadam},
+                  {"Ftrl", Opt::Ftrl}});
   using fusednn::Clip;
-  py::enum_<Clip>(m, "Clip", "Gradient clipping modes, one at most (fusednn/optimizer.h).")
-      .value("Off", Clip::Off)
-      .value("Value", Clip::Value)
-      .value("Norm", Clip::Norm)
-      .value("Global", Clip::Global);
+  bind_enum<Clip>(m, "Clip", "Gradient clipping modes, one at most (fusednn/optimizer.h).",
+                  {{"Off", Clip::Off}, {"Value", Clip::Value}, {"Norm", Clip::Norm},
+                   {"Global", Clip::Global}});
 
   using Step = fusednn::OptStep<double>;
-  py::class_<Step>(m, "OptStep",
-                   "The scalars of one optimizer step (fusednn::OptStep): zero-initialised; "
-                   "each rule sets the fields it reads.")
-      .def(py::init<>())
-      .def_readwrite("lr", &Step::lr)
-      .def_readwrite("beta_1", &Step::beta_1)
-      .def_readwrite("beta_2", &Step::beta_2)
-      .def_readwrite("rho", &Step::rho)
-      .def_readwrite("momentum", &Step::momentum)
-      .def_readwrite("epsilon", &Step::epsilon)
-      .def_readwrite("step_size", &Step::step_size)
-      .def_readwrite("m_weight", &Step::m_weight)
-      .def_readwrite("g_weight", &Step::g_weight)
-      .def_readwrite("v_correction", &Step::v_correction)
-      .def_readwrite("decay", &Step::decay)
-      .def_readwrite("clipvalue", &Step::clipvalue)
-      .def_readwrite("l1", &Step::l1)
-      .def_readwrite("l2", &Step::l2)
-      .def_readwrite("shrinkage", &Step::shrinkage)
-      .def_readwrite("lr_power", &Step::lr_power)
-      .def_readwrite("nesterov", &Step::nesterov)
+  py::class_<Step> step(m, "OptStep",
+                        "The scalars of one optimizer step (fusednn::OptStep): zero-initialised; "
+                        "each rule sets the fields it reads.");
+  step.def(py::init<>());
+  using Field = std::pair<const char*, double Step::*>;
+  for (const auto& [name, field] : std::initializer_list<Field>{
+           {"lr", &Step::lr}, {"beta_1", &Step::beta_1}, {"beta_2", &Step::beta_2},
+           {"rho", &Step::rho}, {"momentum", &Step::momentum}, {"epsilon", &Step::epsilon},
+           {"step_size", &Step::step_size}, {"m_weight", &Step::m_weight},
+           {"g_weight", &Step::g_weight}, {"v_correction", &Step::v_correction},
+           {"decay", &Step::decay}, {"clipvalue", &Step::clipvalue}, {"l1", &Step::l1},
+           {"l2", &Step::l2}, {"shrinkage", &Step::shrinkage}, {"lr_power", &Step::lr_power}})
+    step.def_readwrite(name, field);
+  step.def_readwrite("nesterov", &Step::nesterov)
       .def_readwrite("centered", &Step::centered)
       .def_readwrite("amsgrad", &Step::amsgrad);
 }

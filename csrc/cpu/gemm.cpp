@@ -1,6 +1,7 @@
 // The GEMM wrappers, compiled into fusednn._C and into every level's kernel
 // library (cpu/dispatch.h): thin calls into the one OpenBLAS all of them load.
 #include <cstdint>
+#include <type_traits>
 
 #include "cblas.h"
 #include "cpu/blas.h"
@@ -62,25 +63,19 @@ bool peer_call(void* fn, int int64, bool ta, bool tb, int64_t m, int64_t n, int6
 }
 }  // namespace
 
-template <>
-bool peer_gemm<float>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
-                      const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-                      float* c, int64_t ldc) {
+template <typename T>
+bool peer_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+               int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
   const PeerBlas* p = peer_blas();
   if (p == nullptr || k == 0) return false;
-  return peer_call<float>(p->sgemm, p->int64, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
-                          ldc);
+  void* fn = std::is_same_v<T, float> ? p->sgemm : p->dgemm;
+  return peer_call<T>(fn, p->int64, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-template <>
-bool peer_gemm<double>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
-                       const double* a, int64_t lda, const double* b, int64_t ldb, double beta,
-                       double* c, int64_t ldc) {
-  const PeerBlas* p = peer_blas();
-  if (p == nullptr || k == 0) return false;
-  return peer_call<double>(p->dgemm, p->int64, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
-                           ldc);
-}
+template bool peer_gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*,
+                               int64_t, const float*, int64_t, float, float*, int64_t);
+template bool peer_gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
+                                int64_t, const double*, int64_t, double, double*, int64_t);
 
 void blas_single_thread() {
   if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numbers
 
-from .optimizers._base import check_float
+from ._serializable import Serializable
+from ._validate import check_float
 
 
-class MaxNorm:
+class MaxNorm(Serializable):
     """Max-norm (Srebro et al. 2005; Hinton et al. 2012's dropout recipe).
 
     After each step, every unit's weights w (the slice along ``axis``) are
@@ -35,13 +36,6 @@ class MaxNorm:
 
     def get_config(self) -> dict:
         return {"max_value": self.max_value, "axis": self.axis}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        return f"MaxNorm(max_value={self.max_value}, axis={self.axis})"
 
 
 def get(identifier):

@@ -9,10 +9,11 @@ made; calling a regularizer gives the loss term.
 
 from __future__ import annotations
 
-from .optimizers._base import check_float
+from ._serializable import Serializable
+from ._validate import check_float
 
 
-class L1L2:
+class L1L2(Serializable):
     """``l1 * sum|w| + l2 * sum w^2``. Keras defaults: l1=0.0, l2=0.0."""
 
     def __init__(self, l1=0.0, l2=0.0):
@@ -29,13 +30,6 @@ class L1L2:
 
     def get_config(self) -> dict:
         return {"l1": self.l1, "l2": self.l2}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        return f"{type(self).__name__}(l1={self.l1}, l2={self.l2})"
 
 
 class L1(L1L2):

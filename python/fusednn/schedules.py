@@ -124,7 +124,28 @@ class LearningRateSchedule:
 # ---------------------------------------------------------------- decays
 
 
-class ExponentialDecay(LearningRateSchedule):
+class _StepDecay(LearningRateSchedule):
+    """The arguments ExponentialDecay and InverseTimeDecay share, and their
+    progress ``step / decay_steps`` (floored with ``staircase``)."""
+
+    def _decay_args(self, initial_learning_rate, decay_steps, decay_rate, staircase):
+        c = type(self).__name__
+        self.initial_learning_rate = _rate(c, "initial_learning_rate", initial_learning_rate)
+        self.decay_steps = _steps(c, "decay_steps", decay_steps, low_open=True)
+        self.decay_rate = _rate(c, "decay_rate", decay_rate)
+        self.staircase = check_bool(c, "staircase", staircase)
+
+    def _progress(self, step):
+        p = step / self.decay_steps
+        return math.floor(p) if self.staircase else p
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "decay_steps": self.decay_steps, "decay_rate": self.decay_rate,
+                "staircase": self.staircase, "name": self.name}
+
+
+class ExponentialDecay(_StepDecay):
     """``initial_learning_rate * decay_rate ^ (step / decay_steps)`` (Keras).
 
     With ``staircase=True`` the exponent is ``floor(step / decay_steps)``:
@@ -139,29 +160,17 @@ class ExponentialDecay(LearningRateSchedule):
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, *,
                  name=None):
-        c = type(self).__name__
-        self.initial_learning_rate = _rate(c, "initial_learning_rate", initial_learning_rate)
-        self.decay_steps = _steps(c, "decay_steps", decay_steps, low_open=True)
-        self.decay_rate = _rate(c, "decay_rate", decay_rate)
-        self.staircase = check_bool(c, "staircase", staircase)
-        self.name = _name(c, name, "ExponentialDecay")
+        self._decay_args(initial_learning_rate, decay_steps, decay_rate, staircase)
+        self.name = _name(type(self).__name__, name, "ExponentialDecay")
 
     def _value(self, step):
-        p = step / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
         try:
-            return self.initial_learning_rate * self.decay_rate ** p
+            return self.initial_learning_rate * self.decay_rate ** self._progress(step)
         except OverflowError:
             return math.inf if self.initial_learning_rate > 0 else 0.0
 
-    def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate,
-                "decay_steps": self.decay_steps, "decay_rate": self.decay_rate,
-                "staircase": self.staircase, "name": self.name}
 
-
-class InverseTimeDecay(LearningRateSchedule):
+class InverseTimeDecay(_StepDecay):
     """``initial_learning_rate / (1 + decay_rate * step / decay_steps) ^ power``.
 
     With the default power=1 this is Keras' InverseTimeDecay; with
@@ -173,27 +182,20 @@ class InverseTimeDecay(LearningRateSchedule):
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
                  power=1.0, *, name=None):
+        self._decay_args(initial_learning_rate, decay_steps, decay_rate, staircase)
         c = type(self).__name__
-        self.initial_learning_rate = _rate(c, "initial_learning_rate", initial_learning_rate)
-        self.decay_steps = _steps(c, "decay_steps", decay_steps, low_open=True)
-        self.decay_rate = _rate(c, "decay_rate", decay_rate)
-        self.staircase = check_bool(c, "staircase", staircase)
         self.power = _rate(c, "power", power)
         self.name = _name(c, name, "InverseTimeDecay")
 
     def _value(self, step):
-        p = step / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
         try:
-            return self.initial_learning_rate / (1.0 + self.decay_rate * p) ** self.power
+            return (self.initial_learning_rate
+                    / (1.0 + self.decay_rate * self._progress(step)) ** self.power)
         except OverflowError:
             return 0.0
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate,
-                "decay_steps": self.decay_steps, "decay_rate": self.decay_rate,
-                "staircase": self.staircase, "power": self.power, "name": self.name}
+        return {**super().get_config(), "power": self.power}
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
