@@ -93,6 +93,23 @@ def test_every_cuda_entry_point_is_called_correctly(name, dtype):
             call()
 
 
+def test_relu_mask_layout_comes_from_the_binding():
+    """cuBLASLt's relu bitmask: rows padded to 128 bits, one bit per element;
+    Python allocates what the binding says and passes its leading dimension."""
+    mod = _cuda_module()
+    assert mod.relu_mask_layout(5, 100) == (5 * 128 // 8, 128)
+    assert mod.relu_mask_layout(3, 128) == (3 * 128 // 8, 128)
+    assert mod.relu_mask_layout(2, 129) == (2 * 256 // 8, 256)
+    assert mod.relu_mask_layout(0, 7) == (0, 128)
+    with pytest.raises(ValueError):
+        mod.relu_mask_layout(-1, 7)
+    with pytest.raises(ValueError):
+        mod.relu_mask_layout(2**40, 2**40)
+    # the other buffers Python allocates: dropout mask words, batch-norm columns
+    assert [mod.mask_words(n) for n in (0, 1, 32, 33)] == [0, 1, 1, 2]
+    assert mod.batchnorm_cols == 5
+
+
 def test_binding_rejects_bad_arguments():
     mod = _cuda_module()
     with pytest.raises(ValueError, match="float16"):

@@ -19,6 +19,8 @@
 #include "bindings/registry.h"
 #include "cuda/kernels.cuh"
 #include "cuda/cublaslt.cuh"
+#include "fusednn/batchnorm.h"
+#include "fusednn/dropout.h"
 
 namespace py = pybind11;
 using fusednn::Act;
@@ -136,9 +138,21 @@ DenseSizes check_dense_sizes(const char* fn, int64_t m, int64_t k, int64_t n) {
 
 // A relu bitmask for `rows` features by m samples. cuBLASLt takes its leading
 // dimension in bits, a multiple of 128 and at least the rows of D.
+constexpr int64_t kMaskAlignBits = 128;
+
+// (bytes, leading dimension in bits) of the relu bitmask of an m x n output:
+// what the caller allocates for dense_forward's mask.
+py::tuple relu_mask_layout(int64_t m, int64_t n) {
+  const char* fn = "relu_mask_layout";
+  check_size(fn, "m", m);
+  check_size(fn, "n", n);
+  const int64_t ld = (n + kMaskAlignBits - 1) / kMaskAlignBits * kMaskAlignBits;
+  return py::make_tuple(count(fn, m, ld) / 8, ld);
+}
+
 void check_mask(const char* fn, const char* ld_name, int64_t ld, const char* rows_name,
                 int64_t rows, int64_t m) {
-  if (ld < rows || ld % 128 != 0)
+  if (ld < rows || ld % kMaskAlignBits != 0)
     throw py::value_error(std::string(fn) + ": " + ld_name + " must be a multiple of 128 and >= " +
                           rows_name + " = " + std::to_string(rows) + ", got " +
                           std::to_string(ld));
@@ -354,6 +368,18 @@ PYBIND11_MODULE(_C_cuda, m) {
         py::arg("stream"),
         "dz = dy * f'(s), s the saved value (z for gelu/gelu_tanh/swish/mish, y otherwise; "
         "0 for linear).");
+  // Sizes of the buffers the caller allocates for the kernels.
+  m.def(
+      "mask_words",
+      [](int64_t n) {
+        check_size("mask_words", "n", n);
+        return fusednn::mask_words(n);
+      },
+      py::arg("n"), "uint32 words of a bit-packed dropout mask of n elements (fusednn/dropout.h).");
+  m.attr("batchnorm_cols") = fusednn::kBnCols;
+  m.def("relu_mask_layout", &relu_mask_layout, py::arg("m"), py::arg("n"),
+        "(bytes, leading dimension in bits) of the relu bitmask dense_forward writes for an "
+        "m x n output (cuBLASLt's RELU_AUX epilogue: rows padded to 128 bits).");
   m.def("dense_forward", &dense_forward, py::arg("dtype"), py::arg("m"), py::arg("k"),
         py::arg("n"), py::arg("x_ptr"), py::arg("w_ptr"), py::arg("b_ptr"), py::arg("y_ptr"),
         py::arg("z_ptr"), py::arg("mask_ptr"), py::arg("mask_ld"), py::arg("kind"),

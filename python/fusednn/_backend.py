@@ -360,13 +360,13 @@ class CUDABackend:
         (m, k), n = x.shape, w.shape[1]
         y = self.xp.empty((m, n), dtype=x.dtype)
         z = self.xp.empty((m, n), dtype=x.dtype) if spec.saves_input else None
-        # relu: cuBLASLt's forward epilogue also writes a bit mask (rows padded
-        # to 128 bits), which the DRELU_BGRAD epilogue of the next layer's
-        # backward GEMM reads: 1/32 of y's size.
+        # relu: cuBLASLt's forward epilogue also writes a bit mask (about 1/32
+        # of y's size, laid out as the binding says), which the DRELU_BGRAD
+        # epilogue of the next layer's backward GEMM reads.
         mask, ld = None, 0
         if spec.name == "relu":
-            ld = -(-n // 128) * 128
-            mask = self.xp.empty((m * ld // 8,), dtype=self.xp.uint8)
+            nbytes, ld = self._C.relu_mask_layout(m, n)
+            mask = self.xp.empty((nbytes,), dtype=self.xp.uint8)
         wrote = self._C.dense_forward(x.dtype.name, m, k, n, x.data.ptr, w.data.ptr,
                                       self._ptr(b), y.data.ptr, self._ptr(z), self._ptr(mask),
                                       ld, spec.kind, spec.alpha, tf32(), self._stream())
@@ -401,7 +401,7 @@ class CUDABackend:
     # --- dropout (CUDA) ---
 
     def _mask_words(self, n):
-        return self.xp.empty((-(-n // 32),), dtype=self.xp.uint32)
+        return self.xp.empty((self._C.mask_words(n),), dtype=self.xp.uint32)
 
     def dropout_forward(self, x, rate, alpha, seed, step, store_mask):
         """(y, mask words or None), the words on x's device."""
@@ -441,10 +441,10 @@ class CUDABackend:
         (m, n), dt = x.shape, x.dtype
         with x.device:
             y = xp.empty((m, n), dtype=dt)
-            cols = xp.empty((5, n), dtype=dt)
+            cols = xp.empty((self._C.batchnorm_cols, n), dtype=dt)
             mean = xp.empty((n,), dtype=xp.float64) if opts.training else None
             var = xp.empty((n,), dtype=xp.float64) if opts.training else None
-            mask = xp.empty((-(-m * n // 32),), dtype=xp.uint32) if opts.rate > 0 else None
+            mask = self._mask_words(m * n) if opts.rate > 0 else None
             ws = xp.empty((self._C.batchnorm_workspace(m, n),), dtype=xp.float64)
             self._C.batchnorm_forward(
                 dt.name, m, n, x.data.ptr, self._ptr(gamma), self._ptr(beta),

@@ -55,6 +55,9 @@ inline DropoutCoef<T> dropout_coef_as(const DropoutCoef<double>& c) {
   return {T(c.kept_mul), T(c.kept_add), T(c.dropped)};
 }
 
+// Words of a stored mask of n elements: ceil(n / 32).
+FUSEDNN_HD constexpr int64_t mask_words(int64_t n) { return (n + 31) / 32; }
+
 // floor(rate * 2^32) for rate in [0, 1): the drop threshold on a 32-bit draw.
 inline uint32_t dropout_threshold(double rate) {
   const double t = rate * 4294967296.0;

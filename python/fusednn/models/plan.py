@@ -88,21 +88,22 @@ class DenseBatchNormStep:
 
     def forward(self, x, training, mc=False):
         bn, dense, drop = self.bn, self.dense, self.dropout
-        kw = {"activation": _LINEAR if self.activation is None else self.activation.activation}
-        active = False
-        if drop is not None:
-            active = bool(training) or drop.mc or mc
-            kw.update(dropout=drop.rate, alpha_dropout=isinstance(drop, AlphaDropout),
-                      seed=drop.seed, step=drop.step, dropout_training=active)
-        common = dict(training=bool(training) and bn.trainable, momentum=bn.momentum,
-                      epsilon=bn.epsilon, convention=bn.convention, **kw)
-        if dense is None:
-            y, self._ctx = ops.batchnorm_forward(x, bn.gamma, bn.beta, bn.moving_mean,
-                                                 bn.moving_variance, **common)
+        activation = _LINEAR if self.activation is None else self.activation.activation
+        if drop is None:
+            active, rate, alpha, seed, step = False, None, False, 0, 0
         else:
-            y, self._ctx = ops.dense_batchnorm_forward(x, dense.kernel, dense.bias, bn.gamma,
-                                                       bn.beta, bn.moving_mean,
-                                                       bn.moving_variance, **common)
+            active = bool(training) or drop.mc or mc
+            rate, alpha, seed, step = drop.rate, isinstance(drop, AlphaDropout), drop.seed, \
+                drop.step
+        arrays = (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)
+        if dense is not None:
+            op, arrays = ops.dense_batchnorm_forward, (x, dense.kernel, dense.bias, *arrays)
+        else:
+            op, arrays = ops.batchnorm_forward, (x, *arrays)
+        y, self._ctx = op(*arrays, training=bool(training) and bn.trainable,
+                          momentum=bn.momentum, epsilon=bn.epsilon, convention=bn.convention,
+                          activation=activation, dropout=rate, alpha_dropout=alpha, seed=seed,
+                          step=step, dropout_training=active)
         if active and drop.rate > 0.0:
             drop.step += 1  # the next forward draws a new mask, as Dropout.forward does
         return y

@@ -44,10 +44,11 @@ gradients, as in other frameworks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .. import _backend
-from .._C import BnConvention
 from .. import activations as _act
+from .._C import BnConvention
 from .._validate import check_bool, check_float, check_rate, check_uint64, float_array
 
 __all__ = ["BatchNormContext", "DenseBatchNormContext", "batchnorm_forward", "batchnorm_backward",
@@ -56,9 +57,9 @@ __all__ = ["BatchNormContext", "DenseBatchNormContext", "batchnorm_forward", "ba
 _CONVENTIONS = {"keras": BnConvention.Keras, "torch": BnConvention.Torch}
 
 
-@dataclass(frozen=True)
-class BatchNormOptions:
-    """The checked scalars of one batch norm, as both backends take them."""
+class BatchNormOptions(NamedTuple):
+    """The checked scalars of one batch norm, as both backends take them (a
+    tuple: made once per call, it costs less than a dataclass)."""
 
     training: bool  # normalised with the batch statistics (moving ones updated)
     momentum: float
