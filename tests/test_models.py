@@ -746,3 +746,31 @@ def test_fit_warns_once_when_the_loss_turns_nan():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _mlp().fit(x[:20], y[:20], epochs=2, verbose=0)  # finite losses: no warning
+
+
+def test_the_plan_follows_the_layers_and_the_loss():
+    """Sequential's Steps (fusednn.models.plan) are planned again when a
+    layer's activation or the loss changes, and nothing is written onto the
+    layers: the loss takes a sigmoid head's activation, the Dense keeps it."""
+    from fusednn.models.plan import DenseBatchNormStep, DenseStep, LayerStep
+
+    model = fd.Sequential([fd.layers.Dense(4), fd.layers.BatchNormalization(),
+                           fd.layers.Dense(1, activation="sigmoid")])
+    model.build(3, np, np.float64)
+    assert [type(s) for s in model._steps] == [DenseBatchNormStep, LayerStep]
+    model.compile("adam", "binary_crossentropy")
+    assert [type(s) for s in model._steps] == [DenseBatchNormStep, DenseStep]
+    assert model.layers[2].activation.name == "sigmoid"
+    assert model.layers[2].get_config()["activation"] == {"name": "sigmoid"}
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    p = model.predict(x)
+    assert np.all((p > 0) & (p < 1))
+    model.layers[0].activation = fd.activations.get("relu")
+    model.predict(x)
+    # the relu Dense runs on its own; the BN still takes its (absent) activation
+    assert [type(s) for s in model._steps] == [LayerStep, DenseBatchNormStep, DenseStep]
+    assert model._steps[1].dense is None
+    model.compile("adam", "mse")
+    assert [type(s) for s in model._steps] == [LayerStep, DenseBatchNormStep, LayerStep]
+    # under mse the sigmoid runs in the Dense's kernel: predict is the steps' output
+    np.testing.assert_array_equal(model.predict(x), model._forward(x, False))

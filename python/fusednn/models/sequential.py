@@ -146,7 +146,7 @@ class Sequential:
         self._shuffle_rng = None  # fit's Generator: created by seed=, saved, continued
         self._steps: list = []    # the Steps that run the layers (models/plan.py)
         self._loss = None         # the compiled loss with the output head (models/loss.py)
-        self._planned = None      # (layer ids, loss) the Steps were planned for
+        self._planned = None      # what the Steps were planned for (see _plan)
         for layer in layers or []:
             self.add(layer)
 
@@ -219,7 +219,9 @@ class Sequential:
     def _plan(self) -> None:
         """The Steps that run the layers (fusednn.models.plan) and the Loss
         with the output head for the compiled loss (fusednn.models.loss)."""
-        key = (tuple(map(id, self.layers)), self.loss)
+        # what the plan depends on: the layers, each Dense's activations, the loss
+        key = (tuple((id(la), getattr(la, "activation", None),
+                      getattr(la, "output_activation", None)) for la in self.layers), self.loss)
         if key == self._planned:
             return
         self._loss = Loss(self.loss, self.layers[-1] if self.layers else None)
