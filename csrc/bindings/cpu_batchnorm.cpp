@@ -13,6 +13,7 @@
 
 namespace py = pybind11;
 using fusednn::Act;
+using fusednn::BnConvention;
 using namespace fusednn::bind;
 
 namespace {
@@ -23,7 +24,7 @@ const T* feature(const py::object& o, const char* name, const py::dtype& dt, int
   if (o.is_none()) return nullptr;
   py::array a = o.cast<py::array>();
   require(a, name, dt, {n});
-  return cst<T>(a);
+  return const_data<T>(a);
 }
 
 template <typename T>
@@ -32,7 +33,7 @@ T* feature_out(const py::object& o, const char* name, const py::dtype& dt, int64
   py::array a = o.cast<py::array>();
   require(a, name, dt, {n});
   if (!a.writeable()) throw py::value_error(std::string(name) + ": is read-only");
-  return mut<T>(a);
+  return mutable_data<T>(a);
 }
 
 fusednn::BnDropout dropout_of(const char* fn, double rate, bool alpha, uint64_t seed,
@@ -59,13 +60,13 @@ DenseStage<T> dense_stage(const py::array& x, const py::object& w, const py::obj
   if (w.is_none()) return s;
   py::array wa = w.cast<py::array>();
   require(wa, "w", x.dtype(), {x.shape(1), -1});
-  s.w = cst<T>(wa);
+  s.w = const_data<T>(wa);
   s.k = x.shape(1);
   *n = wa.shape(1);
   if (!bias.is_none()) {
     py::array ba = bias.cast<py::array>();
     require(ba, "b", x.dtype(), {*n});
-    s.bias = cst<T>(ba);
+    s.bias = const_data<T>(ba);
   }
   return s;
 }
@@ -77,7 +78,7 @@ template <typename T>
 py::tuple forward_t(const py::array& x, const py::object& w, const py::object& bias,
                     const py::object& gamma, const py::object& beta,
                     const py::object& moving_mean, const py::object& moving_var, bool training,
-                    double momentum, double epsilon, fusednn::BnConvention convention, Act a, double alpha,
+                    double momentum, double epsilon, BnConvention convention, Act a, double alpha,
                     const fusednn::BnDropout& d) {
   const py::dtype dt = x.dtype();
   const int64_t m = x.shape(0);
@@ -93,13 +94,13 @@ py::tuple forward_t(const py::array& x, const py::object& w, const py::object& b
     throw py::value_error("inference needs moving_mean and moving_var");
   if (m < 1 || n < 1 || (dense.w != nullptr && dense.k < 1))
     throw py::value_error("x: needs at least one row and one column");
-  if (convention != fusednn::BnConvention::Keras && convention != fusednn::BnConvention::Torch)
+  if (convention != BnConvention::Keras && convention != BnConvention::Torch)
     throw py::value_error("convention must be BnConvention.Keras or BnConvention.Torch");
   py::object z = py::none();
   T* zp = nullptr;
   if (dense.w != nullptr) {
     py::array za = new_output(dt, {(py::ssize_t)m, (py::ssize_t)n});
-    zp = mut<T>(za);
+    zp = mutable_data<T>(za);
     z = za;
   }
   py::array y = new_output(dt, {(py::ssize_t)m, (py::ssize_t)n});
@@ -110,9 +111,9 @@ py::tuple forward_t(const py::array& x, const py::object& w, const py::object& b
   double *meanp, *varp;
   py::object mean = optional_out<double>(training, py::dtype::of<double>(), {(py::ssize_t)n}, &meanp);
   py::object var = optional_out<double>(training, py::dtype::of<double>(), {(py::ssize_t)n}, &varp);
-  const T* xp = cst<T>(x);
-  T* yp = mut<T>(y);
-  T* cp = mut<T>(cols);
+  const T* xp = const_data<T>(x);
+  T* yp = mutable_data<T>(y);
+  T* cp = mutable_data<T>(cols);
   {
     py::gil_scoped_release nogil;
     if (zp != nullptr) {
@@ -150,7 +151,7 @@ py::tuple backward_t(const py::array& dy, const py::array& x, const py::array& y
     if (mask.is_none()) throw py::value_error("mask: required when dropout was applied");
     py::array ma = mask.cast<py::array>();
     require_flat(ma, "mask", py::dtype::of<uint32_t>(), mask_words(m, n), false);
-    maskp = cst<uint32_t>(ma);
+    maskp = const_data<uint32_t>(ma);
   }
   const bool dense = !w.is_none();
   const T *xinp = nullptr, *wp = nullptr;
@@ -162,8 +163,8 @@ py::tuple backward_t(const py::array& dy, const py::array& x, const py::array& y
     k = xa.shape(1);
     py::array wa = w.cast<py::array>();
     require(wa, "w", dt, {k, n});
-    xinp = cst<T>(xa);
-    wp = cst<T>(wa);
+    xinp = const_data<T>(xa);
+    wp = const_data<T>(wa);
   }
   // dL/d(BN input): the result alone, or scratch before the dense backward.
   py::array dz = new_output(dt, {(py::ssize_t)m, (py::ssize_t)n});
@@ -177,8 +178,9 @@ py::tuple backward_t(const py::array& dy, const py::array& x, const py::array& y
     dw = optional_out<T>(true, dt, {(py::ssize_t)k, (py::ssize_t)n}, &dwp);
     dbias = optional_out<T>(has_bias, dt, {(py::ssize_t)n}, &dbiasp);
   }
-  const T *dyp = cst<T>(dy), *xp = cst<T>(x), *yp = cst<T>(y), *cp = cst<T>(cols);
-  T* dzp = mut<T>(dz);
+  const T *dyp = const_data<T>(dy), *xp = const_data<T>(x), *yp = const_data<T>(y),
+          *cp = const_data<T>(cols);
+  T* dzp = mutable_data<T>(dz);
   {
     py::gil_scoped_release nogil;
     fusednn::cpu::kernels<T>().batchnorm_backward(dyp, xp, yp, cp, maskp, dzp, dgp, dbp, m, n, a, T(alpha),
@@ -196,8 +198,8 @@ void register_batchnorm(py::module_& m) {
       "batchnorm_forward",
       [](const py::array& x, const py::object& gamma, const py::object& beta,
          const py::object& moving_mean, const py::object& moving_var, bool training,
-         double momentum, double epsilon, fusednn::BnConvention convention, Act kind, double alpha, double rate,
-         bool alpha_dropout, uint64_t seed, uint64_t step) -> py::tuple {
+         double momentum, double epsilon, BnConvention convention, Act kind, double alpha,
+         double rate, bool alpha_dropout, uint64_t seed, uint64_t step) -> py::tuple {
         const py::dtype dt = checked_float_dtype(x, "x");
         require(x, "x", dt, {-1, -1});
         if (!(epsilon > 0.0) || !std::isfinite(epsilon))
@@ -242,8 +244,8 @@ void register_batchnorm(py::module_& m) {
       "dense_batchnorm_forward",
       [](const py::array& x, const py::array& w, const py::object& b, const py::object& gamma,
          const py::object& beta, const py::object& moving_mean, const py::object& moving_var,
-         bool training, double momentum, double epsilon, fusednn::BnConvention convention, Act kind, double alpha,
-         double rate, bool alpha_dropout, uint64_t seed, uint64_t step) -> py::tuple {
+         bool training, double momentum, double epsilon, BnConvention convention, Act kind,
+         double alpha, double rate, bool alpha_dropout, uint64_t seed, uint64_t step) -> py::tuple {
         const py::dtype dt = checked_float_dtype(x, "x");
         require(x, "x", dt, {-1, -1});
         if (!(epsilon > 0.0) || !std::isfinite(epsilon))

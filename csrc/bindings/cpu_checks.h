@@ -70,9 +70,9 @@ inline void require_flat(const py::array& a, const char* name, const py::dtype& 
 }
 
 template <typename T>
-inline T* mut(py::array& a) { return static_cast<T*>(a.mutable_data()); }
+inline T* mutable_data(py::array& a) { return static_cast<T*>(a.mutable_data()); }
 template <typename T>
-inline const T* cst(const py::array& a) { return static_cast<const T*>(a.data()); }
+inline const T* const_data(const py::array& a) { return static_cast<const T*>(a.data()); }
 
 inline std::vector<py::ssize_t> shape_of(const py::array& a) {
   return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim());
@@ -107,7 +107,7 @@ inline py::object optional_out(bool want, const py::dtype& dt,
   *data = nullptr;
   if (!want) return py::none();
   py::array a = new_output(dt, shape);
-  *data = mut<T>(a);
+  *data = mutable_data<T>(a);
   return std::move(a);
 }
 
@@ -120,7 +120,7 @@ inline const T* saved_data(const py::object& s, const char* name, Act a, const p
     throw py::value_error(std::string(name) + ": required for a non-linear activation");
   py::array sa = s.cast<py::array>();
   require(sa, name, dt, {rows, cols});
-  return cst<T>(sa);
+  return const_data<T>(sa);
 }
 
 inline void require_flat_same(const py::array& a, const char* name, const py::array& ref) {

@@ -31,7 +31,7 @@ const uint32_t* mask_data(const py::object& mask, int64_t n) {
     throw py::type_error("dropout_backward: mask must be a numpy array or None");
   py::array m = mask.cast<py::array>();
   require_flat(m, "mask", py::dtype::of<uint32_t>(), fusednn::cpu::dropout_words(n), false);
-  return cst<uint32_t>(m);
+  return const_data<uint32_t>(m);
 }
 
 template <typename T>
@@ -43,11 +43,11 @@ py::tuple forward_t(const py::array& x, double rate, bool alpha, uint64_t seed, 
   uint32_t* mp = nullptr;
   if (store_mask) {
     py::array m = new_words(n);
-    mp = mut<uint32_t>(m);
+    mp = mutable_data<uint32_t>(m);
     mask_obj = std::move(m);
   }
-  const T* xp = cst<T>(x);
-  T* yp = mut<T>(y);
+  const T* xp = const_data<T>(x);
+  T* yp = mutable_data<T>(y);
   {
     py::gil_scoped_release nogil;
     fusednn::cpu::kernels<T>().dropout_forward(xp, yp, mp, n, seed, step, rate, alpha);
@@ -60,8 +60,8 @@ py::array backward_t(const py::array& dy, const uint32_t* mp, double rate, bool 
                      uint64_t seed, uint64_t step) {
   const int64_t n = int64_t(dy.size());
   py::array dx = new_output(dy.dtype(), shape_of(dy));
-  const T* dyp = cst<T>(dy);
-  T* dxp = mut<T>(dx);
+  const T* dyp = const_data<T>(dy);
+  T* dxp = mutable_data<T>(dx);
   {
     py::gil_scoped_release nogil;
     fusednn::cpu::kernels<T>().dropout_backward(dyp, mp, dxp, n, seed, step, rate, alpha);
@@ -112,7 +112,7 @@ fusednn::bind::Registrar reg([](py::module_& m) {
         if (n < 0) throw py::value_error("dropout_mask: n must be >= 0, got " + std::to_string(n));
         check_rate("dropout_mask", rate);
         py::array words = new_words(n);
-        uint32_t* wp = mut<uint32_t>(words);
+        uint32_t* wp = mutable_data<uint32_t>(words);
         const int64_t nw = int64_t(words.size());
         {
           py::gil_scoped_release nogil;
@@ -132,8 +132,8 @@ fusednn::bind::Registrar reg([](py::module_& m) {
         require(key, "key", u32, {2});
         const int64_t count = counters.shape(0);
         py::array_t<uint32_t> out(std::vector<py::ssize_t>{py::ssize_t(count), 4});
-        const uint32_t* cp = cst<uint32_t>(counters);
-        const uint32_t kp[2] = {cst<uint32_t>(key)[0], cst<uint32_t>(key)[1]};
+        const uint32_t* cp = const_data<uint32_t>(counters);
+        const uint32_t kp[2] = {const_data<uint32_t>(key)[0], const_data<uint32_t>(key)[1]};
         uint32_t* op = out.mutable_data();
         {
           py::gil_scoped_release nogil;

@@ -44,7 +44,7 @@ const T* optional_weights(const py::object& w, const py::dtype& dt, int64_t n, p
   if (w.is_none()) return nullptr;
   *keep = w.cast<py::array>();
   require_shape(*keep, "sample_weight", dt, {py::ssize_t(n)});
-  return cst<T>(*keep);
+  return const_data<T>(*keep);
 }
 
 template <typename T, typename L>
@@ -62,22 +62,22 @@ py::tuple xent_t(const py::array& z, const py::object& labels, const py::object&
   py::array wa, la, ya;
   const T* wp = optional_weights<T>(w, dt, n, &wa);
   py::array dz = new_output(dt, {py::ssize_t(n), py::ssize_t(c)});
-  const T* zp = cst<T>(z);
-  T* dzp = mut<T>(dz);
+  const T* zp = const_data<T>(z);
+  T* dzp = mutable_data<T>(dz);
   const double inv_d = inverse_divisor(mean, n);
   double loss;
   if (!y.is_none()) {
     ya = y.cast<py::array>();
     require_shape(ya, "y", dt, {py::ssize_t(n), py::ssize_t(c)});
-    loss = xent_call<T, int64_t>(zp, nullptr, cst<T>(ya), wp, dzp, n, c, eps, inv_d);
+    loss = xent_call<T, int64_t>(zp, nullptr, const_data<T>(ya), wp, dzp, n, c, eps, inv_d);
   } else {
     la = labels.cast<py::array>();
     if (la.dtype().is(py::dtype::of<int32_t>())) {
       require_shape(la, "labels", la.dtype(), {py::ssize_t(n)});
-      loss = xent_call<T, int32_t>(zp, cst<int32_t>(la), nullptr, wp, dzp, n, c, eps, inv_d);
+      loss = xent_call<T, int32_t>(zp, const_data<int32_t>(la), nullptr, wp, dzp, n, c, eps, inv_d);
     } else if (la.dtype().is(py::dtype::of<int64_t>())) {
       require_shape(la, "labels", la.dtype(), {py::ssize_t(n)});
-      loss = xent_call<T, int64_t>(zp, cst<int64_t>(la), nullptr, wp, dzp, n, c, eps, inv_d);
+      loss = xent_call<T, int64_t>(zp, const_data<int64_t>(la), nullptr, wp, dzp, n, c, eps, inv_d);
     } else {
       throw py::type_error("labels: dtype " + std::string(py::str(la.dtype())) +
                            ", expected int32 or int64");
@@ -96,9 +96,9 @@ py::tuple point_t(PointLoss kind, const py::array& p, const py::array& t, const 
   py::array wa;
   const T* wp = optional_weights<T>(w, dt, n, &wa);
   py::array dp = new_output(dt, shape);
-  const T* pp = cst<T>(p);
-  const T* tp = cst<T>(t);
-  T* dpp = mut<T>(dp);
+  const T* pp = const_data<T>(p);
+  const T* tp = const_data<T>(t);
+  T* dpp = mutable_data<T>(dp);
   const double inv_d = inverse_divisor(mean, n);
   double loss;
   {

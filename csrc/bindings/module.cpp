@@ -31,8 +31,8 @@ template <typename T>
 py::array act_forward_t(const py::array& z, Act a, double alpha) {
   py::array y = new_output(z.dtype(), shape_of(z));
   const int64_t n = z.size();
-  const T* zp = cst<T>(z);
-  T* yp = mut<T>(y);
+  const T* zp = const_data<T>(z);
+  T* yp = mutable_data<T>(y);
   {
     py::gil_scoped_release nogil;
     fusednn::cpu::kernels<T>().activation_forward(a, (T)alpha, zp, yp, n);
@@ -44,9 +44,9 @@ template <typename T>
 py::array act_backward_t(const py::array& dy, const py::object& s, Act a, double alpha) {
   py::array dz = new_output(dy.dtype(), shape_of(dy));
   const int64_t n = dy.size();
-  const T* dyp = cst<T>(dy);
-  const T* sp = a == Act::Linear ? dyp : cst<T>(s.cast<py::array>());
-  T* dzp = mut<T>(dz);
+  const T* dyp = const_data<T>(dy);
+  const T* sp = a == Act::Linear ? dyp : const_data<T>(s.cast<py::array>());
+  T* dzp = mutable_data<T>(dz);
   {
     py::gil_scoped_release nogil;
     fusednn::cpu::kernels<T>().activation_backward(a, (T)alpha, dyp, sp, dzp, n);
@@ -62,15 +62,15 @@ py::tuple dense_forward_t(const py::array& x, const py::array& w, const py::obje
   if (!b.is_none()) {
     py::array ba = b.cast<py::array>();
     require(ba, "b", x.dtype(), {n});
-    bp = cst<T>(ba);
+    bp = const_data<T>(ba);
   }
   py::array y = new_output(x.dtype(), {(py::ssize_t)m, (py::ssize_t)n});
   T* zp;
   py::object zobj = optional_out<T>(fusednn::saves_input(a), x.dtype(),
                                     {(py::ssize_t)m, (py::ssize_t)n}, &zp);
-  const T* xp = cst<T>(x);
-  const T* wp = cst<T>(w);
-  T* yp = mut<T>(y);
+  const T* xp = const_data<T>(x);
+  const T* wp = const_data<T>(w);
+  T* yp = mutable_data<T>(y);
   {
     py::gil_scoped_release nogil;
     fusednn::cpu::kernels<T>().dense_forward(xp, wp, bp, yp, zp, m, k, n, a, (T)alpha, block_rows);
@@ -89,10 +89,10 @@ py::tuple dense_backward_t(const py::array& dy, const py::object& s, const py::a
   py::object dbo = optional_out<T>(has_bias, dt, {(py::ssize_t)n}, &dbp);
   py::object dxo = optional_out<T>(need_dx, dt, {(py::ssize_t)m, (py::ssize_t)k}, &dxp);
   py::object dzo = optional_out<T>(a != Act::Linear, dt, {(py::ssize_t)m, (py::ssize_t)n}, &dzp);
-  const T* dyp = cst<T>(dy);
-  const T* xp = cst<T>(x);
-  const T* wp = cst<T>(w);
-  T* dwp = mut<T>(dw);
+  const T* dyp = const_data<T>(dy);
+  const T* xp = const_data<T>(x);
+  const T* wp = const_data<T>(w);
+  T* dwp = mutable_data<T>(dw);
   {
     py::gil_scoped_release nogil;
     fusednn::cpu::kernels<T>().dense_backward(dyp, sp, xp, wp, dzp, dxp, dwp, dbp, m, k, n, a, (T)alpha);
@@ -110,9 +110,9 @@ py::tuple backward_weight_t(const py::array& dz, const py::array& x, bool need_d
   py::array dw = new_matrix(x.dtype(), k, n);
   T* dbp;
   py::object dbo = optional_out<T>(need_db, x.dtype(), {(py::ssize_t)n}, &dbp);
-  const T* dzp = cst<T>(dz);
-  const T* xp = cst<T>(x);
-  T* dwp = mut<T>(dw);
+  const T* dzp = const_data<T>(dz);
+  const T* xp = const_data<T>(x);
+  T* dwp = mutable_data<T>(dw);
   {
     py::gil_scoped_release nogil;
     fusednn::cpu::kernels<T>().dense_backward_weight(dzp, xp, dwp, dbp, m, k, n);
@@ -128,9 +128,9 @@ py::tuple backward_input_t(const py::array& dz, const py::array& w, const py::ob
   py::array dzp_out = new_matrix(dz.dtype(), m, k);
   T* dbp;
   py::object dbo = optional_out<T>(need_db_prev, dz.dtype(), {(py::ssize_t)k}, &dbp);
-  const T* dzp = cst<T>(dz);
-  const T* wp = cst<T>(w);
-  T* outp = mut<T>(dzp_out);
+  const T* dzp = const_data<T>(dz);
+  const T* wp = const_data<T>(w);
+  T* outp = mutable_data<T>(dzp_out);
   {
     py::gil_scoped_release nogil;
     fusednn::cpu::kernels<T>().dense_backward_input(dzp, wp, sp, outp, dbp, m, k, n, a_prev, (T)alpha_prev);
@@ -305,13 +305,13 @@ PYBIND11_MODULE(_C, m) {
                 throw py::type_error("optimizer_step: slots must be numpy arrays or None");
               py::array a = st[j].cast<py::array>();
               require_flat(a, ("slots" + idx).c_str(), dt, n, true);
-              t.s[j] = mut<T>(a);
+              t.s[j] = mutable_data<T>(a);
             }
             const auto& v = views[i];
             if (max_norm[i] > 0 && (v[0] < 1 || v[1] < 1 || v[2] < 1 || v[0] * v[1] * v[2] != n))
               throw py::value_error("optimizer_step: max-norm view does not match params" + idx);
-            t.p = mut<T>(p);
-            t.g = cst<T>(g);
+            t.p = mutable_data<T>(p);
+            t.g = const_data<T>(g);
             t.n = n;
             t.l1 = l1[i];
             t.l2 = l2[i];
