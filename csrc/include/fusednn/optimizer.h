@@ -173,61 +173,72 @@ FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, P& p, C g, C& s0, C& s1, 
   const P decayed = h.decay != C(0) ? P(h.decay) * p : P(0);  // a NaN p stays out of 0 * p
   P step = P(0);  // what the rule subtracts from p
   switch (k) {
-    case Opt::SGD:
+    case Opt::SGD: {
+      C& velocity = s0;
       if ((Slots & 1) && h.momentum != C(0)) {
-        s0 = h.momentum * s0 - h.lr * g;
-        step = -P(h.nesterov ? h.momentum * s0 - h.lr * g : s0);
+        velocity = h.momentum * velocity - h.lr * g;
+        step = -P(h.nesterov ? h.momentum * velocity - h.lr * g : velocity);
       } else {
         step = P(h.lr * g);
       }
       break;
-    case Opt::Adagrad:
-      s0 += g * g;
-      step = P(h.lr) * P(g) / math::sqrt(P(s0 + h.epsilon));
+    }
+    case Opt::Adagrad: {
+      C& accumulator = s0;
+      accumulator += g * g;
+      step = P(h.lr) * P(g) / math::sqrt(P(accumulator + h.epsilon));
       break;
+    }
     case Opt::RMSprop: {
-      s0 = h.rho * s0 + (C(1) - h.rho) * g * g;
-      C denom = s0 + h.epsilon;
+      C &mean_square = s0, &mean_grad = s1, &velocity = s2;
+      mean_square = h.rho * mean_square + (C(1) - h.rho) * g * g;
+      C denom = mean_square + h.epsilon;
       if ((Slots & 2) && h.centered) {
-        s1 = h.rho * s1 + (C(1) - h.rho) * g;
-        denom = s0 - s1 * s1 + h.epsilon;
+        mean_grad = h.rho * mean_grad + (C(1) - h.rho) * g;
+        denom = mean_square - mean_grad * mean_grad + h.epsilon;
       }
       step = P(h.lr) * P(g) / math::sqrt(P(denom));
       if ((Slots & 4) && h.momentum != C(0)) {
-        s2 = h.momentum * s2 + C(step);
-        step = P(s2);
+        velocity = h.momentum * velocity + C(step);
+        step = P(velocity);
       }
       break;
     }
     case Opt::Adam: {
-      s0 += (g - s0) * (C(1) - h.beta_1);
-      s1 += (g * g - s1) * (C(1) - h.beta_2);
-      C v = s1;
-      if ((Slots & 4) && h.amsgrad) v = s2 = opt_detail::max_nan(s2, s1);
-      step = P(h.step_size) * P(s0) / (math::sqrt(P(v)) + P(h.epsilon));
+      C &m = s0, &v = s1, &v_max = s2;
+      m += (g - m) * (C(1) - h.beta_1);
+      v += (g * g - v) * (C(1) - h.beta_2);
+      C v_used = v;
+      if ((Slots & 4) && h.amsgrad) v_used = v_max = opt_detail::max_nan(v_max, v);
+      step = P(h.step_size) * P(m) / (math::sqrt(P(v_used)) + P(h.epsilon));
       break;
     }
-    case Opt::Adamax:
-      s0 += (g - s0) * (C(1) - h.beta_1);
-      s1 = opt_detail::max_nan(h.beta_2 * s1, math::fabs(g));
-      step = P(h.step_size) * P(s0) / (P(s1) + P(h.epsilon));
+    case Opt::Adamax: {
+      C &m = s0, &u = s1;  // u: the exponentially weighted infinity norm
+      m += (g - m) * (C(1) - h.beta_1);
+      u = opt_detail::max_nan(h.beta_2 * u, math::fabs(g));
+      step = P(h.step_size) * P(m) / (P(u) + P(h.epsilon));
       break;
-    case Opt::Nadam:
-      s0 += (g - s0) * (C(1) - h.beta_1);
-      s1 += (g * g - s1) * (C(1) - h.beta_2);
-      step = P(h.lr) * (P(h.m_weight) * P(s0) + P(h.g_weight) * P(g)) /
-             (math::sqrt(P(s1) * P(h.v_correction)) + P(h.epsilon));
+    }
+    case Opt::Nadam: {
+      C &m = s0, &v = s1;
+      m += (g - m) * (C(1) - h.beta_1);
+      v += (g * g - v) * (C(1) - h.beta_2);
+      step = P(h.lr) * (P(h.m_weight) * P(m) + P(h.g_weight) * P(g)) /
+             (math::sqrt(P(v) * P(h.v_correction)) + P(h.epsilon));
       break;
+    }
     case Opt::Ftrl: {
+      C &accumulator = s0, &linear = s1;
       const C pc = C(p - decayed);
-      const C n_old = opt_detail::ftrl_pow(s0, h.lr_power);
-      const C acc = s0 + g * g;
+      const C n_old = opt_detail::ftrl_pow(accumulator, h.lr_power);
+      const C acc = accumulator + g * g;
       const C n_new = opt_detail::ftrl_pow(acc, h.lr_power);
-      s1 += g + C(2) * h.shrinkage * pc - (n_new - n_old) / h.lr * pc;
+      linear += g + C(2) * h.shrinkage * pc - (n_new - n_old) / h.lr * pc;
       const C quadratic = n_new / h.lr + C(2) * h.l2;
-      const C clipped = s1 > h.l1 ? h.l1 : (s1 < -h.l1 ? -h.l1 : s1);
-      p = P((clipped - s1) / quadratic);
-      s0 = acc;
+      const C clipped = linear > h.l1 ? h.l1 : (linear < -h.l1 ? -h.l1 : linear);
+      p = P((clipped - linear) / quadratic);
+      accumulator = acc;
       return;
     }
     default:
