@@ -88,22 +88,6 @@ class BatchNormContext:
     var: object = None
 
     @property
-    def spec(self) -> _act.ActivationSpec:
-        return self.opts.spec
-
-    @property
-    def rate(self) -> float:
-        return self.opts.rate
-
-    @property
-    def alpha_dropout(self) -> bool:
-        return self.opts.alpha_dropout
-
-    @property
-    def batch_stats(self) -> bool:
-        return self.opts.training
-
-    @property
     def mask_nbytes(self) -> int:
         """Bytes held for the dropout mask: ceil(batch * features / 32) * 4, or 0."""
         return 0 if self.mask is None else int(self.mask.nbytes)

@@ -147,19 +147,10 @@ def load_model(path, compile: bool, device: str, from_config):
         except (TypeError, ValueError) as e:
             raise bad(f"cannot build the model: {e}") from None
         for i, layer in enumerate(model.layers):
-            weights = []
-            for j, w in enumerate(layer.weights):
-                name = f"layers.{i}.vars.{j}"
-                if name not in tensors:
-                    raise bad(f"missing tensor {name!r} (weight {j} of layer {i}, "
-                              f"{layer.name})")
-                a = tensors[name]
-                if a.shape != tuple(w.shape) or a.dtype != dtype:
-                    raise bad(f"tensor {name!r} is {a.shape} {a.dtype}, layer {layer.name} "
-                              f"needs {tuple(w.shape)} {dtype}")
-                weights.append(a)
-                used.add(name)
-            layer.set_weights(weights)
+            layer.set_weights([
+                _take(bad, tensors, used, f"layers.{i}.vars.{j}", w.shape, dtype,
+                      f"weight {j} of layer {i}, {layer.name}", f"layer {layer.name} needs")
+                for j, w in enumerate(layer.weights)])
 
     try:
         model.set_state(state)
@@ -218,15 +209,8 @@ def _load_optimizer(bad, compile_config, opt_state, tensors, used, model):
                 if not present:
                     got.append(None)
                     continue
-                name = f"optimizer.vars.{p}.{s}"
-                if name not in tensors:
-                    raise bad(f"missing tensor {name!r} (optimizer slot {s} of weight {p})")
-                a = tensors[name]
-                if a.shape != tuple(w.shape) or a.dtype != w.dtype:
-                    raise bad(f"tensor {name!r} is {a.shape} {a.dtype}, the weight is "
-                              f"{tuple(w.shape)} {w.dtype}")
-                used.add(name)
-                got.append(a)
+                got.append(_take(bad, tensors, used, f"optimizer.vars.{p}.{s}", w.shape, w.dtype,
+                                 f"optimizer slot {s} of weight {p}", "the weight is"))
             slots.append(got)
     try:
         opt.set_state({"iterations": opt_state["iterations"], "slots": slots,
@@ -234,3 +218,16 @@ def _load_optimizer(bad, compile_config, opt_state, tensors, used, model):
     except (TypeError, ValueError) as e:
         raise bad(f"cannot restore the optimizer state: {e}") from None
     return opt
+
+
+def _take(bad, tensors, used, name, shape, dtype, what, needs):
+    """tensors[name], checked to be `shape` `dtype` (ValueError from `bad`
+    naming `what` it is, and what `needs` it, otherwise); marked used."""
+    if name not in tensors:
+        raise bad(f"missing tensor {name!r} ({what})")
+    a = tensors[name]
+    if a.shape != tuple(shape) or a.dtype != dtype:
+        raise bad(f"tensor {name!r} is {a.shape} {a.dtype}, {needs} {tuple(shape)} "
+                  f"{np.dtype(dtype)}")
+    used.add(name)
+    return a
