@@ -66,8 +66,8 @@ def test_cpu_row_blocks_agree(block_rows):
 
     x, w, b, _ = _data((1000, 31, 45), np.float64, True)
     spec = fd.activations.get("mish")
-    y_ref, z_ref = _C.dense_forward(x, w, b, spec.kind, spec.alpha, 1000)
-    y, z = _C.dense_forward(x, w, b, spec.kind, spec.alpha, block_rows)
+    y_ref, z_ref, _ = _C.dense_forward(x, w, b, spec.kind, spec.alpha, block_rows=1000)
+    y, z, _ = _C.dense_forward(x, w, b, spec.kind, spec.alpha, block_rows=block_rows)
     np.testing.assert_allclose(y, y_ref, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(z, z_ref, rtol=1e-13, atol=1e-15)
 

@@ -469,15 +469,7 @@ def test_cuda_entry_points_are_called_correctly(dtype):
     from test_cuda_contract import _cuda_module, _FakeArray, _FakeCupy
 
     mod = _cuda_module()
-
-    class FakeCupy(_FakeCupy):
-        uint32 = np.uint32
-
-        @staticmethod
-        def ascontiguousarray(a, dtype=None):
-            return a
-
-    be = _backend.CUDABackend(mod, FakeCupy)
+    be = _backend.CUDABackend(mod, _FakeCupy)
     x = _FakeArray((5, 7), dtype)
     mask = _FakeArray((2,), np.uint32)
     calls = [
@@ -494,31 +486,30 @@ def test_cuda_entry_points_are_called_correctly(dtype):
 
 
 def test_cuda_binding_rejects_bad_arguments():
-    from test_cuda_contract import _cuda_module
+    """The CUDA module's own guards, the arrays given as device memory."""
+    from test_cuda_contract import _cuda_module, _FakeArray, _FakeCupy
 
     mod = _cuda_module()
-    p, q = 1 << 20, 2 << 20
-    with pytest.raises(ValueError, match="float16"):
-        mod.dropout_forward("float16", 4, 0.5, False, 0, 0, p, q, 0, 0)
+    _backend.CUDABackend(mod, _FakeCupy)
+    x = _FakeArray((4,), np.float32)
+    with pytest.raises(TypeError, match="float16"):
+        mod.dropout_forward(_FakeArray((4,), np.float16), 0.5, False, 0, 0, True)
     for rate in (1.0, -0.1, float("nan")):
         with pytest.raises(ValueError, match="rate"):
-            mod.dropout_forward("float32", 4, rate, False, 0, 0, p, q, 0, 0)
+            mod.dropout_forward(x, rate, False, 0, 0, True)
         with pytest.raises(ValueError, match="rate"):
-            mod.dropout_backward("float32", 4, rate, False, 0, 0, p, 0, q, 0)
+            mod.dropout_backward(x, None, rate, False, 0, 0)
         with pytest.raises(ValueError, match="rate"):
-            mod.dropout_mask(4, rate, 0, 0, p, 0)
+            mod.dropout_mask(4, rate, 0, 0)
     with pytest.raises(ValueError, match="n"):
-        mod.dropout_forward("float32", -1, 0.5, False, 0, 0, p, q, 0, 0)
-    with pytest.raises(ValueError, match="x is null"):
-        mod.dropout_forward("float32", 4, 0.5, False, 0, 0, 0, q, 0, 0)
-    with pytest.raises(ValueError, match="dx is null"):
-        mod.dropout_backward("float32", 4, 0.5, False, 0, 0, p, 0, 0, 0)
-    with pytest.raises(ValueError, match="mask is null"):
-        mod.dropout_mask(4, 0.5, 0, 0, 0, 0)
-    with pytest.raises(ValueError, match="count"):
-        mod.philox4x32_10(-1, p, 0, 0, q, 0)
-    with pytest.raises(ValueError, match="out is null"):
-        mod.philox4x32_10(2, p, 0, 0, 0, 0)
+        mod.dropout_mask(-1, 0.5, 0, 0)
+    with pytest.raises(ValueError, match="mask"):
+        mod.dropout_backward(_FakeArray((100,), np.float32), _FakeArray((3,), np.uint32), 0.5,
+                             False, 0, 0)
+    with pytest.raises(TypeError, match="mask"):
+        mod.dropout_backward(x, np.zeros(1, np.uint32), 0.5, False, 0, 0)  # host memory
+    with pytest.raises(ValueError, match="counters"):
+        mod.philox4x32_10(_FakeArray((2, 3), np.uint32), (0, 0))
 
 
 @pytest.mark.parametrize("alpha", [False, True])

@@ -561,24 +561,39 @@ def test_cuda_loss_entry_points_are_called_correctly(dtype):
 
 
 def test_cuda_binding_guards_against_inconsistent_arguments():
+    """The CUDA module's own guards, the arrays given as device memory."""
     mod = _cuda_module()
-    p = 1 << 24
-    ok = dict(dtype="float32", n=4, c=10, z_ptr=p, labels_kind="int64", labels_ptr=p, y_ptr=0,
-              w_ptr=0, dz_ptr=p, loss_ptr=p, eps=0.0, mean=True, stream=0)
-    bad = [dict(dtype="float16"), dict(n=-1), dict(c=0), dict(n=2**40, c=2**40), dict(z_ptr=0),
-           dict(dz_ptr=0), dict(loss_ptr=0), dict(labels_ptr=0), dict(y_ptr=p),
-           dict(labels_kind="int16"), dict(labels_kind="dense"),
-           dict(labels_kind="dense", labels_ptr=0), dict(labels_kind="dense", y_ptr=p),
-           dict(eps=-0.5), dict(eps=float("nan"))]
-    for change in bad:
-        with pytest.raises(ValueError):
-            mod.softmax_cross_entropy(**{**ok, **change})
-    ok = dict(dtype="float64", kind=_C.PointLoss.SigmoidBCE, n=4, k=3, p_ptr=p, t_ptr=p, w_ptr=0,
-              dp_ptr=p, loss_ptr=p, mean=True, stream=0)
-    bad = [dict(kind=_C.PointLoss(2)), dict(kind=_C.PointLoss(-1)), dict(n=-1), dict(k=0), dict(p_ptr=0), dict(t_ptr=0),
-           dict(dp_ptr=0), dict(loss_ptr=0), dict(n=2**40, k=2**40), dict(dtype="int32")]
-    for change in bad:
-        with pytest.raises(ValueError):
-            mod.point_loss(**{**ok, **change})
-    with pytest.raises(TypeError):  # a number is not a loss
-        mod.point_loss(**{**ok, "kind": 0})
+    from fusednn._backend import CUDABackend
+
+    CUDABackend(mod, _FakeCupy)
+
+    def f(shape, dtype=np.float32):
+        return _FakeArray(shape, dtype)
+
+    z, lab = f((4, 10)), f((4,), np.int64)
+    bad = [((f((4, 10), np.float16), lab, None, None, 0.0, True), TypeError),
+           ((f((4,)), lab, None, None, 0.0, True), ValueError),
+           ((f((4, 0)), lab, None, None, 0.0, True), ValueError),
+           ((z, f((3,), np.int64), None, None, 0.0, True), ValueError),
+           ((z, f((4,), np.int16), None, None, 0.0, True), TypeError),
+           ((z, lab, f((4, 10)), None, 0.0, True), ValueError),
+           ((z, None, None, None, 0.0, True), ValueError),
+           ((z, None, f((4, 9)), None, 0.0, True), ValueError),
+           ((z, lab, None, f((3,)), 0.0, True), ValueError),
+           ((z, lab, None, None, -0.5, True), ValueError),
+           ((z, lab, None, None, float("nan"), True), ValueError)]
+    for args, err in bad:
+        with pytest.raises(err):
+            mod.softmax_cross_entropy(*args)
+    p = f((4, 3), np.float64)
+    bce = _C.PointLoss.SigmoidBCE
+    bad = [((_C.PointLoss(2), p, p, None, True), ValueError),
+           ((_C.PointLoss(-1), p, p, None, True), ValueError),
+           ((bce, p, f((4, 2), np.float64), None, True), ValueError),
+           ((bce, f((4, 0), np.float64), f((4, 0), np.float64), None, True), ValueError),
+           ((bce, p, p, f((5,), np.float64), True), ValueError),
+           ((bce, f((4, 3), np.int32), f((4, 3), np.int32), None, True), TypeError),
+           ((0, p, p, None, True), TypeError)]  # a number is not a loss
+    for args, err in bad:
+        with pytest.raises(err):
+            mod.point_loss(*args)

@@ -1,145 +1,195 @@
-// fusednn._C: the CPU kernels. The Python layer (fusednn.ops) validates user
-// input and names the public argument in its errors; the guards here keep the
-// private module itself from reading or writing out of bounds if it is called
-// directly with inconsistent arrays.
-#include <pybind11/numpy.h>
+// The two extension modules, built from the same binding files (see
+// bindings/tensor.h): fusednn._C, the CPU kernels with their thread pool and
+// BLAS, and, with FUSEDNN_BIND_CUDA, fusednn._C_cuda, the CUDA kernels. Each
+// op family registers its functions from its own file (bindings/registry.h);
+// this file holds what belongs to one module only: the enums and records
+// that cross the seam (registered once, in fusednn._C) and the runtime's
+// controls and reports.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <dlfcn.h>
-
-#include <array>
 #include <cstdint>
-#include <limits>
+#include <initializer_list>
 #include <string>
+#include <utility>
+
+#include "bindings/registry.h"
+#include "bindings/tensor.h"
+
+#if FUSEDNN_BIND_CUDA
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include "cuda/cublaslt.cuh"
+#else
+#include <dlfcn.h>
+#include <pybind11/numpy.h>
 
 #include "cpu/blas.h"
 #include "cpu/dispatch.h"
+#include "cpu/host_cache.h"
 #include "cpu/kernels.h"
 #include "cpu/threads.h"
-#include "bindings/cpu_checks.h"
-#include "bindings/registry.h"
+#include "fusednn/activation.h"
+#include "fusednn/batchnorm.h"
+#include "fusednn/loss.h"
+#include "fusednn/optimizer.h"
+#endif
 
 namespace py = pybind11;
-using fusednn::Act;
 using namespace fusednn::bind;
 
 namespace {
 
+#if FUSEDNN_BIND_CUDA
 
-template <typename T>
-py::array act_forward_t(const py::array& z, Act a, double alpha) {
-  py::array y = new_output(z.dtype(), shape_of(z));
-  const int64_t n = z.size();
-  const T* zp = const_data<T>(z);
-  T* yp = mutable_data<T>(y);
-  {
-    py::gil_scoped_release nogil;
-    fusednn::cpu::kernels<T>().activation_forward(a, (T)alpha, zp, yp, n);
-  }
-  return y;
+// The CUDA version a driver supports, as CUDART_VERSION counts (13000 for
+// 13.0), printed as "13.0".
+std::string cuda_version_string(int v) {
+  return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
 }
 
-template <typename T>
-py::array act_backward_t(const py::array& dy, const py::object& s, Act a, double alpha) {
-  py::array dz = new_output(dy.dtype(), shape_of(dy));
-  const int64_t n = dy.size();
-  const T* dyp = const_data<T>(dy);
-  const T* sp = a == Act::Linear ? dyp : const_data<T>(s.cast<py::array>());
-  T* dzp = mutable_data<T>(dz);
-  {
-    py::gil_scoped_release nogil;
-    fusednn::cpu::kernels<T>().activation_backward(a, (T)alpha, dyp, sp, dzp, n);
+py::tuple runtime_status() {
+  // With no driver, cudart_static reports an error here instead of failing to
+  // load, which is what makes this safe on a machine without a GPU. A driver
+  // of an older CUDA major version than the runtime's is named as such
+  // (cudaGetDeviceCount would only say "CUDA driver version is
+  // insufficient"); within a major version, minor version compatibility lets
+  // an older driver run the newer runtime.
+  int driver = 0;
+  if (cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0) {
+    cudaGetLastError();
+    return py::make_tuple(false, std::string("no NVIDIA driver (libcuda.so not found)"));
   }
-  return dz;
+  if (driver / 1000 < CUDART_VERSION / 1000) {
+    cudaGetLastError();
+    return py::make_tuple(false, "driver too old: it supports CUDA " +
+                                     cuda_version_string(driver) +
+                                     ", fusednn was built with CUDA " +
+                                     cuda_version_string(CUDART_VERSION) +
+                                     " (update the NVIDIA driver)");
+  }
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e == cudaSuccess && n < 1) e = cudaErrorNoDevice;
+  int dev = 0;
+  cudaDeviceProp prop{};
+  if (e == cudaSuccess) e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, dev);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear it, so no later call reports it as its own
+    return py::make_tuple(false, std::string(cudaGetErrorString(e)));
+  }
+  return py::make_tuple(true, std::string(prop.name) + ", cc " + std::to_string(prop.major) + "." +
+                                  std::to_string(prop.minor) + ", " + std::to_string(n) +
+                                  (n == 1 ? " device" : " devices") + ", driver CUDA " +
+                                  cuda_version_string(driver));
 }
 
-template <typename T>
-py::tuple dense_forward_t(const py::array& x, const py::array& w, const py::object& b, Act a,
-                          double alpha, int64_t block_rows) {
-  const int64_t m = x.shape(0), k = x.shape(1), n = w.shape(1);
-  const T* bp = nullptr;
-  if (!b.is_none()) {
-    py::array ba = b.cast<py::array>();
-    require(ba, "b", x.dtype(), {n});
-    bp = const_data<T>(ba);
+py::dict epilogue_counts() {
+  py::dict d;
+  for (const auto& c : fusednn::cuda::lt::epilogue_counts()) {
+    py::dict row;
+    row["used"] = c.used;
+    row["refused"] = c.refused;
+    d[c.name] = row;
   }
-  py::array y = new_output(x.dtype(), {(py::ssize_t)m, (py::ssize_t)n});
-  T* zp;
-  py::object zobj = optional_out<T>(fusednn::saves_input(a), x.dtype(),
-                                    {(py::ssize_t)m, (py::ssize_t)n}, &zp);
-  const T* xp = const_data<T>(x);
-  const T* wp = const_data<T>(w);
-  T* yp = mutable_data<T>(y);
-  {
-    py::gil_scoped_release nogil;
-    fusednn::cpu::kernels<T>().dense_forward(xp, wp, bp, yp, zp, m, k, n, a, (T)alpha, block_rows);
-  }
-  return py::make_tuple(y, zobj);
+  return d;
 }
 
-template <typename T>
-py::tuple dense_backward_t(const py::array& dy, const py::object& s, const py::array& x,
-                           const py::array& w, bool has_bias, bool need_dx, Act a, double alpha) {
-  const int64_t m = x.shape(0), k = x.shape(1), n = w.shape(1);
-  const T* sp = saved_data<T>(s, "saved", a, x.dtype(), m, n);
-  const py::dtype dt = x.dtype();
-  py::array dw = new_output(dt, {(py::ssize_t)k, (py::ssize_t)n});
-  T *dbp, *dxp, *dzp;
-  py::object dbo = optional_out<T>(has_bias, dt, {(py::ssize_t)n}, &dbp);
-  py::object dxo = optional_out<T>(need_dx, dt, {(py::ssize_t)m, (py::ssize_t)k}, &dxp);
-  py::object dzo = optional_out<T>(a != Act::Linear, dt, {(py::ssize_t)m, (py::ssize_t)n}, &dzp);
-  const T* dyp = const_data<T>(dy);
-  const T* xp = const_data<T>(x);
-  const T* wp = const_data<T>(w);
-  T* dwp = mutable_data<T>(dw);
-  {
-    py::gil_scoped_release nogil;
-    fusednn::cpu::kernels<T>().dense_backward(dyp, sp, xp, wp, dzp, dxp, dwp, dbp, m, k, n, a, (T)alpha);
-  }
-  return py::make_tuple(dxo, dw, dbo);
+py::dict build_info() {
+  py::dict d;
+  d["cuda_runtime_version"] = int(CUDART_VERSION);
+  d["cublaslt_version"] = py::int_(cublasLtGetVersion());
+  d["archs"] = std::string(FUSEDNN_CUDA_ARCHS);
+  d["cublaslt_source"] = std::string(FUSEDNN_CUBLASLT_SOURCE);
+  return d;
 }
 
-py::array new_matrix(const py::dtype& dt, int64_t rows, int64_t cols) {
-  return new_output(dt, {(py::ssize_t)rows, (py::ssize_t)cols});
+#else
+
+// One py::enum_ from (name, member) pairs: the members are listed once, here.
+template <typename E>
+void bind_enum(py::module_& m, const char* name, const char* doc,
+               std::initializer_list<std::pair<const char*, E>> members) {
+  py::enum_<E> e(m, name, doc);
+  for (const auto& [member, value] : members) e.value(member, value);
 }
 
-template <typename T>
-py::tuple backward_weight_t(const py::array& dz, const py::array& x, bool need_db) {
-  const int64_t m = x.shape(0), k = x.shape(1), n = dz.shape(1);
-  py::array dw = new_matrix(x.dtype(), k, n);
-  T* dbp;
-  py::object dbo = optional_out<T>(need_db, x.dtype(), {(py::ssize_t)n}, &dbp);
-  const T* dzp = const_data<T>(dz);
-  const T* xp = const_data<T>(x);
-  T* dwp = mutable_data<T>(dw);
-  {
-    py::gil_scoped_release nogil;
-    fusednn::cpu::kernels<T>().dense_backward_weight(dzp, xp, dwp, dbp, m, k, n);
-  }
-  return py::make_tuple(dw, dbo);
+void register_types(py::module_& m) {
+  using fusednn::Act;
+  bind_enum<Act>(m, "Act", "Activation kernels (fusednn/activation.h).",
+                 {{"Linear", Act::Linear}, {"Relu", Act::Relu}, {"LeakyRelu", Act::LeakyRelu},
+                  {"Elu", Act::Elu}, {"Selu", Act::Selu}, {"Gelu", Act::Gelu},
+                  {"GeluTanh", Act::GeluTanh}, {"Swish", Act::Swish}, {"Mish", Act::Mish},
+                  {"Sigmoid", Act::Sigmoid}, {"Tanh", Act::Tanh}, {"Softplus", Act::Softplus}});
+  using fusednn::BnConvention;
+  bind_enum<BnConvention>(m, "BnConvention",
+                          "How momentum updates the moving statistics (fusednn/batchnorm.h).",
+                          {{"Keras", BnConvention::Keras}, {"Torch", BnConvention::Torch}});
+  using fusednn::PointLoss;
+  bind_enum<PointLoss>(m, "PointLoss", "Element-wise losses (fusednn/loss.h).",
+                       {{"SigmoidBCE", PointLoss::SigmoidBCE}, {"MSE", PointLoss::MSE}});
+  using fusednn::Opt;
+  bind_enum<Opt>(m, "Opt", "Optimizer update rules (fusednn/optimizer.h).",
+                 {{"SGD", Opt::SGD}, {"Adagrad", Opt::Adagrad}, {"RMSprop", Opt::RMSprop},
+                  {"Adam", Opt::Adam}, {"Adamax", Opt::Adamax}, {"Nadam", Opt::Nadam},
+                  {"Ftrl", Opt::Ftrl}});
+  using fusednn::Clip;
+  bind_enum<Clip>(m, "Clip", "Gradient clipping modes, one at most (fusednn/optimizer.h).",
+                  {{"Off", Clip::Off}, {"Value", Clip::Value}, {"Norm", Clip::Norm},
+                   {"Global", Clip::Global}});
+
+  using Step = fusednn::OptStep<double>;
+  py::class_<Step> step(m, "OptStep",
+                        "The scalars of one optimizer step (fusednn::OptStep): zero-initialised; "
+                        "each rule sets the fields it reads.");
+  step.def(py::init<>());
+  using Field = std::pair<const char*, double Step::*>;
+  for (const auto& [name, field] : std::initializer_list<Field>{
+           {"lr", &Step::lr}, {"beta_1", &Step::beta_1}, {"beta_2", &Step::beta_2},
+           {"rho", &Step::rho}, {"momentum", &Step::momentum}, {"epsilon", &Step::epsilon},
+           {"step_size", &Step::step_size}, {"m_weight", &Step::m_weight},
+           {"g_weight", &Step::g_weight}, {"v_correction", &Step::v_correction},
+           {"decay", &Step::decay}, {"clipvalue", &Step::clipvalue}, {"l1", &Step::l1},
+           {"l2", &Step::l2}, {"shrinkage", &Step::shrinkage}, {"lr_power", &Step::lr_power}})
+    step.def_readwrite(name, field);
+  step.def_readwrite("nesterov", &Step::nesterov)
+      .def_readwrite("centered", &Step::centered)
+      .def_readwrite("amsgrad", &Step::amsgrad);
 }
 
-template <typename T>
-py::tuple backward_input_t(const py::array& dz, const py::array& w, const py::object& s_prev,
-                           Act a_prev, double alpha_prev, bool need_db_prev) {
-  const int64_t m = dz.shape(0), n = dz.shape(1), k = w.shape(0);
-  const T* sp = saved_data<T>(s_prev, "saved_prev", a_prev, dz.dtype(), m, k);
-  py::array dzp_out = new_matrix(dz.dtype(), m, k);
-  T* dbp;
-  py::object dbo = optional_out<T>(need_db_prev, dz.dtype(), {(py::ssize_t)k}, &dbp);
-  const T* dzp = const_data<T>(dz);
-  const T* wp = const_data<T>(w);
-  T* outp = mutable_data<T>(dzp_out);
-  {
-    py::gil_scoped_release nogil;
-    fusednn::cpu::kernels<T>().dense_backward_input(dzp, wp, sp, outp, dbp, m, k, n, a_prev, (T)alpha_prev);
-  }
-  return py::make_tuple(dzp_out, dbo);
-}
+#endif
 
 }  // namespace
 
+#if FUSEDNN_BIND_CUDA
+PYBIND11_MODULE(_C_cuda, m) {
+  m.doc() = "fusednn CUDA kernels (cuBLASLt GEMMs with fused epilogues) for arrays in GPU "
+            "memory, on the stream each call names.";
+  // The enums and OptStep are registered by fusednn._C; these functions take
+  // them, so it must be loaded first.
+  py::module_::import("fusednn._C");
+  m.def("runtime_status", &runtime_status,
+        "(True, '<device>, cc X.Y, N devices') when a GPU is usable, else (False, reason). "
+        "Never raises, also on a machine without a CUDA driver.");
+  m.def("build_info", &build_info,
+        "CUDA runtime and cuBLASLt versions, compiled archs and where cuBLASLt came from.");
+  m.def("set_activation_epilogues", &fusednn::cuda::lt::set_activation_epilogues, py::arg("on"),
+        "Whether dense layers may use cuBLASLt's activation epilogues (relu, gelu and their "
+        "gradients); off, the activation runs in fusednn's own kernels (NaN-propagating relu, "
+        "fusednn's tanh GELU).");
+  m.def("activation_epilogues", &fusednn::cuda::lt::activation_epilogues);
+  m.def("epilogue_counts", &epilogue_counts,
+        "{epilogue name: {'used': n, 'refused': n}}: cuBLASLt GEMMs run with each epilogue, "
+        "and calls where cuBLASLt had no algorithm for it (the fallback ran instead).");
+
+  m.def("set_allocator", &set_allocator, py::arg("allocate"),
+        "allocate(shape, dtype name) -> a device array on the current device: where every "
+        "output and scratch buffer comes from (fusednn uses cupy.empty, CuPy's pool).");
+  run_registrars(m);
+}
+#else
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fusednn CPU kernels (OpenBLAS GEMM tiles + fused epilogues on one thread pool)";
   // An invalid FUSEDNN_NUM_THREADS is the ImportError of `import fusednn`.
@@ -150,190 +200,7 @@ PYBIND11_MODULE(_C, m) {
   // an unknown FUSEDNN_CPU_DISPATCH, is the ImportError of `import fusednn`.
   fusednn::cpu::load_kernels(reinterpret_cast<const void*>(&fusednn::cpu::dispatch_info));
 
-  m.def(
-      "activation_forward",
-      [](const py::array& z, Act kind, double alpha) -> py::array {
-        checked_float_dtype(z, "z");
-        if (!(z.flags() & py::array::c_style)) throw py::value_error("z: must be C-contiguous");
-        const Act a = to_act(kind);
-        return is_f64(z) ? act_forward_t<double>(z, a, alpha) : act_forward_t<float>(z, a, alpha);
-      },
-      py::arg("z"), py::arg("kind"), py::arg("alpha"));
-
-  m.def(
-      "activation_backward",
-      [](const py::array& dy, const py::object& s, Act kind, double alpha) -> py::array {
-        checked_float_dtype(dy, "dy");
-        if (!(dy.flags() & py::array::c_style)) throw py::value_error("dy: must be C-contiguous");
-        const Act a = to_act(kind);
-        if (a != Act::Linear) {
-          if (s.is_none()) throw py::value_error("saved: required for a non-linear activation");
-          require_flat_same(s.cast<py::array>(), "saved", dy);
-        }
-        return is_f64(dy) ? act_backward_t<double>(dy, s, a, alpha)
-                          : act_backward_t<float>(dy, s, a, alpha);
-      },
-      py::arg("dy"), py::arg("saved"), py::arg("kind"), py::arg("alpha"));
-
-  m.def(
-      "dense_forward",
-      [](const py::array& x, const py::array& w, const py::object& b, Act kind, double alpha,
-         int64_t block_rows) -> py::tuple {
-        const py::dtype dt = checked_float_dtype(x, "x");
-        require(x, "x", dt, {-1, -1});
-        require(w, "w", dt, {x.shape(1), -1});
-        const Act a = to_act(kind);
-        return is_f64(x) ? dense_forward_t<double>(x, w, b, a, alpha, block_rows)
-                         : dense_forward_t<float>(x, w, b, a, alpha, block_rows);
-      },
-      py::arg("x"), py::arg("w"), py::arg("b"), py::arg("kind"), py::arg("alpha"),
-      py::arg("block_rows") = 0);
-
-  m.def(
-      "dense_backward",
-      [](const py::array& dy, const py::object& saved, const py::array& x, const py::array& w,
-         bool has_bias, bool need_dx, Act kind, double alpha) -> py::tuple {
-        const py::dtype dt = checked_float_dtype(x, "x");
-        require(x, "x", dt, {-1, -1});
-        require(w, "w", dt, {x.shape(1), -1});
-        require(dy, "dy", dt, {x.shape(0), w.shape(1)});
-        const Act a = to_act(kind);
-        return is_f64(x) ? dense_backward_t<double>(dy, saved, x, w, has_bias, need_dx, a, alpha)
-                         : dense_backward_t<float>(dy, saved, x, w, has_bias, need_dx, a, alpha);
-      },
-      py::arg("dy"), py::arg("saved"), py::arg("x"), py::arg("w"), py::arg("has_bias"),
-      py::arg("need_dx"), py::arg("kind"), py::arg("alpha"));
-
-  m.def(
-      "dense_backward_weight",
-      [](const py::array& dz, const py::array& x, bool need_db) -> py::tuple {
-        const py::dtype dt = checked_float_dtype(x, "x");
-        require(x, "x", dt, {-1, -1});
-        require(dz, "dz", dt, {x.shape(0), -1});
-        return is_f64(x) ? backward_weight_t<double>(dz, x, need_db)
-                         : backward_weight_t<float>(dz, x, need_db);
-      },
-      py::arg("dz"), py::arg("x"), py::arg("need_db"),
-      "(dw, db): dw = x^T dz, db = column sums of dz (None unless need_db).");
-
-  m.def(
-      "dense_backward_input",
-      [](const py::array& dz, const py::array& w, const py::object& saved_prev, Act kind_prev,
-         double alpha_prev, bool need_db_prev) -> py::tuple {
-        const py::dtype dt = checked_float_dtype(dz, "dz");
-        require(dz, "dz", dt, {-1, -1});
-        require(w, "w", dt, {-1, dz.shape(1)});
-        const Act a = to_act(kind_prev);
-        return is_f64(dz) ? backward_input_t<double>(dz, w, saved_prev, a, alpha_prev, need_db_prev)
-                          : backward_input_t<float>(dz, w, saved_prev, a, alpha_prev, need_db_prev);
-      },
-      py::arg("dz"), py::arg("w"), py::arg("saved_prev"), py::arg("kind_prev"),
-      py::arg("alpha_prev"), py::arg("need_db_prev"),
-      "(dz_prev, db_prev): dz_prev = (dz w^T) * f_prev'(saved_prev), db_prev its column sums.");
-
-  m.def(
-      "gemm",
-      [](const py::array& a, const py::array& b) -> py::array {
-        // Bare GEMM, the roofline that bench/ compares the fused layer with.
-        const py::dtype dt = checked_float_dtype(a, "a");
-        require(a, "a", dt, {-1, -1});
-        require(b, "b", dt, {a.shape(1), -1});
-        const int64_t m = a.shape(0), k = a.shape(1), n = b.shape(1);
-        py::array c = new_output(dt, {(py::ssize_t)m, (py::ssize_t)n});
-        const bool f64 = dt.is(py::dtype::of<double>());
-        const void* ap = a.data();
-        const void* bp = b.data();
-        void* cp = c.mutable_data();
-        {
-          py::gil_scoped_release nogil;
-          if (f64)
-            fusednn::cpu::parallel_gemm<double>(false, false, m, n, k, 1.0, (const double*)ap, k,
-                                       (const double*)bp, n, 0.0, (double*)cp, n);
-          else
-            fusednn::cpu::parallel_gemm<float>(false, false, m, n, k, 1.0f, (const float*)ap, k,
-                                      (const float*)bp, n, 0.0f, (float*)cp, n);
-        }
-        return c;
-      },
-      py::arg("a"), py::arg("b"));
-
-  m.def(
-      "optimizer_step",
-      [](fusednn::Opt kind, const fusednn::OptStep<double>& h, const py::list& params,
-         const py::list& grads, const py::list& slots, const std::vector<double>& l1,
-         const std::vector<double>& l2, const std::vector<double>& max_norm,
-         const std::vector<std::array<int64_t, 3>>& views, fusednn::Clip clip_mode,
-         double clip) {
-        // The Python layer has checked the user's arrays; these guards keep a
-        // direct call from writing out of bounds.
-        if (int(kind) < 0 || int(kind) >= int(fusednn::Opt::Count))
-          throw py::value_error("optimizer_step: kind out of range: " +
-                                std::to_string(int(kind)));
-        if (clip_mode < fusednn::Clip::Off || clip_mode > fusednn::Clip::Global)
-          throw py::value_error("optimizer_step: clip_mode out of range");
-        const size_t count = params.size();
-        if (grads.size() != count || slots.size() != count || l1.size() != count ||
-            l2.size() != count || max_norm.size() != count || views.size() != count)
-          throw py::value_error("optimizer_step: per-tensor lists differ in length");
-        if (count == 0) return;
-        if (!py::isinstance<py::array>(params[0]))
-          throw py::type_error("optimizer_step: params and grads must be numpy arrays");
-        const py::dtype dt = checked_float_dtype(params[0].cast<py::array>(), "params[0]");
-        // One pass: check each tensor and record its pointers. The arrays stay
-        // alive in the caller's lists for the whole call.
-        auto run = [&](auto* tag) {
-          using T = std::remove_pointer_t<decltype(tag)>;
-          std::vector<fusednn::OptTensor<T>> ts(count);
-          for (size_t i = 0; i < count; ++i) {
-            // A non-array would be converted into a temporary copy, and the
-            // update would be lost: refuse it.
-            if (!py::isinstance<py::array>(params[i]) || !py::isinstance<py::array>(grads[i]))
-              throw py::type_error("optimizer_step: params and grads must be numpy arrays");
-            const std::string idx = "[" + std::to_string(i) + "]";
-            py::array p = params[i].cast<py::array>();
-            py::array g = grads[i].cast<py::array>();
-            require_flat(p, ("params" + idx).c_str(), dt, -1, true);
-            const int64_t n = int64_t(p.size());
-            require_flat(g, ("grads" + idx).c_str(), dt, n, false);
-            py::sequence st = slots[i].cast<py::sequence>();
-            if (st.size() != 3)
-              throw py::value_error("optimizer_step: slots" + idx + " must have 3 entries");
-            auto& t = ts[i];
-            for (size_t j = 0; j < 3; ++j) {
-              if (st[j].is_none()) continue;
-              if (!py::isinstance<py::array>(st[j]))
-                throw py::type_error("optimizer_step: slots must be numpy arrays or None");
-              py::array a = st[j].cast<py::array>();
-              require_flat(a, ("slots" + idx).c_str(), dt, n, true);
-              t.s[j] = mutable_data<T>(a);
-            }
-            const auto& v = views[i];
-            if (max_norm[i] > 0 && (v[0] < 1 || v[1] < 1 || v[2] < 1 || v[0] * v[1] * v[2] != n))
-              throw py::value_error("optimizer_step: max-norm view does not match params" + idx);
-            t.p = mutable_data<T>(p);
-            t.g = const_data<T>(g);
-            t.n = n;
-            t.l1 = l1[i];
-            t.l2 = l2[i];
-            t.max_norm = max_norm[i] > 0 ? max_norm[i] : 0;
-            t.outer = v[0];
-            t.mid = v[1];
-            t.inner = v[2];
-          }
-          py::gil_scoped_release nogil;
-          fusednn::cpu::kernels<T>().optimizer_step(kind, h, ts.data(), int64_t(count),
-                                          clip_mode, clip);
-        };
-        if (dt.is(py::dtype::of<double>()))
-          run(static_cast<double*>(nullptr));
-        else
-          run(static_cast<float*>(nullptr));
-      },
-      py::arg("kind"), py::arg("step"), py::arg("params"), py::arg("grads"), py::arg("slots"),
-      py::arg("l1"), py::arg("l2"), py::arg("max_norm"), py::arg("views"), py::arg("clip_mode"),
-      py::arg("clip"),
-      "One optimizer step over all tensors, in place (fusednn/optimizer.h).");
-
+  register_types(m);
   m.def(
       "copy_into",
       [](py::array dst, const py::array& src) {
@@ -421,3 +288,4 @@ PYBIND11_MODULE(_C, m) {
   m.def("blas_config", &fusednn::cpu::blas_config);
   run_registrars(m);
 }
+#endif

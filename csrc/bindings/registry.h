@@ -3,8 +3,8 @@
 //
 //   static fusednn::bind::Registrar reg([](py::module_& m) { m.def(...); });
 //
-// module.cpp (fusednn._C) and cuda_module.cpp (fusednn._C_cuda) run the
-// registrars of their own target at import; the order does not matter.
+// module.cpp runs them when fusednn._C or fusednn._C_cuda is imported (each
+// module compiles every binding file once); the order does not matter.
 #pragma once
 #include <pybind11/pybind11.h>
 

@@ -118,6 +118,7 @@ std::map<Key, Choice>& cache() {
 // ------------------------------------------------------ counts and switches
 
 std::atomic<bool> g_activation_epilogues{true};
+std::atomic<bool> g_tf32{false};
 
 struct Counts {
   std::atomic<int64_t> used{0}, refused{0};
@@ -281,6 +282,9 @@ void matmul(const Gemm& g, cudaStream_t stream) { run(g, stream, true); }
 
 void set_activation_epilogues(bool on) { g_activation_epilogues.store(on); }
 bool activation_epilogues() { return g_activation_epilogues.load(); }
+
+void set_tf32(bool on) { g_tf32.store(on); }
+bool tf32() { return g_tf32.load(); }
 
 std::vector<EpilogueCount> epilogue_counts() {
   std::vector<EpilogueCount> out;

@@ -72,6 +72,11 @@ inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 
 void set_activation_epilogues(bool on);
 bool activation_epilogues();
 
+// Whether float32 GEMMs may use TF32 tensor cores (fusednn's
+// set_float32_matmul_precision("high")); off by default.
+void set_tf32(bool on);
+bool tf32();
+
 // How often each epilogue ran and how often cuBLASLt refused it (the caller
 // then took its fallback), since the process started. Refusals are also
 // printed to stderr, once per GEMM shape, when FUSEDNN_LOG_EPILOGUES=1.

@@ -36,7 +36,7 @@ constexpr int kBnCols = 5;
 //  Keras:   moving = moving * momentum + batch * (1 - momentum), biased variance.
 //  PyTorch: running = running * (1 - momentum) + batch * momentum, unbiased
 //           variance (m / (m - 1)); torch's momentum 0.1 is Keras' 0.9.
-enum class BnConvention : int { Keras = 0, Torch = 1 };
+enum class BnConvention : int { Keras = 0, Torch = 1, Count };
 
 // Dropout after the activation; rate == 0: none. The mask (ceil(m n / 32)
 // words of fusednn/dropout.h, the same words as the standalone dropout op's

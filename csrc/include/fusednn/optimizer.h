@@ -27,7 +27,7 @@
 
 namespace fusednn {
 
-// Exported to Python as fusednn._C.Opt (bindings/cpu_types.cpp); Python names
+// Exported to Python as fusednn._C.Opt (bindings/module.cpp); Python names
 // members, never numbers.
 enum class Opt : int {
   SGD = 0,      // slots: momentum (if momentum > 0)
@@ -46,10 +46,11 @@ enum class Clip : int {
   Value = 1,   // each component to [-v, v]
   Norm = 2,    // each tensor's L2 norm to at most v
   Global = 3,  // all tensors scaled by min(1, v / global norm)
+  Count = 4
 };
 
 // Everything a step needs besides the tensors, one field per meaning; Python
-// fills it by name (fusednn._C.OptStep, bindings/enums.cpp). C is the type of
+// fills it by name (fusednn._C.OptStep, bindings/module.cpp). C is the type of
 // the slots' recurrences: double whatever the storage on both backends
 // (float32 coefficients would drift from the float64 reference; see
 // opt_update). Step coefficients are computed on the host, t = step + 1.

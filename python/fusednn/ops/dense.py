@@ -38,7 +38,7 @@ class DenseContext:
     backend: object
     y: object  # the output (also what identifies the next layer's input)
     z: object = None  # the pre-activation, kept only for activations that save their input
-    mask: object = None  # CUDA relu: (bit mask, row length in bits) from cuBLASLt
+    mask: object = None  # CUDA relu: cuBLASLt's bit mask of z > 0 (uint8 device array)
 
     @property
     def saved(self):

@@ -69,7 +69,6 @@ class Optimizer:
         self._slots = None       # per tensor: [slot or None] * 3, created at the first apply
         self._signature = None   # per tensor: (shape, dtype), fixed at the first apply
         self._pending = None     # state from set_state, used when the slots are built
-        self._norms = None       # GPU: per-tensor sums of squares for the norm clips
 
     # --- learning rate -------------------------------------------------
 
@@ -197,15 +196,11 @@ class Optimizer:
             gr = [grads[i] if grads[i].flags.c_contiguous else xp.ascontiguousarray(grads[i])
                   for i in idx]
             views = [self._view(params[i].shape, cons[i]) for i in idx]
-            # the GPU kernels keep the clipping norms here; the CPU ones ignore it
-            if clip_mode in (Clip.Norm, Clip.Global) and \
-                    (self._norms is None or self._norms.size < len(idx)):
-                self._norms = backend.xp.empty(count, dtype=np.float64)
             per_tensor = ([pens[i][0] for i in idx], [pens[i][1] for i in idx],
                           [cons[i].max_value if cons[i] is not None else 0.0 for i in idx],
                           views)
             backend.optimizer_step(self._rule, step, work, gr, [self._slots[i] for i in idx],
-                                   per_tensor, (clip_mode, clip), self._norms)
+                                   per_tensor, (clip_mode, clip))
             for j, i in enumerate(idx):
                 if work[j] is not params[i]:
                     params[i][...] = work[j]
@@ -322,7 +317,6 @@ class Optimizer:
                     row.append(backend.xp.full(p.shape, v, dtype=p.dtype))
             slots.append(row)
         self._slots, self._signature, self._pending = slots, sig, None
-        self._norms = None  # allocated on the parameters' device at the first norm clip
 
     # --- state and config ----------------------------------------------
 
