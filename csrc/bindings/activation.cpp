@@ -1,17 +1,11 @@
-// activation_forward / activation_backward: y = f(z) and dz = dy * f'(s)
-// element-wise (fusednn/activation.h), in fusednn._C and fusednn._C_cuda.
+// y = f(z) and dz = dy * f'(s), element-wise (fusednn/activation.h).
 #include "bindings/registry.h"
 #include "bindings/tensor.h"
-
-#if FUSEDNN_BIND_CUDA
-#include "cuda/kernels.cuh"
-#else
-#include "cpu/dispatch.h"
-#endif
 
 namespace py = pybind11;
 using fusednn::Act;
 using namespace fusednn::bind;
+using namespace pybind11::literals;
 
 namespace {
 
@@ -19,55 +13,39 @@ py::object forward(py::handle z_obj, Act kind, double alpha, uintptr_t stream) {
   const Tensor z = view(z_obj, "z");
   const Act a = to_act(kind);
   const Stream st = as_stream(stream);
-  Tensor y = empty_like(z);
-  floating(float_dtype(z), [&](auto* tag) {
-    using T = FUSEDNN_T(tag);
-    py::gil_scoped_release nogil;
-#if FUSEDNN_BIND_CUDA
-    fusednn::cuda::activation_forward<T>(a, T(alpha), z.data<T>(), y.data<T>(), z.size, st);
-#else
-    (void)st;
-    fusednn::cpu::kernels<T>().activation_forward(a, T(alpha), z.data<T>(), y.data<T>(), z.size);
-#endif
+  const Tensor y = empty_like(z);
+  run_floating(float_dtype(z), [&](auto tag) {
+    using T = decltype(tag);
+    fusednn::dev::activation_forward<T>(a, T(alpha), z.data<T>(), y.data<T>(), z.size, st);
   });
   return y.keep;
 }
 
 py::object backward(py::handle dy_obj, py::handle saved_obj, Act kind, double alpha,
                     uintptr_t stream) {
-  const Tensor dy = view(dy_obj, "dy");
+  const Tensor dy = view(dy_obj, "dy"), saved = view_or_none(saved_obj, "saved");
   const DType dt = float_dtype(dy);
   const Act a = to_act(kind);
-  Tensor saved = view_or_none(saved_obj, "saved");
   if (a != Act::Linear) {
     require_given(saved, "for a non-linear activation");
     expect_size(saved, dt, dy.size);
   }
   const Stream st = as_stream(stream);
-  Tensor dz = empty_like(dy);
-  floating(dt, [&](auto* tag) {
-    using T = FUSEDNN_T(tag);
-    // linear reads no saved value: dy stands in for it.
-    const T* s = a == Act::Linear ? dy.data<T>() : saved.data<T>();
-    py::gil_scoped_release nogil;
-#if FUSEDNN_BIND_CUDA
-    fusednn::cuda::activation_backward<T>(a, T(alpha), dy.data<T>(), s, dz.data<T>(), dy.size, st);
-#else
-    (void)st;
-    fusednn::cpu::kernels<T>().activation_backward(a, T(alpha), dy.data<T>(), s, dz.data<T>(),
-                                                   dy.size);
-#endif
+  const Tensor dz = empty_like(dy);
+  run_floating(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const T* s = a == Act::Linear ? dy.data<T>() : saved.data<T>();  // linear reads none
+    fusednn::dev::activation_backward<T>(a, T(alpha), dy.data<T>(), s, dz.data<T>(), dy.size, st);
   });
   return dz.keep;
 }
 
 const Registrar reg([](py::module_& m) {
-  m.def("activation_forward", &forward, py::arg("z"), py::arg("kind"), py::arg("alpha"),
-        py::arg("stream") = 0, "y = f(z), element-wise, any shape.");
-  m.def("activation_backward", &backward, py::arg("dy"), py::arg("saved"), py::arg("kind"),
-        py::arg("alpha"), py::arg("stream") = 0,
-        "dz = dy * f'(saved), saved being z for gelu/gelu_tanh/swish/mish, y otherwise "
-        "(None for linear).");
+  m.def("activation_forward", &forward, "z"_a, "kind"_a, "alpha"_a, "stream"_a = 0,
+        "y = f(z), element-wise, any shape.");
+  m.def("activation_backward", &backward, "dy"_a, "saved"_a, "kind"_a, "alpha"_a, "stream"_a = 0,
+        "dz = dy * f'(saved); saved: z for gelu/gelu_tanh/swish/mish, y otherwise, None for "
+        "linear.");
 });
 
 }  // namespace

@@ -1,28 +1,18 @@
-// The dense layer, y = f(x @ w + b), its backward passes and the bare GEMM,
-// in fusednn._C (OpenBLAS tiles + fused epilogues) and fusednn._C_cuda
-// (cuBLASLt with its epilogues).
+// The dense layer y = f(x @ w + b), its backward passes and the bare GEMM:
+// OpenBLAS tiles with fused epilogues on the CPU, cuBLASLt with its
+// epilogues on the GPU.
 #include "bindings/registry.h"
 #include "bindings/tensor.h"
-
-#if FUSEDNN_BIND_CUDA
-#include "cuda/cublaslt.cuh"
-#include "cuda/kernels.cuh"
-#else
-#include "cpu/dispatch.h"
-#include "cpu/blas.h"
-#endif
 
 namespace py = pybind11;
 using fusednn::Act;
 using namespace fusednn::bind;
+using namespace pybind11::literals;
+namespace dev = fusednn::dev;
 
 namespace {
 
-// cuBLASLt's relu bitmask (RELU_AUX epilogue): one bit per element of the
-// m x n output, each sample's n bits padded to a multiple of 128.
-int64_t mask_ld(int64_t n) { return (n + 127) / 128 * 128; }
-
-// x (m x k, float), w (k x n) of x's dtype; returns n.
+// x (m x k, float) and w (k x n) of its dtype; returns n.
 int64_t check_xw(const Tensor& x, const Tensor& w) {
   expect(x, float_dtype(x), {-1, -1});
   expect(w, x.dtype, {x.dim(1), -1});
@@ -38,31 +28,22 @@ void check_saved(const Tensor& s, Act a, DType dt, int64_t rows, int64_t cols) {
 
 py::tuple forward(py::handle x_obj, py::handle w_obj, py::handle b_obj, Act kind, double alpha,
                   uintptr_t stream, int64_t block_rows) {
-  const Tensor x = view(x_obj, "x"), w = view(w_obj, "w");
+  const Tensor x = view(x_obj, "x"), w = view(w_obj, "w"), b = view_or_none(b_obj, "b");
   const int64_t m = x.dim(0), k = x.dim(1), n = check_xw(x, w);
-  const Tensor b = view_or_none(b_obj, "b");
   if (!b.none()) expect(b, x.dtype, {n});
   const Act a = to_act(kind);
   const Stream st = as_stream(stream);
-  Tensor y = empty(x.dtype, {m, n});
-  Tensor z = empty_if(fusednn::saves_input(a), x.dtype, {m, n});
-  // The relu mask is written by cuBLASLt only: the CPU's backward reads y.
-  Tensor mask = empty_if(kDevice && a == Act::Relu, DType::U8, {count("mask", m, mask_ld(n)) / 8});
+  const Tensor y = empty(x.dtype, {m, n});
+  const Tensor z = empty_if(fusednn::saves_input(a), x.dtype, {m, n});
+  // cuBLASLt's relu bit mask (none on the CPU); y's size has been checked.
+  const int64_t mask_bytes = a == Act::Relu ? dev::relu_mask_bytes(m, n) : 0;
+  const Tensor mask = empty_if(mask_bytes > 0, DType::U8, {mask_bytes});
   bool wrote = false;
-  floating(x.dtype, [&](auto* tag) {
-    using T = FUSEDNN_T(tag);
-    py::gil_scoped_release nogil;
-#if FUSEDNN_BIND_CUDA
-    (void)block_rows;
-    wrote = fusednn::cuda::dense_forward<T>(x.data<T>(), w.data<T>(), b.data_or_null<T>(),
-                                            y.data<T>(), z.data_or_null<T>(),
-                                            mask.data_or_null<void>(), mask_ld(n), m, k, n, a,
-                                            T(alpha), fusednn::cuda::lt::tf32(), st);
-#else
-    fusednn::cpu::kernels<T>().dense_forward(x.data<T>(), w.data<T>(), b.data_or_null<T>(),
-                                             y.data<T>(), z.data_or_null<T>(), m, k, n, a,
-                                             T(alpha), block_rows);
-#endif
+  run_floating(x.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    wrote = dev::dense_forward<T>(x.data<T>(), w.data<T>(), b.data_or_null<T>(), y.data<T>(),
+                                  z.data_or_null<T>(), mask.data_or_null<void>(), m, k, n, a,
+                                  T(alpha), st, block_rows);
   });
   return py::make_tuple(y.keep, result(z), wrote ? mask.keep : py::object(py::none()));
 }
@@ -77,24 +58,14 @@ py::tuple backward(py::handle dy_obj, py::handle saved_obj, py::handle x_obj, py
   const Tensor saved = view_or_none(saved_obj, "saved");
   check_saved(saved, a, dt, m, n);
   const Stream st = as_stream(stream);
-  Tensor dw = empty(dt, {k, n});
-  Tensor db = empty_if(has_bias, dt, {n});
-  Tensor dx = empty_if(need_dx, dt, {m, k});
-  Tensor dz = empty_if(a != Act::Linear, dt, {m, n});  // scratch: dy * f'(s)
-  floating(dt, [&](auto* tag) {
-    using T = FUSEDNN_T(tag);
-    py::gil_scoped_release nogil;
-#if FUSEDNN_BIND_CUDA
-    fusednn::cuda::dense_backward<T>(dy.data<T>(), saved.data_or_null<T>(), x.data<T>(),
-                                     w.data<T>(), dz.data_or_null<T>(), dx.data_or_null<T>(),
-                                     dw.data<T>(), db.data_or_null<T>(), m, k, n, a, T(alpha),
-                                     fusednn::cuda::lt::tf32(), st);
-#else
-    fusednn::cpu::kernels<T>().dense_backward(dy.data<T>(), saved.data_or_null<T>(), x.data<T>(),
-                                              w.data<T>(), dz.data_or_null<T>(),
-                                              dx.data_or_null<T>(), dw.data<T>(),
-                                              db.data_or_null<T>(), m, k, n, a, T(alpha));
-#endif
+  const Tensor dw = empty(dt, {k, n}), db = empty_if(has_bias, dt, {n}),
+               dx = empty_if(need_dx, dt, {m, k}),
+               dz = empty_if(a != Act::Linear, dt, {m, n});  // scratch: dy * f'(s)
+  run_floating(dt, [&](auto tag) {
+    using T = decltype(tag);
+    dev::dense_backward<T>(dy.data<T>(), saved.data_or_null<T>(), x.data<T>(), w.data<T>(),
+                           dz.data_or_null<T>(), dx.data_or_null<T>(), dw.data<T>(),
+                           db.data_or_null<T>(), m, k, n, a, T(alpha), st);
   });
   return py::make_tuple(result(dx), dw.keep, result(db));
 }
@@ -105,19 +76,11 @@ py::tuple backward_weight(py::handle dz_obj, py::handle x_obj, bool need_db, uin
   expect(dz, x.dtype, {x.dim(0), -1});
   const int64_t m = x.dim(0), k = x.dim(1), n = dz.dim(1);
   const Stream st = as_stream(stream);
-  Tensor dw = empty(x.dtype, {k, n});
-  Tensor db = empty_if(need_db, x.dtype, {n});
-  floating(x.dtype, [&](auto* tag) {
-    using T = FUSEDNN_T(tag);
-    py::gil_scoped_release nogil;
-#if FUSEDNN_BIND_CUDA
-    fusednn::cuda::dense_backward_weight<T>(dz.data<T>(), x.data<T>(), dw.data<T>(),
-                                            db.data_or_null<T>(), m, k, n,
-                                            fusednn::cuda::lt::tf32(), st);
-#else
-    fusednn::cpu::kernels<T>().dense_backward_weight(dz.data<T>(), x.data<T>(), dw.data<T>(),
-                                                     db.data_or_null<T>(), m, k, n);
-#endif
+  const Tensor dw = empty(x.dtype, {k, n}), db = empty_if(need_db, x.dtype, {n});
+  run_floating(x.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    dev::dense_backward_weight<T>(dz.data<T>(), x.data<T>(), dw.data<T>(), db.data_or_null<T>(), m,
+                                  k, n, st);
   });
   return py::make_tuple(dw.keep, result(db));
 }
@@ -130,85 +93,57 @@ py::tuple backward_input(py::handle dz_obj, py::handle w_obj, py::handle saved_o
   expect(w, dz.dtype, {-1, dz.dim(1)});
   const int64_t m = dz.dim(0), n = dz.dim(1), k = w.dim(0);
   const Act a = to_act(kind_prev);
-  const Tensor saved = view_or_none(saved_obj, "saved_prev");
-  // Required with a mask too: the CUDA fallback reads it when cuBLASLt
+  // Required with a mask too: the GPU's fallback reads it when cuBLASLt
   // refuses the DRELU epilogue.
+  const Tensor saved = view_or_none(saved_obj, "saved_prev");
   check_saved(saved, a, dz.dtype, m, k);
-  const Tensor mask = view_or_none(mask_obj, "mask_prev");
-  if (!mask.none()) {
-    if (!kDevice || a != Act::Relu)
-      throw py::value_error("mask_prev: only the CUDA relu layers have one; pass None");
-    expect_size(mask, DType::U8, count("mask_prev", m, mask_ld(k)) / 8);
-  }
   const Stream st = as_stream(stream);
-  Tensor out = empty(dz.dtype, {m, k});
-  Tensor db = empty_if(need_db_prev, dz.dtype, {k});
-  floating(dz.dtype, [&](auto* tag) {
-    using T = FUSEDNN_T(tag);
-    py::gil_scoped_release nogil;
-#if FUSEDNN_BIND_CUDA
-    fusednn::cuda::dense_backward_input<T>(dz.data<T>(), w.data<T>(), saved.data_or_null<T>(),
-                                           mask.data_or_null<void>(), mask_ld(k), out.data<T>(),
-                                           db.data_or_null<T>(), m, k, n, a, T(alpha_prev),
-                                           fusednn::cuda::lt::tf32(), st);
-#else
-    fusednn::cpu::kernels<T>().dense_backward_input(dz.data<T>(), w.data<T>(),
-                                                    saved.data_or_null<T>(), out.data<T>(),
-                                                    db.data_or_null<T>(), m, k, n, a,
-                                                    T(alpha_prev));
-#endif
+  const Tensor out = empty(dz.dtype, {m, k}), db = empty_if(need_db_prev, dz.dtype, {k});
+  const Tensor mask = view_or_none(mask_obj, "mask_prev");
+  if (!mask.none()) {  // out's size has been checked
+    if (!kDevice || a != Act::Relu)
+      throw py::value_error("mask_prev: only the GPU's relu layers have one");
+    expect_size(mask, DType::U8, dev::relu_mask_bytes(m, k));
+  }
+  run_floating(dz.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    dev::dense_backward_input<T>(dz.data<T>(), w.data<T>(), saved.data_or_null<T>(),
+                                 mask.data_or_null<void>(), out.data<T>(), db.data_or_null<T>(), m,
+                                 k, n, a, T(alpha_prev), st);
   });
   return py::make_tuple(out.keep, result(db));
 }
 
 py::object gemm(py::handle a_obj, py::handle b_obj, uintptr_t stream) {
   const Tensor a = view(a_obj, "a"), b = view(b_obj, "b");
-  expect(a, float_dtype(a), {-1, -1});
-  expect(b, a.dtype, {a.dim(1), -1});
-  const int64_t m = a.dim(0), k = a.dim(1), n = b.dim(1);
+  const int64_t m = a.dim(0), k = a.dim(1), n = check_xw(a, b);
   const Stream st = as_stream(stream);
-  Tensor c = empty(a.dtype, {m, n});
-  floating(a.dtype, [&](auto* tag) {
-    using T = FUSEDNN_T(tag);
-    py::gil_scoped_release nogil;
-#if FUSEDNN_BIND_CUDA
-    fusednn::cuda::dense_forward<T>(a.data<T>(), b.data<T>(), nullptr, c.data<T>(), nullptr,
-                                    nullptr, 0, m, k, n, Act::Linear, T(0),
-                                    fusednn::cuda::lt::tf32(), st);
-#else
-    fusednn::cpu::parallel_gemm<T>(false, false, m, n, k, T(1), a.data<T>(), k, b.data<T>(), n,
-                                   T(0), c.data<T>(), n);
-#endif
+  const Tensor c = empty(a.dtype, {m, n});
+  run_floating(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    dev::gemm<T>(a.data<T>(), b.data<T>(), c.data<T>(), m, k, n, st);
   });
   return c.keep;
 }
 
 const Registrar reg([](py::module_& m) {
-  m.def("dense_forward", &forward, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("kind"),
-        py::arg("alpha"), py::arg("stream") = 0, py::arg("block_rows") = 0,
-        "(y, z, mask): y = f(x @ w + b), x: m x k, w: k x n, b: n or None; z = x @ w + b when "
-        "the activation saves its input (gelu, swish, mish), else None; mask: for relu on the "
-        "GPU, cuBLASLt's bitmask of z > 0 (uint8, each row's bits padded to 128) when it was "
-        "written, else None. block_rows: the CPU's rows per task (0: chosen).");
-  m.def("dense_backward", &backward, py::arg("dy"), py::arg("saved"), py::arg("x"), py::arg("w"),
-        py::arg("has_bias"), py::arg("need_dx"), py::arg("kind"), py::arg("alpha"),
-        py::arg("stream") = 0,
-        "(dx or None, dw, db or None): dz = dy * f'(saved); dw = x^T dz; db = column sums of "
-        "dz; dx = dz w^T.");
-  m.def("dense_backward_weight", &backward_weight, py::arg("dz"), py::arg("x"),
-        py::arg("need_db"), py::arg("stream") = 0,
-        "(dw, db or None): dw = x^T dz, db = column sums of dz.");
-  m.def("dense_backward_input", &backward_input, py::arg("dz"), py::arg("w"),
-        py::arg("saved_prev"), py::arg("mask_prev"), py::arg("kind_prev"),
-        py::arg("alpha_prev"), py::arg("need_db_prev"), py::arg("stream") = 0,
-        "(dz_prev, db_prev or None): dz_prev = (dz w^T) * f_prev'(saved_prev), db_prev its "
-        "column sums; mask_prev: the relu mask dense_forward returned (GPU), or None.");
-  m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("stream") = 0,
-        "a @ b, the bare GEMM that bench/ compares the fused layer with.");
-#if FUSEDNN_BIND_CUDA
-  m.def("set_tf32", &fusednn::cuda::lt::set_tf32, py::arg("on"),
-        "Whether float32 GEMMs may use TF32 tensor cores.");
-#endif
+  m.def("dense_forward", &forward, "x"_a, "w"_a, "b"_a, "kind"_a, "alpha"_a, "stream"_a = 0,
+        "block_rows"_a = 0,
+        "(y, z, mask): y = f(x @ w + b), x: m x k, w: k x n, b: n or None; z = x @ w + b if "
+        "the activation saves its input, else None; mask: the GPU's relu bit mask of z > 0 if "
+        "cuBLASLt wrote it, else None. block_rows: the CPU's rows per task (0: chosen).");
+  m.def("dense_backward", &backward, "dy"_a, "saved"_a, "x"_a, "w"_a, "has_bias"_a, "need_dx"_a,
+        "kind"_a, "alpha"_a, "stream"_a = 0,
+        "(dx, dw, db): dz = dy * f'(saved), dw = x^T dz, db = column sums of dz (None unless "
+        "has_bias), dx = dz w^T (None unless need_dx).");
+  m.def("dense_backward_weight", &backward_weight, "dz"_a, "x"_a, "need_db"_a, "stream"_a = 0,
+        "(dw, db): dw = x^T dz, db = column sums of dz (None unless need_db).");
+  m.def("dense_backward_input", &backward_input, "dz"_a, "w"_a, "saved_prev"_a, "mask_prev"_a,
+        "kind_prev"_a, "alpha_prev"_a, "need_db_prev"_a, "stream"_a = 0,
+        "(dz_prev, db_prev): dz_prev = (dz w^T) * f_prev'(saved_prev), db_prev its column "
+        "sums (None unless need_db_prev); mask_prev: the mask dense_forward returned, or None.");
+  m.def("gemm", &gemm, "a"_a, "b"_a, "stream"_a = 0,
+        "a @ b: the bare GEMM bench/ compares the fused layer with.");
 });
 
 }  // namespace

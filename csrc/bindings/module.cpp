@@ -21,10 +21,8 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda/cublaslt.cuh"
+#include "cuda/runtime.cuh"
 #else
-#include <dlfcn.h>
-#include <pybind11/numpy.h>
-
 #include "cpu/blas.h"
 #include "cpu/dispatch.h"
 #include "cpu/host_cache.h"
@@ -38,71 +36,16 @@
 
 namespace py = pybind11;
 using namespace fusednn::bind;
+using namespace pybind11::literals;
 
 namespace {
 
 #if FUSEDNN_BIND_CUDA
 
-// The CUDA version a driver supports, as CUDART_VERSION counts (13000 for
-// 13.0), printed as "13.0".
-std::string cuda_version_string(int v) {
-  return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
-}
-
-py::tuple runtime_status() {
-  // With no driver, cudart_static reports an error here instead of failing to
-  // load, which is what makes this safe on a machine without a GPU. A driver
-  // of an older CUDA major version than the runtime's is named as such
-  // (cudaGetDeviceCount would only say "CUDA driver version is
-  // insufficient"); within a major version, minor version compatibility lets
-  // an older driver run the newer runtime.
-  int driver = 0;
-  if (cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0) {
-    cudaGetLastError();
-    return py::make_tuple(false, std::string("no NVIDIA driver (libcuda.so not found)"));
-  }
-  if (driver / 1000 < CUDART_VERSION / 1000) {
-    cudaGetLastError();
-    return py::make_tuple(false, "driver too old: it supports CUDA " +
-                                     cuda_version_string(driver) +
-                                     ", fusednn was built with CUDA " +
-                                     cuda_version_string(CUDART_VERSION) +
-                                     " (update the NVIDIA driver)");
-  }
-  int n = 0;
-  cudaError_t e = cudaGetDeviceCount(&n);
-  if (e == cudaSuccess && n < 1) e = cudaErrorNoDevice;
-  int dev = 0;
-  cudaDeviceProp prop{};
-  if (e == cudaSuccess) e = cudaGetDevice(&dev);
-  if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, dev);
-  if (e != cudaSuccess) {
-    cudaGetLastError();  // clear it, so no later call reports it as its own
-    return py::make_tuple(false, std::string(cudaGetErrorString(e)));
-  }
-  return py::make_tuple(true, std::string(prop.name) + ", cc " + std::to_string(prop.major) + "." +
-                                  std::to_string(prop.minor) + ", " + std::to_string(n) +
-                                  (n == 1 ? " device" : " devices") + ", driver CUDA " +
-                                  cuda_version_string(driver));
-}
-
 py::dict epilogue_counts() {
   py::dict d;
-  for (const auto& c : fusednn::cuda::lt::epilogue_counts()) {
-    py::dict row;
-    row["used"] = c.used;
-    row["refused"] = c.refused;
-    d[c.name] = row;
-  }
-  return d;
-}
-
-py::dict build_info() {
-  py::dict d;
-  d["cuda_runtime_version"] = int(CUDART_VERSION);
-  d["cublaslt_version"] = py::int_(cublasLtGetVersion());
-  d["archs"] = std::string(FUSEDNN_CUDA_ARCHS);
-  d["cublaslt_source"] = std::string(FUSEDNN_CUBLASLT_SOURCE);
+  for (const auto& c : fusednn::cuda::lt::epilogue_counts())
+    d[c.name] = py::dict("used"_a = c.used, "refused"_a = c.refused);
   return d;
 }
 
@@ -170,23 +113,30 @@ PYBIND11_MODULE(_C_cuda, m) {
   // The enums and OptStep are registered by fusednn._C; these functions take
   // them, so it must be loaded first.
   py::module_::import("fusednn._C");
-  m.def("runtime_status", &runtime_status,
-        "(True, '<device>, cc X.Y, N devices') when a GPU is usable, else (False, reason). "
-        "Never raises, also on a machine without a CUDA driver.");
-  m.def("build_info", &build_info,
-        "CUDA runtime and cuBLASLt versions, compiled archs and where cuBLASLt came from.");
-  m.def("set_activation_epilogues", &fusednn::cuda::lt::set_activation_epilogues, py::arg("on"),
+  m.def("runtime_status", []() {
+    std::string message;
+    const bool ok = fusednn::cuda::runtime_status(&message);
+    return py::make_tuple(ok, message);
+  }, "(True, '<device>, cc X.Y, N devices') when a GPU is usable, else (False, reason); never "
+     "raises, also without a CUDA driver.");
+  m.def("build_info", []() {
+    return py::dict("cuda_runtime_version"_a = int(CUDART_VERSION),
+                    "cublaslt_version"_a = cublasLtGetVersion(), "archs"_a = FUSEDNN_CUDA_ARCHS,
+                    "cublaslt_source"_a = FUSEDNN_CUBLASLT_SOURCE);
+  }, "CUDA runtime and cuBLASLt versions, compiled archs and where cuBLASLt came from.");
+  m.def("set_activation_epilogues", &fusednn::cuda::lt::set_activation_epilogues, "on"_a,
         "Whether dense layers may use cuBLASLt's activation epilogues (relu, gelu and their "
         "gradients); off, the activation runs in fusednn's own kernels (NaN-propagating relu, "
         "fusednn's tanh GELU).");
   m.def("activation_epilogues", &fusednn::cuda::lt::activation_epilogues);
+  m.def("set_tf32", &fusednn::cuda::lt::set_tf32, "on"_a,
+        "Whether float32 GEMMs may use TF32 tensor cores.");
   m.def("epilogue_counts", &epilogue_counts,
-        "{epilogue name: {'used': n, 'refused': n}}: cuBLASLt GEMMs run with each epilogue, "
-        "and calls where cuBLASLt had no algorithm for it (the fallback ran instead).");
-
-  m.def("set_allocator", &set_allocator, py::arg("allocate"),
-        "allocate(shape, dtype name) -> a device array on the current device: where every "
-        "output and scratch buffer comes from (fusednn uses cupy.empty, CuPy's pool).");
+        "{epilogue: {'used': n, 'refused': n}}: cuBLASLt GEMMs run with each epilogue, and those "
+        "it had no algorithm for (the fallback ran).");
+  m.def("set_allocator", &set_allocator, "allocate"_a,
+        "allocate(shape, dtype name) -> a device array on the current device, for every output "
+        "and scratch buffer (fusednn passes cupy.empty: CuPy's pool).");
   run_registrars(m);
 }
 #else
@@ -201,89 +151,50 @@ PYBIND11_MODULE(_C, m) {
   fusednn::cpu::load_kernels(reinterpret_cast<const void*>(&fusednn::cpu::dispatch_info));
 
   register_types(m);
-  m.def(
-      "copy_into",
-      [](py::array dst, const py::array& src) {
-        // For bench/: the machine's copy bandwidth on fusednn's threads.
-        if (!(dst.flags() & py::array::c_style) || !(src.flags() & py::array::c_style) ||
-            !dst.writeable() || dst.nbytes() != src.nbytes())
-          throw py::value_error("copy_into: dst and src must be C-contiguous, dst writable, "
-                                "and of equal byte size");
-        void* d = dst.mutable_data();
-        const void* s = src.data();
-        const int64_t bytes = int64_t(src.nbytes());
-        py::gil_scoped_release nogil;
-        fusednn::cpu::parallel_copy(d, s, bytes);
-      },
-      py::arg("dst"), py::arg("src"));
+  m.def("copy_into", [](py::handle dst_obj, py::handle src_obj) {
+    // For bench/: the machine's copy bandwidth on fusednn's threads.
+    const Tensor dst = view(dst_obj, "dst"), src = view(src_obj, "src");
+    expect_writable(dst);
+    expect_size(src, dst.dtype, dst.size);
+    py::gil_scoped_release nogil;
+    fusednn::cpu::parallel_copy(dst.ptr, src.ptr, dst.size * itemsize(dst.dtype));
+  }, "dst"_a, "src"_a);
 
   m.def("cpu_dispatch", []() {
     const fusednn::cpu::DispatchInfo& i = fusednn::cpu::dispatch_info();
-    py::dict d;
-    d["level"] = i.level;
-    d["chosen_by"] = i.chosen_by;
-    d["compiled"] = i.compiled;
-    d["supported"] = i.supported;
-    return d;
+    return py::dict("level"_a = i.level, "chosen_by"_a = i.chosen_by, "compiled"_a = i.compiled,
+                    "supported"_a = i.supported);
   }, "The CPU kernels' instruction-set level in use, how it was chosen (cpuid or "
      "FUSEDNN_CPU_DISPATCH), the levels built and those this CPU runs.");
   // The pool's limit; fusednn.set_num_threads checks its argument first.
   m.def("set_num_threads", [](int n) {
-    if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
+    check(n >= 1, "set_num_threads", "n must be >= 1");
     fusednn_set_num_threads(n);
-  }, py::arg("n"));
+  }, "n"_a);
   m.def("num_threads", &fusednn::cpu::num_threads);
   m.def("use_peer_blas", [](const std::string& path) -> py::object {
-    // Only a library already loaded (NumPy's): RTLD_NOLOAD never loads one.
-    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD);
-    if (lib == nullptr) return py::none();
-    // (sgemm, dgemm, 64-bit integers): scipy-openblas64 (NumPy's wheels),
-    // an OpenBLAS built with a 64_ suffix, then a plain 32-bit CBLAS.
-    static const struct { const char *s, *d; int int64; } names[] = {
-        {"scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", 1},
-        {"cblas_sgemm64_", "cblas_dgemm64_", 1},
-        {"scipy_cblas_sgemm", "scipy_cblas_dgemm", 0},
-        {"cblas_sgemm", "cblas_dgemm", 0}};
-    for (const auto& n : names) {
-      void* sg = dlsym(lib, n.s);
-      void* dg = dlsym(lib, n.d);
-      if (sg != nullptr && dg != nullptr) {
-        fusednn::cpu::set_peer_blas(sg, dg, n.int64);
-        return py::str(n.s);
-      }
-    }
-    return py::none();
-  }, py::arg("path"), "Sends large GEMMs to the cblas_sgemm/dgemm of the already loaded library "
+    const char* symbol = fusednn::cpu::use_peer_blas(path.c_str());
+    return symbol == nullptr ? py::object(py::none()) : py::str(symbol);
+  }, "path"_a, "Sends large GEMMs to the cblas_sgemm/dgemm of the already loaded library "
      "at `path` (NumPy's BLAS); the symbol used, or None when none was found.");
   m.def("clear_peer_blas", []() { fusednn::cpu::set_peer_blas(nullptr, nullptr, 0); });
   m.def("pool_stats", []() {
     const fusednn::cpu::PoolStats s = fusednn::cpu::pool_stats();
-    py::dict d;
-    d["calls"] = s.calls;
-    d["worker_chunks"] = s.worker_chunks;
-    d["workers"] = s.workers;
-    d["chosen_by"] = std::string(fusednn::cpu::threads_chosen_by());
-    return d;
+    return py::dict("calls"_a = s.calls, "worker_chunks"_a = s.worker_chunks,
+                    "workers"_a = s.workers, "chosen_by"_a = fusednn::cpu::threads_chosen_by());
   }, "The thread pool's counters: calls that used it, chunks run by workers, workers started, "
      "and what chose the thread limit.");
   m.def("host_cache_info", []() {
     const fusednn::cpu::HostCacheInfo i = fusednn::cpu::host_cache_info();
-    py::dict d;
-    d["idle_bytes"] = i.idle_bytes;
-    d["used_bytes"] = i.used_bytes;
-    d["limit_bytes"] = i.limit_bytes;
-    d["hits"] = i.hits;
-    d["misses"] = i.misses;
-    d["min_block_bytes"] = fusednn::cpu::kHostCacheMin;
-    return d;
+    return py::dict("idle_bytes"_a = i.idle_bytes, "used_bytes"_a = i.used_bytes,
+                    "limit_bytes"_a = i.limit_bytes, "hits"_a = i.hits, "misses"_a = i.misses,
+                    "min_block_bytes"_a = fusednn::cpu::kHostCacheMin);
   });
   m.def("host_cache_empty", &fusednn::cpu::host_cache_empty);
   m.def("host_cache_set_limit", [](int64_t bytes) {
-    if (bytes < 0)
-      throw py::value_error("host_cache_set_limit: bytes must be >= 0, got " +
-                            std::to_string(bytes));
+    check(bytes >= 0, "host_cache_set_limit", "bytes must be >= 0");
     fusednn::cpu::host_cache_set_limit(size_t(bytes));
-  }, py::arg("bytes"));
+  }, "bytes"_a);
   m.def("blas_num_threads", &fusednn::cpu::blas_num_threads);
   m.def("blas_config", &fusednn::cpu::blas_config);
   run_registrars(m);

@@ -1,5 +1,7 @@
 // One optimizer step over all tensors in one call (fusednn/optimizer.h), in
-// place, in fusednn._C and fusednn._C_cuda.
+// place.
+#include <pybind11/stl.h>
+
 #include <array>
 #include <string>
 #include <vector>
@@ -8,18 +10,11 @@
 #include "bindings/tensor.h"
 #include "fusednn/optimizer.h"
 
-#if FUSEDNN_BIND_CUDA
-#include "cuda/kernels.cuh"
-#else
-#include "cpu/dispatch.h"
-#endif
-
-#include <pybind11/stl.h>
-
 namespace py = pybind11;
 using fusednn::Clip;
 using fusednn::Opt;
 using namespace fusednn::bind;
+using namespace pybind11::literals;
 
 namespace {
 
@@ -32,85 +27,63 @@ void step(Opt kind, const fusednn::OptStep<double>& h, const py::list& params,
   in_range("optimizer kind", kind, Opt::Count);
   in_range("clip_mode", clip_mode, Clip::Count);
   const size_t count = params.size();
-  if (grads.size() != count || slots.size() != count || l1.size() != count ||
-      l2.size() != count || max_norm.size() != count || views.size() != count)
-    throw py::value_error("optimizer_step: per-tensor lists differ in length");
+  check(grads.size() == count && slots.size() == count && l1.size() == count &&
+            l2.size() == count && max_norm.size() == count && views.size() == count,
+        "optimizer_step", "per-tensor lists differ in length");
   if (count == 0) return;
   const Stream st = as_stream(stream);
-  // Views of every array, checked once; the arrays stay alive in the
-  // caller's lists for the whole call.
-  std::vector<Tensor> arrays;
-  arrays.reserve(count * 5);
-  DType dt = DType::Other;
+  // Every array viewed and checked once (p, g, 3 slots per tensor); they stay
+  // alive in the caller's lists for the whole call.
+  std::vector<Tensor> a;
+  a.reserve(count * 5);
   for (size_t i = 0; i < count; ++i) {
-    const std::string idx = "[" + std::to_string(i) + "]";
-    // Names outlive the views: errors are raised while these strings live.
-    const std::string pn = "params" + idx, gn = "grads" + idx, sn = "slots" + idx;
-    Tensor p = view(params[i], pn.c_str());
-    if (i == 0) dt = float_dtype(p);
-    expect_size(p, dt, p.size);
+    // The names live while a check can raise.
+    const std::string idx = "[" + std::to_string(i) + "]", pn = "params" + idx,
+                      gn = "grads" + idx, sn = "slots" + idx;
+    a.push_back(view(params[i], pn.c_str()));
+    const Tensor& p = a.back();
+    expect_size(p, float_dtype(a[0]), p.size);
     expect_writable(p);
-    Tensor g = view(grads[i], gn.c_str());
-    expect_size(g, dt, p.size);
+    a.push_back(view(grads[i], gn.c_str()));
+    expect_size(a.back(), p.dtype, p.size);
     const py::sequence row = slots[i].cast<py::sequence>();
-    if (row.size() != 3) throw py::value_error("optimizer_step: " + sn + " must have 3 entries");
-    arrays.push_back(p);
-    arrays.push_back(g);
+    check(row.size() == 3, sn.c_str(), "must have 3 entries");
     for (size_t j = 0; j < 3; ++j) {
-      Tensor s = view_or_none(row[j], sn.c_str());
-      if (!s.none()) {
-        expect_size(s, dt, p.size);
-        expect_writable(s);
-      }
-      arrays.push_back(s);
+      a.push_back(view_or_none(row[j], sn.c_str()));
+      if (!a.back().none()) expect_size(a.back(), p.dtype, p.size);
+      if (!a.back().none()) expect_writable(a.back());
     }
     const View& v = views[i];
-    if (!(max_norm[i] >= 0))
-      throw py::value_error("optimizer_step: max_norm" + idx + " must be >= 0");
-    if (max_norm[i] > 0 && p.size > 0 &&
-        (v[0] < 1 || v[1] < 1 || v[2] < 1 ||
-         fusednn::bind::count("views", fusednn::bind::count("views", v[0], v[1]), v[2]) != p.size))
-      throw py::value_error("optimizer_step: max-norm view does not match params" + idx);
+    check(max_norm[i] >= 0, "max_norm", "must be >= 0");
+    check(max_norm[i] == 0 || a[5 * i].size == 0 ||
+              (v[0] >= 1 && v[1] >= 1 && v[2] >= 1 &&
+               fusednn::bind::count("views", fusednn::bind::count("views", v[0], v[1]), v[2]) ==
+                   a[5 * i].size),
+          pn.c_str(), "max-norm view does not match");
   }
-  // The GPU kernels keep each tensor's clipping norm on the device.
-  Tensor norms = empty_if(kDevice && (clip_mode == Clip::Norm || clip_mode == Clip::Global),
-                          DType::F64, {int64_t(count)});
-  floating(dt, [&](auto* tag) {
-    using T = FUSEDNN_T(tag);
+  // The GPU keeps each tensor's clipping norm on the device.
+  const bool norm_clip = clip_mode == Clip::Norm || clip_mode == Clip::Global;
+  const Tensor norms = empty_if(kDevice && norm_clip, DType::F64, {int64_t(count)});
+  run_floating(a[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
     std::vector<fusednn::OptTensor<T>> ts(count);
     for (size_t i = 0; i < count; ++i) {
-      const Tensor* a = &arrays[5 * i];
-      auto& t = ts[i];
-      t.p = a[0].data<T>();
-      t.g = a[1].data<T>();
-      for (int j = 0; j < 3; ++j) t.s[j] = a[2 + j].data_or_null<T>();
-      t.n = a[0].size;
-      t.l1 = l1[i];
-      t.l2 = l2[i];
-      t.max_norm = max_norm[i];
-      t.outer = views[i][0];
-      t.mid = views[i][1];
-      t.inner = views[i][2];
+      const Tensor* t = &a[5 * i];
+      ts[i] = {t[0].data<T>(), t[1].data<T>(), {}, t[0].size, l1[i], l2[i], max_norm[i],
+               views[i][0], views[i][1], views[i][2]};
+      for (int j = 0; j < 3; ++j) ts[i].s[j] = t[2 + j].data_or_null<T>();
     }
-    py::gil_scoped_release nogil;
-#if FUSEDNN_BIND_CUDA
-    fusednn::cuda::optimizer_step<T>(kind, h, ts.data(), int64_t(count), clip_mode, clip,
-                                     norms.data_or_null<double>(), st);
-#else
-    fusednn::cpu::kernels<T>().optimizer_step(kind, h, ts.data(), int64_t(count), clip_mode,
-                                              clip);
-#endif
+    fusednn::dev::optimizer_step<T>(kind, h, ts.data(), int64_t(count), clip_mode, clip,
+                                    norms.data_or_null<double>(), st);
   });
 }
 
 const Registrar reg([](py::module_& m) {
-  m.def("optimizer_step", &step, py::arg("kind"), py::arg("step"), py::arg("params"),
-        py::arg("grads"), py::arg("slots"), py::arg("l1"), py::arg("l2"), py::arg("max_norm"),
-        py::arg("views"), py::arg("clip_mode"), py::arg("clip"), py::arg("stream") = 0,
-        "One optimizer step over all tensors, in place: params[i] -= the rule's increment from "
-        "grads[i], its slots (3 arrays or None each, named per rule in fusednn/optimizer.h), the "
-        "step's scalars (OptStep), the L1/L2 penalties, max-norm (views: (outer, mid, inner) "
-        "of the norm's axes) and the clipping mode.");
+  m.def("optimizer_step", &step, "kind"_a, "step"_a, "params"_a, "grads"_a, "slots"_a, "l1"_a,
+        "l2"_a, "max_norm"_a, "views"_a, "clip_mode"_a, "clip"_a, "stream"_a = 0,
+        "One optimizer step over all tensors, in place: each param with its grad, 3 slots (arrays "
+        "or None, per rule: fusednn/optimizer.h), L1/L2, max-norm over views (outer, mid, inner); "
+        "the step's scalars in an OptStep, and the clipping mode.");
 });
 
 }  // namespace

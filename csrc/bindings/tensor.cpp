@@ -1,8 +1,9 @@
-// view() and empty() of bindings/tensor.h, for the module this file is
+// view() and empty() of bindings/tensor.h for the module this file is
 // compiled into (host memory, or device memory with FUSEDNN_BIND_CUDA).
 #include "bindings/tensor.h"
 
 #include <pybind11/numpy.h>
+#include <pybind11/stl.h>
 
 #include <limits>
 #include <new>
@@ -20,30 +21,33 @@ namespace {
 
 const char* const kMemory = kDevice ? "GPU (device) memory" : "host memory";
 
-// DLPack's C ABI (dmlc/dlpack, dlpack.h v0.8), the parts read here.
-struct DLDevice {
-  int32_t device_type;  // 1 CPU, 2 CUDA, 3 CUDA host (pinned), 13 CUDA managed
-  int32_t device_id;
-};
-struct DLDataType {
-  uint8_t code;  // 0 int, 1 uint, 2 float
-  uint8_t bits;
-  uint16_t lanes;
-};
+// DLPack's C ABI (dlpack.h v0.8), the parts read here. device_type: 1 CPU,
+// 2 CUDA, 3 CUDA host (pinned), 13 CUDA managed; dtype code: 0 int, 1 uint,
+// 2 float, 5 complex, 6 bool.
 struct DLTensor {
   void* data;
-  DLDevice device;
+  int32_t device_type, device_id;
   int32_t ndim;
-  DLDataType dtype;
-  int64_t* shape;
-  int64_t* strides;  // in elements; null: C-contiguous
+  uint8_t code, bits;
+  uint16_t lanes;
+  int64_t *shape, *strides;  // strides in elements; null: C-contiguous
   uint64_t byte_offset;
 };
 struct DLManagedTensor {
-  DLTensor dl_tensor;
+  DLTensor dl;
   void* manager_ctx;
   void (*deleter)(DLManagedTensor*);
 };
+
+// (kind, bytes, name) of each DType, in its order.
+struct TypeInfo {
+  char kind;
+  int64_t size;
+  const char* name;
+};
+constexpr TypeInfo kTypes[] = {{'f', 4, "float32"}, {'f', 8, "float64"}, {'u', 1, "uint8"},
+                               {'u', 4, "uint32"},  {'i', 4, "int32"},   {'i', 8, "int64"},
+                               {'?', 1, "other"}};
 
 [[noreturn]] void type_error(const char* name, const std::string& what) {
   throw py::type_error(std::string(name) + ": " + what);
@@ -52,56 +56,39 @@ struct DLManagedTensor {
   throw py::value_error(std::string(name) + ": " + what);
 }
 
-DType from_kind(char kind, int64_t itemsize) {
-  if (kind == 'f' && itemsize == 4) return DType::F32;
-  if (kind == 'f' && itemsize == 8) return DType::F64;
-  if (kind == 'u' && itemsize == 1) return DType::U8;
-  if (kind == 'u' && itemsize == 4) return DType::U32;
-  if (kind == 'i' && itemsize == 4) return DType::I32;
-  if (kind == 'i' && itemsize == 8) return DType::I64;
+DType from_kind(char kind, int64_t size) {
+  for (int i = 0; i < int(DType::Other); ++i)
+    if (kTypes[i].kind == kind && kTypes[i].size == size) return DType(i);
   return DType::Other;
 }
 
 // NumPy's name of a dtype given as kind and size ("float16", "complex64").
 std::string describe(char kind, int64_t size) {
   const char* base = kind == 'f' ? "float" : kind == 'i' ? "int" : kind == 'u' ? "uint"
-                   : kind == 'c' ? "complex" : kind == 'b' ? "bool" : nullptr;
-  if (base == nullptr) return std::string("kind '") + kind + "'";
-  return kind == 'b' ? std::string(base) : base + std::to_string(8 * size);
+                   : kind == 'c' ? "complex" : nullptr;
+  if (kind == 'b') return "bool";
+  return base == nullptr ? std::string("kind '") + kind + "'" : base + std::to_string(8 * size);
 }
 
-int64_t itemsize(DType t) {
-  switch (t) {
-    case DType::F64: case DType::I64: return 8;
-    case DType::U8: return 1;
-    default: return 4;
-  }
-}
-
-// Shape, size and layout checks common to every source. strides in bytes,
-// null for C-contiguous.
-void finish(Tensor& t, const char* name, int nd, const int64_t* dims, const int64_t* strides,
-            const std::string& type_desc) {
-  if (t.dtype == DType::Other) type_error(name, "dtype " + type_desc + " is not supported");
-  if (nd > kMaxDims) value_error(name, "has " + std::to_string(nd) + " dims, at most " +
-                                           std::to_string(kMaxDims) + " are supported");
+// The checks common to every source: dtype, dims, C order (strides in
+// bytes, null: C-contiguous) and alignment.
+Tensor& finish(Tensor& t, const char* name, int nd, const int64_t* dims, const int64_t* strides,
+               const std::string& type) {
+  if (t.dtype == DType::Other) type_error(name, "dtype " + type + " is not supported");
+  if (nd > kMaxDims) value_error(name, "has " + std::to_string(nd) + " dims, at most 8 allowed");
   t.name = name;
   t.ndim = nd;
   t.size = 1;
   for (int i = 0; i < nd; ++i) {
     if (dims[i] < 0) value_error(name, "negative dimension");
-    t.shape[i] = dims[i];
-    t.size = count(name, t.size, dims[i]);
+    t.size = count(name, t.size, t.shape[i] = dims[i]);
   }
-  if (strides != nullptr && t.size > 0) {
-    int64_t expect = itemsize(t.dtype);
-    for (int i = nd - 1; i >= 0; --i) {
-      if (dims[i] != 1 && strides[i] != expect) value_error(name, "must be C-contiguous");
-      expect *= dims[i];
-    }
-  }
+  for (int64_t i = nd - 1, step = itemsize(t.dtype); strides != nullptr && t.size > 0 && i >= 0;
+       step *= dims[i--])
+    if (dims[i] != 1 && strides[i] != step) value_error(name, "must be C-contiguous");
   if (t.size > 0 && reinterpret_cast<uintptr_t>(t.ptr) % uintptr_t(itemsize(t.dtype)) != 0)
     value_error(name, "is not aligned to its element size");
+  return t;
 }
 
 Tensor from_numpy(py::handle h, const char* name) {
@@ -112,40 +99,31 @@ Tensor from_numpy(py::handle h, const char* name) {
   t.dtype = dt.byteorder() == '>' ? DType::Other : from_kind(dt.kind(), dt.itemsize());
   t.writable = a.writeable();
   if (!(a.flags() & py::array::c_style)) value_error(name, "must be C-contiguous");
-  if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
-    value_error(name, "is not aligned to its element size");
   int64_t dims[kMaxDims];
-  const int nd = int(a.ndim());
-  for (int i = 0; i < nd && i < kMaxDims; ++i) dims[i] = a.shape(i);
-  finish(t, name, nd, dims, nullptr, std::string(py::str(dt)));
-  return t;
+  for (int i = 0; i < a.ndim() && i < kMaxDims; ++i) dims[i] = a.shape(i);
+  return finish(t, name, int(a.ndim()), dims, nullptr, std::string(py::str(dt)));
 }
 
-// __array_interface__ / __cuda_array_interface__: shape, typestr, data =
-// (address, read-only), strides (None: C-contiguous).
+// __array_interface__ / __cuda_array_interface__ (version 3): shape,
+// typestr, data = (address, read-only), strides (None: C-contiguous).
 Tensor from_interface(const py::dict& d, const char* name) {
   Tensor t;
   const std::string ts = py::str(d["typestr"]);
-  if (ts.size() < 3) type_error(name, "bad typestr '" + ts + "'");
-  t.dtype = ts[0] == '>' ? DType::Other : from_kind(ts[1], std::stoll(ts.substr(2)));
-  if (!d.contains("data") || d["data"].is_none() || !py::isinstance<py::tuple>(d["data"]))
-    type_error(name, "its array interface gives no (address, read-only) data");
-  py::tuple data = d["data"];
+  if (ts.size() < 3 || !d.contains("data") || !py::isinstance<py::tuple>(d["data"]))
+    type_error(name, "its array interface has no typestr or (address, read-only) data");
+  const int64_t size = std::stoll(ts.substr(2));
+  t.dtype = ts[0] == '>' ? DType::Other : from_kind(ts[1], size);
+  const py::tuple data = d["data"];
   t.ptr = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
   t.writable = !data[1].cast<bool>();
-  py::tuple shape = d["shape"];
   std::vector<int64_t> dims, strides;
-  for (auto s : shape) dims.push_back(s.cast<int64_t>());
-  if (dims.size() > size_t(kMaxDims)) dims.resize(kMaxDims + 1);
+  for (auto s : d["shape"].cast<py::tuple>()) dims.push_back(s.cast<int64_t>());
   const bool strided = d.contains("strides") && !d["strides"].is_none();
   if (strided)
     for (auto s : d["strides"].cast<py::tuple>()) strides.push_back(s.cast<int64_t>());
   if (strided && strides.size() != dims.size()) value_error(name, "strides do not match shape");
-  if (d.contains("offset") && d["offset"].cast<int64_t>() != 0)
-    t.ptr = static_cast<char*>(t.ptr) + d["offset"].cast<int64_t>();
-  const std::string desc = ts[0] == '>' ? "big-endian " + ts : describe(ts[1], std::stoll(ts.substr(2)));
-  finish(t, name, int(dims.size()), dims.data(), strided ? strides.data() : nullptr, desc);
-  return t;
+  return finish(t, name, int(dims.size()), dims.data(), strided ? strides.data() : nullptr,
+                ts[0] == '>' ? "big-endian " + ts : describe(ts[1], size));
 }
 
 Tensor from_dlpack(py::handle h, const char* name) {
@@ -162,35 +140,52 @@ Tensor from_dlpack(py::handle h, const char* name) {
     auto* m = static_cast<DLManagedTensor*>(p);
     if (m->deleter != nullptr) m->deleter(m);
   });
-  const DLTensor& dl = mt->dl_tensor;
-  const int dev = dl.device.device_type;
-  const bool ok = kDevice ? (dev == 2 || dev == 13) : (dev == 1 || dev == 3 || dev == 13);
-  if (!ok) type_error(name, "a DLPack tensor on device type " + std::to_string(dev) +
-                                ", these kernels need " + kMemory);
-  const char kinds[] = {'i', 'u', 'f', '?', '?', 'c', 'b'};  // DLDataTypeCode
-  const char kind = dl.dtype.code < 7 ? kinds[dl.dtype.code] : '?';
-  t.dtype = dl.dtype.lanes == 1 ? from_kind(kind, dl.dtype.bits / 8) : DType::Other;
+  const DLTensor& dl = mt->dl;
+  const int dev = dl.device_type;
+  if (kDevice ? (dev != 2 && dev != 13) : (dev != 1 && dev != 3 && dev != 13))
+    type_error(name, "a DLPack tensor on device type " + std::to_string(dev) +
+                         ", these kernels need " + kMemory);
+  const char kind = dl.code < 7 ? "iuf??cb"[dl.code] : '?';
+  t.dtype = dl.lanes == 1 ? from_kind(kind, dl.bits / 8) : DType::Other;
   t.ptr = static_cast<char*>(dl.data) + dl.byte_offset;
-  t.writable = true;
+  t.writable = true;  // unversioned DLPack has no read-only flag
   std::vector<int64_t> strides;
-  if (dl.strides != nullptr && dl.ndim <= kMaxDims)
-    for (int i = 0; i < dl.ndim; ++i) strides.push_back(dl.strides[i] * (dl.dtype.bits / 8));
-  finish(t, name, dl.ndim, dl.shape, strides.empty() ? nullptr : strides.data(),
-         describe(kind, dl.dtype.bits / 8));
-  return t;
+  for (int i = 0; dl.strides != nullptr && i < dl.ndim && i < kMaxDims; ++i)
+    strides.push_back(dl.strides[i] * (dl.bits / 8));
+  return finish(t, name, dl.ndim, dl.shape, dl.strides ? strides.data() : nullptr,
+                describe(kind, dl.bits / 8));
 }
 
 #if FUSEDNN_BIND_CUDA
 PyObject* g_allocator = nullptr;
+#else
+// A NumPy array of `bytes`: large ones from the host buffer cache
+// (cpu/host_cache.h), which the capsule returns it to.
+py::array host_array(DType dt, const std::vector<py::ssize_t>& dims, int64_t bytes) {
+  static const py::dtype dtypes[] = {py::dtype::of<float>(),   py::dtype::of<double>(),
+                                     py::dtype::of<uint8_t>(), py::dtype::of<uint32_t>(),
+                                     py::dtype::of<int32_t>(), py::dtype::of<int64_t>()};
+  if (size_t(bytes) < cpu::kHostCacheMin) return py::array(dtypes[int(dt)], dims);
+  struct Block {
+    void* p;
+    size_t size;
+  };
+  Block* b = new Block{nullptr, 0};
+  py::capsule owner(b, [](void* q) {  // owns the block from here on, also on an exception
+    Block* blk = static_cast<Block*>(q);
+    if (blk->p != nullptr) cpu::host_cache_release(blk->p, blk->size);
+    delete blk;
+  });
+  b->p = cpu::host_cache_acquire(size_t(bytes), &b->size);
+  if (b->p == nullptr) throw std::bad_alloc();
+  return py::array(dtypes[int(dt)], dims, b->p, owner);
+}
 #endif
 
 }  // namespace
 
-const char* dtype_name(DType t) {
-  static const char* const names[] = {"float32", "float64", "uint8", "uint32",
-                                      "int32",   "int64",   "other"};
-  return names[int(t)];
-}
+int64_t itemsize(DType t) { return kTypes[int(t)].size; }
+const char* dtype_name(DType t) { return kTypes[int(t)].name; }
 
 Tensor view(py::handle h, const char* name) {
   if (!kDevice && py::isinstance<py::array>(h)) return from_numpy(h, name);
@@ -215,78 +210,38 @@ Tensor empty(DType dt, std::initializer_list<int64_t> shape) {
   return empty_shape(dt, int(shape.size()), shape.begin());
 }
 
-Tensor empty_like(const Tensor& like) { return empty_shape(like.dtype, like.ndim, like.shape); }
-
 Tensor empty_shape(DType dt, int nd, const int64_t* shape) {
   int64_t bytes = itemsize(dt);
-  std::vector<py::ssize_t> dims;
-  for (int i = 0; i < nd; ++i) {
-    bytes = count("output", bytes, shape[i]);
-    dims.push_back(py::ssize_t(shape[i]));
-  }
+  std::vector<py::ssize_t> dims(shape, shape + nd);
+  for (int64_t d : dims) bytes = count("output", bytes, d);
 #if FUSEDNN_BIND_CUDA
-  if (g_allocator == nullptr)
-    throw std::runtime_error("fusednn._C_cuda: no allocator registered (set_allocator)");
-  py::tuple shp(dims.size());
-  for (size_t i = 0; i < dims.size(); ++i) shp[i] = py::int_(dims[i]);
-  py::object a = py::reinterpret_borrow<py::object>(g_allocator)(shp, dtype_name(dt));
+  if (g_allocator == nullptr) throw std::runtime_error("fusednn._C_cuda: no allocator set");
+  py::object a = py::reinterpret_borrow<py::object>(g_allocator)(py::tuple(py::cast(dims)),
+                                                                 dtype_name(dt));
   Tensor t = view(a, "output");
-  if (t.dtype != dt || t.size != bytes / itemsize(dt))
+  if (t.dtype != dt || t.size * itemsize(dt) != bytes)
     throw std::runtime_error("fusednn._C_cuda: the allocator returned a wrong array");
-  t.keep = std::move(a);
-  return t;
 #else
-  static const py::dtype dtypes[] = {py::dtype::of<float>(),    py::dtype::of<double>(),
-                                     py::dtype::of<uint8_t>(),  py::dtype::of<uint32_t>(),
-                                     py::dtype::of<int32_t>(),  py::dtype::of<int64_t>()};
-  py::array a;
-  if (size_t(bytes) < cpu::kHostCacheMin) {
-    a = py::array(dtypes[int(dt)], dims);
-  } else {
-    // A large block from the host cache (cpu/host_cache.h); the capsule owns
-    // it from here on, also if an exception follows.
-    struct Block {
-      void* p;
-      size_t size;
-    };
-    Block* b = new Block{nullptr, 0};
-    py::capsule owner(b, [](void* q) {
-      Block* blk = static_cast<Block*>(q);
-      if (blk->p != nullptr) cpu::host_cache_release(blk->p, blk->size);
-      delete blk;
-    });
-    b->p = cpu::host_cache_acquire(size_t(bytes), &b->size);
-    if (b->p == nullptr) throw std::bad_alloc();
-    a = py::array(dtypes[int(dt)], dims, b->p, owner);
-  }
+  py::array a = host_array(dt, dims, bytes);
   Tensor t;
   t.ptr = a.mutable_data();
   t.dtype = dt;
-  t.ndim = int(dims.size());
-  t.size = bytes / itemsize(dt);
-  for (int i = 0; i < t.ndim; ++i) t.shape[i] = dims[i];
+  finish(t, "output", nd, shape, nullptr, "");
   t.writable = true;
-  t.name = "output";
+#endif
   t.keep = std::move(a);
   return t;
-#endif
-}
-
-Tensor empty_if(bool want, DType dt, std::initializer_list<int64_t> shape) {
-  return want ? empty(dt, shape) : Tensor{};
 }
 
 DType float_dtype(const Tensor& t) {
   if (t.dtype != DType::F32 && t.dtype != DType::F64)
-    type_error(t.name, std::string("dtype ") + dtype_name(t.dtype) +
-                           ", expected float32 or float64");
+    type_error(t.name, std::string("dtype ") + dtype_name(t.dtype) + ", expected float32 or "
+                                                                     "float64");
   return t.dtype;
 }
 
 void expect(const Tensor& t, DType dt, std::initializer_list<int64_t> dims) {
-  if (t.dtype != dt)
-    type_error(t.name, std::string("dtype ") + dtype_name(t.dtype) + ", expected " +
-                           dtype_name(dt));
+  expect_size(t, dt, t.size);
   if (t.ndim != int(dims.size()))
     value_error(t.name, "has " + std::to_string(t.ndim) + " dims, expected " +
                             std::to_string(dims.size()));
@@ -296,9 +251,8 @@ void expect(const Tensor& t, DType dt, std::initializer_list<int64_t> dims) {
       value_error(t.name, "dim " + std::to_string(i) + " is " + std::to_string(t.shape[i]) +
                               ", expected " + std::to_string(d));
     // OpenBLAS here takes 32-bit dimensions.
-    if (!kDevice && t.shape[i] > std::numeric_limits<int32_t>::max())
+    if (t.shape[i++] > std::numeric_limits<int32_t>::max() && !kDevice)
       value_error(t.name, "dimension too large for 32-bit BLAS");
-    ++i;
   }
 }
 

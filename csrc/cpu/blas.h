@@ -162,5 +162,10 @@ void parallel_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, c
 int blas_num_threads();  // OpenBLAS's own setting (1 unless changed from outside)
 std::string blas_config();
 
+// Sends large GEMMs to the cblas_sgemm/dgemm of the library already loaded
+// from `path` (NumPy's BLAS): the sgemm symbol used, or null when it is not
+// loaded or has none.
+const char* use_peer_blas(const char* path);
+
 }  // namespace cpu
 }  // namespace fusednn

@@ -1,0 +1,130 @@
+// The CPU kernels under the signatures of cuda/device.cuh, so that code built
+// for either device (the bindings, compiled once per module) makes one call.
+// Arguments only the GPU reads (stream, relu mask, workspace, norms) are
+// ignored here; block_rows is the CPU's rows per task (0: chosen).
+#pragma once
+#include <cstdint>
+
+#include "cpu/blas.h"
+#include "cpu/dispatch.h"
+#include "fusednn/batchnorm.h"
+#include "fusednn/loss.h"
+#include "fusednn/optimizer.h"
+
+namespace fusednn {
+namespace dev {
+
+struct Stream {};
+
+// Bytes of the relu bit mask of an m x n dense output, doubles of batch-norm
+// scratch: the CPU needs neither.
+inline int64_t relu_mask_bytes(int64_t, int64_t) { return 0; }
+inline int64_t batchnorm_workspace(int64_t, int64_t) { return 0; }
+
+template <typename T>
+void activation_forward(Act a, T alpha, const T* z, T* y, int64_t n, Stream) {
+  cpu::kernels<T>().activation_forward(a, alpha, z, y, n);
+}
+
+template <typename T>
+void activation_backward(Act a, T alpha, const T* dy, const T* s, T* dz, int64_t n, Stream) {
+  cpu::kernels<T>().activation_backward(a, alpha, dy, s, dz, n);
+}
+
+template <typename T>
+bool dense_forward(const T* x, const T* w, const T* b, T* y, T* z, void*, int64_t m, int64_t k,
+                   int64_t n, Act a, T alpha, Stream, int64_t block_rows = 0) {
+  cpu::kernels<T>().dense_forward(x, w, b, y, z, m, k, n, a, alpha, block_rows);
+  return false;
+}
+
+template <typename T>
+void dense_backward(const T* dy, const T* s, const T* x, const T* w, T* dz_buf, T* dx, T* dw,
+                    T* db, int64_t m, int64_t k, int64_t n, Act a, T alpha, Stream) {
+  cpu::kernels<T>().dense_backward(dy, s, x, w, dz_buf, dx, dw, db, m, k, n, a, alpha);
+}
+
+template <typename T>
+void dense_backward_weight(const T* dz, const T* x, T* dw, T* db, int64_t m, int64_t k,
+                           int64_t n, Stream) {
+  cpu::kernels<T>().dense_backward_weight(dz, x, dw, db, m, k, n);
+}
+
+template <typename T>
+void dense_backward_input(const T* dz, const T* w, const T* s_prev, const void*, T* dz_prev,
+                          T* db_prev, int64_t m, int64_t k, int64_t n, Act a_prev, T alpha_prev,
+                          Stream) {
+  cpu::kernels<T>().dense_backward_input(dz, w, s_prev, dz_prev, db_prev, m, k, n, a_prev,
+                                         alpha_prev);
+}
+
+template <typename T>
+void gemm(const T* a, const T* b, T* c, int64_t m, int64_t k, int64_t n, Stream) {
+  cpu::parallel_gemm<T>(false, false, m, n, k, T(1), a, k, b, n, T(0), c, n);
+}
+
+template <typename T>
+void batchnorm_forward(const T* x, const T* gamma, const T* beta, T* moving_mean, T* moving_var,
+                       bool training, double momentum, double epsilon, BnConvention conv, T* y,
+                       T* cols, double* mean, double* var, uint32_t* mask, double*, int64_t m,
+                       int64_t n, Act a, T alpha, const BnDropout& d, Stream) {
+  if (training)
+    cpu::kernels<T>().batchnorm_forward_train(x, gamma, beta, moving_mean, moving_var, momentum,
+                                              epsilon, conv, y, cols, mean, var, mask, m, n, a,
+                                              alpha, d);
+  else
+    cpu::kernels<T>().batchnorm_forward_infer(x, gamma, beta, moving_mean, moving_var, epsilon, y,
+                                              cols, mask, m, n, a, alpha, d);
+}
+
+template <typename T>
+void batchnorm_backward(const T* dy, const T* x, const T* y, const T* cols, const uint32_t* mask,
+                        T* dx, T* dgamma, T* dbeta, double*, int64_t m, int64_t n, Act a,
+                        T alpha, const BnDropout& d, bool batch_stats, Stream) {
+  cpu::kernels<T>().batchnorm_backward(dy, x, y, cols, mask, dx, dgamma, dbeta, m, n, a, alpha, d,
+                                       batch_stats);
+}
+
+template <typename T>
+void dropout_forward(const T* x, T* y, uint32_t* mask, int64_t n, uint64_t seed, uint64_t step,
+                     double rate, bool alpha, Stream) {
+  cpu::kernels<T>().dropout_forward(x, y, mask, n, seed, step, rate, alpha);
+}
+
+template <typename T>
+void dropout_backward(const T* dy, const uint32_t* mask, T* dx, int64_t n, uint64_t seed,
+                      uint64_t step, double rate, bool alpha, Stream) {
+  cpu::kernels<T>().dropout_backward(dy, mask, dx, n, seed, step, rate, alpha);
+}
+
+inline void dropout_mask(uint32_t* mask, int64_t nwords, uint64_t seed, uint64_t step,
+                         double rate, Stream) {
+  cpu::kernel_table().dropout_mask(mask, nwords, seed, step, rate);
+}
+
+inline void philox4x32_10(const uint32_t* ctr, uint32_t* out, int64_t count, uint32_t k0,
+                          uint32_t k1, Stream) {
+  const uint32_t key[2] = {k0, k1};
+  cpu::kernel_table().philox4x32_10(ctr, key, out, count);
+}
+
+template <typename T, typename L>
+void softmax_cross_entropy(const T* z, const L* labels, const T* y, const T* w, T* dz,
+                           double* loss, int64_t n, int64_t c, double eps, double inv_d, Stream) {
+  *loss = cpu::kernels<T>().softmax_cross_entropy(z, labels, y, w, dz, n, c, eps, inv_d);
+}
+
+template <typename T>
+void point_loss(PointLoss kind, const T* p, const T* t, const T* w, T* dp, double* loss,
+                int64_t n, int64_t k, double inv_d, Stream) {
+  *loss = cpu::kernels<T>().point_loss(kind, p, t, w, dp, n, k, inv_d);
+}
+
+template <typename T>
+void optimizer_step(Opt kind, const OptStep<double>& h, OptTensor<T>* tensors, int64_t count,
+                    Clip clip_mode, double clip, double*, Stream) {
+  cpu::kernels<T>().optimizer_step(kind, h, tensors, count, clip_mode, clip);
+}
+
+}  // namespace dev
+}  // namespace fusednn
