@@ -14,10 +14,8 @@ py::object forward(py::handle z_obj, Act kind, double alpha, uintptr_t stream) {
   const Act a = to_act(kind);
   const Stream st = as_stream(stream);
   const Tensor y = empty_like(z);
-  run_floating(float_dtype(z), [&](auto tag) {
-    using T = decltype(tag);
-    fusednn::dev::activation_forward<T>(a, T(alpha), z.data<T>(), y.data<T>(), z.size, st);
-  });
+  FUSEDNN_DISPATCH(float_dtype(z), fusednn::dev::activation_forward<T>(a, T(alpha), z.data<T>(),
+                                                                       y.data<T>(), z.size, st));
   return y.keep;
 }
 
@@ -32,11 +30,10 @@ py::object backward(py::handle dy_obj, py::handle saved_obj, Act kind, double al
   }
   const Stream st = as_stream(stream);
   const Tensor dz = empty_like(dy);
-  run_floating(dt, [&](auto tag) {
-    using T = decltype(tag);
-    const T* s = a == Act::Linear ? dy.data<T>() : saved.data<T>();  // linear reads none
-    fusednn::dev::activation_backward<T>(a, T(alpha), dy.data<T>(), s, dz.data<T>(), dy.size, st);
-  });
+  // linear reads no saved value: dy stands in for it.
+  const Tensor& s = a == Act::Linear ? dy : saved;
+  FUSEDNN_DISPATCH(dt, fusednn::dev::activation_backward<T>(a, T(alpha), dy.data<T>(), s.data<T>(),
+                                                            dz.data<T>(), dy.size, st));
   return dz.keep;
 }
 
@@ -44,8 +41,7 @@ const Registrar reg([](py::module_& m) {
   m.def("activation_forward", &forward, "z"_a, "kind"_a, "alpha"_a, "stream"_a = 0,
         "y = f(z), element-wise, any shape.");
   m.def("activation_backward", &backward, "dy"_a, "saved"_a, "kind"_a, "alpha"_a, "stream"_a = 0,
-        "dz = dy * f'(saved); saved: z for gelu/gelu_tanh/swish/mish, y otherwise, None for "
-        "linear.");
+        "dz = dy * f'(saved), saved z (gelu, swish, mish), y (others) or None (linear).");
 });
 
 }  // namespace

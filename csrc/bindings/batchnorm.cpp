@@ -21,10 +21,8 @@ namespace {
 // A per-feature vector of n elements, or None.
 Tensor feature(py::handle o, const char* name, DType dt, int64_t n, bool written) {
   Tensor t = view_or_none(o, name);
-  if (!t.none()) {
-    expect(t, dt, {n});
-    if (written) expect_writable(t);
-  }
+  if (!t.none()) expect(t, dt, {n});
+  if (!t.none() && written) expect_writable(t);
   return t;
 }
 
@@ -62,7 +60,8 @@ py::tuple forward(py::handle x_obj, py::handle w_obj, py::handle b_obj, py::hand
   const Tensor z = empty_if(dense, dt, {m, n}), y = empty(dt, {m, n}),
                cols = empty(dt, {fusednn::kBnCols, n}),
                mask = empty_if(rate > 0.0, DType::U32, {fusednn::mask_words(m * n)}),
-               mean = empty_if(training, DType::F64, {n}), var = empty_if(training, DType::F64, {n});
+               mean = empty_if(training, DType::F64, {n}),
+               var = empty_if(training, DType::F64, {n});
   const int64_t ws_size = dev::batchnorm_workspace(m, n);  // the GPU's column-sum scratch
   const Tensor ws = empty_if(ws_size > 0, DType::F64, {ws_size});
   run_floating(dt, [&](auto tag) {
@@ -140,15 +139,11 @@ const Registrar reg([](py::module_& m) {
   m.def("batchnorm_forward", &forward, "x"_a, "w"_a, "b"_a, "gamma"_a, "beta"_a, "moving_mean"_a,
         "moving_var"_a, "training"_a, "momentum"_a, "epsilon"_a, "convention"_a, "kind"_a,
         "alpha"_a, "rate"_a, "alpha_dropout"_a, "seed"_a, "step"_a, "stream"_a = 0,
-        "(y, cols, mean, var, mask, z): y = drop(act(gamma z_hat + beta)), z = x @ w + b (x, "
-        "and None returned, when w is None); cols: backward's (5, n) coefficients; mean, var: "
-        "float64 batch statistics (training); mask: dropout's bits (rate > 0). Training updates "
-        "moving_* in place.");
+        "(y, cols, mean, var, mask, z): y = drop(act(gamma z_hat + beta)), z = x @ w + b or x.");
   m.def("batchnorm_backward", &backward, "dy"_a, "x_in"_a, "w"_a, "z"_a, "y"_a, "cols"_a, "mask"_a,
         "has_bias"_a, "need_dx"_a, "need_dgamma"_a, "need_dbeta"_a, "kind"_a, "alpha"_a, "rate"_a,
         "alpha_dropout"_a, "batch_stats"_a, "stream"_a = 0,
-        "(dx, dgamma, dbeta, dw, db) from dy and batchnorm_forward's results; dx is dL/dz when w "
-        "is None, else dL/dx_in.");
+        "(dx, dgamma, dbeta, dw, db) from dy and batchnorm_forward's results.");
 });
 
 }  // namespace

@@ -22,11 +22,9 @@ py::tuple forward(py::handle x_obj, double rate, bool alpha, uint64_t seed, uint
   const Stream st = as_stream(stream);
   const Tensor y = empty_like(x);
   const Tensor mask = empty_if(store_mask, DType::U32, {fusednn::mask_words(x.size)});
-  run_floating(dt, [&](auto tag) {
-    using T = decltype(tag);
-    dev::dropout_forward<T>(x.data<T>(), y.data<T>(), mask.data_or_null<uint32_t>(), x.size, seed,
-                            step, rate, alpha, st);
-  });
+  FUSEDNN_DISPATCH(
+      dt, dev::dropout_forward<T>(x.data<T>(), y.data<T>(), mask.data_or_null<uint32_t>(), x.size,
+                                  seed, step, rate, alpha, st));
   return py::make_tuple(y.keep, result(mask));
 }
 
@@ -38,11 +36,9 @@ py::object backward(py::handle dy_obj, py::handle mask_obj, double rate, bool al
   if (!mask.none()) expect_size(mask, DType::U32, fusednn::mask_words(dy.size));
   const Stream st = as_stream(stream);
   const Tensor dx = empty_like(dy);
-  run_floating(dt, [&](auto tag) {
-    using T = decltype(tag);
-    dev::dropout_backward<T>(dy.data<T>(), mask.data_or_null<uint32_t>(), dx.data<T>(), dy.size,
-                             seed, step, rate, alpha, st);
-  });
+  FUSEDNN_DISPATCH(
+      dt, dev::dropout_backward<T>(dy.data<T>(), mask.data_or_null<uint32_t>(), dx.data<T>(),
+                                   dy.size, seed, step, rate, alpha, st));
   return dx.keep;
 }
 
@@ -74,15 +70,13 @@ py::object philox(py::handle counters_obj, py::handle key_obj, uintptr_t stream)
 const Registrar reg([](py::module_& m) {
   m.def("dropout_forward", &forward, "x"_a, "rate"_a, "alpha"_a, "seed"_a, "step"_a, "store_mask"_a,
         "stream"_a = 0,
-        "(y, mask): y = keep ? x * kept_mul + kept_add : dropped (fusednn/dropout.h); mask the "
-        "ceil(x.size / 32) uint32 words of keep bits, or None unless store_mask.");
+        "(y, mask): y = keep ? x * kept_mul + kept_add : dropped; mask: the keep bits (uint32).");
   m.def("dropout_backward", &backward, "dy"_a, "mask"_a, "rate"_a, "alpha"_a, "seed"_a, "step"_a,
-        "stream"_a = 0,
-        "dx = keep ? dy * kept_mul : 0, keep from mask or, when it is None, from (seed, step).");
+        "stream"_a = 0, "dx = keep ? dy * kept_mul : 0, keep from mask or (seed, step).");
   m.def("dropout_mask", &mask, "n"_a, "rate"_a, "seed"_a, "step"_a, "stream"_a = 0,
-        "The ceil(n / 32) uint32 mask words of n elements: e kept iff bit e % 32 of word e / 32.");
+        "The mask words of n elements: e kept iff bit e % 32 of word e / 32.");
   m.def("philox4x32_10", &philox, "counters"_a, "key"_a, "stream"_a = 0,
-        "Philox4x32-10 of each row of counters (N, 4) under key (2 uint32): (N, 4) uint32.");
+        "Philox4x32-10 of each row of counters (N, 4) under key (2 uint32).");
 });
 
 }  // namespace

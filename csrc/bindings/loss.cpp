@@ -2,11 +2,12 @@
 // element-wise losses, each with its gradient in one pass. The loss comes
 // back as a 0-d float64 array of the module's device: a GPU step never waits
 // for it.
+#include "fusednn/loss.h"
+
 #include <string>
 
 #include "bindings/registry.h"
 #include "bindings/tensor.h"
-#include "fusednn/loss.h"
 
 namespace py = pybind11;
 using fusednn::PointLoss;
@@ -63,24 +64,18 @@ py::tuple point_loss(PointLoss kind, py::handle p_obj, py::handle t_obj, py::han
   if (!w.none()) expect(w, dt, {n});
   const Stream st = as_stream(stream);
   const Tensor dp = empty_like(p), loss = empty(DType::F64, {});
-  run_floating(dt, [&](auto tag) {
-    using T = decltype(tag);
-    dev::point_loss<T>(kind, p.data<T>(), t.data<T>(), w.data_or_null<T>(), dp.data<T>(),
-                       loss.data<double>(), n, k, inverse_divisor(mean, n), st);
-  });
+  FUSEDNN_DISPATCH(
+      dt, dev::point_loss<T>(kind, p.data<T>(), t.data<T>(), w.data_or_null<T>(), dp.data<T>(),
+                             loss.data<double>(), n, k, inverse_divisor(mean, n), st));
   return py::make_tuple(loss.keep, dp.keep);
 }
 
 const Registrar reg([](py::module_& m) {
   m.def("softmax_cross_entropy", &softmax_cross_entropy, "z"_a, "labels"_a, "y"_a,
         "sample_weight"_a, "eps"_a, "mean"_a, "stream"_a = 0,
-        "(loss, dz): softmax cross-entropy of z (batch x classes) against class indices labels "
-        "(int32/int64) or label rows y, one of them None; eps: label smoothing; mean: divide by "
-        "the batch size, else sum.");
+        "(loss, dz): softmax cross-entropy of z against class indices labels or label rows y.");
   m.def("point_loss", &point_loss, "kind"_a, "p"_a, "target"_a, "sample_weight"_a, "mean"_a,
-        "stream"_a = 0,
-        "(loss, dp): element-wise loss (PointLoss) of p (batch,) or (batch, outputs), averaged "
-        "over each sample's outputs.");
+        "stream"_a = 0, "(loss, dp): an element-wise loss, averaged over each sample's outputs.");
 });
 
 }  // namespace

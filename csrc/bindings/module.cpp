@@ -1,14 +1,10 @@
-// The two extension modules, built from the same binding files (see
-// bindings/tensor.h): fusednn._C, the CPU kernels with their thread pool and
-// BLAS, and, with FUSEDNN_BIND_CUDA, fusednn._C_cuda, the CUDA kernels. Each
-// op family registers its functions from its own file (bindings/registry.h);
-// this file holds what belongs to one module only: the enums and records
-// that cross the seam (registered once, in fusednn._C) and the runtime's
-// controls and reports.
-#include <pybind11/pybind11.h>
+// The two extension modules, built from the same binding files
+// (bindings/tensor.h): fusednn._C, the CPU kernels with their thread pool and
+// BLAS, and with FUSEDNN_BIND_CUDA fusednn._C_cuda. This file holds what one
+// module alone has: the enums and records that cross the seam (registered
+// once, in fusednn._C) and the runtime's controls and reports.
 #include <pybind11/stl.h>
 
-#include <cstdint>
 #include <initializer_list>
 #include <string>
 #include <utility>
@@ -18,20 +14,12 @@
 
 #if FUSEDNN_BIND_CUDA
 #include <cublasLt.h>
-#include <cuda_runtime_api.h>
 
-#include "cuda/cublaslt.cuh"
 #include "cuda/runtime.cuh"
 #else
-#include "cpu/blas.h"
-#include "cpu/dispatch.h"
 #include "cpu/host_cache.h"
 #include "cpu/kernels.h"
 #include "cpu/threads.h"
-#include "fusednn/activation.h"
-#include "fusednn/batchnorm.h"
-#include "fusednn/loss.h"
-#include "fusednn/optimizer.h"
 #endif
 
 namespace py = pybind11;
@@ -110,33 +98,25 @@ void register_types(py::module_& m) {
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "fusednn CUDA kernels (cuBLASLt GEMMs with fused epilogues) for arrays in GPU "
             "memory, on the stream each call names.";
-  // The enums and OptStep are registered by fusednn._C; these functions take
-  // them, so it must be loaded first.
-  py::module_::import("fusednn._C");
+  py::module_::import("fusednn._C");  // it registers the enums and OptStep these functions take
   m.def("runtime_status", []() {
     std::string message;
     const bool ok = fusednn::cuda::runtime_status(&message);
     return py::make_tuple(ok, message);
-  }, "(True, '<device>, cc X.Y, N devices') when a GPU is usable, else (False, reason); never "
-     "raises, also without a CUDA driver.");
+  }, "(True, '<device>, cc X.Y, N devices') or (False, reason); never raises.");
   m.def("build_info", []() {
     return py::dict("cuda_runtime_version"_a = int(CUDART_VERSION),
                     "cublaslt_version"_a = cublasLtGetVersion(), "archs"_a = FUSEDNN_CUDA_ARCHS,
                     "cublaslt_source"_a = FUSEDNN_CUBLASLT_SOURCE);
   }, "CUDA runtime and cuBLASLt versions, compiled archs and where cuBLASLt came from.");
   m.def("set_activation_epilogues", &fusednn::cuda::lt::set_activation_epilogues, "on"_a,
-        "Whether dense layers may use cuBLASLt's activation epilogues (relu, gelu and their "
-        "gradients); off, the activation runs in fusednn's own kernels (NaN-propagating relu, "
-        "fusednn's tanh GELU).");
+        "Whether dense layers may use cuBLASLt's relu/gelu epilogues (cuda/cublaslt.cuh).");
   m.def("activation_epilogues", &fusednn::cuda::lt::activation_epilogues);
   m.def("set_tf32", &fusednn::cuda::lt::set_tf32, "on"_a,
         "Whether float32 GEMMs may use TF32 tensor cores.");
-  m.def("epilogue_counts", &epilogue_counts,
-        "{epilogue: {'used': n, 'refused': n}}: cuBLASLt GEMMs run with each epilogue, and those "
-        "it had no algorithm for (the fallback ran).");
+  m.def("epilogue_counts", &epilogue_counts, "{epilogue: {'used': n, 'refused': n}}.");
   m.def("set_allocator", &set_allocator, "allocate"_a,
-        "allocate(shape, dtype name) -> a device array on the current device, for every output "
-        "and scratch buffer (fusednn passes cupy.empty: CuPy's pool).");
+        "allocate(shape, dtype name) -> a device array: every output's (cupy.empty).");
   run_registrars(m);
 }
 #else
@@ -151,8 +131,7 @@ PYBIND11_MODULE(_C, m) {
   fusednn::cpu::load_kernels(reinterpret_cast<const void*>(&fusednn::cpu::dispatch_info));
 
   register_types(m);
-  m.def("copy_into", [](py::handle dst_obj, py::handle src_obj) {
-    // For bench/: the machine's copy bandwidth on fusednn's threads.
+  m.def("copy_into", [](py::handle dst_obj, py::handle src_obj) {  // bench/'s copy bandwidth
     const Tensor dst = view(dst_obj, "dst"), src = view(src_obj, "src");
     expect_writable(dst);
     expect_size(src, dst.dtype, dst.size);
@@ -164,8 +143,7 @@ PYBIND11_MODULE(_C, m) {
     const fusednn::cpu::DispatchInfo& i = fusednn::cpu::dispatch_info();
     return py::dict("level"_a = i.level, "chosen_by"_a = i.chosen_by, "compiled"_a = i.compiled,
                     "supported"_a = i.supported);
-  }, "The CPU kernels' instruction-set level in use, how it was chosen (cpuid or "
-     "FUSEDNN_CPU_DISPATCH), the levels built and those this CPU runs.");
+  }, "The CPU kernels' level in use, how it was chosen, the levels built and supported.");
   // The pool's limit; fusednn.set_num_threads checks its argument first.
   m.def("set_num_threads", [](int n) {
     check(n >= 1, "set_num_threads", "n must be >= 1");
@@ -175,15 +153,13 @@ PYBIND11_MODULE(_C, m) {
   m.def("use_peer_blas", [](const std::string& path) -> py::object {
     const char* symbol = fusednn::cpu::use_peer_blas(path.c_str());
     return symbol == nullptr ? py::object(py::none()) : py::str(symbol);
-  }, "path"_a, "Sends large GEMMs to the cblas_sgemm/dgemm of the already loaded library "
-     "at `path` (NumPy's BLAS); the symbol used, or None when none was found.");
+  }, "path"_a, "Large GEMMs to NumPy's loaded BLAS at `path`: the symbol used, or None.");
   m.def("clear_peer_blas", []() { fusednn::cpu::set_peer_blas(nullptr, nullptr, 0); });
   m.def("pool_stats", []() {
     const fusednn::cpu::PoolStats s = fusednn::cpu::pool_stats();
     return py::dict("calls"_a = s.calls, "worker_chunks"_a = s.worker_chunks,
                     "workers"_a = s.workers, "chosen_by"_a = fusednn::cpu::threads_chosen_by());
-  }, "The thread pool's counters: calls that used it, chunks run by workers, workers started, "
-     "and what chose the thread limit.");
+  }, "The thread pool's counters and what chose its limit.");
   m.def("host_cache_info", []() {
     const fusednn::cpu::HostCacheInfo i = fusednn::cpu::host_cache_info();
     return py::dict("idle_bytes"_a = i.idle_bytes, "used_bytes"_a = i.used_bytes,

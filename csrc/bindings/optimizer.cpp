@@ -1,5 +1,7 @@
 // One optimizer step over all tensors in one call (fusednn/optimizer.h), in
 // place.
+#include "fusednn/optimizer.h"
+
 #include <pybind11/stl.h>
 
 #include <array>
@@ -8,7 +10,6 @@
 
 #include "bindings/registry.h"
 #include "bindings/tensor.h"
-#include "fusednn/optimizer.h"
 
 namespace py = pybind11;
 using fusednn::Clip;
@@ -38,8 +39,8 @@ void step(Opt kind, const fusednn::OptStep<double>& h, const py::list& params,
   a.reserve(count * 5);
   for (size_t i = 0; i < count; ++i) {
     // The names live while a check can raise.
-    const std::string idx = "[" + std::to_string(i) + "]", pn = "params" + idx,
-                      gn = "grads" + idx, sn = "slots" + idx;
+    const std::string idx = "[" + std::to_string(i) + "]", pn = "params" + idx, gn = "grads" + idx,
+                      sn = "slots" + idx;
     a.push_back(view(params[i], pn.c_str()));
     const Tensor& p = a.back();
     expect_size(p, float_dtype(a[0]), p.size);
@@ -69,8 +70,8 @@ void step(Opt kind, const fusednn::OptStep<double>& h, const py::list& params,
     std::vector<fusednn::OptTensor<T>> ts(count);
     for (size_t i = 0; i < count; ++i) {
       const Tensor* t = &a[5 * i];
-      ts[i] = {t[0].data<T>(), t[1].data<T>(), {}, t[0].size, l1[i], l2[i], max_norm[i],
-               views[i][0], views[i][1], views[i][2]};
+      ts[i] = {t[0].data<T>(), t[1].data<T>(), {},          t[0].size,   l1[i],
+               l2[i],          max_norm[i],    views[i][0], views[i][1], views[i][2]};
       for (int j = 0; j < 3; ++j) ts[i].s[j] = t[2 + j].data_or_null<T>();
     }
     fusednn::dev::optimizer_step<T>(kind, h, ts.data(), int64_t(count), clip_mode, clip,
@@ -81,9 +82,7 @@ void step(Opt kind, const fusednn::OptStep<double>& h, const py::list& params,
 const Registrar reg([](py::module_& m) {
   m.def("optimizer_step", &step, "kind"_a, "step"_a, "params"_a, "grads"_a, "slots"_a, "l1"_a,
         "l2"_a, "max_norm"_a, "views"_a, "clip_mode"_a, "clip"_a, "stream"_a = 0,
-        "One optimizer step over all tensors, in place: each param with its grad, 3 slots (arrays "
-        "or None, per rule: fusednn/optimizer.h), L1/L2, max-norm over views (outer, mid, inner); "
-        "the step's scalars in an OptStep, and the clipping mode.");
+        "One step of rule `kind` over all tensors, in place (fusednn/optimizer.h).");
 });
 
 }  // namespace

@@ -1,10 +1,7 @@
-// Binding files add their functions to a module through a registrar, so each
-// op family keeps its bindings in its own file:
-//
-//   static fusednn::bind::Registrar reg([](py::module_& m) { m.def(...); });
-//
-// module.cpp runs them when fusednn._C or fusednn._C_cuda is imported (each
-// module compiles every binding file once); the order does not matter.
+// Each binding file registers its op family's functions through a Registrar,
+//   const fusednn::bind::Registrar reg([](py::module_& m) { m.def(...); });
+// and module.cpp runs the registrars when its module is imported. Each module
+// is its own shared library, so each has its own list; order does not matter.
 #pragma once
 #include <pybind11/pybind11.h>
 
@@ -15,8 +12,6 @@ namespace bind {
 
 using RegisterFn = void (*)(pybind11::module_&);
 
-// One list per extension module: each module is its own shared library, so
-// each gets its own copy of this function-local static.
 inline std::vector<RegisterFn>& registrars() {
   static std::vector<RegisterFn> list;
   return list;

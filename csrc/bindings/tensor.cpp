@@ -40,12 +40,11 @@ struct DLManagedTensor {
 };
 
 // (kind, bytes, name) of each DType, in its order.
-struct TypeInfo {
+constexpr struct {
   char kind;
   int64_t size;
   const char* name;
-};
-constexpr TypeInfo kTypes[] = {{'f', 4, "float32"}, {'f', 8, "float64"}, {'u', 1, "uint8"},
+} kTypes[] = {{'f', 4, "float32"}, {'f', 8, "float64"}, {'u', 1, "uint8"},
                                {'u', 4, "uint32"},  {'i', 4, "int32"},   {'i', 8, "int64"},
                                {'?', 1, "other"}};
 
@@ -64,10 +63,9 @@ DType from_kind(char kind, int64_t size) {
 
 // NumPy's name of a dtype given as kind and size ("float16", "complex64").
 std::string describe(char kind, int64_t size) {
-  const char* base = kind == 'f' ? "float" : kind == 'i' ? "int" : kind == 'u' ? "uint"
-                   : kind == 'c' ? "complex" : nullptr;
-  if (kind == 'b') return "bool";
-  return base == nullptr ? std::string("kind '") + kind + "'" : base + std::to_string(8 * size);
+  const std::string bits = std::to_string(8 * size);
+  return kind == 'f' ? "float" + bits : kind == 'i' ? "int" + bits : kind == 'u' ? "uint" + bits
+       : kind == 'c' ? "complex" + bits : kind == 'b' ? "bool" : std::string("kind ") + kind;
 }
 
 // The checks common to every source: dtype, dims, C order (strides in
@@ -80,14 +78,14 @@ Tensor& finish(Tensor& t, const char* name, int nd, const int64_t* dims, const i
   t.ndim = nd;
   t.size = 1;
   for (int i = 0; i < nd; ++i) {
-    if (dims[i] < 0) value_error(name, "negative dimension");
+    check(dims[i] >= 0, name, "negative dimension");
     t.size = count(name, t.size, t.shape[i] = dims[i]);
   }
   for (int64_t i = nd - 1, step = itemsize(t.dtype); strides != nullptr && t.size > 0 && i >= 0;
        step *= dims[i--])
-    if (dims[i] != 1 && strides[i] != step) value_error(name, "must be C-contiguous");
-  if (t.size > 0 && reinterpret_cast<uintptr_t>(t.ptr) % uintptr_t(itemsize(t.dtype)) != 0)
-    value_error(name, "is not aligned to its element size");
+    check(dims[i] == 1 || strides[i] == step, name, "must be C-contiguous");
+  check(t.size == 0 || reinterpret_cast<uintptr_t>(t.ptr) % itemsize(t.dtype) == 0, name,
+        "is not aligned to its element size");
   return t;
 }
 
@@ -98,7 +96,7 @@ Tensor from_numpy(py::handle h, const char* name) {
   t.ptr = const_cast<void*>(a.data());
   t.dtype = dt.byteorder() == '>' ? DType::Other : from_kind(dt.kind(), dt.itemsize());
   t.writable = a.writeable();
-  if (!(a.flags() & py::array::c_style)) value_error(name, "must be C-contiguous");
+  check(a.flags() & py::array::c_style, name, "must be C-contiguous");
   int64_t dims[kMaxDims];
   for (int i = 0; i < a.ndim() && i < kMaxDims; ++i) dims[i] = a.shape(i);
   return finish(t, name, int(a.ndim()), dims, nullptr, std::string(py::str(dt)));
@@ -121,7 +119,7 @@ Tensor from_interface(const py::dict& d, const char* name) {
   const bool strided = d.contains("strides") && !d["strides"].is_none();
   if (strided)
     for (auto s : d["strides"].cast<py::tuple>()) strides.push_back(s.cast<int64_t>());
-  if (strided && strides.size() != dims.size()) value_error(name, "strides do not match shape");
+  check(!strided || strides.size() == dims.size(), name, "strides do not match shape");
   return finish(t, name, int(dims.size()), dims.data(), strided ? strides.data() : nullptr,
                 ts[0] == '>' ? "big-endian " + ts : describe(ts[1], size));
 }
@@ -159,18 +157,16 @@ Tensor from_dlpack(py::handle h, const char* name) {
 #if FUSEDNN_BIND_CUDA
 PyObject* g_allocator = nullptr;
 #else
-// A NumPy array of `bytes`: large ones from the host buffer cache
-// (cpu/host_cache.h), which the capsule returns it to.
+// A NumPy array of `bytes`, large ones from the host buffer cache.
 py::array host_array(DType dt, const std::vector<py::ssize_t>& dims, int64_t bytes) {
   static const py::dtype dtypes[] = {py::dtype::of<float>(),   py::dtype::of<double>(),
                                      py::dtype::of<uint8_t>(), py::dtype::of<uint32_t>(),
                                      py::dtype::of<int32_t>(), py::dtype::of<int64_t>()};
   if (size_t(bytes) < cpu::kHostCacheMin) return py::array(dtypes[int(dt)], dims);
   struct Block {
-    void* p;
-    size_t size;
-  };
-  Block* b = new Block{nullptr, 0};
+    void *p = nullptr;
+    size_t size = 0;
+  }* b = new Block;
   py::capsule owner(b, [](void* q) {  // owns the block from here on, also on an exception
     Block* blk = static_cast<Block*>(q);
     if (blk->p != nullptr) cpu::host_cache_release(blk->p, blk->size);
@@ -200,10 +196,7 @@ Tensor view(py::handle h, const char* name) {
 }
 
 Tensor view_or_none(py::handle h, const char* name) {
-  if (!h.is_none()) return view(h, name);
-  Tensor t;
-  t.name = name;
-  return t;
+  return h.is_none() ? Tensor{nullptr, DType::Other, -1, {}, 0, false, name} : view(h, name);
 }
 
 Tensor empty(DType dt, std::initializer_list<int64_t> shape) {
@@ -234,10 +227,8 @@ Tensor empty_shape(DType dt, int nd, const int64_t* shape) {
 }
 
 DType float_dtype(const Tensor& t) {
-  if (t.dtype != DType::F32 && t.dtype != DType::F64)
-    type_error(t.name, std::string("dtype ") + dtype_name(t.dtype) + ", expected float32 or "
-                                                                     "float64");
-  return t.dtype;
+  if (t.dtype == DType::F32 || t.dtype == DType::F64) return t.dtype;
+  type_error(t.name, std::string("dtype ") + dtype_name(t.dtype) + ", expected float32 or 64");
 }
 
 void expect(const Tensor& t, DType dt, std::initializer_list<int64_t> dims) {
@@ -261,13 +252,10 @@ void expect_size(const Tensor& t, DType dt, int64_t n) {
     type_error(t.name, std::string("dtype ") + dtype_name(t.dtype) + ", expected " +
                            dtype_name(dt));
   if (t.size != n)
-    value_error(t.name, "has " + std::to_string(t.size) + " elements, expected " +
-                            std::to_string(n));
+    value_error(t.name, "has " + std::to_string(t.size) + " elements, not " + std::to_string(n));
 }
 
-void expect_writable(const Tensor& t) {
-  if (!t.writable) value_error(t.name, "is read-only");
-}
+void expect_writable(const Tensor& t) { check(t.writable, t.name, "is read-only"); }
 
 void require_given(const Tensor& t, const char* why) {
   if (t.none()) value_error(t.name, std::string("required ") + why);
@@ -289,9 +277,7 @@ Stream as_stream(uintptr_t s) {
 }
 
 void check_rate(const char* fn, double rate) {
-  if (!(rate >= 0.0 && rate < 1.0))
-    throw py::value_error(std::string(fn) + ": rate must be in [0, 1), got " +
-                          std::to_string(rate));
+  check(rate >= 0.0 && rate < 1.0, fn, "rate must be in [0, 1)");
 }
 
 #if FUSEDNN_BIND_CUDA

@@ -74,15 +74,14 @@ inline Tensor empty_if(bool want, DType t, std::initializer_list<int64_t> shape)
 }
 inline py::object result(const Tensor& t) { return t.none() ? py::object(py::none()) : t.keep; }
 
-// Checks, each raising TypeError / ValueError that names the array: float32
-// or float64 (returned); dtype and dims (-1: any); dtype and element count;
-// writable; given (not None).
+// Checks raising TypeError / ValueError that name the array: float32 or
+// float64 (returned); dtype and dims (-1: any); dtype and size; writable;
+// not None; and check(): ValueError "<name>: <what>" unless ok.
 DType float_dtype(const Tensor& t);
 void expect(const Tensor& t, DType dt, std::initializer_list<int64_t> dims);
 void expect_size(const Tensor& t, DType dt, int64_t n);
 void expect_writable(const Tensor& t);
 void require_given(const Tensor& t, const char* why);
-// ValueError "<name>: <what>" unless ok.
 inline void check(bool ok, const char* name, const char* what) {
   if (!ok) throw py::value_error(std::string(name) + ": " + what);
 }
@@ -91,8 +90,7 @@ inline void check(bool ok, const char* name, const char* what) {
 int64_t count(const char* what, int64_t a, int64_t b);
 // The stream argument: a CUDA stream handle; the CPU kernels take 0.
 Stream as_stream(uintptr_t s);
-// A dropout rate in [0, 1): NaN and 1.0 would make the drop threshold and the
-// 1 / (1 - rate) scale meaningless.
+// A dropout rate in [0, 1): NaN or 1 would break 1 / (1 - rate).
 void check_rate(const char* fn, double rate);
 #if FUSEDNN_BIND_CUDA
 // Where empty() takes device memory: f(shape, dtype name) -> an array with
@@ -109,8 +107,8 @@ E in_range(const char* what, E v, E count) {
 }
 inline Act to_act(Act a) { return in_range("activation kind", a, Act::Count); }
 
-// The kernel call: f(T{}) for T the type of t (float32 or float64), with the
-// GIL released.
+// The kernel call for T, the float type of t, with the GIL released:
+//   FUSEDNN_DISPATCH(x.dtype, dev::gemm<T>(...));  (as PyTorch's AT_DISPATCH_*)
 template <typename F>
 void run_floating(DType t, F&& f) {
   py::gil_scoped_release nogil;
@@ -119,6 +117,8 @@ void run_floating(DType t, F&& f) {
   else
     f(float{});
 }
+#define FUSEDNN_DISPATCH(dt, ...) \
+  ::fusednn::bind::run_floating(dt, [&](auto tag_) { using T = decltype(tag_); __VA_ARGS__; })
 
 }  // namespace bind
 }  // namespace fusednn
