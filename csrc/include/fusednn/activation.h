@@ -190,34 +190,15 @@ FUSEDNN_HD T act_grad(Act a, T s, T alpha) {
 }  // namespace fusednn
 
 #if !defined(__CUDA_ARCH__)
-#include <type_traits>
 namespace fusednn {
 
 // Calls f(std::integral_constant<Act, a>{}) so that a loop written once is
 // compiled per activation with the switch in act_forward/act_grad folded away.
 template <typename F>
 inline void dispatch_act(Act a, F&& f) {
-#define FUSEDNN_ACT_CASE(name) \
-  case Act::name:              \
-    f(std::integral_constant<Act, Act::name>{}); \
-    break;
-  switch (a) {
-    FUSEDNN_ACT_CASE(Linear)
-    FUSEDNN_ACT_CASE(Relu)
-    FUSEDNN_ACT_CASE(LeakyRelu)
-    FUSEDNN_ACT_CASE(Elu)
-    FUSEDNN_ACT_CASE(Selu)
-    FUSEDNN_ACT_CASE(Gelu)
-    FUSEDNN_ACT_CASE(GeluTanh)
-    FUSEDNN_ACT_CASE(Swish)
-    FUSEDNN_ACT_CASE(Mish)
-    FUSEDNN_ACT_CASE(Sigmoid)
-    FUSEDNN_ACT_CASE(Tanh)
-    FUSEDNN_ACT_CASE(Softplus)
-    default:
-      break;
-  }
-#undef FUSEDNN_ACT_CASE
+  dispatch_enum<Act, Act::Linear, Act::Relu, Act::LeakyRelu, Act::Elu, Act::Selu, Act::Gelu,
+                Act::GeluTanh, Act::Swish, Act::Mish, Act::Sigmoid, Act::Tanh, Act::Softplus>(
+      a, f);
 }
 
 }  // namespace fusednn

@@ -10,6 +10,19 @@
 #endif
 
 #include <cmath>
+#include <type_traits>
+
+namespace fusednn {
+
+// Calls f(std::integral_constant<E, v>{}) for the one of Values that v is, so
+// that a loop written once is compiled per enum value with the value's
+// switches folded away; nothing for any other v.
+template <typename E, E... Values, typename F>
+inline void dispatch_enum(E v, F&& f) {
+  (void)((v == Values ? (f(std::integral_constant<E, Values>{}), true) : false) || ...);
+}
+
+}  // namespace fusednn
 
 // Host loops over exp/erf/tanh vectorise only if the compiler knows a SIMD
 // variant of each function. glibc >= 2.35 ships them in libmvec but declares

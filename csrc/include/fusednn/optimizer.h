@@ -253,22 +253,8 @@ FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, P& p, C g, C& s0, C& s1, 
 // away in the loop.
 template <typename F>
 inline void dispatch_opt(Opt k, F&& f) {
-#define FUSEDNN_OPT_CASE(name) \
-  case Opt::name:              \
-    f(std::integral_constant<Opt, Opt::name>{}); \
-    break;
-  switch (k) {
-    FUSEDNN_OPT_CASE(SGD)
-    FUSEDNN_OPT_CASE(Adagrad)
-    FUSEDNN_OPT_CASE(RMSprop)
-    FUSEDNN_OPT_CASE(Adam)
-    FUSEDNN_OPT_CASE(Adamax)
-    FUSEDNN_OPT_CASE(Nadam)
-    FUSEDNN_OPT_CASE(Ftrl)
-    default:
-      break;
-  }
-#undef FUSEDNN_OPT_CASE
+  dispatch_enum<Opt, Opt::SGD, Opt::Adagrad, Opt::RMSprop, Opt::Adam, Opt::Adamax, Opt::Nadam,
+                Opt::Ftrl>(k, f);
 }
 
 }  // namespace fusednn
