@@ -68,11 +68,12 @@ std::string describe(char kind, int64_t size) {
        : kind == 'c' ? "complex" + bits : kind == 'b' ? "bool" : std::string("kind ") + kind;
 }
 
-// The checks common to every source: dtype, dims, C order (strides in
-// bytes, null: C-contiguous) and alignment.
+// The checks common to every source: dtype (`type` names it, built only for
+// the error), dims, C order (strides in bytes, null: C-contiguous), alignment.
+template <typename Describe>
 Tensor& finish(Tensor& t, const char* name, int nd, const int64_t* dims, const int64_t* strides,
-               const std::string& type) {
-  if (t.dtype == DType::Other) type_error(name, "dtype " + type + " is not supported");
+               Describe type) {
+  if (t.dtype == DType::Other) type_error(name, "dtype " + std::string(type()) + " unsupported");
   if (nd > kMaxDims) value_error(name, "has " + std::to_string(nd) + " dims, at most 8 allowed");
   t.name = name;
   t.ndim = nd;
@@ -99,7 +100,7 @@ Tensor from_numpy(py::handle h, const char* name) {
   check(a.flags() & py::array::c_style, name, "must be C-contiguous");
   int64_t dims[kMaxDims];
   for (int i = 0; i < a.ndim() && i < kMaxDims; ++i) dims[i] = a.shape(i);
-  return finish(t, name, int(a.ndim()), dims, nullptr, std::string(py::str(dt)));
+  return finish(t, name, int(a.ndim()), dims, nullptr, [&] { return std::string(py::str(dt)); });
 }
 
 // __array_interface__ / __cuda_array_interface__ (version 3): shape,
@@ -121,7 +122,7 @@ Tensor from_interface(const py::dict& d, const char* name) {
     for (auto s : d["strides"].cast<py::tuple>()) strides.push_back(s.cast<int64_t>());
   check(!strided || strides.size() == dims.size(), name, "strides do not match shape");
   return finish(t, name, int(dims.size()), dims.data(), strided ? strides.data() : nullptr,
-                ts[0] == '>' ? "big-endian " + ts : describe(ts[1], size));
+                [&] { return ts[0] == '>' ? "big-endian " + ts : describe(ts[1], size); });
 }
 
 Tensor from_dlpack(py::handle h, const char* name) {
@@ -151,7 +152,7 @@ Tensor from_dlpack(py::handle h, const char* name) {
   for (int i = 0; dl.strides != nullptr && i < dl.ndim && i < kMaxDims; ++i)
     strides.push_back(dl.strides[i] * (dl.bits / 8));
   return finish(t, name, dl.ndim, dl.shape, dl.strides ? strides.data() : nullptr,
-                describe(kind, dl.bits / 8));
+                [&] { return describe(kind, dl.bits / 8); });
 }
 
 #if FUSEDNN_BIND_CUDA
@@ -219,7 +220,7 @@ Tensor empty_shape(DType dt, int nd, const int64_t* shape) {
   Tensor t;
   t.ptr = a.mutable_data();
   t.dtype = dt;
-  finish(t, "output", nd, shape, nullptr, "");
+  finish(t, "output", nd, shape, nullptr, [] { return ""; });
   t.writable = true;
 #endif
   t.keep = std::move(a);

@@ -8,7 +8,7 @@ libraries on a machine that does not use them.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 
 import numpy as np
 
@@ -172,79 +172,60 @@ class _Device:
     """The kernels of one device. fusednn._C and fusednn._C_cuda are built
     from the same binding files and take the same arguments (arrays, enums,
     the OptStep record, and the stream last); each allocates its outputs. A
-    device class only says which module runs a call, with which device
-    current, on which stream."""
+    device class only says which module runs a call, on which stream, and
+    (on a GPU) with which device current."""
 
     name = ""
     xp = np
     _C = _C
-
-    def _on(self, a):
-        """The context that makes `a`'s device current for a call."""
-        return _NO_CONTEXT
-
-    def _stream(self):
-        return 0
+    stream = 0  # the CPU kernels run on the calling thread and fusednn's pool
 
     def activation_forward(self, z, spec):
-        with self._on(z):
-            return self._C.activation_forward(z, spec.kind, spec.alpha, self._stream())
+        return self._C.activation_forward(z, spec.kind, spec.alpha, self.stream)
 
     def activation_backward(self, dy, saved, spec):
-        with self._on(dy):
-            return self._C.activation_backward(dy, saved, spec.kind, spec.alpha, self._stream())
+        return self._C.activation_backward(dy, saved, spec.kind, spec.alpha, self.stream)
 
     def dense_forward(self, x, w, b, spec):
         """(y, z or None, relu mask or None): the mask is cuBLASLt's (GPU relu)."""
-        with self._on(x):
-            return self._C.dense_forward(x, w, b, spec.kind, spec.alpha, self._stream())
+        return self._C.dense_forward(x, w, b, spec.kind, spec.alpha, self.stream)
 
     def dense_backward(self, dy, saved, x, w, has_bias, need_dx, spec):
         """(dx or None, dw, db or None)."""
-        with self._on(x):
-            return self._C.dense_backward(dy, saved, x, w, has_bias, need_dx, spec.kind,
-                                          spec.alpha, self._stream())
+        return self._C.dense_backward(dy, saved, x, w, has_bias, need_dx, spec.kind, spec.alpha,
+                                      self.stream)
 
     def dense_backward_weight(self, dz, x, need_db):
-        with self._on(x):
-            return self._C.dense_backward_weight(dz, x, need_db, self._stream())
+        return self._C.dense_backward_weight(dz, x, need_db, self.stream)
 
     def dense_backward_input(self, dz, w, prev, need_db_prev):
         """(dz_prev, db_prev) through the layer whose context is `prev` (None: plain dx)."""
-        with self._on(dz):
-            if prev is None:
-                return self._C.dense_backward_input(dz, w, None, None, _LINEAR, 0.0, False,
-                                                    self._stream())
-            return self._C.dense_backward_input(dz, w, prev.saved, prev.mask, prev.spec.kind,
-                                                prev.spec.alpha, need_db_prev, self._stream())
+        if prev is None:
+            return self._C.dense_backward_input(dz, w, None, None, _LINEAR, 0.0, False,
+                                                self.stream)
+        return self._C.dense_backward_input(dz, w, prev.saved, prev.mask, prev.spec.kind,
+                                            prev.spec.alpha, need_db_prev, self.stream)
 
     def optimizer_step(self, rule, step, params, grads, slots, per_tensor, clip):
         """One fused step over all tensors, in place. per_tensor: (l1, l2,
         max_norm, views) lists, one entry per tensor; clip: (Clip mode, bound)."""
-        with self._on(params[0]):
-            self._C.optimizer_step(rule, step, params, grads, slots, *per_tensor, *clip,
-                                   self._stream())
+        self._C.optimizer_step(rule, step, params, grads, slots, *per_tensor, *clip, self.stream)
 
     def dropout_forward(self, x, rate, alpha, seed, step, store_mask):
         """(y, mask words or None)."""
-        with self._on(x):
-            return self._C.dropout_forward(x, rate, alpha, seed, step, store_mask,
-                                           self._stream())
+        return self._C.dropout_forward(x, rate, alpha, seed, step, store_mask, self.stream)
 
     def dropout_backward(self, dy, mask, rate, alpha, seed, step):
-        with self._on(dy):
-            return self._C.dropout_backward(dy, mask, rate, alpha, seed, step, self._stream())
+        return self._C.dropout_backward(dy, mask, rate, alpha, seed, step, self.stream)
 
     def dropout_mask(self, n, rate, seed, step, like=None):
         """The mask words of an n-element tensor, on `like`'s device."""
-        with self._on(like):
-            return self._C.dropout_mask(n, rate, seed, step, self._stream())
+        return self._C.dropout_mask(n, rate, seed, step, self.stream)
 
     def philox4x32_10(self, counters, key):
         """counters: (N, 4) uint32 array; key: two uint32 values."""
-        with self._on(counters):
-            return self._C.philox4x32_10(self.xp.ascontiguousarray(counters, dtype=np.uint32),
-                                         key, self._stream())
+        return self._C.philox4x32_10(self.xp.ascontiguousarray(counters, dtype=np.uint32), key,
+                                     self.stream)
 
     def batchnorm_forward(self, x, gamma, beta, moving_mean, moving_var, opts):
         """(y, cols, mean, var, mask); moving_* updated in place when
@@ -256,41 +237,36 @@ class _Device:
         """(dx, dgamma or None, dbeta or None) through the forward of `ctx`
         (a BatchNormContext)."""
         o = ctx.opts
-        with self._on(dy):
-            return self._C.batchnorm_backward(dy, None, None, ctx.x, ctx.y, ctx.cols, ctx.mask,
-                                              False, False, ctx.has_gamma, ctx.has_beta,
-                                              o.spec.kind, o.spec.alpha, o.rate,
-                                              o.alpha_dropout, o.training, self._stream())[:3]
+        return self._C.batchnorm_backward(dy, None, None, ctx.x, ctx.y, ctx.cols, ctx.mask, False,
+                                          False, ctx.has_gamma, ctx.has_beta, o.spec.kind,
+                                          o.spec.alpha, o.rate, o.alpha_dropout, o.training,
+                                          self.stream)[:3]
 
     def dense_batchnorm_forward(self, x, w, b, gamma, beta, moving_mean, moving_var, opts):
         """(y, cols, mean, var, mask, z), z = x @ w + b (None when w is): one call."""
-        with self._on(x):
-            return self._C.batchnorm_forward(x, w, b, gamma, beta, moving_mean, moving_var,
-                                             opts.training, opts.momentum, opts.epsilon,
-                                             opts.convention, opts.spec.kind, opts.spec.alpha,
-                                             opts.rate, opts.alpha_dropout, opts.seed, opts.step,
-                                             self._stream())
+        return self._C.batchnorm_forward(x, w, b, gamma, beta, moving_mean, moving_var,
+                                         opts.training, opts.momentum, opts.epsilon,
+                                         opts.convention, opts.spec.kind, opts.spec.alpha,
+                                         opts.rate, opts.alpha_dropout, opts.seed, opts.step,
+                                         self.stream)
 
     def dense_batchnorm_backward(self, dy, ctx, need_dx):
         """(dx or None, dgamma, dbeta, dw, db or None) through the block of
         `ctx` (a DenseBatchNormContext): one call."""
         bn, o = ctx.bn, ctx.bn.opts
-        with self._on(dy):
-            return self._C.batchnorm_backward(dy, ctx.x, ctx.w, bn.x, bn.y, bn.cols, bn.mask,
-                                              ctx.has_bias, need_dx, bn.has_gamma, bn.has_beta,
-                                              o.spec.kind, o.spec.alpha, o.rate,
-                                              o.alpha_dropout, o.training, self._stream())
+        return self._C.batchnorm_backward(dy, ctx.x, ctx.w, bn.x, bn.y, bn.cols, bn.mask,
+                                          ctx.has_bias, need_dx, bn.has_gamma, bn.has_beta,
+                                          o.spec.kind, o.spec.alpha, o.rate, o.alpha_dropout,
+                                          o.training, self.stream)
 
     def softmax_cross_entropy(self, logits, labels, y, w, eps, mean):
         """(0-d float64 loss, dlogits), both on the device (no synchronisation);
         labels: int32/int64 class indices, or y: label rows."""
-        with self._on(logits):
-            return self._C.softmax_cross_entropy(logits, labels, y, w, eps, mean, self._stream())
+        return self._C.softmax_cross_entropy(logits, labels, y, w, eps, mean, self.stream)
 
     def point_loss(self, kind, pred, target, w, mean):
         """(0-d float64 loss, dpred) of an element-wise loss (PointLoss kind)."""
-        with self._on(pred):
-            return self._C.point_loss(kind, pred, target, w, mean, self._stream())
+        return self._C.point_loss(kind, pred, target, w, mean, self.stream)
 
     def loss_input_flags(self, flags):
         """The 0-d boolean arrays of the loss input checks, as Python bools."""
@@ -304,8 +280,9 @@ class CPUBackend(_Device):
 
 
 class CUDABackend(_Device):
-    """CuPy arrays -> fusednn._C_cuda (cuBLASLt + own kernels), on the array's
-    device and CuPy's current stream; outputs come from CuPy's pool."""
+    """CuPy arrays -> fusednn._C_cuda (cuBLASLt + own kernels): each call runs
+    with its arrays' device current, on that device's current CuPy stream;
+    outputs come from CuPy's pool."""
 
     name = "cuda"
 
@@ -314,10 +291,8 @@ class CUDABackend(_Device):
         self.xp = cp
         mod.set_allocator(cp.empty)
 
-    def _on(self, a):
-        return _NO_CONTEXT if a is None else a.device
-
-    def _stream(self):
+    @property
+    def stream(self):
         return self.xp.cuda.get_current_stream().ptr
 
     def loss_input_flags(self, flags):
@@ -328,7 +303,25 @@ class CUDABackend(_Device):
         return [bool(f) for f in self.xp.stack(flags).get()]
 
 
-_NO_CONTEXT = contextlib.nullcontext()
+def _on_device(method, where):
+    """`method` run with the device of the array where(args) current, so that
+    its allocations, kernels and stream are that device's."""
+
+    @functools.wraps(method)
+    def call(self, *args):
+        with where(args).device:
+            return method(self, *args)
+
+    return call
+
+
+# Where each kernel call finds its device: the first argument, except these.
+_DEVICE_ARG = {"optimizer_step": lambda a: a[2][0], "dropout_mask": lambda a: a[4],
+               "point_loss": lambda a: a[1]}
+for _name, _method in vars(_Device).items():
+    if callable(_method) and not _name.startswith("_") and _name != "loss_input_flags":
+        setattr(CUDABackend, _name, _on_device(_method, _DEVICE_ARG.get(_name, lambda a: a[0])))
+
 _LINEAR = _C.Act.Linear
 _CPU = CPUBackend()
 
