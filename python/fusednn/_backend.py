@@ -230,8 +230,11 @@ class _Device:
     def batchnorm_forward(self, x, gamma, beta, moving_mean, moving_var, opts):
         """(y, cols, mean, var, mask); moving_* updated in place when
         opts.training (opts: fusednn.ops.batchnorm.BatchNormOptions)."""
-        return self.dense_batchnorm_forward(x, None, None, gamma, beta, moving_mean,
-                                            moving_var, opts)[:5]
+        return self._C.batchnorm_forward(x, None, None, gamma, beta, moving_mean, moving_var,
+                                         opts.training, opts.momentum, opts.epsilon,
+                                         opts.convention, opts.spec.kind, opts.spec.alpha,
+                                         opts.rate, opts.alpha_dropout, opts.seed, opts.step,
+                                         self.stream)[:5]
 
     def batchnorm_backward(self, dy, ctx):
         """(dx, dgamma or None, dbeta or None) through the forward of `ctx`
