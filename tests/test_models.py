@@ -774,3 +774,69 @@ def test_the_plan_follows_the_layers_and_the_loss():
     assert [type(s) for s in model._steps] == [LayerStep, DenseBatchNormStep, LayerStep]
     # under mse the sigmoid runs in the Dense's kernel: predict is the steps' output
     np.testing.assert_array_equal(model.predict(x), model._forward(x, False))
+
+
+def _bn_model(dtype, convention, scale, center, use_bias):
+    """Dense -> BN -> ELU -> Dense(elu) -> BN -> Dense(softmax), trained a
+    little so the moving statistics and gamma/beta are not their defaults."""
+    bn = dict(convention=convention, scale=scale, center=center, momentum=0.5)
+    model = fd.Sequential([
+        fd.layers.Dense(16, use_bias=use_bias, input_shape=(6,)),
+        fd.layers.BatchNormalization(**bn), fd.layers.Activation("elu"),
+        fd.layers.Dense(12, activation="elu"), fd.layers.BatchNormalization(**bn),
+        fd.layers.Dense(3, activation="softmax")], dtype=dtype)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    x, y = _blobs(200, 6, 3)
+    model.fit(x.astype(dtype), y, batch_size=32, epochs=2, verbose=0, seed=0)
+    return model, x.astype(dtype), y
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("convention,scale,center,use_bias", [
+    ("keras", True, True, True), ("torch", True, True, False), ("keras", False, False, False),
+    ("keras", True, False, True)])
+def test_fold_batchnorm_gives_the_same_predictions(dtype, convention, scale, center, use_bias):
+    model, x, y = _bn_model(dtype, convention, scale, center, use_bias)
+    folded = model.fold_batchnorm()
+    # the first BN (after a linear Dense) is folded; the second follows an
+    # ELU Dense and stays
+    kinds = [type(layer).__name__ for layer in folded.layers]
+    assert kinds == ["Dense", "Activation", "Dense", "BatchNormalization", "Dense"]
+    assert folded.layers[0].use_bias
+    # reference: the first Dense and the inference-mode BN in float64
+    dense, bn = model.layers[0], model.layers[1]
+    w, b = (np.asarray(a, np.float64) for a in (dense.kernel, dense.bias if use_bias else
+                                                np.zeros(16)))
+    z = x.astype(np.float64) @ w + b
+    gamma = np.asarray(bn.gamma, np.float64) if scale else 1.0
+    beta = np.asarray(bn.beta, np.float64) if center else 0.0
+    want = (z - bn.moving_mean) / np.sqrt(bn.moving_variance + bn.epsilon) * gamma + beta
+    got = x.astype(np.float64) @ folded.layers[0].kernel.astype(np.float64) + \
+        folded.layers[0].bias.astype(np.float64)
+    assert_scaled_close(got, want, 1e-6 if dtype == "float32" else 1e-12, "folded dense")
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    assert_scaled_close(folded.predict(x), model.predict(x), tol, "predict")
+    np.testing.assert_allclose(folded.evaluate(x, y, return_dict=True)["loss"],
+                               model.evaluate(x, y, return_dict=True)["loss"], rtol=tol * 10)
+    # the two models share no array: training the original leaves the fold as it was
+    before = folded.get_weights()
+    model.fit(x, y, epochs=1, verbose=0)
+    for a, b_ in zip(before, folded.get_weights()):
+        np.testing.assert_array_equal(a, b_)
+
+
+def test_fold_batchnorm_refuses_what_it_cannot_fold():
+    with pytest.raises(TypeError, match="fold_batchnorm"):
+        fd.models.fold_batchnorm("model")
+    unbuilt = fd.Sequential([fd.layers.Dense(3), fd.layers.BatchNormalization()])
+    with pytest.raises(ValueError, match="not built"):
+        unbuilt.fold_batchnorm()
+    # nothing to fold: the same layers and outputs
+    model = fd.Sequential([fd.layers.Dense(4, activation="relu", input_shape=(3,)),
+                           fd.layers.BatchNormalization()])
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    model.build(3)
+    folded = model.fold_batchnorm()
+    assert [type(la).__name__ for la in folded.layers] == ["Dense", "BatchNormalization"]
+    np.testing.assert_allclose(folded.predict(x), model.predict(x), rtol=1e-6)

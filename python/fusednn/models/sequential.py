@@ -34,7 +34,8 @@ import numpy as np
 from .. import optimizers as _optimizers
 from .._arrays import array_module, is_array
 from .._validate import check_bool, check_float_dtype
-from ..layers import BatchNormalization, Dropout, Input
+from .. import ops
+from ..layers import BatchNormalization, Dense, Dropout, Input
 from ..layers._util import check_seed, rng_state, set_rng_state
 from ..layers.base import Layer
 from ..saving import model as saving_model
@@ -835,6 +836,11 @@ class Sequential:
         out = xp.concatenate(outs) if outs else xp.empty((0, self._output_dim()), dtype=x.dtype)
         return self._loss.predictions(out)
 
+    def fold_batchnorm(self) -> "Sequential":
+        """This model for inference with each BatchNormalization after a
+        linear Dense folded into it (fd.models.fold_batchnorm)."""
+        return fold_batchnorm(self)
+
     # ------------------------------------------------------------- summary
     def summary(self, print_fn=print) -> None:
         """A table of the layers, output widths and parameter counts."""
@@ -933,3 +939,48 @@ def clone_model(model, copy_weights=False) -> Sequential:
         if copy_weights:
             clone.set_weights(model.get_weights())
     return clone
+
+
+def fold_batchnorm(model) -> Sequential:
+    """A model that gives `model`'s inference outputs with every
+    BatchNormalization that follows a Dense with a linear activation folded
+    into that Dense, by fd.ops.fold_batchnorm: with
+    s = gamma / sqrt(moving_variance + epsilon),
+
+        kernel' = kernel * s,   bias' = (bias - moving_mean) * s + beta
+
+    (bias 0 without one; gamma 1 without ``scale``, beta 0 without
+    ``center``), computed in float64 and stored in the model's dtype. The
+    folded model is for predict, evaluate and export: it has one layer less
+    per fold and no batch statistics, so training it would not train a
+    batch-normalised network. Other layers are cloned with their weights (as
+    ``clone_model(model, copy_weights=True)``); the loss and metrics are kept
+    (for predict's output head and evaluate), the optimizer is not."""
+    caller = "fd.models.fold_batchnorm"
+    if not isinstance(model, Sequential):
+        raise TypeError(f"{caller}: model must be a fd.Sequential, got {type(model).__name__}")
+    if not model.built:
+        raise ValueError(f"{caller}: {model.name} is not built (fit it, or call build(input_dim))")
+    entries = model.get_config()["layers"]
+    layers, keep, weights = model.layers, [], []
+    i = 0
+    while i < len(layers):
+        layer, nxt = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+        if (isinstance(layer, Dense) and isinstance(nxt, BatchNormalization)
+                and layer.activation.is_linear and layer.output_activation is None):
+            entry = dict(entries[i], config=dict(entries[i]["config"], use_bias=True))
+            weights += ops.fold_batchnorm(layer.kernel, layer.bias, nxt.gamma, nxt.beta,
+                                          nxt.moving_mean, nxt.moving_variance, nxt.epsilon)
+            keep.append(entry)
+            i += 2
+        else:
+            keep.append(entries[i])
+            weights += layer.get_weights()
+            i += 1
+    folded = Sequential._unbuilt(_layers_from_config(caller, keep, keep_names=False), model.name,
+                                 model.get_config()["dtype"])
+    folded.build(*model._input_spec)
+    folded.set_weights(weights)
+    folded.loss, folded.metrics = model.loss, list(model.metrics)
+    return folded
+
