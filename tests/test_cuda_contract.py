@@ -283,18 +283,20 @@ def test_batchnorm_is_called_correctly(name, dtype):
                                 opts(training, 0.99, 1e-3, keras, rate, alpha, 0, 0), be)
 
     dense_opts = opts(True, 0.99, 1e-3, keras, 0.3, False, 1, 2)
+    bn_ctx = ctx(mask, True, True, 0.3, False, True)
     _reaches_runtime([
-        lambda: be.batchnorm_forward(x, *vec, opts(True, 0.99, 1e-3, keras, 0.0, False, 0, 0)),
-        lambda: be.batchnorm_forward(x, None, None, None, None,
+        lambda: be.batchnorm_forward(x, None, None, *vec,
+                                     opts(True, 0.99, 1e-3, keras, 0.0, False, 0, 0)),
+        lambda: be.batchnorm_forward(x, None, None, None, None, None, None,
                                      opts(True, 0.1, 1e-5, torch, 0.3, True, 2**64 - 1, 2**40)),
-        lambda: be.batchnorm_forward(x, *vec, opts(False, 0.99, 1e-3, keras, 0.3, False, 1, 2)),
+        lambda: be.batchnorm_forward(x, None, None, *vec,
+                                     opts(False, 0.99, 1e-3, keras, 0.3, False, 1, 2)),
         lambda: be.batchnorm_backward(x, ctx(None, True, True, 0.0, False, True)),
         lambda: be.batchnorm_backward(x, ctx(mask, False, False, 0.3, True, True)),
         lambda: be.batchnorm_backward(x, ctx(mask, True, False, 0.3, False, False)),
-        lambda: be.dense_batchnorm_forward(xin, w, b, *vec, dense_opts),
-        lambda: be.dense_batchnorm_backward(
-            x, DenseBatchNormContext(xin, w, True, ctx(mask, True, True, 0.3, False, True)),
-            True),
+        lambda: be.batchnorm_forward(xin, w, b, *vec, dense_opts),
+        lambda: be.batchnorm_backward(x, bn_ctx, DenseBatchNormContext(xin, w, True, bn_ctx),
+                                      True),
     ])
 
 

@@ -227,40 +227,28 @@ class _Device:
         return self._C.philox4x32_10(self.xp.ascontiguousarray(counters, dtype=np.uint32), key,
                                      self.stream)
 
-    def batchnorm_forward(self, x, gamma, beta, moving_mean, moving_var, opts):
-        """(y, cols, mean, var, mask); moving_* updated in place when
+    def batchnorm_forward(self, x, w, b, gamma, beta, moving_mean, moving_var, opts):
+        """(y, cols, mean, var, mask, z): batch norm of z = x @ w + b, or of x
+        (z None) when w is None, in one call; moving_* updated in place when
         opts.training (opts: fusednn.ops.batchnorm.BatchNormOptions)."""
-        return self._C.batchnorm_forward(x, None, None, gamma, beta, moving_mean, moving_var,
-                                         opts.training, opts.momentum, opts.epsilon,
-                                         opts.convention, opts.spec.kind, opts.spec.alpha,
-                                         opts.rate, opts.alpha_dropout, opts.seed, opts.step,
-                                         self.stream)[:5]
-
-    def batchnorm_backward(self, dy, ctx):
-        """(dx, dgamma or None, dbeta or None) through the forward of `ctx`
-        (a BatchNormContext)."""
-        o = ctx.opts
-        return self._C.batchnorm_backward(dy, None, None, ctx.x, ctx.y, ctx.cols, ctx.mask, False,
-                                          False, ctx.has_gamma, ctx.has_beta, o.spec.kind,
-                                          o.spec.alpha, o.rate, o.alpha_dropout, o.training,
-                                          self.stream)[:3]
-
-    def dense_batchnorm_forward(self, x, w, b, gamma, beta, moving_mean, moving_var, opts):
-        """(y, cols, mean, var, mask, z), z = x @ w + b (None when w is): one call."""
         return self._C.batchnorm_forward(x, w, b, gamma, beta, moving_mean, moving_var,
                                          opts.training, opts.momentum, opts.epsilon,
                                          opts.convention, opts.spec.kind, opts.spec.alpha,
                                          opts.rate, opts.alpha_dropout, opts.seed, opts.step,
                                          self.stream)
 
-    def dense_batchnorm_backward(self, dy, ctx, need_dx):
-        """(dx or None, dgamma, dbeta, dw, db or None) through the block of
-        `ctx` (a DenseBatchNormContext): one call."""
-        bn, o = ctx.bn, ctx.bn.opts
-        return self._C.batchnorm_backward(dy, ctx.x, ctx.w, bn.x, bn.y, bn.cols, bn.mask,
-                                          ctx.has_bias, need_dx, bn.has_gamma, bn.has_beta,
-                                          o.spec.kind, o.spec.alpha, o.rate, o.alpha_dropout,
-                                          o.training, self.stream)
+    def batchnorm_backward(self, dy, bn, dense=None, need_dx=True):
+        """(dx, dgamma, dbeta, dw, db) through the forward of `bn` (a
+        BatchNormContext) and, given `dense` (the DenseBatchNormContext it
+        belongs to), its dense layer: dx is then dL/dx of the block (None
+        unless need_dx), else dL/d(BN input) with dw, db None. One call."""
+        o = bn.opts
+        x_in, w, has_bias = (None, None, False) if dense is None else \
+            (dense.x, dense.w, dense.has_bias)
+        return self._C.batchnorm_backward(dy, x_in, w, bn.x, bn.y, bn.cols, bn.mask, has_bias,
+                                          need_dx, bn.has_gamma, bn.has_beta, o.spec.kind,
+                                          o.spec.alpha, o.rate, o.alpha_dropout, o.training,
+                                          self.stream)
 
     def softmax_cross_entropy(self, logits, labels, y, w, eps, mean):
         """(0-d float64 loss, dlogits), both on the device (no synchronisation);

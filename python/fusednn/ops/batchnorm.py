@@ -177,8 +177,8 @@ def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, /, *, training, m
         caller, backend, *x.shape, x.dtype, gamma, beta, moving_mean, moving_var, training,
         momentum, epsilon, convention, spec, dropout, seed, step, alpha_dropout,
         dropout_training)
-    y, cols, mean, var, mask = backend.batchnorm_forward(x, gamma, beta, moving_mean,
-                                                         moving_var, opts)
+    y, cols, mean, var, mask, _ = backend.batchnorm_forward(x, None, None, gamma, beta,
+                                                            moving_mean, moving_var, opts)
     ctx = BatchNormContext(x, y, cols, mask, gamma is not None, beta is not None, opts,
                            backend, mean, var)
     return y, ctx
@@ -231,7 +231,7 @@ def dense_batchnorm_forward(x, w, b, gamma, beta, moving_mean, moving_var, /, *,
         caller, backend, x.shape[0], units, x.dtype, gamma, beta, moving_mean, moving_var,
         training, momentum, epsilon, convention, spec, dropout, seed, step, alpha_dropout,
         dropout_training)
-    y, cols, mean, var, mask, z = backend.dense_batchnorm_forward(
+    y, cols, mean, var, mask, z = backend.batchnorm_forward(
         x, w, b, gamma, beta, moving_mean, moving_var, opts)
     bn = BatchNormContext(z, y, cols, mask, gamma is not None, beta is not None, opts, backend,
                           mean, var)
@@ -256,7 +256,7 @@ def dense_batchnorm_backward(dy, ctx: DenseBatchNormContext, *, need_dx: bool = 
         raise ValueError(f"{caller}: dy has shape {tuple(dy.shape)}, expected "
                          f"{tuple(bn.x.shape)} (the shape of the forward output)")
     need_dx = check_bool(caller, "need_dx", need_dx)
-    dx, dgamma, dbeta, dw, db = backend.dense_batchnorm_backward(dy, ctx, need_dx)
+    dx, dgamma, dbeta, dw, db = backend.batchnorm_backward(dy, bn, ctx, need_dx)
     return dx, dw, db, dgamma, dbeta
 
 
@@ -278,7 +278,7 @@ def batchnorm_backward(dy, ctx: BatchNormContext):
     if tuple(dy.shape) != tuple(ctx.x.shape):
         raise ValueError(f"{caller}: dy has shape {tuple(dy.shape)}, expected "
                          f"{tuple(ctx.x.shape)} (the shape of the forward output)")
-    return backend.batchnorm_backward(dy, ctx)
+    return backend.batchnorm_backward(dy, ctx)[:3]
 
 
 def fold_batchnorm(w, b, gamma, beta, moving_mean, moving_var, epsilon=1e-3):
