@@ -322,8 +322,11 @@ def backend_for(caller: str, **arrays):
 
     Raises TypeError for anything other than NumPy/CuPy arrays and for a mix.
     """
-    if all(type(a) is np.ndarray or a is None for a in arrays.values()):
-        return _CPU  # the common case, without building the report below
+    for a in arrays.values():  # the common case first: a loop, not all() over a generator
+        if a is not None and type(a) is not np.ndarray:
+            break
+    else:
+        return _CPU
     kinds = {}
     for name, a in arrays.items():
         if a is None:

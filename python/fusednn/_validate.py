@@ -8,7 +8,8 @@ import os
 
 import numpy as np
 
-_FLOAT_CHARS = ("f", "d")  # float32, float64; dtype.char is a cheap C attribute
+_FLOAT_CHARS = ("f", "d")
+_UINT64_END = 2**64  # float32, float64; dtype.char is a cheap C attribute
 
 
 def float_array(caller: str, name: str, a, xp, ndim: int | None = None, dtype=None):
@@ -31,7 +32,11 @@ def float_array(caller: str, name: str, a, xp, ndim: int | None = None, dtype=No
 
 def check_float(caller, name, value, *, low=None, high=None, low_open=False, high_open=False):
     """float(value) after checking type and range; errors name the argument."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    t = type(value)
+    # Exact float/int first: the isinstance check against the numbers ABC costs
+    # more than the rest of the check, and these run on every op call.
+    if t is not float and t is not int and (
+            isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)):
         raise TypeError(f"{caller}: {name} must be a float, got {value!r}")
     v = float(value)
     if not math.isfinite(v):
@@ -50,17 +55,21 @@ def check_unit(caller, name, value):
 
 def check_uint64(caller, name, value):
     """int(value) after checking it is an integer in [0, 2**64) (seeds, steps)."""
+    if type(value) is int and 0 <= value < _UINT64_END:
+        return value  # the common case, without the numbers ABC check
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{caller}: {name} must be an integer in [0, 2**64), got "
                         f"{type(value).__name__} {value!r}")
     v = int(value)
-    if not 0 <= v < 2**64:
+    if not 0 <= v < _UINT64_END:
         raise ValueError(f"{caller}: {name} must be in [0, 2**64), got {v}")
     return v
 
 
 def check_rate(caller, name, value):
     """A dropout rate: a real number in [0, 1)."""
+    if type(value) is float and 0.0 <= value < 1.0:
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{caller}: {name} must be a real number in [0, 1), got "
                         f"{type(value).__name__} {value!r}")
@@ -71,6 +80,8 @@ def check_rate(caller, name, value):
 
 
 def check_bool(caller, name, value):
+    if value is True or value is False:
+        return value
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{caller}: {name} must be a bool, got {type(value).__name__} {value!r}")
     return bool(value)

@@ -43,6 +43,7 @@ gradients, as in other frameworks.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -72,6 +73,11 @@ class BatchNormOptions(NamedTuple):
     step: int
 
 
+# The checked fields go straight into the tuple: NamedTuple's generated
+# __new__ costs twice as much, on every call.
+_new_options = functools.partial(tuple.__new__, BatchNormOptions)
+
+
 @dataclass
 class BatchNormContext:
     """What batchnorm_backward needs from batchnorm_forward."""
@@ -96,7 +102,7 @@ class BatchNormContext:
 def _feature(caller, name, a, xp, n, dtype, *, writable=False):
     if a is None:
         return None
-    if a.dtype != dtype:
+    if a.dtype is not dtype and a.dtype != dtype:
         raise TypeError(f"{caller}: {name} has dtype {a.dtype.name}, expected {dtype.name} "
                         f"(the dtype of x)")
     if a.ndim != 1 or a.shape[0] != n:
@@ -109,7 +115,7 @@ def _feature(caller, name, a, xp, n, dtype, *, writable=False):
         if not a.flags.writeable:
             raise ValueError(f"{caller}: {name} is read-only (it is updated in place)")
         return a
-    return float_array(caller, name, a, xp, ndim=1, dtype=dtype)
+    return a if a.flags.c_contiguous else xp.ascontiguousarray(a)  # dtype, ndim checked above
 
 
 def _bn_options(caller, backend, batch, n, dtype, gamma, beta, moving_mean, moving_var, training,
@@ -148,9 +154,9 @@ def _bn_options(caller, backend, batch, n, dtype, gamma, beta, moving_mean, movi
         dropout_training = training
     if not check_bool(caller, "dropout_training", dropout_training):
         rate = 0.0
-    return gamma, beta, moving_mean, moving_var, BatchNormOptions(
+    return gamma, beta, moving_mean, moving_var, _new_options((
         training, momentum, epsilon, _CONVENTIONS[convention], spec, rate, alpha_dropout, seed,
-        step)
+        step))
 
 
 def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, /, *, training, momentum=0.99,
