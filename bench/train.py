@@ -13,7 +13,10 @@ batch, forward, softmax cross-entropy, backward, one optimizer step, and the
 batch loss read back to the host (what a progress bar needs):
 
   fusednn: ``model.fit(x, y, batch_size, epochs=1, verbose=0)``; BN ->
-    activation (-> dropout) run as one fused kernel call per block;
+    activation (-> dropout) run as one fused kernel call per block, and the
+    whole step as one native call (the compiled step, fusednn.models.engine);
+  fusednn layer by layer: the same with ``compile(jit_compile=False)``, a
+    Python call per block ("compiled / layers" is the step engine's gain);
   PyTorch: nn.Sequential of Linear / BatchNorm1d / ELU|ReLU / Dropout,
     ``torch.optim.NAdam`` / ``Adam`` (foreach), ``F.cross_entropy`` and
     autograd, the usual loop with ``loss.item()`` per batch, the same number
@@ -78,7 +81,7 @@ def gemm_flops_per_sample(net):
 
 
 # ----------------------------------------------------------------- fusednn
-def fd_model(net, dtype=np.float32, seed=0, xp=np):
+def fd_model(net, dtype=np.float32, seed=0, xp=np, jit_compile="auto"):
     layers = []
     for i, units in enumerate(net["blocks"]):
         layers += [fd.layers.Dense(units, use_bias=True,
@@ -91,7 +94,7 @@ def fd_model(net, dtype=np.float32, seed=0, xp=np):
         seed=seed + 99)))
     model = fd.Sequential(layers)
     opt = fd.optimizers.Nadam() if net["opt"] == "nadam" else fd.optimizers.Adam()
-    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
     model.build(net["n_in"], xp, dtype)
     return model
 
@@ -391,6 +394,9 @@ def result_row(net, batch, n, t, gemm_flops):
            "vs_numpy": round(t.ratio("numpy", "fusednn"), 2),
            "sgemm_gflops": round(rate / 1e9, 1),
            "of_sgemm": round(sps * gemm_flops_per_sample(net) / rate, 3)}
+    if "layers" in t:
+        row["layers_sps"] = round(n / t.median("layers"))
+        row["vs_layers"] = round(t.ratio("layers", "fusednn"), 2)
     for peer in ("torch", "jax"):
         if peer in t:
             row[f"{peer}_sps"] = round(n / t.median(peer))
@@ -414,8 +420,10 @@ def bench_cpu(cases, rounds, samples, use_jax=True):
         x = rng.standard_normal((n, net["n_in"]), dtype=np.float32)
         y = rng.integers(0, N_OUT, n)
         model = fd_model(net)
+        layered = fd_model(net, jit_compile=False)
         ref = NumpyNet(net, fd_weights(model))
         fns = {"fusednn": lambda: model.fit(x, y, batch_size=batch, epochs=1, verbose=0),
+               "layers": lambda: layered.fit(x, y, batch_size=batch, epochs=1, verbose=0),
                "numpy": lambda: ref.epoch(x, y, batch)}
         if torch is not None:
             tm, topt = torch_model(net, fd_weights(model), threads)
@@ -529,6 +537,7 @@ def main(argv=None):
                       {"machine": info, "rows": rows})
     peer = "CuPy" if args.device == "cuda" else "NumPy"
     cols = [("net", "net"), ("batch", "batch"), ("fd_sps", "fusednn samples/s"),
+            ("layers_sps", "layer by layer samples/s"), ("vs_layers", "compiled / layers"),
             ("torch_sps", "torch samples/s"), ("jax_sps", "JAX jit samples/s"),
             ("numpy_sps", f"{peer} samples/s"), ("vs_torch", "vs torch"), ("vs_jax", "vs JAX"),
             ("vs_numpy", f"vs {peer}"), ("sgemm_gflops", "sgemm GFLOP/s"),

@@ -39,6 +39,7 @@ from ..layers import BatchNormalization, Dense, Dropout, Input
 from ..layers._util import check_seed, rng_state, set_rng_state
 from ..layers.base import Layer
 from ..saving import model as saving_model
+from .engine import CompiledStep, unsupported
 from .history import History, _Progress
 from .loss import LOSSES, Loss
 from .plan import DenseBatchNormStep, plan
@@ -148,6 +149,9 @@ class Sequential:
         self._steps: list = []    # the Steps that run the layers (models/plan.py)
         self._loss = None         # the compiled loss with the output head (models/loss.py)
         self._planned = None      # what the Steps were planned for (see _plan)
+        self._step_mode = None
+        self.jit_compile = "auto"  # fit's step: compiled where supported (see compile)
+        self._engine = None       # the CompiledStep fit uses (models/engine.py)
         for layer in layers or []:
             self.add(layer)
 
@@ -377,9 +381,19 @@ class Sequential:
         saving_model.save_model(self, path)
 
     # ------------------------------------------------------------- compile
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, jit_compile="auto") -> None:
         """Choose the optimizer (an instance or a name), the loss (a name)
-        and the metrics (``["accuracy"]`` or none)."""
+        and the metrics (``["accuracy"]`` or none).
+
+        jit_compile (Keras' argument): how fit runs a training step. "auto"
+        (the default): as one native call per batch (fusednn.models.engine)
+        where the model allows it, else layer by layer; False: layer by
+        layer; True: compiled, and fit raises ValueError naming what does
+        not allow it. Both paths give the same weights. ``step_mode`` says
+        which one the last fit ran."""
+        if jit_compile not in (True, False, "auto"):
+            raise ValueError(f"Sequential.compile: jit_compile must be True, False or 'auto', "
+                             f"got {jit_compile!r}")
         self.optimizer = _optimizers.get(optimizer) if isinstance(optimizer, str) else optimizer
         if not isinstance(self.optimizer, _optimizers.Optimizer):
             raise TypeError(f"Sequential.compile: optimizer must be a fd.optimizers optimizer or "
@@ -393,6 +407,8 @@ class Sequential:
             if m not in ("accuracy", "acc"):
                 raise ValueError(f"Sequential.compile: unknown metric {m!r}; supported: accuracy")
         self.metrics = ["accuracy" for _ in metrics]
+        self.jit_compile = jit_compile
+        self._engine = None
         if self.built:
             self._plan()  # the head depends on the loss
 
@@ -465,6 +481,34 @@ class Sequential:
 
     def _metric_values(self, out, y) -> dict:
         return {"accuracy": self._loss.accuracy(out, y)} if "accuracy" in self.metrics else {}
+
+    def _compiled_step(self, caller, start):
+        """The CompiledStep fit runs, or None (layer by layer); sets
+        ``step_mode``."""
+        reason = unsupported(self, start) if self.jit_compile else "jit_compile=False"
+        self.step_mode = "compiled" if reason is None else f"layer by layer ({reason})"
+        if reason is not None:
+            if self.jit_compile is True:
+                raise ValueError(f"{caller}: jit_compile=True, but the step cannot be "
+                                 f"compiled: {reason}")
+            return None
+        if self._engine is None:
+            self._engine = CompiledStep(self)
+        return self._engine
+
+    @property
+    def step_mode(self) -> str:
+        """How fit runs a training step: ``"compiled"`` (one native call
+        per batch) or ``"layer by layer (<why>)"``; what compile's
+        ``jit_compile`` and the layers allow, as the last fit found it."""
+        if self._step_mode is None and self.optimizer is not None and self.built:
+            reason = unsupported(self) if self.jit_compile else "jit_compile=False"
+            return "compiled" if reason is None else f"layer by layer ({reason})"
+        return self._step_mode
+
+    @step_mode.setter
+    def step_mode(self, value):
+        self._step_mode = value
 
     # ---------------------------------------------------------- fit & co.
     def _check_xy(self, caller, x, y, what="x"):
@@ -651,6 +695,11 @@ class Sequential:
             x = self._run_steps(x, start, batch_size)
             if x_val is not None:
                 x_val = self._run_steps(x_val, start, batch_size)
+        engine = self._compiled_step(caller, start)
+        if engine is not None and self.loss == "sparse_categorical_crossentropy":
+            y = y.reshape(-1)  # the kernels take int32 or int64 class indices
+            if y.dtype not in (np.int32, np.int64):
+                y = y.astype(np.int64)
         n = x.shape[0]
         steps = -(-n // batch_size)
         history = History()
@@ -677,7 +726,10 @@ class Sequential:
                 xb, yb = x[idx], y[idx]
                 for cb in cbs:
                     cb.on_train_batch_begin(step, {})
-                out, loss = self._train_step(xb, yb, start)
+                if engine is None:
+                    out, loss = self._train_step(xb, yb, start)
+                else:
+                    loss, correct = engine(xb, yb, caller)
                 m = xb.shape[0]
                 batch_loss = float(loss) + self._penalty_loss()
                 if not (nan_warned or math.isfinite(batch_loss)):
@@ -688,7 +740,9 @@ class Sequential:
                                   f"NaN or inf, or lower the learning rate", RuntimeWarning,
                                   stacklevel=2)
                 loss_sum += batch_loss * m
-                for k, v in self._metric_values(out, yb).items():
+                values = self._metric_values(out, yb) if engine is None else \
+                    engine.metric_values(correct, yb)
+                for k, v in values.items():
                     metric_sums[k] = metric_sums.get(k, 0.0) + v * m
                 seen += m
                 logs = {"loss": loss_sum / seen, **{k: v / seen for k, v in metric_sums.items()}}

@@ -142,19 +142,35 @@ class Optimizer:
         params, grads = self._check_lists(caller, grads, params)
         count = len(params)
         backend = self._dispatch(caller, grads, params)
+        # Slots, scratch and kernels go to the parameters' GPU, not to whichever
+        # device is current (backend_for has checked that they share one).
+        with (on_device(params[0]) if count else contextlib.nullcontext()):
+            flags, pens, cons = self._prepare(caller, params, trainable, penalties, constraints,
+                                              backend, grads)
+            self._step(backend, params, grads, flags, pens, cons)
+
+    def _prepare(self, caller, params, trainable, penalties, constraints, backend=None,
+                 grads=None):
+        """(flags, pens, cons): the checked per-tensor arguments of `apply`
+        for `params` (and `grads`, where given), whose slots are built here
+        (or checked against them); also what fusednn.models.engine hands its
+        compiled step."""
+        count = len(params)
+        if backend is None:
+            backend = self._dispatch(caller, params, params)
         flags = self._per_tensor(caller, "trainable", trainable, count, self._check_trainable)
         pens = self._per_tensor(caller, "penalties", penalties, count, self._check_penalty)
         cons = self._per_tensor(caller, "constraints", constraints, count, self._check_constraint)
-
         dtype = params[0].dtype if count else None
         for i in range(count):
-            p, g = params[i], grads[i]
+            p = params[i]
             if p.dtype.char not in _FLOAT_CHARS:
                 raise TypeError(f"{caller}: params[{i}] has dtype {p.dtype.name}, expected "
                                 f"float32 or float64")
             if p.dtype != dtype:
                 raise TypeError(f"{caller}: params[{i}] has dtype {p.dtype.name} but params[0] "
                                 f"has {dtype.name}; one step takes one dtype")
+            g = grads[i] if grads is not None else p
             if g.dtype != p.dtype:
                 raise TypeError(f"{caller}: grads[{i}] has dtype {g.dtype.name} but params[{i}] "
                                 f"has {p.dtype.name}")
@@ -163,18 +179,12 @@ class Optimizer:
                                  f"params[{i}] has shape {tuple(p.shape)}")
             if isinstance(p, np.ndarray) and not p.flags.writeable:
                 raise ValueError(f"{caller}: params[{i}] is read-only; it is updated in place")
-        # Slots, scratch and kernels go to the parameters' GPU, not to whichever
-        # device is current (backend_for has checked that they share one).
-        with (on_device(params[0]) if count else contextlib.nullcontext()):
-            self._step(backend, params, grads, flags, pens, cons, caller)
-
-    def _step(self, backend, params, grads, flags, pens, cons, caller):
-        """The checked step of `apply`, on the parameters' device."""
-        count = len(params)
         self._build(caller, backend, params)
+        return flags, pens, cons
 
-        idx = [i for i in range(count) if flags[i] and params[i].size > 0]
-        t = self.iterations + 1
+    def _record(self, t):
+        """(OptStep, clip mode, clip bound) of step t (1-based): the scalars the
+        kernels read, computed on the host in double."""
         lr = self.current_learning_rate()
         step = _C.OptStep()
         for name, value in self._step_fields(lr, t).items():
@@ -188,7 +198,14 @@ class Optimizer:
             clip_mode, clip = Clip.Norm, self.clipnorm
         elif self.global_clipnorm is not None:
             clip_mode, clip = Clip.Global, self.global_clipnorm
+        return step, clip_mode, clip
 
+    def _step(self, backend, params, grads, flags, pens, cons):
+        """The checked step of `apply`, on the parameters' device."""
+        count = len(params)
+        idx = [i for i in range(count) if flags[i] and params[i].size > 0]
+        t = self.iterations + 1
+        step, clip_mode, clip = self._record(t)
         if idx:
             xp = backend.xp
             work = [params[i] if params[i].flags.c_contiguous else xp.ascontiguousarray(params[i])

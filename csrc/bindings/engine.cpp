@@ -1,0 +1,303 @@
+// fusednn._C.StepPlan: a Sequential model's training step as one call
+// (engine/step_plan.h). The plan holds references to the model's weights, the
+// optimizer's slots and its own buffers; fusednn.models.engine builds it
+// from the planned Steps and rebuilds it when a weight, slot or trainable
+// flag changes. CPU only for now: the GPU runs the steps layer by layer.
+#include "engine/step_plan.h"
+
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <array>
+#include <string>
+#include <vector>
+
+#include "bindings/registry.h"
+#include "bindings/tensor.h"
+
+namespace py = pybind11;
+using namespace fusednn::bind;
+using namespace pybind11::literals;
+using fusednn::engine::Block;
+using fusednn::engine::BlockKind;
+using fusednn::engine::LossKind;
+
+// The GPU module leaves the plan out until it has its CUDA-graph form: the
+// accuracy count and the loss are read on the host here.
+#if !FUSEDNN_BIND_CUDA
+namespace {
+
+class Plan {
+ public:
+  // blocks: one dict per Step (see fusednn.models.engine); tensors: per
+  // trained tensor (block index, "w" | "b" | "gamma" | "beta", its 3 slots,
+  // l1, l2, max_norm, max-norm (outer, mid, inner) view).
+  Plan(const py::list& blocks, bool f64, LossKind loss, bool accuracy, double threshold, int stop,
+       fusednn::Opt rule, const py::list& tensors)
+      : dt_(f64 ? DType::F64 : DType::F32), rule_(rule) {
+    check(blocks.size() > 0, "blocks", "a plan needs at least one block");
+    in_range("loss kind", loss, LossKind(4));
+    in_range("optimizer kind", rule, fusednn::Opt::Count);
+    check(stop >= 0 && stop <= int(blocks.size()), "stop", "out of range");
+    loss_ = {loss, accuracy, threshold};
+    stop_ = stop;
+    int64_t features = -1;
+    for (const py::handle h : blocks) {
+      blocks_.push_back(parse(h.cast<py::dict>(), features));
+      features = blocks_.back().out;
+    }
+    for (const py::handle h : tensors) add_tensor(h.cast<py::tuple>());
+    dout_ = empty(dt_, {0});
+  }
+
+  // The step on x (m x features) against target; counters: each dropout's
+  // step counter; h, clip_mode, clip: the optimizer's step record.
+  py::tuple run(py::handle x_obj, py::handle target_obj, const std::vector<uint64_t>& counters,
+                const fusednn::OptStep<double>& h, fusednn::Clip clip_mode, double clip) {
+    in_range("clip_mode", clip_mode, fusednn::Clip::Count);
+    check(!busy_, "StepPlan.run", "already running in another thread");
+    check(counters.size() == size_t(n_counters_), "counters", "one per dropout");
+    const Tensor x = view(x_obj, "x"), t = view(target_obj, "target");
+    expect(x, dt_, {-1, blocks_[0].in});
+    const int64_t m = x.dim(0), c = blocks_.back().out;
+    check(m >= 1, "x", "needs at least one row");
+    const bool indices = loss_.kind == LossKind::SparseSoftmax;
+    if (indices)
+      expect(t, t.dtype == DType::I32 ? DType::I32 : DType::I64, {m});
+    else
+      expect_size(t, dt_, count("target", m, c));
+    check(t.ndim >= 1 && t.dim(0) == m, "target", "needs one row per row of x");
+    if (m > rows_) reserve(m);
+    busy_ = true;
+    fusednn::engine::StepResult r;
+    try {
+      run_floating(dt_, [&](auto tag) {
+        using T = decltype(tag);
+        std::vector<fusednn::OptTensor<T>> ts(tensors_.size());
+        for (size_t i = 0; i < ts.size(); ++i) {
+          const TensorRef& a = tensors_[i];
+          ts[i] = {static_cast<T*>(a.p), static_cast<const T*>(a.g), {}, a.n, a.l1, a.l2,
+                   a.max_norm, a.view[0], a.view[1], a.view[2]};
+          for (int j = 0; j < 3; ++j) ts[i].s[j] = static_cast<T*>(a.s[j]);
+        }
+        fusednn::engine::StepPlan<T> plan{blocks_, loss_, stop_};
+        const auto go = [&](auto* labels) {
+          using L = std::remove_const_t<std::remove_pointer_t<decltype(labels)>>;
+          return plan.template run<L>(x.data<T>(), labels, indices ? nullptr : t.data<T>(),
+                                      dout_.data<T>(), &loss_value_, m, counters.data(), rule_, h,
+                                      ts.data(), int64_t(ts.size()), clip_mode, clip, nullptr,
+                                      Stream{});
+        };
+        if (indices && t.dtype == DType::I32)
+          r = go(t.data<const int32_t>());
+        else
+          r = go(indices ? t.data<const int64_t>() : static_cast<const int64_t*>(nullptr));
+      });
+    } catch (...) {
+      busy_ = false;
+      throw;
+    }
+    busy_ = false;
+    return py::make_tuple(r.loss, r.correct);
+  }
+
+  // The weight gradients of the last run, per trained tensor, in order.
+  py::list grads() const {
+    py::list out;
+    for (const TensorRef& a : tensors_) out.append(a.grad);
+    return out;
+  }
+
+  int64_t rows() const { return rows_; }
+
+ private:
+  struct TensorRef {
+    void *p = nullptr, *g = nullptr, *s[3] = {nullptr, nullptr, nullptr};
+    int64_t n = 0;
+    double l1 = 0, l2 = 0, max_norm = 0;
+    std::array<int64_t, 3> view{1, 1, 1};
+    py::object grad;
+  };
+
+  // A weight of `n` elements (`rows` x n for a kernel; rows 0: a vector).
+  void* weight(const py::dict& d, const char* key, int64_t rows, int64_t n, bool written) {
+    if (!d.contains(key) || d[key].is_none()) return nullptr;
+    const Tensor t = view(d[key], key);
+    if (rows > 0)
+      expect(t, dt_, {rows, n});
+    else
+      expect(t, dt_, {n});
+    if (written) expect_writable(t);
+    keep_.push_back(py::object(d[key]));
+    return t.ptr;
+  }
+
+  void* grad_buffer(void* weight, int64_t rows, int64_t n) {
+    if (!weight) return nullptr;
+    owned_.push_back(rows > 0 ? empty(dt_, {rows, n}) : empty(dt_, {n}));
+    return owned_.back().ptr;
+  }
+
+  Block parse(const py::dict& d, int64_t features) {
+    Block k;
+    k.kind = in_range("block kind", BlockKind(d["kind"].cast<int>()), BlockKind(4));
+    k.in = d["in"].cast<int64_t>();
+    k.out = d["out"].cast<int64_t>();
+    check(k.in >= 1 && k.out >= 1, "block", "needs at least one feature in and out");
+    check(features < 0 || k.in == features, "block", "input features differ from the output "
+                                                     "of the block below");
+    check(k.kind == BlockKind::Dense || k.kind == BlockKind::BatchNorm || k.in == k.out, "block",
+          "an activation or dropout keeps its width");
+    if (d.contains("act")) k.act = to_act(d["act"].cast<fusednn::Act>());
+    if (d.contains("alpha")) k.alpha = d["alpha"].cast<double>();
+    if (d.contains("rate")) {
+      k.rate = d["rate"].cast<double>();
+      check_rate("block", k.rate);
+      k.alpha_dropout = d["alpha_dropout"].cast<bool>();
+      k.seed = d["seed"].cast<uint64_t>();
+      if (k.rate > 0.0) k.counter = n_counters_++;
+    }
+    k.w = weight(d, "w", k.in, k.out, false);
+    check(k.kind != BlockKind::Dense || k.w, "w", "a dense block needs its kernel");
+    check(k.w || k.kind == BlockKind::BatchNorm || !d.contains("b") || d["b"].is_none(), "b",
+          "given without w");
+    k.b = weight(d, "b", 0, k.out, false);
+    k.dw = grad_buffer(k.w, k.in, k.out);
+    k.db = grad_buffer(k.b, 0, k.out);
+    if (k.kind == BlockKind::BatchNorm) {
+      k.gamma = weight(d, "gamma", 0, k.out, false);
+      k.beta = weight(d, "beta", 0, k.out, false);
+      k.moving_mean = weight(d, "moving_mean", 0, k.out, true);
+      k.moving_var = weight(d, "moving_var", 0, k.out, true);
+      k.dgamma = grad_buffer(k.gamma, 0, k.out);
+      k.dbeta = grad_buffer(k.beta, 0, k.out);
+      k.batch_stats = d["batch_stats"].cast<bool>();
+      k.momentum = d["momentum"].cast<double>();
+      k.epsilon = d["epsilon"].cast<double>();
+      k.convention = in_range("convention", d["convention"].cast<fusednn::BnConvention>(),
+                              fusednn::BnConvention::Count);
+      check(k.moving_mean && k.moving_var, "moving_mean, moving_var", "required");
+      check(k.epsilon > 0.0 && std::isfinite(k.epsilon), "epsilon", "must be a finite number > 0");
+    }
+    return k;
+  }
+
+  void add_tensor(const py::tuple& e) {
+    check(e.size() == 7, "tensors", "entries are (block, name, slots, l1, l2, max_norm, view)");
+    const int64_t b = e[0].cast<int64_t>();
+    check(b >= stop_ && b < int64_t(blocks_.size()), "tensors", "block index out of range");
+    const Block& k = blocks_[size_t(b)];
+    const std::string name = e[1].cast<std::string>();
+    TensorRef a;
+    int64_t rows = 0;
+    if (name == "w") a.p = k.w, a.g = k.dw, rows = k.in;
+    else if (name == "b") a.p = k.b, a.g = k.db;
+    else if (name == "gamma") a.p = k.gamma, a.g = k.dgamma;
+    else if (name == "beta") a.p = k.beta, a.g = k.dbeta;
+    check(a.p != nullptr, "tensors", "names a weight the block does not have");
+    a.n = rows > 0 ? rows * k.out : k.out;
+    for (const Tensor& g : owned_)
+      if (g.ptr == a.g) a.grad = g.keep;
+    const py::sequence slots = e[2].cast<py::sequence>();
+    check(slots.size() == 3, "slots", "must have 3 entries");
+    for (size_t j = 0; j < 3; ++j) {
+      const Tensor s = view_or_none(slots[j], "slot");
+      if (s.none()) continue;
+      expect_size(s, dt_, a.n);
+      expect_writable(s);
+      keep_.push_back(py::reinterpret_borrow<py::object>(slots[j]));
+      a.s[j] = s.ptr;
+    }
+    a.l1 = e[3].cast<double>();
+    a.l2 = e[4].cast<double>();
+    a.max_norm = e[5].cast<double>();
+    a.view = e[6].cast<std::array<int64_t, 3>>();
+    check(a.l1 >= 0 && a.l2 >= 0 && a.max_norm >= 0, "tensors", "penalties and max_norm >= 0");
+    check(a.max_norm == 0 ||
+              (a.view[0] >= 1 && a.view[1] >= 1 && a.view[2] >= 1 &&
+               count("view", count("view", a.view[0], a.view[1]), a.view[2]) == a.n),
+          "tensors", "max-norm view does not match");
+    tensors_.push_back(std::move(a));
+  }
+
+  // Buffers for batches of up to m rows.
+  void reserve(int64_t m) {
+    rows_buffers_.clear();
+    const auto rows = [&](int64_t n, bool want) -> void* {
+      if (!want) return nullptr;
+      rows_buffers_.push_back(empty(dt_, {m, n}));
+      return rows_buffers_.back().ptr;
+    };
+    int64_t widest = 1;
+    for (Block& k : blocks_) {
+      widest = std::max(widest, k.out);
+      const bool bn = k.kind == BlockKind::BatchNorm, dense = k.kind == BlockKind::Dense;
+      const bool drop = k.kind == BlockKind::Dropout;
+      k.z = rows(k.out, (dense && fusednn::saves_input(k.act)) || (bn && k.w));
+      k.y = rows(k.out, !drop || k.rate > 0.0);
+      k.dz = rows(k.out, bn || (dense && k.act != fusednn::Act::Linear));
+      k.dx = rows(k.in, true);
+      k.mask = nullptr;
+      if (k.rate > 0.0) {
+        rows_buffers_.push_back(empty(DType::U32, {fusednn::mask_words(count("rows", m, k.out))}));
+        k.mask = rows_buffers_.back().data<uint32_t>();
+      }
+      if (bn) {
+        rows_buffers_.push_back(empty(dt_, {fusednn::kBnCols, k.out}));
+        k.cols = rows_buffers_.back().ptr;
+        rows_buffers_.push_back(empty(DType::F64, {2, k.out}));
+        k.mean = rows_buffers_.back().data<double>();
+        k.var = k.mean + k.out;
+        if (!k.batch_stats) k.mean = k.var = nullptr;
+        const int64_t ws = fusednn::dev::batchnorm_workspace(m, k.out);  // the GPU's scratch
+        k.ws = nullptr;
+        if (ws > 0) {
+          rows_buffers_.push_back(empty(DType::F64, {ws}));
+          k.ws = rows_buffers_.back().data<double>();
+        }
+      }
+    }
+    dout_ = empty(dt_, {m, blocks_.back().out});
+    rows_ = m;
+  }
+
+  DType dt_;
+  fusednn::Opt rule_;
+  fusednn::engine::Loss loss_;
+  int stop_ = 0;
+  int n_counters_ = 0;
+  std::vector<Block> blocks_;
+  std::vector<TensorRef> tensors_;
+  std::vector<py::object> keep_;      // the model's arrays the plan points into
+  std::vector<Tensor> owned_;         // gradient buffers
+  std::vector<Tensor> rows_buffers_;  // per-row buffers, `rows_` rows
+  Tensor dout_;
+  int64_t rows_ = 0;
+  double loss_value_ = 0;
+  bool busy_ = false;
+};
+
+const Registrar reg([](py::module_& m) {
+  py::enum_<BlockKind>(m, "BlockKind", "The blocks of a StepPlan (engine/step_plan.h).")
+      .value("Dense", BlockKind::Dense)
+      .value("BatchNorm", BlockKind::BatchNorm)
+      .value("Activation", BlockKind::Activation)
+      .value("Dropout", BlockKind::Dropout);
+  py::enum_<LossKind>(m, "LossKind", "How a StepPlan's loss reads the output.")
+      .value("SparseSoftmax", LossKind::SparseSoftmax)
+      .value("Softmax", LossKind::Softmax)
+      .value("SigmoidBce", LossKind::SigmoidBce)
+      .value("Mse", LossKind::Mse);
+  py::class_<Plan>(m, "StepPlan", "A training step in one call (engine/step_plan.h).")
+      .def(py::init<const py::list&, bool, LossKind, bool, double, int, fusednn::Opt,
+                    const py::list&>(),
+           "blocks"_a, "f64"_a, "loss"_a, "accuracy"_a, "threshold"_a, "stop"_a, "rule"_a,
+           "tensors"_a)
+      .def("run", &Plan::run, "x"_a, "target"_a, "counters"_a, "step"_a, "clip_mode"_a, "clip"_a,
+           "(loss, correct): forward, loss, backward and the optimizer update, in place.")
+      .def("grads", &Plan::grads, "The weight gradients of the last run, per trained tensor.")
+      .def_property_readonly("rows", &Plan::rows, "Rows the buffers hold now.");
+});
+
+}  // namespace
+#endif

@@ -1,0 +1,237 @@
+// A whole training step of a Sequential model in one call: forward through
+// every block, the loss and its gradient, backward, and the optimizer update
+// of all parameters (fusednn/optimizer.h), with the metric's count.
+//
+// A block is one Step of fusednn.models.plan:
+//   Dense       y = f(x @ w + b)
+//   BatchNorm   [z = x @ w + b ->] y = drop(f(gamma z_hat + beta))
+//   Activation  y = f(x)
+//   Dropout     y = drop(x)
+// and each runs the very kernel calls (fusednn::dev, the same arguments, in
+// the same order) that the layer-by-layer path makes through the op
+// bindings, so both paths give the same numbers bit for bit. The plan only
+// removes what lies between the kernels: Python, argument checks and
+// allocation. Buffers are given by the caller (bindings/engine.cpp) with room
+// for `rows` samples; a smaller batch uses the first rows of each.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+// fusednn::dev: the kernels of the device the including module is built for.
+#if FUSEDNN_BIND_CUDA
+#include "cuda/device.cuh"
+#else
+#include "cpu/device.h"
+#endif
+#include "fusednn/batchnorm.h"
+#include "fusednn/dropout.h"
+#include "fusednn/loss.h"
+#include "fusednn/optimizer.h"
+
+namespace fusednn {
+namespace engine {
+
+enum class BlockKind : int { Dense = 0, BatchNorm = 1, Activation = 2, Dropout = 3 };
+
+// How the loss reads the last block's output: fusednn.models.loss.Loss.
+enum class LossKind : int { SparseSoftmax = 0, Softmax = 1, SigmoidBce = 2, Mse = 3 };
+
+// One block's parameters and buffers (T* as void*: one struct for both dtypes).
+struct Block {
+  BlockKind kind = BlockKind::Dense;
+  int64_t in = 0, out = 0;  // features in and out
+  // Dense, or the dense part of a BatchNorm block (w null: batch norm alone)
+  void *w = nullptr, *b = nullptr, *dw = nullptr, *db = nullptr;
+  // BatchNorm
+  void *gamma = nullptr, *beta = nullptr, *moving_mean = nullptr, *moving_var = nullptr;
+  void *dgamma = nullptr, *dbeta = nullptr;
+  bool batch_stats = true;  // normalise with the batch statistics (a trainable BN)
+  double momentum = 0.99, epsilon = 1e-3;
+  BnConvention convention = BnConvention::Keras;
+  // activation (Dense, BatchNorm, Activation)
+  Act act = Act::Linear;
+  double alpha = 0;
+  // dropout (BatchNorm, Dropout): the mask's key; the counter comes per call
+  double rate = 0;
+  bool alpha_dropout = false;
+  uint64_t seed = 0;
+  int counter = -1;  // index into the call's dropout counters (-1: none)
+  // per-row buffers, `out` columns (dx: `in` columns)
+  void *z = nullptr;   // Dense: f's input where f saves it; BatchNorm: x @ w + b
+  void *y = nullptr;   // output (Dropout with rate 0: none, y is the input)
+  void *dz = nullptr;  // Dense: dy f'(s); BatchNorm: dL/dz
+  void *dx = nullptr;  // dL/d(input)
+  uint32_t* mask = nullptr;
+  // BatchNorm scratch
+  void* cols = nullptr;
+  double *mean = nullptr, *var = nullptr, *ws = nullptr;
+};
+
+struct Loss {
+  LossKind kind = LossKind::SparseSoftmax;
+  bool accuracy = false;
+  double threshold = 0.5;  // binary accuracy: output > threshold against target > 0.5
+};
+
+// What a step returns: the batch's mean loss and the metric's count (samples
+// classified right; elements for the binary loss).
+struct StepResult {
+  double loss = 0;
+  int64_t correct = 0;
+};
+
+template <typename T>
+struct StepPlan {
+  std::vector<Block>& blocks;
+  const Loss& loss;
+  int stop;  // lowest block that runs backward (nothing below has a weight to train)
+
+  static T* at(void* p) { return static_cast<T*>(p); }
+
+  // Output of block i for input `x` (which is kept: backward reads it).
+  const T* forward(Block& k, const T* x, int64_t m, const uint64_t* counters, dev::Stream st) {
+    switch (k.kind) {
+      case BlockKind::Dense:
+        dev::dense_forward<T>(x, at(k.w), at(k.b), at(k.y), at(k.z), nullptr, m, k.in, k.out,
+                              k.act, T(k.alpha), st);
+        return at(k.y);
+      case BlockKind::BatchNorm: {
+        const T* in = x;
+        if (k.w) {
+          dev::dense_forward<T>(x, at(k.w), at(k.b), at(k.z), nullptr, nullptr, m, k.in, k.out,
+                                Act::Linear, T(0), st);
+          in = at(k.z);
+        }
+        const BnDropout d{k.rate, k.alpha_dropout, k.seed, k.counter >= 0 ? counters[k.counter] : 0};
+        dev::batchnorm_forward<T>(in, at(k.gamma), at(k.beta), at(k.moving_mean),
+                                  at(k.moving_var), k.batch_stats, k.momentum, k.epsilon,
+                                  k.convention, at(k.y), at(k.cols), k.mean, k.var, k.mask, k.ws,
+                                  m, k.out, k.act, T(k.alpha), d, st);
+        return at(k.y);
+      }
+      case BlockKind::Activation:
+        dev::activation_forward<T>(k.act, T(k.alpha), x, at(k.y), m * k.out, st);
+        return at(k.y);
+      case BlockKind::Dropout:
+        if (k.rate == 0.0) return x;
+        dev::dropout_forward<T>(x, at(k.y), k.mask, m * k.out, k.seed, counters[k.counter],
+                                k.rate, k.alpha_dropout, st);
+        return at(k.y);
+    }
+    return x;
+  }
+
+  // dL/d(input) of block i from dy (null unless need_dx); weight gradients
+  // into the block's buffers.
+  const T* backward(Block& k, const T* x, const T* dy, int64_t m, bool need_dx,
+                    const uint64_t* counters, dev::Stream st) {
+    T* dx = need_dx ? at(k.dx) : nullptr;
+    switch (k.kind) {
+      case BlockKind::Dense: {
+        const T* saved = k.act == Act::Linear ? nullptr : saves_input(k.act) ? at(k.z) : at(k.y);
+        dev::dense_backward<T>(dy, saved, x, at(k.w), at(k.dz), dx, at(k.dw), at(k.db), m, k.in,
+                               k.out, k.act, T(k.alpha), st);
+        return dx;
+      }
+      case BlockKind::BatchNorm: {
+        const BnDropout d{k.rate, k.alpha_dropout, 0, 0};
+        dev::batchnorm_backward<T>(dy, k.w ? at(k.z) : x, at(k.y), at(k.cols), k.mask, at(k.dz),
+                                   at(k.dgamma), at(k.dbeta), k.ws, m, k.out, k.act, T(k.alpha), d,
+                                   k.batch_stats, st);
+        if (!k.w) return at(k.dz);
+        dev::dense_backward<T>(at(k.dz), nullptr, x, at(k.w), nullptr, dx, at(k.dw), at(k.db), m,
+                               k.in, k.out, Act::Linear, T(0), st);
+        return dx;
+      }
+      case BlockKind::Activation:
+        if (dx) {
+          const T* saved = saves_input(k.act) ? x : at(k.y);
+          dev::activation_backward<T>(k.act, T(k.alpha), dy, saved, dx, m * k.out, st);
+        }
+        return dx;
+      case BlockKind::Dropout:
+        if (!dx || k.rate == 0.0) return dx ? dy : nullptr;
+        dev::dropout_backward<T>(dy, k.mask, dx, m * k.out, k.seed, counters[k.counter], k.rate,
+                                 k.alpha_dropout, st);
+        return dx;
+    }
+    return dx;
+  }
+
+  // The loss of `out` (m x c) against `target` (class indices of type L, or
+  // rows of T), its gradient into dout, and the metric's count.
+  template <typename L>
+  StepResult head(const T* out, const L* labels, const T* target, T* dout, double* loss_buf,
+                  int64_t m, int64_t c, dev::Stream st) {
+    const double inv_m = 1.0 / double(m);
+    switch (loss.kind) {
+      case LossKind::SparseSoftmax:
+      case LossKind::Softmax:
+        dev::softmax_cross_entropy<T, L>(out, labels, target, nullptr, dout, loss_buf, m, c, 0.0,
+                                         inv_m, st);
+        break;
+      case LossKind::SigmoidBce:
+      case LossKind::Mse:
+        dev::point_loss<T>(loss.kind == LossKind::Mse ? PointLoss::MSE : PointLoss::SigmoidBCE,
+                           out, target, nullptr, dout, loss_buf, m, c, inv_m, st);
+        break;
+    }
+    StepResult r{*loss_buf, 0};
+    if (loss.accuracy) r.correct = count_correct(out, labels, target, m, c);
+    return r;
+  }
+
+  // As Loss.accuracy: argmax against the class index or the label row's
+  // argmax (NumPy's argmax: the first maximum, a NaN counting as one), or
+  // out > threshold against target > 0.5 for the binary loss.
+  template <typename L>
+  int64_t count_correct(const T* out, const L* labels, const T* target, int64_t m,
+                        int64_t c) const {
+    int64_t hits = 0;
+    if (loss.kind == LossKind::SigmoidBce) {
+      for (int64_t i = 0; i < m * c; ++i)
+        hits += (double(out[i]) > loss.threshold) == (double(target[i]) > 0.5);
+      return hits;
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t pred = argmax(out + i * c, c);
+      const int64_t want = labels ? int64_t(labels[i]) : argmax(target + i * c, c);
+      hits += pred == want;
+    }
+    return hits;
+  }
+
+  static int64_t argmax(const T* row, int64_t c) {
+    int64_t best = 0;
+    for (int64_t j = 0; j < c; ++j) {
+      if (std::isnan(row[j])) return j;
+      if (row[j] > row[best]) best = j;
+    }
+    return best;
+  }
+
+  // The whole step. x: m rows of blocks[0].in; the last block's output is
+  // the loss's input. Returns the loss and the metric's count.
+  template <typename L>
+  StepResult run(const T* x, const L* labels, const T* target, T* dout, double* loss_buf,
+                 int64_t m, const uint64_t* counters, Opt rule, const OptStep<double>& h,
+                 OptTensor<T>* tensors, int64_t count, Clip clip_mode, double clip, double* norms,
+                 dev::Stream st) {
+    const int n = int(blocks.size());
+    std::vector<const T*> inputs(n);
+    const T* h_out = x;
+    for (int i = 0; i < n; ++i) {
+      inputs[i] = h_out;
+      h_out = forward(blocks[i], h_out, m, counters, st);
+    }
+    const StepResult r = head<L>(h_out, labels, target, dout, loss_buf, m, blocks[n - 1].out, st);
+    const T* g = dout;
+    for (int i = n - 1; i >= stop; --i) g = backward(blocks[i], inputs[i], g, m, i > stop, counters, st);
+    if (count > 0) dev::optimizer_step<T>(rule, h, tensors, count, clip_mode, clip, norms, st);
+    return r;
+  }
+};
+
+}  // namespace engine
+}  // namespace fusednn

@@ -1,0 +1,192 @@
+"""The compiled step: fit's training step on a batch as one native call.
+
+``CompiledStep(model)`` turns the model's planned Steps (fusednn.models.plan)
+into a ``fusednn._C.StepPlan`` (csrc/engine/step_plan.h): one call per batch
+runs the forward of every block, the loss and its gradient, the backward,
+the optimizer's update of all trained tensors (penalties, clipping, weight
+decay, max-norm and frozen layers as ``Optimizer.apply``), the batch
+normalisation's moving statistics and the accuracy count, with the GIL
+released and buffers allocated once for the largest batch. It makes the
+kernel calls the layer-by-layer path makes, with the same arguments and in
+the same order, so both paths give the same weights bit for bit.
+
+What it runs: Dense, BatchNormalization, the activation layers Activation,
+ELU and LeakyReLU, Dropout and AlphaDropout, under the four losses of
+fusednn.models.loss, on NumPy weights, with a fusednn optimizer.
+``unsupported(model)`` names what keeps a model on the layer-by-layer path
+(an RReLU or PReLU layer, a layer subclass, CuPy weights, ...).
+
+The plan points into the model's arrays. It is rebuilt when a weight array,
+an optimizer slot, a trainable flag, the Steps or the optimizer is replaced,
+and hyperparameters (dropout rates, BN momentum) are read when it is built.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _C
+from .._C import BlockKind, BnConvention, LossKind
+from ..layers import (ELU, Activation, AlphaDropout, BatchNormalization, Dense, Dropout,
+                      LeakyReLU)
+from ..optimizers import Optimizer
+from .plan import DenseBatchNormStep, DenseStep, LayerStep
+
+__all__ = ["CompiledStep", "unsupported"]
+
+_LOSSES = {"sparse_categorical_crossentropy": LossKind.SparseSoftmax,
+           "categorical_crossentropy": LossKind.Softmax,
+           "binary_crossentropy": LossKind.SigmoidBce,
+           "mse": LossKind.Mse}
+_CONVENTIONS = {"keras": BnConvention.Keras, "torch": BnConvention.Torch}
+_ACTIVATION_LAYERS = (Activation, ELU, LeakyReLU)
+_LAYERS = (Dense, BatchNormalization, *_ACTIVATION_LAYERS, Dropout, AlphaDropout)
+
+
+def unsupported(model, start: int = 0) -> str | None:
+    """None when fit can train `model` with a CompiledStep, else what keeps
+    it layer by layer, in a few words (e.g. ``"RReLU"``)."""
+    for layer in model.layers:
+        if type(layer) not in _LAYERS:
+            return type(layer).__name__
+    if start:
+        return "cache_frozen"
+    if model.loss not in _LOSSES:
+        return f"loss {model.loss!r}"
+    opt = model.optimizer
+    if not isinstance(opt, Optimizer) or opt._rule is None or \
+            type(opt)._step is not Optimizer._step:
+        return f"optimizer {type(opt).__name__}"
+    for w in model.weights:
+        if type(w) is not np.ndarray:
+            return "GPU"
+    return None
+
+
+def _block(step, width):
+    """(dict for fusednn._C.StepPlan, [(name, layer, attribute)] of its
+    weights, the dropout layer with a counter or None) of one Step whose
+    input has `width` features."""
+    if isinstance(step, DenseStep) or (isinstance(step, LayerStep)
+                                       and isinstance(step.layer, Dense)):
+        dense = step.dense if isinstance(step, DenseStep) else step.layer
+        spec = step.activation if isinstance(step, DenseStep) else dense.activation
+        d = {"kind": BlockKind.Dense, "in": width, "out": dense.units, "w": dense.kernel,
+             "b": dense.bias, "act": spec.kind, "alpha": spec.alpha}
+        return d, [("w", dense, "kernel"), ("b", dense, "bias")], None
+    if isinstance(step, DenseBatchNormStep):
+        dense, bn, act, drop = step.dense, step.bn, step.activation, step.dropout
+        spec = act.activation if act is not None else None
+        d = {"kind": BlockKind.BatchNorm, "in": width,
+             "out": dense.units if dense is not None else width,
+             "w": None if dense is None else dense.kernel,
+             "b": None if dense is None else dense.bias,
+             "gamma": bn.gamma, "beta": bn.beta, "moving_mean": bn.moving_mean,
+             "moving_var": bn.moving_variance, "batch_stats": bool(bn.trainable),
+             "momentum": float(bn.momentum), "epsilon": float(bn.epsilon),
+             "convention": _CONVENTIONS[bn.convention],
+             "act": spec.kind if spec else _C.Act.Linear, "alpha": spec.alpha if spec else 0.0,
+             "rate": float(drop.rate) if drop else 0.0,
+             "alpha_dropout": isinstance(drop, AlphaDropout), "seed": int(drop.seed) if drop else 0}
+        refs = [("gamma", bn, "gamma"), ("beta", bn, "beta"), ("moving_mean", bn, "moving_mean"),
+                ("moving_var", bn, "moving_variance")]
+        if dense is not None:
+            refs = [("w", dense, "kernel"), ("b", dense, "bias")] + refs
+        return d, refs, drop if drop is not None and drop.rate > 0.0 else None
+    layer = step.layer
+    if isinstance(layer, Dropout):  # AlphaDropout too
+        d = {"kind": BlockKind.Dropout, "in": width, "out": width, "rate": float(layer.rate),
+             "alpha_dropout": isinstance(layer, AlphaDropout), "seed": int(layer.seed)}
+        return d, [], layer if layer.rate > 0.0 else None
+    spec = layer.activation
+    d = {"kind": BlockKind.Activation, "in": width, "out": width, "act": spec.kind,
+         "alpha": spec.alpha}
+    return d, [], None
+
+
+class CompiledStep:
+    """The training step of `model` (compiled, built, supported: see
+    ``unsupported``) as one call: ``step(xb, yb)`` -> (mean loss of the
+    batch, accuracy count), the weights, slots, moving statistics and the
+    dropout layers' counters updated as ``Sequential._train_step`` does."""
+
+    def __init__(self, model):
+        self.model = model
+        self._plan = None
+        self._key = None
+
+    def _current_key(self):
+        m = self.model
+        opt = m.optimizer
+        return (id(m._steps), id(opt), id(opt._slots),
+                tuple(layer.trainable for layer in m.layers),
+                tuple(id(getattr(layer, attr)) for _, layer, attr in self._refs)
+                if self._plan is not None else None)
+
+    def _build(self, caller):
+        m = self.model
+        blocks, refs, drops, owner = [], [], [], {}
+        width = m.layers[0].input_dim
+        for i, step in enumerate(m._steps):
+            d, block_refs, drop = _block(step, width)
+            blocks.append(d)
+            width = d["out"]
+            refs += block_refs
+            for name, layer, attr in block_refs:
+                a = getattr(layer, attr)
+                if a is not None:
+                    owner[id(a)] = (i, name)
+            if drop is not None:
+                drops.append(drop)
+        # The optimizer's tensors in Sequential._train_step's order.
+        stop = max(m._lowest_trainable(), 0)
+        live_layers = {id(la) for step in m._steps[stop:] for la in step.layers}
+        params, flags, pens, cons = [], [], [], []
+        for layer in m.layers:
+            ws = layer._trainable_weights
+            live = id(layer) in live_layers and layer.trainable and bool(ws)
+            params += ws
+            flags += [live] * len(ws)
+            pens += layer.weight_penalties()
+            cons += layer.weight_constraints()
+        opt = m.optimizer
+        _, pens, cons = opt._prepare(caller, params, flags, pens, cons)
+        tensors = []
+        for i, p in enumerate(params):
+            if not (flags[i] and p.size > 0):
+                continue
+            block, name = owner[id(p)]
+            c = cons[i]
+            tensors.append((block, name, opt._slots[i], pens[i][0], pens[i][1],
+                            0.0 if c is None else float(c.max_value), opt._view(p.shape, c)))
+        loss = m._loss
+        self._refs = refs
+        self._drops = drops
+        self._plan = _C.StepPlan(blocks, m._model_dtype() == np.float64, _LOSSES[m.loss],
+                                 "accuracy" in m.metrics, float(loss.threshold),
+                                 min(stop, len(blocks)), opt._rule, tensors)
+        self._key = self._current_key()
+
+    def __call__(self, xb, yb, caller="Sequential.fit"):
+        if self._plan is None or self._current_key() != self._key:
+            self._build(caller)
+        opt = self.model.optimizer
+        t = opt.iterations + 1
+        record, clip_mode, clip = opt._record(t)
+        loss, correct = self._plan.run(xb, yb, [d.step for d in self._drops], record, clip_mode,
+                                       clip)
+        opt._advance(t)
+        opt.iterations = t
+        for d in self._drops:
+            d.step += 1  # each active dropout drew one mask, as Dropout.forward counts
+        return loss, correct
+
+    def metric_values(self, correct, yb) -> dict:
+        """The batch's metrics from the accuracy count, as
+        Sequential._metric_values computes them (a fraction of yb.size for
+        the binary loss, of the samples otherwise)."""
+        m = self.model
+        if "accuracy" not in m.metrics:
+            return {}
+        total = yb.size if m.loss == "binary_crossentropy" else yb.shape[0]
+        return {"accuracy": correct / total}

@@ -1,0 +1,289 @@
+"""The compiled training step (fusednn.models.engine, fusednn._C.StepPlan):
+the same weights, optimizer state, moving statistics, dropout counters and
+history as the layer-by-layer path, the fallback for what it does not run,
+and its input checks."""
+
+import numpy as np
+import pytest
+
+import fusednn as fd
+from fusednn import _C
+from fusednn.layers import (ELU, Activation, AlphaDropout, BatchNormalization, Dense, Dropout,
+                            LeakyReLU, RReLU)
+
+L = fd.layers
+
+
+def _data(n=203, d=12, k=4, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype(dtype)
+    w = rng.standard_normal((d, k))
+    labels = np.argmax(x @ w + 0.3 * rng.standard_normal((n, k)), axis=1)
+    return x, labels
+
+
+def _w1_like(dtype, drop=True, head="softmax"):
+    """A deep BN net as the step engine issue's W1, small."""
+    layers = [fd.Input((12,))]
+    for i in range(3):
+        layers += [Dense(16, use_bias=False, kernel_initializer="he_normal"),
+                   BatchNormalization(), ELU()]
+        if drop and i == 1:
+            layers.append(Dropout(0.2, seed=7))
+    layers.append(Dense(4 if head == "softmax" else 1, activation=head))
+    return fd.Sequential(layers, dtype=dtype)
+
+
+MODELS = {
+    "w1_nadam": (lambda dt: _w1_like(dt), lambda: fd.optimizers.Nadam(1e-3),
+                 "sparse_categorical_crossentropy"),
+    "mixed_layers_adam": (
+        lambda dt: fd.Sequential([
+            fd.Input((12,)), Dense(20, activation="relu"), Dropout(0.3, seed=3),
+            Dense(20), LeakyReLU(0.1), BatchNormalization(center=False),
+            Activation("gelu"), AlphaDropout(0.1, seed=5), Dense(16, activation="selu"),
+            BatchNormalization(convention="torch", momentum=0.1, epsilon=1e-5),
+            Dense(4, activation="softmax")], dtype=dt),
+        lambda: fd.optimizers.Adam(2e-3, amsgrad=True, global_clipnorm=1.0),
+        "categorical_crossentropy"),
+    "penalties_sgd": (
+        lambda dt: fd.Sequential([
+            fd.Input((12,)),
+            Dense(24, activation="swish", kernel_regularizer=fd.regularizers.L1L2(1e-4, 1e-3),
+                  kernel_constraint=fd.constraints.MaxNorm(1.5)),
+            BatchNormalization(scale=False), Activation("tanh"),
+            Dense(4, activation="softmax")], dtype=dt),
+        lambda: fd.optimizers.SGD(0.05, momentum=0.9, nesterov=True, clipnorm=0.5),
+        "sparse_categorical_crossentropy"),
+    "binary_rmsprop": (lambda dt: _w1_like(dt, head="sigmoid"),
+                       lambda: fd.optimizers.RMSprop(1e-3, centered=True, momentum=0.5),
+                       "binary_crossentropy"),
+    "mse_adamw": (
+        lambda dt: fd.Sequential([fd.Input((12,)), Dense(32, activation="mish"),
+                                  Dense(1)], dtype=dt),
+        lambda: fd.optimizers.AdamW(1e-3, weight_decay=0.01, clipvalue=0.2), "mse"),
+}
+
+
+def _targets(loss, labels, dtype):
+    if loss == "categorical_crossentropy":
+        return np.eye(4, dtype=dtype)[labels]
+    if loss in ("binary_crossentropy", "mse"):
+        return (labels % 2).astype(dtype)
+    return labels
+
+
+def _train(name, dtype, jit, epochs=3, callbacks=None, frozen=None, batch_size=32):
+    build, make_opt, loss = MODELS[name]
+    np.random.seed(0)
+    model = build(dtype)
+    init = np.random.default_rng(1)
+    model.set_weights([init.standard_normal(w.shape).astype(dtype) * 0.3
+                       if w.ndim == 2 else w for w in model.get_weights()])
+    if frozen is not None:
+        model.layers[frozen].trainable = False
+    metrics = [] if loss == "mse" else ["accuracy"]
+    model.compile(make_opt(), loss, metrics=metrics, jit_compile=jit)
+    x, labels = _data(dtype=dtype)
+    hist = model.fit(x, _targets(loss, labels, dtype), batch_size=batch_size, epochs=epochs,
+                     verbose=0, seed=4, callbacks=callbacks)
+    return model, hist
+
+
+def _state(model):
+    opt = model.optimizer.get_state()
+    slots = [s for row in opt["slots"] for s in row if s is not None]
+    steps = [la.step for la in model.layers if isinstance(la, Dropout)]
+    return model.get_weights() + slots, opt["iterations"], steps
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_step_equals_the_layer_by_layer_path(name, dtype):
+    a, ha = _train(name, dtype, False)
+    b, hb = _train(name, dtype, True)
+    assert a.step_mode == "layer by layer (jit_compile=False)"
+    assert b.step_mode == "compiled"
+    wa, ia, sa = _state(a)
+    wb, ib, sb = _state(b)
+    assert ia == ib == 3 * 7 and sa == sb
+    for u, v in zip(wa, wb):
+        if dtype == np.float64:
+            np.testing.assert_array_equal(u, v)
+        else:
+            np.testing.assert_allclose(v, u, rtol=1e-6, atol=1e-7 * np.abs(u).max())
+    assert ha.history.keys() == hb.history.keys()
+    for k in ha.history:
+        np.testing.assert_allclose(hb.history[k], ha.history[k], rtol=1e-6)
+
+
+def test_float32_steps_are_bit_identical_too():
+    # The same kernel calls in the same order: not just close.
+    a, _ = _train("w1_nadam", np.float32, False)
+    b, _ = _train("w1_nadam", np.float32, True)
+    for u, v in zip(_state(a)[0], _state(b)[0]):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_frozen_layers_and_a_callback_that_unfreezes():
+    class Unfreeze(fd.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                self.model.layers[0].trainable = True
+
+    for frozen in (0, 4):
+        a, _ = _train("w1_nadam", np.float64, False, frozen=frozen, callbacks=[Unfreeze()])
+        b, _ = _train("w1_nadam", np.float64, True, frozen=frozen, callbacks=[Unfreeze()])
+        for u, v in zip(_state(a)[0], _state(b)[0]):
+            np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("schedule", [True, False])
+def test_schedules_and_reduce_lr_on_plateau_reach_the_compiled_step(schedule):
+    def run(jit):
+        build, _, loss = MODELS["w1_nadam"]
+        model = build(np.float64)
+        model.set_weights([np.full(w.shape, 0.05) if w.ndim == 2 else w
+                           for w in model.get_weights()])
+        lr = fd.schedules.ExponentialDecay(1e-2, decay_steps=5, decay_rate=0.5) if schedule \
+            else 1e-2
+        model.compile(fd.optimizers.Adam(lr), loss, jit_compile=jit)
+        x, labels = _data(dtype=np.float64)
+        cbs = [] if schedule else [fd.callbacks.ReduceLROnPlateau(monitor="loss", patience=0,
+                                                                  factor=0.5, min_delta=10.0)]
+        model.fit(x, labels, epochs=3, verbose=0, seed=0, callbacks=cbs)
+        return model.get_weights(), model.optimizer.current_learning_rate()
+
+    (wa, lra), (wb, lrb) = run(False), run(True)
+    assert lra == lrb < 1e-2
+    for u, v in zip(wa, wb):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_resume_from_a_saved_model_equals_one_run(tmp_path):
+    build, make_opt, loss = MODELS["w1_nadam"]
+    x, labels = _data(dtype=np.float32)
+
+    def fresh():
+        model = build(np.float32)
+        model.set_weights([np.full(w.shape, 0.1, np.float32) if w.ndim == 2 else w
+                           for w in model.get_weights()])
+        model.compile(make_opt(), loss)
+        return model
+
+    one = fresh()
+    one.fit(x, labels, epochs=4, verbose=0, seed=2)
+    two = fresh()
+    two.fit(x, labels, epochs=2, verbose=0, seed=2)
+    two.save(tmp_path / "m.fdnn")
+    three = fd.models.load(tmp_path / "m.fdnn")
+    three.fit(x, labels, epochs=4, initial_epoch=2, verbose=0)
+    assert three.step_mode == "compiled"
+    for u, v in zip(one.get_weights(), three.get_weights()):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_terminate_on_nan_stops_the_compiled_fit():
+    model = _w1_like(np.float32)
+    model.compile(fd.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    x, labels = _data()
+    x[5:, :] = np.nan
+    with pytest.warns(RuntimeWarning, match="the loss is nan"):
+        hist = model.fit(x, labels, epochs=3, batch_size=4, verbose=0, shuffle=False,
+                         callbacks=[fd.callbacks.TerminateOnNaN()])
+    assert model.step_mode == "compiled"
+    assert len(hist.history["loss"]) == 1 and model.optimizer.iterations == 2
+
+
+@pytest.mark.parametrize("layer, reason", [(RReLU(), "RReLU"), (L.PReLU(), "PReLU")])
+def test_unsupported_layers_fall_back_and_say_why(layer, reason):
+    model = fd.Sequential([fd.Input((12,)), Dense(8), layer, Dense(4, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    assert model.step_mode == f"layer by layer ({reason})"
+    x, labels = _data()
+    model.fit(x, labels, epochs=1, verbose=0)
+    assert model.step_mode == f"layer by layer ({reason})"
+    model.compile("adam", "sparse_categorical_crossentropy", jit_compile=True)
+    with pytest.raises(ValueError, match=f"jit_compile=True.*{reason}"):
+        model.fit(x, labels, epochs=1, verbose=0)
+
+
+def test_cache_frozen_falls_back():
+    model, _ = _train("w1_nadam", np.float32, "auto", epochs=1)
+    assert model.step_mode == "compiled"
+    for layer in model.layers[:3]:
+        layer.trainable = False
+    x, labels = _data()
+    model.fit(x, labels, epochs=1, verbose=0, cache_frozen=True)
+    assert model.step_mode == "layer by layer (cache_frozen)"
+
+
+def test_bad_jit_compile():
+    model = _w1_like(np.float32)
+    with pytest.raises(ValueError, match="jit_compile must be True, False or 'auto', got 'yes'"):
+        model.compile("adam", "mse", jit_compile="yes")
+
+
+def test_weights_replaced_between_fits_rebuild_the_plan():
+    model, _ = _train("mse_adamw", np.float64, True, epochs=1)
+    x, labels = _data(dtype=np.float64)
+    y = (labels % 2).astype(np.float64)
+    model.layers[0].kernel = model.layers[0].kernel.copy()  # a new array object
+    model.layers[0]._trainable_weights[0] = model.layers[0].kernel
+    before = model.layers[0].kernel.copy()
+    model.fit(x, y, epochs=1, verbose=0)
+    assert not np.array_equal(before, model.layers[0].kernel)  # the new array was trained
+
+
+def _plan(dtype=np.float32):
+    w = np.ones((3, 2), dtype)
+    blocks = [{"kind": _C.BlockKind.Dense, "in": 3, "out": 2, "w": w, "b": None,
+               "act": _C.Act.Linear, "alpha": 0.0}]
+    return _C.StepPlan(blocks, dtype == np.float64, _C.LossKind.Mse, False, 0.5, 0, _C.Opt.SGD,
+                       [(0, "w", [None, None, None], 0.0, 0.0, 0.0, (1, 1, 1))]), w
+
+
+def test_step_plan_checks_its_inputs():
+    plan, w = _plan()
+    step = _C.OptStep()
+    step.lr = 0.1
+    clip = _C.Clip.Off
+    x = np.ones((4, 3), np.float32)
+    t = np.zeros((4, 2), np.float32)
+    loss, correct = plan.run(x, t, [], step, clip, 0.0)
+    # y = 3 everywhere: loss = mean over outputs and rows of 9; dL/dy = 2 * 3 / 2 / 4,
+    # dL/dw = x^T dL/dy = 4 * 0.75 = 3
+    assert loss == pytest.approx(9.0) and correct == 0
+    np.testing.assert_allclose(w, 1 - 0.1 * 3.0)
+    with pytest.raises(ValueError, match="x"):
+        plan.run(np.ones((4, 5), np.float32), t, [], step, clip, 0.0)
+    with pytest.raises(TypeError, match="x"):
+        plan.run(np.ones((4, 3)), t, [], step, clip, 0.0)
+    with pytest.raises(ValueError, match="target"):
+        plan.run(x, np.zeros((3, 2), np.float32), [], step, clip, 0.0)
+    with pytest.raises(ValueError, match="counters"):
+        plan.run(x, t, [1], step, clip, 0.0)
+    with pytest.raises(ValueError, match="x"):
+        plan.run(np.ones((0, 3), np.float32), t[:0], [], step, clip, 0.0)
+    bad = [{"kind": _C.BlockKind.Dense, "in": 3, "out": 2, "w": np.ones((2, 2), np.float32),
+            "act": _C.Act.Linear}]
+    with pytest.raises(ValueError, match="w"):
+        _C.StepPlan(bad, False, _C.LossKind.Mse, False, 0.5, 0, _C.Opt.SGD, [])
+    with pytest.raises(ValueError, match="tensors"):
+        _C.StepPlan(_plan_blocks(), False, _C.LossKind.Mse, False, 0.5, 0, _C.Opt.SGD,
+                    [(0, "gamma", [None, None, None], 0.0, 0.0, 0.0, (1, 1, 1))])
+    with pytest.raises(ValueError, match="blocks"):
+        _C.StepPlan([], False, _C.LossKind.Mse, False, 0.5, 0, _C.Opt.SGD, [])
+
+
+def _plan_blocks():
+    return [{"kind": _C.BlockKind.Dense, "in": 3, "out": 2, "w": np.ones((3, 2), np.float32),
+             "act": _C.Act.Linear}]
+
+
+def test_a_larger_batch_grows_the_buffers():
+    plan, w = _plan(np.float64)
+    step = _C.OptStep()
+    for m, rows in ((2, 2), (8, 8), (3, 8)):
+        plan.run(np.ones((m, 3)), np.zeros((m, 2)), [], step, _C.Clip.Off, 0.0)
+        assert plan.rows == rows
