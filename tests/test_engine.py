@@ -287,3 +287,55 @@ def test_a_larger_batch_grows_the_buffers():
     for m, rows in ((2, 2), (8, 8), (3, 8)):
         plan.run(np.ones((m, 3)), np.zeros((m, 2)), [], step, _C.Clip.Off, 0.0)
         assert plan.rows == rows
+
+
+@pytest.mark.parametrize("name", ["w1_nadam", "mixed_layers_adam", "binary_rmsprop"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_predict_and_evaluate_equal_the_layer_by_layer_path(name, dtype):
+    a, _ = _train(name, dtype, False, epochs=1)
+    b, _ = _train(name, dtype, "auto", epochs=1)
+    x, labels = _data(n=77, seed=3, dtype=dtype)
+    y = _targets(MODELS[name][2], labels, dtype)
+    np.testing.assert_array_equal(a.predict(x, batch_size=16), b.predict(x, batch_size=16))
+    assert a.evaluate(x, y, batch_size=10) == b.evaluate(x, y, batch_size=10)
+    for seed in (None, 5):  # MC dropout: the layers' counters, or a seeded run
+        ma, sa = a.predict(x, batch_size=32, mc_samples=3, seed=seed)
+        mb, sb = b.predict(x, batch_size=32, mc_samples=3, seed=seed)
+        np.testing.assert_array_equal(ma, mb)
+        np.testing.assert_array_equal(sa, sb)
+    assert _state(a)[2] == _state(b)[2]  # the dropout counters moved alike
+    np.testing.assert_array_equal(a(x[:5]), b(x[:5]))
+    np.testing.assert_array_equal(a(x[:5], training=True), b(x[:5], training=True))
+
+
+def test_mc_dropout_layer_is_on_in_a_compiled_predict():
+    def model(jit):
+        m = fd.Sequential([fd.Input((12,)), Dense(8, activation="relu"),
+                           Dropout(0.5, seed=1, mc=True), Dense(3)])
+        m.set_weights([np.full(w.shape, 0.1, np.float32) for w in m.get_weights()])
+        m.compile("sgd", "mse", jit_compile=jit)
+        return m
+
+    x, _ = _data(n=20)
+    a, b = model(False), model("auto")
+    pa, pb = a.predict(x), b.predict(x)
+    np.testing.assert_array_equal(pa, pb)
+    pa2, pb2 = a.predict(x), b.predict(x)
+    np.testing.assert_array_equal(pa2, pb2)
+    assert not np.array_equal(pa, pa2)  # a new mask each call
+    assert a.layers[1].step == b.layers[1].step == 2
+
+
+def test_predict_plan_checks_its_inputs():
+    plan, _ = _plan()
+    x = np.ones((4, 3), np.float32)
+    plan.predict(x, out := np.empty((4, 2), np.float32), [], [])
+    np.testing.assert_array_equal(out, 3.0)
+    with pytest.raises(ValueError, match="out"):
+        plan.predict(x, np.empty((3, 2), np.float32), [], [])
+    with pytest.raises(ValueError, match="out"):
+        ro = np.empty((4, 2), np.float32)
+        ro.flags.writeable = False
+        plan.predict(x, ro, [], [])
+    with pytest.raises(ValueError, match="counters"):
+        plan.predict(x, out, [0], [True])

@@ -101,6 +101,31 @@ class Plan {
     return py::make_tuple(r.loss, r.correct);
   }
 
+  // Inference on x (m x features) into out (m x outputs): batch norms on
+  // their moving statistics, each dropout on where active[i] (its counter
+  // is counters[i]); nothing of the model changes.
+  void predict(py::handle x_obj, py::handle out_obj, const std::vector<uint64_t>& counters,
+               const std::vector<uint8_t>& active) {
+    check(!busy_, "StepPlan.predict", "already running in another thread");
+    check(counters.size() == size_t(n_counters_) && active.size() == size_t(n_counters_),
+          "counters, active", "one per dropout");
+    const Tensor x = view(x_obj, "x"), out = view(out_obj, "out");
+    expect(x, dt_, {-1, blocks_[0].in});
+    const int64_t m = x.dim(0);
+    expect(out, dt_, {m, blocks_.back().out});
+    expect_writable(out);
+    if (m == 0) return;
+    if (m > rows_) reserve(m);
+    busy_ = true;
+    run_floating(dt_, [&](auto tag) {
+      using T = decltype(tag);
+      fusednn::engine::StepPlan<T> plan{blocks_, loss_, stop_};
+      const T* y = plan.infer(x.data<T>(), m, counters.data(), active.data(), Stream{});
+      std::copy(y, y + out.size, out.data<T>());
+    });
+    busy_ = false;
+  }
+
   // The weight gradients of the last run, per trained tensor, in order.
   py::list grads() const {
     py::list out;
@@ -295,6 +320,8 @@ const Registrar reg([](py::module_& m) {
            "tensors"_a)
       .def("run", &Plan::run, "x"_a, "target"_a, "counters"_a, "step"_a, "clip_mode"_a, "clip"_a,
            "(loss, correct): forward, loss, backward and the optimizer update, in place.")
+      .def("predict", &Plan::predict, "x"_a, "out"_a, "counters"_a, "active"_a,
+           "Inference of x into out, in place: moving statistics, dropout where active.")
       .def("grads", &Plan::grads, "The weight gradients of the last run, per trained tensor.")
       .def_property_readonly("rows", &Plan::rows, "Rows the buffers hold now.");
 });

@@ -89,8 +89,13 @@ struct StepPlan {
 
   static T* at(void* p) { return static_cast<T*>(p); }
 
-  // Output of block i for input `x` (which is kept: backward reads it).
-  const T* forward(Block& k, const T* x, int64_t m, const uint64_t* counters, dev::Stream st) {
+  // Output of block k for input `x` (which is kept: backward reads it). In
+  // inference (training false) a batch norm uses its moving statistics and
+  // leaves them, and a dropout is on where active[its counter] is nonzero
+  // (the layer's mc flag or predict's MC dropout); in training both are on.
+  const T* forward(Block& k, const T* x, int64_t m, const uint64_t* counters,
+                   const uint8_t* active, bool training, dev::Stream st) {
+    const bool drop = k.counter >= 0 && (training || active[k.counter]);
     switch (k.kind) {
       case BlockKind::Dense:
         dev::dense_forward<T>(x, at(k.w), at(k.b), at(k.y), at(k.z), nullptr, m, k.in, k.out,
@@ -103,18 +108,21 @@ struct StepPlan {
                                 Act::Linear, T(0), st);
           in = at(k.z);
         }
-        const BnDropout d{k.rate, k.alpha_dropout, k.seed, k.counter >= 0 ? counters[k.counter] : 0};
+        const BnDropout d{drop ? k.rate : 0.0, k.alpha_dropout, k.seed,
+                          drop ? counters[k.counter] : 0};
+        const bool batch_stats = training && k.batch_stats;
         dev::batchnorm_forward<T>(in, at(k.gamma), at(k.beta), at(k.moving_mean),
-                                  at(k.moving_var), k.batch_stats, k.momentum, k.epsilon,
-                                  k.convention, at(k.y), at(k.cols), k.mean, k.var, k.mask, k.ws,
-                                  m, k.out, k.act, T(k.alpha), d, st);
+                                  at(k.moving_var), batch_stats, k.momentum, k.epsilon,
+                                  k.convention, at(k.y), at(k.cols), batch_stats ? k.mean : nullptr,
+                                  batch_stats ? k.var : nullptr, drop ? k.mask : nullptr, k.ws, m,
+                                  k.out, k.act, T(k.alpha), d, st);
         return at(k.y);
       }
       case BlockKind::Activation:
         dev::activation_forward<T>(k.act, T(k.alpha), x, at(k.y), m * k.out, st);
         return at(k.y);
       case BlockKind::Dropout:
-        if (k.rate == 0.0) return x;
+        if (!drop) return x;
         dev::dropout_forward<T>(x, at(k.y), k.mask, m * k.out, k.seed, counters[k.counter],
                                 k.rate, k.alpha_dropout, st);
         return at(k.y);
@@ -223,13 +231,22 @@ struct StepPlan {
     const T* h_out = x;
     for (int i = 0; i < n; ++i) {
       inputs[i] = h_out;
-      h_out = forward(blocks[i], h_out, m, counters, st);
+      h_out = forward(blocks[i], h_out, m, counters, nullptr, true, st);
     }
     const StepResult r = head<L>(h_out, labels, target, dout, loss_buf, m, blocks[n - 1].out, st);
     const T* g = dout;
     for (int i = n - 1; i >= stop; --i) g = backward(blocks[i], inputs[i], g, m, i > stop, counters, st);
     if (count > 0) dev::optimizer_step<T>(rule, h, tensors, count, clip_mode, clip, norms, st);
     return r;
+  }
+
+  // Inference: the output of the last block for x (m rows), nothing
+  // updated; see forward() for `active`.
+  const T* infer(const T* x, int64_t m, const uint64_t* counters, const uint8_t* active,
+                 dev::Stream st) {
+    const T* h_out = x;
+    for (Block& k : blocks) h_out = forward(k, h_out, m, counters, active, false, st);
+    return h_out;
   }
 };
 

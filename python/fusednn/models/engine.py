@@ -17,8 +17,10 @@ fusednn.models.loss, on NumPy weights, with a fusednn optimizer.
 (an RReLU or PReLU layer, a layer subclass, CuPy weights, ...).
 
 The plan points into the model's arrays. It is rebuilt when a weight array,
-an optimizer slot, a trainable flag, the Steps or the optimizer is replaced,
-and hyperparameters (dropout rates, BN momentum) are read when it is built.
+an optimizer slot, a trainable flag, a dropout's seed or rate, the Steps or
+the optimizer is replaced; the other hyperparameters (BN momentum and
+epsilon, activation parameters) are read when it is built (the layers
+set them at construction).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ..layers import (ELU, Activation, AlphaDropout, BatchNormalization, Dense, 
 from ..optimizers import Optimizer
 from .plan import DenseBatchNormStep, DenseStep, LayerStep
 
-__all__ = ["CompiledStep", "unsupported"]
+__all__ = ["CompiledStep", "CompiledForward", "unsupported", "unsupported_layers"]
 
 _LOSSES = {"sparse_categorical_crossentropy": LossKind.SparseSoftmax,
            "categorical_crossentropy": LossKind.Softmax,
@@ -43,12 +45,24 @@ _ACTIVATION_LAYERS = (Activation, ELU, LeakyReLU)
 _LAYERS = (Dense, BatchNormalization, *_ACTIVATION_LAYERS, Dropout, AlphaDropout)
 
 
-def unsupported(model, start: int = 0) -> str | None:
-    """None when fit can train `model` with a CompiledStep, else what keeps
-    it layer by layer, in a few words (e.g. ``"RReLU"``)."""
+def unsupported_layers(model) -> str | None:
+    """None when the model's layers and weights allow a plan (predict's),
+    else the first layer class that does not, or ``"GPU"``."""
     for layer in model.layers:
         if type(layer) not in _LAYERS:
             return type(layer).__name__
+    for w in model.weights:
+        if type(w) is not np.ndarray:
+            return "GPU"
+    return None
+
+
+def unsupported(model, start: int = 0) -> str | None:
+    """None when fit can train `model` with a CompiledStep, else what keeps
+    it layer by layer, in a few words (e.g. ``"RReLU"``)."""
+    reason = unsupported_layers(model)
+    if reason is not None:
+        return reason
     if start:
         return "cache_frozen"
     if model.loss not in _LOSSES:
@@ -57,10 +71,26 @@ def unsupported(model, start: int = 0) -> str | None:
     if not isinstance(opt, Optimizer) or opt._rule is None or \
             type(opt)._step is not Optimizer._step:
         return f"optimizer {type(opt).__name__}"
-    for w in model.weights:
-        if type(w) is not np.ndarray:
-            return "GPU"
     return None
+
+
+def _blocks(model):
+    """(block dicts, [(name, layer, attribute)] of every array they point
+    to, the dropout layers with a counter, {id(array): (block, name)})."""
+    blocks, refs, drops, owner = [], [], [], {}
+    width = model.layers[0].input_dim
+    for i, step in enumerate(model._steps):
+        d, block_refs, drop = _block(step, width)
+        blocks.append(d)
+        width = d["out"]
+        refs += block_refs
+        for name, layer, attr in block_refs:
+            a = getattr(layer, attr)
+            if a is not None:
+                owner[id(a)] = (i, name)
+        if drop is not None:
+            drops.append(drop)
+    return blocks, refs, drops, owner
 
 
 def _block(step, width):
@@ -104,6 +134,16 @@ def _block(step, width):
     return d, [], None
 
 
+def _arrays_key(compiled):
+    """What a built plan read from the layers and must be rebuilt for: the
+    arrays it points to and each dropout's seed and rate (predict's seeded MC
+    dropout sets the seeds for one call)."""
+    if compiled._plan is None:
+        return None
+    return (tuple(id(getattr(layer, attr)) for _, layer, attr in compiled._refs),
+            tuple((d.seed, d.rate) for d in compiled._drops))
+
+
 class CompiledStep:
     """The training step of `model` (compiled, built, supported: see
     ``unsupported``) as one call: ``step(xb, yb)`` -> (mean loss of the
@@ -119,25 +159,11 @@ class CompiledStep:
         m = self.model
         opt = m.optimizer
         return (id(m._steps), id(opt), id(opt._slots),
-                tuple(layer.trainable for layer in m.layers),
-                tuple(id(getattr(layer, attr)) for _, layer, attr in self._refs)
-                if self._plan is not None else None)
+                tuple(layer.trainable for layer in m.layers), _arrays_key(self))
 
     def _build(self, caller):
         m = self.model
-        blocks, refs, drops, owner = [], [], [], {}
-        width = m.layers[0].input_dim
-        for i, step in enumerate(m._steps):
-            d, block_refs, drop = _block(step, width)
-            blocks.append(d)
-            width = d["out"]
-            refs += block_refs
-            for name, layer, attr in block_refs:
-                a = getattr(layer, attr)
-                if a is not None:
-                    owner[id(a)] = (i, name)
-            if drop is not None:
-                drops.append(drop)
+        blocks, refs, drops, owner = _blocks(m)
         # The optimizer's tensors in Sequential._train_step's order.
         stop = max(m._lowest_trainable(), 0)
         live_layers = {id(la) for step in m._steps[stop:] for la in step.layers}
@@ -190,3 +216,39 @@ class CompiledStep:
             return {}
         total = yb.size if m.loss == "binary_crossentropy" else yb.shape[0]
         return {"accuracy": correct / total}
+
+
+class CompiledForward:
+    """Inference of `model` (layers supported: see ``unsupported_layers``)
+    in one call per batch: ``forward(x, out, mc)`` writes the steps' output
+    for x (no output activation) into `out`, as ``Step.forward(training=
+    False, mc)`` would, bit for bit: batch norms on their moving statistics,
+    a dropout on where its layer has ``mc=True`` or `mc` is set (its counter
+    advancing as the layer's own forward advances it)."""
+
+    def __init__(self, model):
+        self.model = model
+        self._plan = None
+        self._key = None
+
+    def _current_key(self):
+        m = self.model
+        return id(m._steps), _arrays_key(self)
+
+    def _build(self):
+        m = self.model
+        blocks, self._refs, self._drops, _ = _blocks(m)
+        # A forward-only plan: no trained tensor, the loss and rule unused.
+        self._plan = _C.StepPlan(blocks, m._model_dtype() == np.float64, LossKind.Mse, False,
+                                 0.5, len(blocks), _C.Opt.SGD, [])
+        self._key = self._current_key()
+
+    def forward(self, x, out, mc=False):
+        if self._plan is None or self._current_key() != self._key:
+            self._build()
+        drops = self._drops
+        active = [bool(mc or d.mc) for d in drops]
+        self._plan.predict(x, out, [d.step for d in drops], active)
+        for d, on in zip(drops, active):
+            if on:
+                d.step += 1

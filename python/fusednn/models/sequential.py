@@ -39,7 +39,7 @@ from ..layers import BatchNormalization, Dense, Dropout, Input
 from ..layers._util import check_seed, rng_state, set_rng_state
 from ..layers.base import Layer
 from ..saving import model as saving_model
-from .engine import CompiledStep, unsupported
+from .engine import CompiledForward, CompiledStep, unsupported, unsupported_layers
 from .history import History, _Progress
 from .loss import LOSSES, Loss
 from .plan import DenseBatchNormStep, plan
@@ -152,6 +152,7 @@ class Sequential:
         self._step_mode = None
         self.jit_compile = "auto"  # fit's step: compiled where supported (see compile)
         self._engine = None       # the CompiledStep fit uses (models/engine.py)
+        self._forward_plan = None  # the CompiledForward of predict and evaluate
         for layer in layers or []:
             self.add(layer)
 
@@ -790,9 +791,14 @@ class Sequential:
         """evaluate's dict; with start > 0, x is the output of ``_steps[:start]``."""
         n = x.shape[0]
         loss_sum, metric_sums = 0.0, {}
+        compiled = None if start else self._compiled_forward()
         for begin in range(0, n, batch_size):
             xb, yb = x[begin:begin + batch_size], y[begin:begin + batch_size]
-            out = self._forward(xb, False, start)
+            if compiled is None:
+                out = self._forward(xb, False, start)
+            else:
+                out = np.empty((xb.shape[0], self._output_dim()), dtype=xb.dtype)
+                compiled.forward(xb, out)
             loss, _ = self._loss(out, yb)
             loss_sum += float(loss) * xb.shape[0]
             for k, v in self._metric_values(out, yb).items():
@@ -877,10 +883,26 @@ class Sequential:
                 out += [(layer, "seed", layer.seed), (layer, "step", layer.step)]
         return out
 
+    def _compiled_forward(self):
+        """The CompiledForward predict and evaluate run, or None (layer by
+        layer: a layer it does not run, CuPy weights, jit_compile=False)."""
+        if self.jit_compile is False or unsupported_layers(self) is not None:
+            return None
+        if self._forward_plan is None:
+            self._forward_plan = CompiledForward(self)
+        return self._forward_plan
+
     def _predict_once(self, x, batch_size, mc, training=False):
         """The output for x in batches (probabilities after a softmax or
         sigmoid head); `mc`: the dropout layers active (MC dropout)."""
         xp = array_module(x)
+        compiled = None if training else self._compiled_forward()
+        if compiled is not None:
+            out = np.empty((x.shape[0], self._output_dim()), dtype=x.dtype)
+            for start in range(0, x.shape[0], batch_size):
+                stop = start + batch_size
+                compiled.forward(x[start:stop], out[start:stop], mc)
+            return self._loss.predictions(out)
         outs = []
         for start in range(0, x.shape[0], batch_size):
             h = x[start:start + batch_size]
