@@ -441,6 +441,80 @@ def bench_cpu(cases, rounds, samples, use_jax=True):
     return rows
 
 
+def bench_predict(rounds, batches=(1, 256)):
+    """predict latency on the deep net, inference mode: fusednn (one call
+    per batch; and layer by layer) against PyTorch eager (``model.eval()``
+    under ``torch.inference_mode()``), interleaved; the net's last layer is
+    linear, so both return logits."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    net = DEEP
+    model, layered = fd_model(net), fd_model(net, jit_compile=False)
+    tm, _ = torch_model(net, fd_weights(model), fd.num_threads())
+    tm.eval()
+    rows = []
+    for batch in batches:
+        x = np.random.default_rng(1).standard_normal((batch, net["n_in"]), dtype=np.float32)
+        tx = torch.from_numpy(x)
+
+        def torch_predict():
+            with torch.inference_mode():
+                return tm(tx).numpy()
+
+        fns = {"fusednn": lambda: model.predict(x, batch_size=batch),
+               "layers": lambda: layered.predict(x, batch_size=batch),
+               "torch": torch_predict}
+        ours = fns["fusednn"]()
+        np.testing.assert_allclose(ours, torch_predict(), rtol=1e-3, atol=1e-5)
+        np.testing.assert_array_equal(ours, fns["layers"]())
+        t = interleaved(fns, rounds=rounds, min_turn=0.2, settle=0.1)
+        row = {"net": "deep", "batch": batch, "fd_us": round(t.median("fusednn") * 1e6, 1),
+               "layers_us": round(t.median("layers") * 1e6, 1),
+               "torch_us": round(t.median("torch") * 1e6, 1),
+               "latency_of_torch": round(1.0 / t.ratio("torch", "fusednn"), 2),
+               "vs_layers": round(t.ratio("layers", "fusednn"), 2)}
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def peak_rss(contender, samples=4096, batch=256):
+    """Peak RSS (MiB) of one process that builds the wide net and fits it
+    for one epoch with `contender` ("fusednn" or "torch"), data included."""
+    import subprocess
+
+    code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+            f"import train; train._rss_child({contender!r}, {samples}, {batch})")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return round(int(out.stdout.split()[-1]) / 1024, 1)
+
+
+def _rss_child(contender, samples, batch):
+    """Fit as peak_rss says and print this process's peak RSS in KiB."""
+    import resource
+
+    _fit_for_rss(contender, samples, batch)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _fit_for_rss(contender, samples, batch):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((samples, WIDE["n_in"]), dtype=np.float32)
+    y = rng.integers(0, N_OUT, samples)
+    model = fd_model(WIDE)
+    if contender == "fusednn":
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+        return
+    import torch
+
+    tm, opt = torch_model(WIDE, fd_weights(model), fd.num_threads())
+    del model
+    torch_epoch(tm, opt, torch.from_numpy(x), torch.from_numpy(y), batch,
+                torch.Generator().manual_seed(0))
+
+
 def bench_cuda(cases, rounds, samples):
     """The same epochs with the data on the GPU: fusednn on CuPy arrays,
     PyTorch on CUDA tensors, and the NumPy implementation run on CuPy. The
@@ -513,6 +587,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0,
                    help="threads for fusednn and PyTorch (default: their own defaults)")
     p.add_argument("--no-jax", action="store_true", help="leave JAX out on the CPU")
+    p.add_argument("--predict", action="store_true",
+                   help="predict latency (batch 1 and 256) and the peak RSS of a wide-net fit, "
+                        "instead of the training table")
     args = p.parse_args(argv)
     cases = CASES[1:2] if args.quick else CASES
     if args.batches:
@@ -521,6 +598,18 @@ def main(argv=None):
     rounds = 3 if args.quick else args.rounds
     if args.threads:
         fd.set_num_threads(args.threads)
+    if args.predict:
+        rows = bench_predict(rounds)
+        rss = {c: peak_rss(c) for c in ("fusednn", "torch")}  # one process each
+        info = machine()
+        path = write_json("predict-cpu.json", {"machine": info, "rows": rows, "peak_rss_mib": rss})
+        print(f"\n{info['date']}, {info['cpu']}, {info['threads']} threads")
+        print(markdown(rows, [("net", "net"), ("batch", "batch"), ("fd_us", "fusednn us"),
+                              ("layers_us", "layer by layer us"), ("torch_us", "torch eager us"),
+                              ("latency_of_torch", "latency / torch's"),
+                              ("vs_layers", "compiled / layers")]))
+        print(f"\npeak RSS of a wide-net fit (MiB): {rss}\nJSON: {path}")
+        return
     if args.device == "cuda":
         if not fd.has_cuda():
             sys.exit(f"no CUDA backend: {fd.cuda_status()}")
