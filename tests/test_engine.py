@@ -104,6 +104,9 @@ def test_compiled_step_equals_the_layer_by_layer_path(name, dtype):
     b, hb = _train(name, dtype, True)
     assert a.step_mode == "layer by layer (jit_compile=False)"
     assert b.step_mode == "compiled"
+    lines = []
+    b.summary(print_fn=lines.append)
+    assert lines[-1] == "Training step: compiled"
     wa, ia, sa = _state(a)
     wb, ib, sb = _state(b)
     assert ia == ib == 3 * 7 and sa == sb
@@ -200,6 +203,9 @@ def test_unsupported_layers_fall_back_and_say_why(layer, reason):
     model = fd.Sequential([fd.Input((12,)), Dense(8), layer, Dense(4, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy")
     assert model.step_mode == f"layer by layer ({reason})"
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert lines[-1] == f"Training step: layer by layer ({reason})"
     x, labels = _data()
     model.fit(x, labels, epochs=1, verbose=0)
     assert model.step_mode == f"layer by layer ({reason})"
@@ -339,3 +345,12 @@ def test_predict_plan_checks_its_inputs():
         plan.predict(x, ro, [], [])
     with pytest.raises(ValueError, match="counters"):
         plan.predict(x, out, [0], [True])
+
+
+def test_layers_hold_the_compiled_steps_gradients():
+    a, _ = _train("mixed_layers_adam", np.float64, False, epochs=1)
+    b, _ = _train("mixed_layers_adam", np.float64, True, epochs=1)
+    for la, lb in zip(a.layers, b.layers):
+        assert len(la.grads) == len(lb.grads), la.name
+        for ga, gb in zip(la.grads, lb.grads):
+            np.testing.assert_array_equal(ga, gb)

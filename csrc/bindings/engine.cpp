@@ -127,21 +127,28 @@ class Plan {
   }
 
   // The weight gradients of the last run, per trained tensor, in order.
+  // The gradient buffers, refilled by each run: (block, "w" | "b" | "gamma"
+  // | "beta", array) for every weight of every block (trained or not).
   py::list grads() const {
     py::list out;
-    for (const TensorRef& a : tensors_) out.append(a.grad);
+    for (const GradRef& g : grads_) out.append(py::make_tuple(g.block, g.name, g.array));
     return out;
   }
 
   int64_t rows() const { return rows_; }
 
  private:
+  struct GradRef {
+    int block;
+    const char* name;
+    py::object array;
+  };
+
   struct TensorRef {
     void *p = nullptr, *g = nullptr, *s[3] = {nullptr, nullptr, nullptr};
     int64_t n = 0;
     double l1 = 0, l2 = 0, max_norm = 0;
     std::array<int64_t, 3> view{1, 1, 1};
-    py::object grad;
   };
 
   // A weight of `n` elements (`rows` x n for a kernel; rows 0: a vector).
@@ -157,9 +164,10 @@ class Plan {
     return t.ptr;
   }
 
-  void* grad_buffer(void* weight, int64_t rows, int64_t n) {
+  void* grad_buffer(void* weight, const char* name, int64_t rows, int64_t n) {
     if (!weight) return nullptr;
     owned_.push_back(rows > 0 ? empty(dt_, {rows, n}) : empty(dt_, {n}));
+    grads_.push_back({int(blocks_.size()), name, owned_.back().keep});
     return owned_.back().ptr;
   }
 
@@ -187,15 +195,15 @@ class Plan {
     check(k.w || k.kind == BlockKind::BatchNorm || !d.contains("b") || d["b"].is_none(), "b",
           "given without w");
     k.b = weight(d, "b", 0, k.out, false);
-    k.dw = grad_buffer(k.w, k.in, k.out);
-    k.db = grad_buffer(k.b, 0, k.out);
+    k.dw = grad_buffer(k.w, "w", k.in, k.out);
+    k.db = grad_buffer(k.b, "b", 0, k.out);
     if (k.kind == BlockKind::BatchNorm) {
       k.gamma = weight(d, "gamma", 0, k.out, false);
       k.beta = weight(d, "beta", 0, k.out, false);
       k.moving_mean = weight(d, "moving_mean", 0, k.out, true);
       k.moving_var = weight(d, "moving_var", 0, k.out, true);
-      k.dgamma = grad_buffer(k.gamma, 0, k.out);
-      k.dbeta = grad_buffer(k.beta, 0, k.out);
+      k.dgamma = grad_buffer(k.gamma, "gamma", 0, k.out);
+      k.dbeta = grad_buffer(k.beta, "beta", 0, k.out);
       k.batch_stats = d["batch_stats"].cast<bool>();
       k.momentum = d["momentum"].cast<double>();
       k.epsilon = d["epsilon"].cast<double>();
@@ -221,8 +229,6 @@ class Plan {
     else if (name == "beta") a.p = k.beta, a.g = k.dbeta;
     check(a.p != nullptr, "tensors", "names a weight the block does not have");
     a.n = rows > 0 ? rows * k.out : k.out;
-    for (const Tensor& g : owned_)
-      if (g.ptr == a.g) a.grad = g.keep;
     const py::sequence slots = e[2].cast<py::sequence>();
     check(slots.size() == 3, "slots", "must have 3 entries");
     for (size_t j = 0; j < 3; ++j) {
@@ -295,6 +301,7 @@ class Plan {
   std::vector<TensorRef> tensors_;
   std::vector<py::object> keep_;      // the model's arrays the plan points into
   std::vector<Tensor> owned_;         // gradient buffers
+  std::vector<GradRef> grads_;        // the same, by block and weight
   std::vector<Tensor> rows_buffers_;  // per-row buffers, `rows_` rows
   Tensor dout_;
   int64_t rows_ = 0;
@@ -322,7 +329,7 @@ const Registrar reg([](py::module_& m) {
            "(loss, correct): forward, loss, backward and the optimizer update, in place.")
       .def("predict", &Plan::predict, "x"_a, "out"_a, "counters"_a, "active"_a,
            "Inference of x into out, in place: moving statistics, dropout where active.")
-      .def("grads", &Plan::grads, "The weight gradients of the last run, per trained tensor.")
+      .def("grads", &Plan::grads, "[(block, weight name, gradient)], refilled by each run.")
       .def_property_readonly("rows", &Plan::rows, "Rows the buffers hold now.");
 });
 

@@ -154,6 +154,7 @@ class CompiledStep:
         self.model = model
         self._plan = None
         self._key = None
+        self.penalized = []
 
     def _current_key(self):
         m = self.model
@@ -186,12 +187,38 @@ class CompiledStep:
             tensors.append((block, name, opt._slots[i], pens[i][0], pens[i][1],
                             0.0 if c is None else float(c.max_value), opt._view(p.shape, c)))
         loss = m._loss
+        # the layers whose penalty_loss can be nonzero, for fit's batch loss
+        self.penalized = [layer for layer in m.layers
+                          if any(p is not None for p in layer.weight_penalties())]
         self._refs = refs
         self._drops = drops
         self._plan = _C.StepPlan(blocks, m._model_dtype() == np.float64, _LOSSES[m.loss],
                                  "accuracy" in m.metrics, float(loss.threshold),
                                  min(stop, len(blocks)), opt._rule, tensors)
         self._key = self._current_key()
+        self._route_grads(refs, stop)
+
+    def _route_grads(self, refs, stop):
+        """Each layer's ``grads`` becomes the plan's gradient buffers of its
+        weights (refilled by every step), as the Steps' backward leaves them:
+        the layers of the steps from `stop` up, weight-free ones with []."""
+        m = self.model
+        buffers = {(block, name): g for block, name, g in self._plan.grads()}
+        where = {}  # (layer id, attribute) -> (block, name)
+        block_of = {}
+        for i, step in enumerate(m._steps):
+            for layer in step.layers:
+                block_of[id(layer)] = i
+        for name, layer, attr in refs:
+            where[(id(layer), attr)] = (block_of[id(layer)], name)
+        for i, step in enumerate(m._steps[stop:], start=stop):
+            for layer in step.layers:
+                grads = []
+                for w in layer._trainable_weights:
+                    attr = next(a for a in ("kernel", "bias", "gamma", "beta")
+                                if getattr(layer, a, None) is w)
+                    grads.append(buffers[where[(id(layer), attr)]])
+                layer.grads = grads
 
     def __call__(self, xb, yb, caller="Sequential.fit"):
         if self._plan is None or self._current_key() != self._key:

@@ -732,7 +732,8 @@ class Sequential:
                 else:
                     loss, correct = engine(xb, yb, caller)
                 m = xb.shape[0]
-                batch_loss = float(loss) + self._penalty_loss()
+                batch_loss = float(loss) + self._penalty_loss(
+                    None if engine is None else engine.penalized)
                 if not (nan_warned or math.isfinite(batch_loss)):
                     nan_warned = True
                     warnings.warn(f"{caller}: the loss is {batch_loss} at epoch {epoch + 1}, "
@@ -767,8 +768,11 @@ class Sequential:
             cb.on_train_end({})
         return history
 
-    def _penalty_loss(self) -> float:
-        return sum(layer.penalty_loss() for layer in self.layers)
+    def _penalty_loss(self, layers=None) -> float:
+        """The layers' regularisation terms (of `layers`, default all: the
+        compiled step passes those with a regularizer; a layer without one
+        adds 0.0, which changes no sum)."""
+        return sum(layer.penalty_loss() for layer in (self.layers if layers is None else layers))
 
     def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False):
         """The loss (+ penalties) and metrics over x, y in inference mode:
@@ -942,6 +946,8 @@ class Sequential:
         print_fn(f"Total params: {total}")
         print_fn(f"Trainable params: {trainable}")
         print_fn(f"Non-trainable params: {total - trainable}")
+        if self.optimizer is not None and self.built:
+            print_fn(f"Training step: {self.step_mode}")
 
 
 def load(path, compile=True, device="cpu") -> Sequential:
