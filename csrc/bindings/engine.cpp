@@ -3,8 +3,6 @@
 // optimizer's slots and its own buffers; fusednn.models.engine builds it
 // from the planned Steps and rebuilds it when a weight, slot or trainable
 // flag changes. CPU only for now: the GPU runs the steps layer by layer.
-#include "engine/step_plan.h"
-
 #include <pybind11/stl.h>
 
 #include <algorithm>
@@ -14,6 +12,7 @@
 
 #include "bindings/registry.h"
 #include "bindings/tensor.h"
+#include "engine/step_plan.h"
 
 namespace py = pybind11;
 using namespace fusednn::bind;
@@ -68,36 +67,33 @@ class Plan {
       expect_size(t, dt_, count("target", m, c));
     check(t.ndim >= 1 && t.dim(0) == m, "target", "needs one row per row of x");
     if (m > rows_) reserve(m);
-    busy_ = true;
+    const Busy busy(busy_);
     fusednn::engine::StepResult r;
-    try {
-      run_floating(dt_, [&](auto tag) {
-        using T = decltype(tag);
-        std::vector<fusednn::OptTensor<T>> ts(tensors_.size());
-        for (size_t i = 0; i < ts.size(); ++i) {
-          const TensorRef& a = tensors_[i];
-          ts[i] = {static_cast<T*>(a.p), static_cast<const T*>(a.g), {}, a.n, a.l1, a.l2,
-                   a.max_norm, a.view[0], a.view[1], a.view[2]};
-          for (int j = 0; j < 3; ++j) ts[i].s[j] = static_cast<T*>(a.s[j]);
-        }
-        fusednn::engine::StepPlan<T> plan{blocks_, loss_, stop_};
-        const auto go = [&](auto* labels) {
-          using L = std::remove_const_t<std::remove_pointer_t<decltype(labels)>>;
-          return plan.template run<L>(x.data<T>(), labels, indices ? nullptr : t.data<T>(),
-                                      dout_.data<T>(), &loss_value_, m, counters.data(), rule_, h,
-                                      ts.data(), int64_t(ts.size()), clip_mode, clip, nullptr,
-                                      Stream{});
-        };
-        if (indices && t.dtype == DType::I32)
-          r = go(t.data<const int32_t>());
-        else
-          r = go(indices ? t.data<const int64_t>() : static_cast<const int64_t*>(nullptr));
-      });
-    } catch (...) {
-      busy_ = false;
-      throw;
-    }
-    busy_ = false;
+    run_floating(dt_, [&](auto tag) {
+      using T = decltype(tag);
+      std::vector<fusednn::OptTensor<T>> ts(tensors_.size());
+      for (size_t i = 0; i < ts.size(); ++i) {
+        const TensorRef& a = tensors_[i];
+        fusednn::OptTensor<T>& o = ts[i];
+        o.p = static_cast<T*>(a.p);
+        o.g = static_cast<const T*>(a.g);
+        o.n = a.n, o.l1 = a.l1, o.l2 = a.l2, o.max_norm = a.max_norm;
+        o.outer = a.view[0], o.mid = a.view[1], o.inner = a.view[2];
+        for (int j = 0; j < 3; ++j) o.s[j] = static_cast<T*>(a.s[j]);
+      }
+      fusednn::engine::StepPlan<T> plan{blocks_, loss_, stop_};
+      const auto go = [&](auto* labels) {
+        using L = std::remove_const_t<std::remove_pointer_t<decltype(labels)>>;
+        return plan.template run<L>(x.data<T>(), labels, indices ? nullptr : t.data<T>(),
+                                    dout_.data<T>(), &loss_value_, m, counters.data(), rule_, h,
+                                    ts.data(), int64_t(ts.size()), clip_mode, clip, nullptr,
+                                    Stream{});
+      };
+      if (indices && t.dtype == DType::I32)
+        r = go(t.data<const int32_t>());
+      else
+        r = go(indices ? t.data<const int64_t>() : static_cast<const int64_t*>(nullptr));
+    });
     return py::make_tuple(r.loss, r.correct);
   }
 
@@ -116,17 +112,15 @@ class Plan {
     expect_writable(out);
     if (m == 0) return;
     if (m > rows_) reserve(m);
-    busy_ = true;
+    const Busy busy(busy_);
     run_floating(dt_, [&](auto tag) {
       using T = decltype(tag);
       fusednn::engine::StepPlan<T> plan{blocks_, loss_, stop_};
       const T* y = plan.infer(x.data<T>(), m, counters.data(), active.data(), Stream{});
       std::copy(y, y + out.size, out.data<T>());
     });
-    busy_ = false;
   }
 
-  // The weight gradients of the last run, per trained tensor, in order.
   // The gradient buffers, refilled by each run: (block, "w" | "b" | "gamma"
   // | "beta", array) for every weight of every block (trained or not).
   py::list grads() const {
@@ -138,6 +132,14 @@ class Plan {
   int64_t rows() const { return rows_; }
 
  private:
+  // Marks the plan in use while the GIL is released (a second thread's
+  // call is refused, not run on the same buffers); cleared on any exit.
+  struct Busy {
+    bool& flag;
+    explicit Busy(bool& f) : flag(f) { flag = true; }
+    ~Busy() { flag = false; }
+  };
+
   struct GradRef {
     int block;
     const char* name;
@@ -177,8 +179,9 @@ class Plan {
     k.in = d["in"].cast<int64_t>();
     k.out = d["out"].cast<int64_t>();
     check(k.in >= 1 && k.out >= 1, "block", "needs at least one feature in and out");
-    check(features < 0 || k.in == features, "block", "input features differ from the output "
-                                                     "of the block below");
+    check(features < 0 || k.in == features, "block",
+          "input features differ from the output "
+          "of the block below");
     check(k.kind == BlockKind::Dense || k.kind == BlockKind::BatchNorm || k.in == k.out, "block",
           "an activation or dropout keeps its width");
     if (d.contains("act")) k.act = to_act(d["act"].cast<fusednn::Act>());
@@ -223,10 +226,14 @@ class Plan {
     const std::string name = e[1].cast<std::string>();
     TensorRef a;
     int64_t rows = 0;
-    if (name == "w") a.p = k.w, a.g = k.dw, rows = k.in;
-    else if (name == "b") a.p = k.b, a.g = k.db;
-    else if (name == "gamma") a.p = k.gamma, a.g = k.dgamma;
-    else if (name == "beta") a.p = k.beta, a.g = k.dbeta;
+    if (name == "w")
+      a.p = k.w, a.g = k.dw, rows = k.in;
+    else if (name == "b")
+      a.p = k.b, a.g = k.db;
+    else if (name == "gamma")
+      a.p = k.gamma, a.g = k.dgamma;
+    else if (name == "beta")
+      a.p = k.beta, a.g = k.dbeta;
     check(a.p != nullptr, "tensors", "names a weight the block does not have");
     a.n = rows > 0 ? rows * k.out : k.out;
     const py::sequence slots = e[2].cast<py::sequence>();
@@ -244,9 +251,8 @@ class Plan {
     a.max_norm = e[5].cast<double>();
     a.view = e[6].cast<std::array<int64_t, 3>>();
     check(a.l1 >= 0 && a.l2 >= 0 && a.max_norm >= 0, "tensors", "penalties and max_norm >= 0");
-    check(a.max_norm == 0 ||
-              (a.view[0] >= 1 && a.view[1] >= 1 && a.view[2] >= 1 &&
-               count("view", count("view", a.view[0], a.view[1]), a.view[2]) == a.n),
+    check(a.max_norm == 0 || (a.view[0] >= 1 && a.view[1] >= 1 && a.view[2] >= 1 &&
+                              count("view", count("view", a.view[0], a.view[1]), a.view[2]) == a.n),
           "tensors", "max-norm view does not match");
     tensors_.push_back(std::move(a));
   }

@@ -58,10 +58,10 @@ struct Block {
   uint64_t seed = 0;
   int counter = -1;  // index into the call's dropout counters (-1: none)
   // per-row buffers, `out` columns (dx: `in` columns)
-  void *z = nullptr;   // Dense: f's input where f saves it; BatchNorm: x @ w + b
-  void *y = nullptr;   // output (Dropout with rate 0: none, y is the input)
-  void *dz = nullptr;  // Dense: dy f'(s); BatchNorm: dL/dz
-  void *dx = nullptr;  // dL/d(input)
+  void* z = nullptr;   // Dense: f's input where f saves it; BatchNorm: x @ w + b
+  void* y = nullptr;   // output (Dropout with rate 0: none, y is the input)
+  void* dz = nullptr;  // Dense: dy f'(s); BatchNorm: dL/dz
+  void* dx = nullptr;  // dL/d(input)
   uint32_t* mask = nullptr;
   // BatchNorm scratch
   void* cols = nullptr;
@@ -93,13 +93,13 @@ struct StepPlan {
   // inference (training false) a batch norm uses its moving statistics and
   // leaves them, and a dropout is on where active[its counter] is nonzero
   // (the layer's mc flag or predict's MC dropout); in training both are on.
-  const T* forward(Block& k, const T* x, int64_t m, const uint64_t* counters,
-                   const uint8_t* active, bool training, dev::Stream st) {
+  const T* forward(Block& k, const T* x, int64_t m, const uint64_t* counters, const uint8_t* active,
+                   bool training, dev::Stream st) {
     const bool drop = k.counter >= 0 && (training || active[k.counter]);
     switch (k.kind) {
       case BlockKind::Dense:
-        dev::dense_forward<T>(x, at(k.w), at(k.b), at(k.y), at(k.z), nullptr, m, k.in, k.out,
-                              k.act, T(k.alpha), st);
+        dev::dense_forward<T>(x, at(k.w), at(k.b), at(k.y), at(k.z), nullptr, m, k.in, k.out, k.act,
+                              T(k.alpha), st);
         return at(k.y);
       case BlockKind::BatchNorm: {
         const T* in = x;
@@ -111,9 +111,9 @@ struct StepPlan {
         const BnDropout d{drop ? k.rate : 0.0, k.alpha_dropout, k.seed,
                           drop ? counters[k.counter] : 0};
         const bool batch_stats = training && k.batch_stats;
-        dev::batchnorm_forward<T>(in, at(k.gamma), at(k.beta), at(k.moving_mean),
-                                  at(k.moving_var), batch_stats, k.momentum, k.epsilon,
-                                  k.convention, at(k.y), at(k.cols), batch_stats ? k.mean : nullptr,
+        dev::batchnorm_forward<T>(in, at(k.gamma), at(k.beta), at(k.moving_mean), at(k.moving_var),
+                                  batch_stats, k.momentum, k.epsilon, k.convention, at(k.y),
+                                  at(k.cols), batch_stats ? k.mean : nullptr,
                                   batch_stats ? k.var : nullptr, drop ? k.mask : nullptr, k.ws, m,
                                   k.out, k.act, T(k.alpha), d, st);
         return at(k.y);
@@ -123,8 +123,8 @@ struct StepPlan {
         return at(k.y);
       case BlockKind::Dropout:
         if (!drop) return x;
-        dev::dropout_forward<T>(x, at(k.y), k.mask, m * k.out, k.seed, counters[k.counter],
-                                k.rate, k.alpha_dropout, st);
+        dev::dropout_forward<T>(x, at(k.y), k.mask, m * k.out, k.seed, counters[k.counter], k.rate,
+                                k.alpha_dropout, st);
         return at(k.y);
     }
     return x;
@@ -181,8 +181,8 @@ struct StepPlan {
         break;
       case LossKind::SigmoidBce:
       case LossKind::Mse:
-        dev::point_loss<T>(loss.kind == LossKind::Mse ? PointLoss::MSE : PointLoss::SigmoidBCE,
-                           out, target, nullptr, dout, loss_buf, m, c, inv_m, st);
+        dev::point_loss<T>(loss.kind == LossKind::Mse ? PointLoss::MSE : PointLoss::SigmoidBCE, out,
+                           target, nullptr, dout, loss_buf, m, c, inv_m, st);
         break;
     }
     StepResult r{*loss_buf, 0};
@@ -222,8 +222,8 @@ struct StepPlan {
   // The whole step. x: m rows of blocks[0].in; the last block's output is
   // the loss's input. Returns the loss and the metric's count.
   template <typename L>
-  StepResult run(const T* x, const L* labels, const T* target, T* dout, double* loss_buf,
-                 int64_t m, const uint64_t* counters, Opt rule, const OptStep<double>& h,
+  StepResult run(const T* x, const L* labels, const T* target, T* dout, double* loss_buf, int64_t m,
+                 const uint64_t* counters, Opt rule, const OptStep<double>& h,
                  OptTensor<T>* tensors, int64_t count, Clip clip_mode, double clip, double* norms,
                  dev::Stream st) {
     const int n = int(blocks.size());
@@ -235,7 +235,8 @@ struct StepPlan {
     }
     const StepResult r = head<L>(h_out, labels, target, dout, loss_buf, m, blocks[n - 1].out, st);
     const T* g = dout;
-    for (int i = n - 1; i >= stop; --i) g = backward(blocks[i], inputs[i], g, m, i > stop, counters, st);
+    for (int i = n - 1; i >= stop; --i)
+      g = backward(blocks[i], inputs[i], g, m, i > stop, counters, st);
     if (count > 0) dev::optimizer_step<T>(rule, h, tensors, count, clip_mode, clip, norms, st);
     return r;
   }

@@ -166,7 +166,7 @@ class CompiledStep:
         m = self.model
         blocks, refs, drops, owner = _blocks(m)
         # The optimizer's tensors in Sequential._train_step's order.
-        stop = max(m._lowest_trainable(), 0)
+        stop = m._lowest_trainable()
         live_layers = {id(la) for step in m._steps[stop:] for la in step.layers}
         params, flags, pens, cons = [], [], [], []
         for layer in m.layers:
