@@ -345,6 +345,14 @@ def test_predict_plan_checks_its_inputs():
         plan.predict(x, ro, [], [])
     with pytest.raises(ValueError, match="counters"):
         plan.predict(x, out, [0], [True])
+    runs = np.zeros((3, 6, 2), np.float32)  # MC passes: rows 2..5 of each
+    plan.predict(x, runs, [], [], 2)
+    np.testing.assert_array_equal(runs[:, 2:], 3.0)
+    np.testing.assert_array_equal(runs[:, :2], 0.0)
+    with pytest.raises(ValueError, match="row0"):
+        plan.predict(x, runs, [], [], 3)
+    with pytest.raises(ValueError, match="out"):
+        plan.predict(x, np.zeros((1, 3, 6, 2), np.float32), [], [])
 
 
 def test_layers_hold_the_compiled_steps_gradients():

@@ -97,27 +97,41 @@ class Plan {
     return py::make_tuple(r.loss, r.correct);
   }
 
-  // Inference on x (m x features) into out (m x outputs): batch norms on
-  // their moving statistics, each dropout on where active[i] (its counter
-  // is counters[i]); nothing of the model changes.
+  // Inference on x (m x features) into rows [row0, row0 + m) of out, a
+  // (rows x outputs) array or (samples x rows x outputs) for MC dropout's
+  // passes in one call: batch norms on their moving statistics, each dropout
+  // on where active[i], its counter counters[i] + s * stride in pass s.
+  // Nothing of the model changes.
   void predict(py::handle x_obj, py::handle out_obj, const std::vector<uint64_t>& counters,
-               const std::vector<uint8_t>& active) {
+               const std::vector<uint8_t>& active, int64_t row0, uint64_t stride) {
     check(!busy_, "StepPlan.predict", "already running in another thread");
     check(counters.size() == size_t(n_counters_) && active.size() == size_t(n_counters_),
           "counters, active", "one per dropout");
     const Tensor x = view(x_obj, "x"), out = view(out_obj, "out");
     expect(x, dt_, {-1, blocks_[0].in});
-    const int64_t m = x.dim(0);
-    expect(out, dt_, {m, blocks_.back().out});
+    const int64_t m = x.dim(0), c = blocks_.back().out;
+    check(out.ndim == 2 || out.ndim == 3, "out",
+          "must be (rows, outputs) or (samples, rows, "
+          "outputs)");
+    const int64_t samples = out.ndim == 3 ? out.dim(0) : 1, rows = out.dim(out.ndim - 2);
+    if (out.ndim == 3)
+      expect(out, dt_, {samples, rows, c});
+    else
+      expect(out, dt_, {rows, c});
     expect_writable(out);
+    check(row0 >= 0 && row0 <= rows && m <= rows - row0, "row0", "x's rows do not fit in out");
     if (m == 0) return;
     if (m > rows_) reserve(m);
     const Busy busy(busy_);
+    std::vector<uint64_t> now(counters);
     run_floating(dt_, [&](auto tag) {
       using T = decltype(tag);
       fusednn::engine::StepPlan<T> plan{blocks_, loss_, stop_};
-      const T* y = plan.infer(x.data<T>(), m, counters.data(), active.data(), Stream{});
-      std::copy(y, y + out.size, out.data<T>());
+      for (int64_t s = 0; s < samples; ++s) {
+        for (size_t i = 0; i < now.size(); ++i) now[i] = counters[i] + uint64_t(s) * stride;
+        const T* y = plan.infer(x.data<T>(), m, now.data(), active.data(), Stream{});
+        std::copy(y, y + m * c, out.data<T>() + (s * rows + row0) * c);
+      }
     });
   }
 
@@ -333,8 +347,10 @@ const Registrar reg([](py::module_& m) {
            "tensors"_a)
       .def("run", &Plan::run, "x"_a, "target"_a, "counters"_a, "step"_a, "clip_mode"_a, "clip"_a,
            "(loss, correct): forward, loss, backward and the optimizer update, in place.")
-      .def("predict", &Plan::predict, "x"_a, "out"_a, "counters"_a, "active"_a,
-           "Inference of x into out, in place: moving statistics, dropout where active.")
+      .def("predict", &Plan::predict, "x"_a, "out"_a, "counters"_a, "active"_a, "row0"_a = 0,
+           "stride"_a = 0,
+           "Inference of x into out[..., row0:row0 + len(x), :]: moving statistics, dropout "
+           "where active, one pass per leading index of a 3-D out.")
       .def("grads", &Plan::grads, "[(block, weight name, gradient)], refilled by each run.")
       .def_property_readonly("rows", &Plan::rows, "Rows the buffers hold now.");
 });

@@ -279,3 +279,20 @@ class CompiledForward:
         for d, on in zip(drops, active):
             if on:
                 d.step += 1
+
+    def predict_samples(self, x, runs, batch_size):
+        """MC dropout: ``runs[s]`` is the output of pass s over x (every
+        dropout on) in batches of `batch_size`, all passes of a batch in one
+        call, with the masks (counters) that N consecutive passes over the
+        batches would draw."""
+        if self._plan is None or self._current_key() != self._key:
+            self._build()
+        n, drops = x.shape[0], self._drops
+        batches = -(-n // batch_size)
+        base = [d.step for d in drops]
+        active = [True] * len(drops)
+        for j, start in enumerate(range(0, n, batch_size)):
+            self._plan.predict(x[start:start + batch_size], runs, [b + j for b in base], active,
+                               start, batches)
+        for d, b in zip(drops, base):
+            d.step = b + runs.shape[0] * batches

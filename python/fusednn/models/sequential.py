@@ -842,8 +842,14 @@ class Sequential:
                           f"AlphaDropout layer, so every pass gives the same output and std "
                           f"is 0", UserWarning, stacklevel=2)
         with self._seeded_dropout(seed):
-            runs = array_module(x).stack([self._predict_once(x, batch_size, mc=True)
-                                           for _ in range(mc_samples)])
+            compiled = self._compiled_forward()
+            if compiled is not None:  # every pass of a batch in one call
+                runs = np.empty((mc_samples, x.shape[0], self._output_dim()), dtype=x.dtype)
+                compiled.predict_samples(x, runs, batch_size)
+                runs = np.stack([self._loss.predictions(r) for r in runs])
+            else:
+                runs = array_module(x).stack([self._predict_once(x, batch_size, mc=True)
+                                               for _ in range(mc_samples)])
         return runs.mean(axis=0), runs.std(axis=0)
 
     @contextlib.contextmanager
