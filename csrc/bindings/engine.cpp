@@ -111,8 +111,7 @@ class Plan {
     expect(x, dt_, {-1, blocks_[0].in});
     const int64_t m = x.dim(0), c = blocks_.back().out;
     check(out.ndim == 2 || out.ndim == 3, "out",
-          "must be (rows, outputs) or (samples, rows, "
-          "outputs)");
+          "must be (rows, outputs) or (samples, rows, outputs)");
     const int64_t samples = out.ndim == 3 ? out.dim(0) : 1, rows = out.dim(out.ndim - 2);
     if (out.ndim == 3)
       expect(out, dt_, {samples, rows, c});
