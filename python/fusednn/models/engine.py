@@ -9,6 +9,9 @@ normalisation's moving statistics and the accuracy count, with the GIL
 released and buffers allocated once for the largest batch. It makes the
 kernel calls the layer-by-layer path makes, with the same arguments and in
 the same order, so both paths give the same weights bit for bit.
+``CompiledForward(model)`` does the same for inference (predict, evaluate,
+MC dropout with a batch's passes in one call): the same outputs as the
+Steps' forward in inference mode.
 
 What it runs: Dense, BatchNormalization, the activation layers Activation,
 ELU and LeakyReLU, Dropout and AlphaDropout, under the four losses of
