@@ -8,8 +8,8 @@ import os
 
 import numpy as np
 
-_FLOAT_CHARS = ("f", "d")
-_UINT64_END = 2**64  # float32, float64; dtype.char is a cheap C attribute
+_FLOAT_CHARS = ("f", "d")  # float32, float64; dtype.char is a cheap C attribute
+_UINT64_END = 2**64  # seeds and steps are below it
 
 
 def float_array(caller: str, name: str, a, xp, ndim: int | None = None, dtype=None):
