@@ -35,7 +35,7 @@ class Plan {
        fusednn::Opt rule, const py::list& tensors)
       : dt_(f64 ? DType::F64 : DType::F32), rule_(rule) {
     check(blocks.size() > 0, "blocks", "a plan needs at least one block");
-    in_range("loss kind", loss, LossKind(4));
+    in_range("loss kind", loss, LossKind::Count);
     in_range("optimizer kind", rule, fusednn::Opt::Count);
     check(stop >= 0 && stop <= int(blocks.size()), "stop", "out of range");
     loss_ = {loss, accuracy, threshold};
@@ -188,7 +188,7 @@ class Plan {
 
   Block parse(const py::dict& d, int64_t features) {
     Block k;
-    k.kind = in_range("block kind", BlockKind(d["kind"].cast<int>()), BlockKind(4));
+    k.kind = in_range("block kind", BlockKind(d["kind"].cast<int>()), BlockKind::Count);
     k.in = d["in"].cast<int64_t>();
     k.out = d["out"].cast<int64_t>();
     check(k.in >= 1 && k.out >= 1, "block", "needs at least one feature in and out");

@@ -32,10 +32,10 @@
 namespace fusednn {
 namespace engine {
 
-enum class BlockKind : int { Dense = 0, BatchNorm = 1, Activation = 2, Dropout = 3 };
+enum class BlockKind : int { Dense = 0, BatchNorm = 1, Activation = 2, Dropout = 3, Count = 4 };
 
 // How the loss reads the last block's output: fusednn.models.loss.Loss.
-enum class LossKind : int { SparseSoftmax = 0, Softmax = 1, SigmoidBce = 2, Mse = 3 };
+enum class LossKind : int { SparseSoftmax = 0, Softmax = 1, SigmoidBce = 2, Mse = 3, Count = 4 };
 
 // One block's parameters and buffers (T* as void*: one struct for both dtypes).
 struct Block {
@@ -126,6 +126,8 @@ struct StepPlan {
         dev::dropout_forward<T>(x, at(k.y), k.mask, m * k.out, k.seed, counters[k.counter], k.rate,
                                 k.alpha_dropout, st);
         return at(k.y);
+      case BlockKind::Count:  // refused when the plan is built
+        break;
     }
     return x;
   }
@@ -163,6 +165,8 @@ struct StepPlan {
         dev::dropout_backward<T>(dy, k.mask, dx, m * k.out, k.seed, counters[k.counter], k.rate,
                                  k.alpha_dropout, st);
         return dx;
+      case BlockKind::Count:
+        break;
     }
     return dx;
   }
@@ -183,6 +187,8 @@ struct StepPlan {
       case LossKind::Mse:
         dev::point_loss<T>(loss.kind == LossKind::Mse ? PointLoss::MSE : PointLoss::SigmoidBCE, out,
                            target, nullptr, dout, loss_buf, m, c, inv_m, st);
+        break;
+      case LossKind::Count:  // refused when the plan is built
         break;
     }
     StepResult r{*loss_buf, 0};

@@ -137,33 +137,43 @@ def _block(step, width):
     return d, [], None
 
 
-def _arrays_key(compiled):
-    """What a built plan read from the layers and must be rebuilt for: the
-    arrays it points to and each dropout's seed and rate (predict's seeded MC
-    dropout sets the seeds for one call)."""
-    if compiled._plan is None:
-        return None
-    return (tuple(id(getattr(layer, attr)) for _, layer, attr in compiled._refs),
-            tuple((d.seed, d.rate) for d in compiled._drops))
+class _Compiled:
+    """A StepPlan of `model`, built on first use and again whenever
+    ``_current_key()`` (what the plan read from the model) changes."""
+
+    def __init__(self, model):
+        self.model = model
+        self._plan = None
+        self._key = None
+        self._refs = self._drops = ()
+
+    def _ensure(self, *build_args):
+        if self._plan is None or self._current_key() != self._key:
+            self._build(*build_args)
+            self._key = self._current_key()
+
+    def _arrays_key(self):
+        """The arrays the plan points to and each dropout's seed and rate
+        (predict's seeded MC dropout sets the seeds for one call)."""
+        return (tuple(id(getattr(layer, attr)) for _, layer, attr in self._refs),
+                tuple((d.seed, d.rate) for d in self._drops))
 
 
-class CompiledStep:
+class CompiledStep(_Compiled):
     """The training step of `model` (compiled, built, supported: see
     ``unsupported``) as one call: ``step(xb, yb)`` -> (mean loss of the
     batch, accuracy count), the weights, slots, moving statistics and the
     dropout layers' counters updated as ``Sequential._train_step`` does."""
 
     def __init__(self, model):
-        self.model = model
-        self._plan = None
-        self._key = None
+        super().__init__(model)
         self.penalized = []
 
     def _current_key(self):
         m = self.model
         opt = m.optimizer
         return (id(m._steps), id(opt), id(opt._slots),
-                tuple(layer.trainable for layer in m.layers), _arrays_key(self))
+                tuple(layer.trainable for layer in m.layers), self._arrays_key())
 
     def _build(self, caller):
         m = self.model
@@ -198,34 +208,20 @@ class CompiledStep:
         self._plan = _C.StepPlan(blocks, m._model_dtype() == np.float64, _LOSSES[m.loss],
                                  "accuracy" in m.metrics, float(loss.threshold),
                                  min(stop, len(blocks)), opt._rule, tensors)
-        self._key = self._current_key()
-        self._route_grads(refs, stop)
+        self._route_grads(owner, stop)
 
-    def _route_grads(self, refs, stop):
+    def _route_grads(self, owner, stop):
         """Each layer's ``grads`` becomes the plan's gradient buffers of its
         weights (refilled by every step), as the Steps' backward leaves them:
-        the layers of the steps from `stop` up, weight-free ones with []."""
-        m = self.model
+        the layers of the steps from `stop` up, weight-free ones with [].
+        owner: id(weight) -> (block, name), as _blocks gives it."""
         buffers = {(block, name): g for block, name, g in self._plan.grads()}
-        where = {}  # (layer id, attribute) -> (block, name)
-        block_of = {}
-        for i, step in enumerate(m._steps):
+        for step in self.model._steps[stop:]:
             for layer in step.layers:
-                block_of[id(layer)] = i
-        for name, layer, attr in refs:
-            where[(id(layer), attr)] = (block_of[id(layer)], name)
-        for i, step in enumerate(m._steps[stop:], start=stop):
-            for layer in step.layers:
-                grads = []
-                for w in layer._trainable_weights:
-                    attr = next(a for a in ("kernel", "bias", "gamma", "beta")
-                                if getattr(layer, a, None) is w)
-                    grads.append(buffers[where[(id(layer), attr)]])
-                layer.grads = grads
+                layer.grads = [buffers[owner[id(w)]] for w in layer._trainable_weights]
 
     def __call__(self, xb, yb, caller="Sequential.fit"):
-        if self._plan is None or self._current_key() != self._key:
-            self._build(caller)
+        self._ensure(caller)
         opt = self.model.optimizer
         t = opt.iterations + 1
         record, clip_mode, clip = opt._record(t)
@@ -248,7 +244,7 @@ class CompiledStep:
         return {"accuracy": correct / total}
 
 
-class CompiledForward:
+class CompiledForward(_Compiled):
     """Inference of `model` (layers supported: see ``unsupported_layers``)
     in one call per batch: ``forward(x, out, mc)`` writes the steps' output
     for x (no output activation) into `out`, as ``Step.forward(training=
@@ -256,14 +252,9 @@ class CompiledForward:
     a dropout on where its layer has ``mc=True`` or `mc` is set (its counter
     advancing as the layer's own forward advances it)."""
 
-    def __init__(self, model):
-        self.model = model
-        self._plan = None
-        self._key = None
-
     def _current_key(self):
         m = self.model
-        return id(m._steps), _arrays_key(self)
+        return id(m._steps), self._arrays_key()
 
     def _build(self):
         m = self.model
@@ -271,11 +262,9 @@ class CompiledForward:
         # A forward-only plan: no trained tensor, the loss and rule unused.
         self._plan = _C.StepPlan(blocks, m._model_dtype() == np.float64, LossKind.Mse, False,
                                  0.5, len(blocks), _C.Opt.SGD, [])
-        self._key = self._current_key()
 
     def forward(self, x, out, mc=False):
-        if self._plan is None or self._current_key() != self._key:
-            self._build()
+        self._ensure()
         drops = self._drops
         active = [bool(mc or d.mc) for d in drops]
         self._plan.predict(x, out, [d.step for d in drops], active)
@@ -288,8 +277,7 @@ class CompiledForward:
         dropout on) in batches of `batch_size`, all passes of a batch in one
         call, with the masks (counters) that N consecutive passes over the
         batches would draw."""
-        if self._plan is None or self._current_key() != self._key:
-            self._build()
+        self._ensure()
         n, drops = x.shape[0], self._drops
         batches = -(-n // batch_size)
         base = [d.step for d in drops]

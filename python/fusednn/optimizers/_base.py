@@ -157,7 +157,7 @@ class Optimizer:
         compiled step."""
         count = len(params)
         if backend is None:
-            backend = self._dispatch(caller, params, params)
+            backend = self._dispatch(caller, [], params)
         flags = self._per_tensor(caller, "trainable", trainable, count, self._check_trainable)
         pens = self._per_tensor(caller, "penalties", penalties, count, self._check_penalty)
         cons = self._per_tensor(caller, "constraints", constraints, count, self._check_constraint)
