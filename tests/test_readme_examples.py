@@ -49,3 +49,13 @@ def test_reuse_example(tmp_path, monkeypatch):
     assert all(not layer.trainable for layer in new.layers[:-1])
     assert 0.0 <= scope["report"].sparsity <= 1.0
     assert len(scope["lrs"]) == len(scope["losses"]) > 0
+
+
+def test_out_of_core_example():
+    scope = {}
+    exec(compile(_example("out-of-core"), "README.md", "exec"), scope)
+    assert scope["accuracy"] > 0.9, scope["accuracy"]
+    assert scope["model"].optimizer.iterations == 704 + 400 + 390
+    del scope["x"]
+    import os
+    os.unlink(scope["path"])

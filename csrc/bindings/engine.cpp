@@ -50,9 +50,12 @@ class Plan {
   }
 
   // The step on x (m x features) against target; counters: each dropout's
-  // step counter; h, clip_mode, clip: the optimizer's step record.
+  // step counter; h, clip_mode, clip: the optimizer's step record; weight:
+  // None or one loss factor per row (the model's dtype). run_floating
+  // releases the GIL for the step, so a thread loading the next batch runs.
   py::tuple run(py::handle x_obj, py::handle target_obj, const std::vector<uint64_t>& counters,
-                const fusednn::OptStep<double>& h, fusednn::Clip clip_mode, double clip) {
+                const fusednn::OptStep<double>& h, fusednn::Clip clip_mode, double clip,
+                py::handle weight_obj) {
     in_range("clip_mode", clip_mode, fusednn::Clip::Count);
     check(!busy_, "StepPlan.run", "already running in another thread");
     check(counters.size() == size_t(n_counters_), "counters", "one per dropout");
@@ -66,6 +69,9 @@ class Plan {
     else
       expect_size(t, dt_, count("target", m, c));
     check(t.ndim >= 1 && t.dim(0) == m, "target", "needs one row per row of x");
+    const Tensor w = view_or_none(weight_obj, "weight");
+    const bool weighted = !w.none();
+    if (weighted) expect(w, dt_, {m});
     if (m > rows_) reserve(m);
     const Busy busy(busy_);
     fusednn::engine::StepResult r;
@@ -85,7 +91,7 @@ class Plan {
       const auto go = [&](auto* labels) {
         using L = std::remove_const_t<std::remove_pointer_t<decltype(labels)>>;
         return plan.template run<L>(x.data<T>(), labels, indices ? nullptr : t.data<T>(),
-                                    dout_.data<T>(), &loss_value_, m, counters.data(), rule_, h,
+                                    weighted ? w.data<T>() : nullptr, dout_.data<T>(), &loss_value_, m, counters.data(), rule_, h,
                                     ts.data(), int64_t(ts.size()), clip_mode, clip, nullptr,
                                     Stream{});
       };
@@ -345,6 +351,7 @@ const Registrar reg([](py::module_& m) {
            "blocks"_a, "f64"_a, "loss"_a, "accuracy"_a, "threshold"_a, "stop"_a, "rule"_a,
            "tensors"_a)
       .def("run", &Plan::run, "x"_a, "target"_a, "counters"_a, "step"_a, "clip_mode"_a, "clip"_a,
+           "weight"_a = py::none(),
            "(loss, correct): forward, loss, backward and the optimizer update, in place.")
       .def("predict", &Plan::predict, "x"_a, "out"_a, "counters"_a, "active"_a, "row0"_a = 0,
            "stride"_a = 0,

@@ -172,21 +172,23 @@ struct StepPlan {
   }
 
   // The loss of `out` (m x c) against `target` (class indices of type L, or
-  // rows of T), its gradient into dout, and the metric's count.
+  // rows of T), its gradient into dout, and the metric's count. weight: one
+  // factor per sample or nullptr; the loss is sum_i w_i l_i / m (Keras'
+  // sum_over_batch_size), the count is not weighted (Keras' `metrics`).
   template <typename L>
-  StepResult head(const T* out, const L* labels, const T* target, T* dout, double* loss_buf,
-                  int64_t m, int64_t c, dev::Stream st) {
+  StepResult head(const T* out, const L* labels, const T* target, const T* weight, T* dout,
+                  double* loss_buf, int64_t m, int64_t c, dev::Stream st) {
     const double inv_m = 1.0 / double(m);
     switch (loss.kind) {
       case LossKind::SparseSoftmax:
       case LossKind::Softmax:
-        dev::softmax_cross_entropy<T, L>(out, labels, target, nullptr, dout, loss_buf, m, c, 0.0,
+        dev::softmax_cross_entropy<T, L>(out, labels, target, weight, dout, loss_buf, m, c, 0.0,
                                          inv_m, st);
         break;
       case LossKind::SigmoidBce:
       case LossKind::Mse:
         dev::point_loss<T>(loss.kind == LossKind::Mse ? PointLoss::MSE : PointLoss::SigmoidBCE, out,
-                           target, nullptr, dout, loss_buf, m, c, inv_m, st);
+                           target, weight, dout, loss_buf, m, c, inv_m, st);
         break;
       case LossKind::Count:  // refused when the plan is built
         break;
@@ -226,9 +228,11 @@ struct StepPlan {
   }
 
   // The whole step. x: m rows of blocks[0].in; the last block's output is
-  // the loss's input. Returns the loss and the metric's count.
+  // the loss's input; weight: see head(). Returns the loss and the metric's
+  // count.
   template <typename L>
-  StepResult run(const T* x, const L* labels, const T* target, T* dout, double* loss_buf, int64_t m,
+  StepResult run(const T* x, const L* labels, const T* target, const T* weight, T* dout,
+                 double* loss_buf, int64_t m,
                  const uint64_t* counters, Opt rule, const OptStep<double>& h,
                  OptTensor<T>* tensors, int64_t count, Clip clip_mode, double clip, double* norms,
                  dev::Stream st) {
@@ -239,7 +243,8 @@ struct StepPlan {
       inputs[i] = h_out;
       h_out = forward(blocks[i], h_out, m, counters, nullptr, true, st);
     }
-    const StepResult r = head<L>(h_out, labels, target, dout, loss_buf, m, blocks[n - 1].out, st);
+    const StepResult r =
+        head<L>(h_out, labels, target, weight, dout, loss_buf, m, blocks[n - 1].out, st);
     const T* g = dout;
     for (int i = n - 1; i >= stop; --i)
       g = backward(blocks[i], inputs[i], g, m, i > stop, counters, st);

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .callbacks import Callback
+from .health import diagnose
 from .layers import Dense
 from ._arrays import array_module
 from .layers.base import Layer
 from .models import Sequential
 from ._validate import check_bool, check_float, check_int
 
-__all__ = ["find_learning_rate", "prune", "PruneReport"]
+__all__ = ["diagnose", "find_learning_rate", "prune", "PruneReport"]
 
 
 # ------------------------------------------------------ learning-rate range test

@@ -220,13 +220,15 @@ class CompiledStep(_Compiled):
             for layer in step.layers:
                 layer.grads = [buffers[owner[id(w)]] for w in layer._trainable_weights]
 
-    def __call__(self, xb, yb, caller="Sequential.fit"):
+    def __call__(self, xb, yb, caller="Sequential.fit", weight=None):
+        """One step on (xb, yb) with per-sample loss factors `weight` (or
+        None); returns (loss, correct)."""
         self._ensure(caller)
         opt = self.model.optimizer
         t = opt.iterations + 1
         record, clip_mode, clip = opt._record(t)
         loss, correct = self._plan.run(xb, yb, [d.step for d in self._drops], record, clip_mode,
-                                       clip)
+                                       clip, weight)
         opt._advance(t)
         opt.iterations = t
         for d in self._drops:

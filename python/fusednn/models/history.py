@@ -82,16 +82,21 @@ class _Progress:
     def update(self, step, rate, logs):
         self.step = step
         now = time.perf_counter()
-        if not self.live or (step < self.steps and now - self.drawn_at < 0.1):
+        if not self.live or ((self.steps is None or step < self.steps)
+                             and now - self.drawn_at < 0.1):
             return
         self.drawn_at = now
         width = shutil.get_terminal_size().columns - 1  # a full line would wrap
         self._draw(self.line(step, now - self.t0, logs, f"{rate:.0f} samples/s", width))
 
     def line(self, step, seconds, logs, rate, width) -> str:
-        """The bar's line, at most `width` characters."""
-        head = f"Epoch {self.epoch + 1}/{self.epochs} {step:>{len(str(self.steps))}}/{self.steps}"
+        """The bar's line, at most `width` characters (no bar where the
+        number of steps is unknown: a generator without steps_per_epoch)."""
         items = [f"{seconds:.1f}s", *self._items(logs)]
+        if self.steps is None:
+            return f"Epoch {self.epoch + 1}/{self.epochs} {step} - {' - '.join([*items, rate])}"[
+                :width]
+        head = f"Epoch {self.epoch + 1}/{self.epochs} {step:>{len(str(self.steps))}}/{self.steps}"
         for tail in (" - ".join([*items, rate]), " - ".join(items)):
             room = width - len(head) - len(tail) - 4  # the spaces and brackets around the bar
             if room >= self._MIN_BAR:
@@ -109,7 +114,7 @@ class _Progress:
     def close(self, logs):
         if not self.verbose:
             return
-        items = " - ".join([f"{self.step}/{self.steps}",
+        items = " - ".join([f"{self.step}" if self.steps is None else f"{self.step}/{self.steps}",
                             f"{time.perf_counter() - self.t0:.1f}s", *self._items(logs)])
         text = f"Epoch {self.epoch + 1}/{self.epochs} - {items}"
         if self.live:

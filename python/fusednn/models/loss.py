@@ -14,6 +14,8 @@ last layer the cross-entropies read the output as logits (Keras'
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import ops
 from .._arrays import array_module
 from ..layers import Dense
@@ -58,16 +60,32 @@ class Loss:
         """The last Dense must compute logits instead of its sigmoid."""
         return self.output == "sigmoid"
 
-    def __call__(self, out, y):
-        """(loss as a 0-d array, dL/dout) of the batch."""
+    def __call__(self, out, y, weight=None):
+        """(loss as a 0-d array, dL/dout) of the batch; weight: None or one
+        factor per sample, the loss then ``sum_i w_i l_i / batch`` (Keras'
+        sample_weight with ``sum_over_batch_size``)."""
         if self.name == "sparse_categorical_crossentropy":
-            return ops.softmax_cross_entropy(out, y.reshape(-1))
+            return ops.softmax_cross_entropy(out, y.reshape(-1), sample_weight=weight)
         if self.name == "categorical_crossentropy":
-            return ops.softmax_cross_entropy(out, y.astype(out.dtype, copy=False))
+            return ops.softmax_cross_entropy(out, y.astype(out.dtype, copy=False),
+                                             sample_weight=weight)
         target = y.reshape(out.shape).astype(out.dtype, copy=False)
         if self.name == "binary_crossentropy":
-            return ops.sigmoid_binary_cross_entropy(out, target)
-        return ops.mean_squared_error(out, target)
+            return ops.sigmoid_binary_cross_entropy(out, target, sample_weight=weight)
+        return ops.mean_squared_error(out, target, sample_weight=weight)
+
+    def classes(self, y, xp):
+        """The class index of each sample of y (checked labels), what
+        class_weight is looked up by: the index itself (sparse), the label
+        row's argmax (categorical), target > 0.5 (binary, one output).
+        None for mse and for binary losses with several outputs."""
+        if self.name == "sparse_categorical_crossentropy":
+            return y.reshape(-1)
+        if self.name == "categorical_crossentropy":
+            return xp.argmax(y, axis=1)
+        if self.name == "binary_crossentropy" and y.size == y.shape[0]:
+            return (y.reshape(-1) > 0.5).astype(np.int64)
+        return None
 
     def accuracy(self, out, y) -> float:
         """The fraction of samples classified right, as Keras' accuracy for

@@ -13,7 +13,10 @@ run as one op: fusednn.models.plan.
 
 Data are NumPy arrays (CPU) or CuPy arrays (GPU: batches are gathered on the
 device, nothing goes through the host but the loss values read for the
-progress bar and the history).
+progress bar and the history); torch/JAX tensors through DLPack and pandas
+DataFrames become NumPy views or arrays once per call; arrays on disk,
+generators and fd.utils.Sequence are read a batch at a time
+(fusednn.models.batches), by threads that load ahead of the step.
 
 Saving and resuming: ``model.save(path)`` writes one safetensors file
 (fusednn.saving: config, weights, optimizer state and every random state);
@@ -25,6 +28,7 @@ initial_epoch=...)`` continues exactly where the saved one stopped.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 import warnings
@@ -33,12 +37,17 @@ import numpy as np
 
 from .. import optimizers as _optimizers
 from .._arrays import array_module, is_array
+from .._foreign import accept, give_back
+from .._frames import frame_values
 from .._validate import check_bool, check_float_dtype
+from .. import health as _health
 from .. import ops
 from ..layers import BatchNormalization, Dense, Dropout, Input
 from ..layers._util import check_seed, rng_state, set_rng_state
 from ..layers.base import Layer
 from ..saving import model as saving_model
+from ..utils.data import is_disk_array, is_sequence, is_stream, read_rows
+from .batches import ArrayBatches, DiskBatches, SequenceBatches, StreamBatches
 from .engine import CompiledForward, CompiledStep, unsupported, unsupported_layers
 from .history import History, _Progress
 from .loss import LOSSES, Loss
@@ -53,6 +62,32 @@ def _check_real(caller, name, a, dtype):
         raise TypeError(f"{caller}: {name} has dtype {a.dtype.name}; expected real numbers "
                         f"(bool, integer or float), which are cast to the model's dtype "
                         f"{dtype.name}")
+
+
+_DISK_CHUNK = 65536  # rows predict reads from a disk array at a time
+
+
+def _short(value) -> str:
+    """A repr for messages, cut to 40 characters."""
+    r = repr(value)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _input_width(shape) -> int:
+    """build's input_dim: an int >= 1, or a shape ``(None, n)`` / ``(n,)``."""
+    if isinstance(shape, (tuple, list)):
+        dims = list(shape)
+        if len(dims) == 2 and dims[0] is None:
+            dims = dims[1:]
+        if len(dims) == 1:
+            shape = dims[0]
+        else:
+            raise ValueError(f"Sequential.build: input shape {tuple(shape)!r}; a dense model "
+                             f"takes (None, features) or (features,)")
+    if isinstance(shape, bool) or not isinstance(shape, (int, np.integer)) or shape < 1:
+        raise ValueError(f"Sequential.build: input_dim must be an int >= 1 or (None, features), "
+                         f"got {shape!r}")
+    return int(shape)
 
 
 def _built_dtype(layers):
@@ -153,6 +188,8 @@ class Sequential:
         self.jit_compile = "auto"  # fit's step: compiled where supported (see compile)
         self._engine = None       # the CompiledStep fit uses (models/engine.py)
         self._forward_plan = None  # the CompiledForward of predict and evaluate
+        self.feature_names_in_ = None  # the column names of the first fit's DataFrame
+        self._fitted_without_names = False
         for layer in layers or []:
             self.add(layer)
 
@@ -185,8 +222,9 @@ class Sequential:
     def _model_dtype(self) -> np.dtype:
         return self._dtype or _built_dtype(self.layers) or np.dtype(np.float32)
 
-    def build(self, input_dim: int, xp=np, dtype=None) -> None:
-        """Build every layer for inputs of `input_dim` features, with the
+    def build(self, input_dim, xp=np, dtype=None) -> None:
+        """Build every layer for inputs of `input_dim` features (an int, or
+        Keras' input shape ``(None, features)`` / ``(features,)``), with the
         array module `xp` (numpy or cupy) and `dtype` (float32 or float64;
         None: the model's dtype; another dtype than the one the model was
         made with is a ValueError). Layers that are already built (shared
@@ -194,6 +232,7 @@ class Sequential:
         for the width they now receive, with `xp` and `dtype`."""
         if not self.layers:
             raise ValueError("Sequential.build: the model has no layers")
+        input_dim = _input_width(input_dim)
         if dtype is None:
             dtype = self._model_dtype()
         else:
@@ -414,11 +453,14 @@ class Sequential:
             self._plan()  # the head depends on the loss
 
     # ---------------------------------------------------------- the passes
-    def _forward(self, x, training, start=0, stop=None):
-        """The output of ``_steps[start:stop]`` for their input x."""
+    def _forward(self, x, training, start=0, stop=None, outputs=None):
+        """The output of ``_steps[start:stop]`` for their input x; each
+        step's output is appended to the list `outputs` where one is given."""
         h = x
         for step in self._steps[start:stop]:
             h = step.forward(h, training)
+            if outputs is not None:
+                outputs.append(h)
         return h
 
     def _cacheable_steps(self) -> int:
@@ -454,11 +496,12 @@ class Sequential:
                 return i
         return len(self._steps)
 
-    def _train_step(self, xb, yb, start=0):
-        """One step on a batch; with start > 0, xb is the output of the
-        cached ``_steps[:start]``, which get no backward."""
-        out = self._forward(xb, True, start)
-        loss, grad = self._loss(out, yb)
+    def _train_step(self, xb, yb, start=0, weight=None, outputs=None):
+        """One step on a batch (per-sample loss factors `weight`, or None);
+        with start > 0, xb is the output of the cached ``_steps[:start]``,
+        which get no backward; `outputs`: see _forward."""
+        out = self._forward(xb, True, start, None, outputs)
+        loss, grad = self._loss(out, yb, weight)
         stop = max(self._lowest_trainable(), start)
         done = set()
         for i in range(len(self._steps) - 1, stop - 1, -1):
@@ -521,8 +564,8 @@ class Sequential:
         wy = "y" if what == "x" else what.replace("x", "y")
         dtype = self._model_dtype()
         if not is_array(x):
-            raise TypeError(f"{caller}: {what} must be a NumPy or CuPy array, got "
-                            f"{type(x).__name__}")
+            raise TypeError(f"{caller}: {what} must be an array (NumPy, CuPy, a DLPack tensor "
+                            f"or a pandas DataFrame), got {type(x).__name__}")
         if x.ndim != 2:
             raise ValueError(f"{caller}: {what} has {x.ndim} dims, expected 2 (samples, "
                              f"features)")
@@ -538,11 +581,12 @@ class Sequential:
             raise TypeError(f"{caller}: {what} is a {kind[array_module(x).__name__]} array, "
                             f"the model's weights are {kind[self._input_spec[1].__name__]} "
                             f"arrays; pass {what} as the same kind")
-        x = x.astype(dtype, copy=False)
+        # the compiled step and forward read rows: C order (a DataFrame's values are F order)
+        x = array_module(x).ascontiguousarray(x.astype(dtype, copy=False))
         if y is not None:
             if not is_array(y):
-                raise TypeError(f"{caller}: {wy} must be a NumPy or CuPy array, got "
-                                f"{type(y).__name__}")
+                raise TypeError(f"{caller}: {wy} must be an array (NumPy, CuPy, a DLPack tensor "
+                                f"or a pandas Series/DataFrame), got {type(y).__name__}")
             if y.shape[0] != x.shape[0]:
                 raise ValueError(f"{caller}: {what} has {x.shape[0]} samples but {wy} has "
                                  f"{y.shape[0]}")
@@ -596,17 +640,235 @@ class Sequential:
             raise ValueError(f"{caller}: {name} must be an int >= {low}, got {v!r}")
         return int(v)
 
-    def fit(self, x, y, batch_size=32, epochs=1, verbose="auto", callbacks=None,
+    # ------------------------------------------------------------ the data
+    def _input(self, caller, name, obj):
+        """obj as a NumPy or CuPy array: arrays as they are, a pandas
+        DataFrame or Series through fusednn._frames (its column names
+        kept), an object with ``__dlpack__`` (torch, JAX) through
+        fusednn._foreign (a view where the device and layout allow).
+        Returns (array, kind to give results back in or None, column names
+        or None); anything else comes back as it is, for the caller's
+        TypeError."""
+        if is_array(obj):
+            return obj, None, None
+        values, names = frame_values(caller, name, obj)
+        if values is not obj:
+            return values, None, names
+        if hasattr(obj, "__dlpack__"):
+            values, kind = accept(caller, name, obj)
+            return values, kind, None
+        return obj, None, None
+
+    def _check_names(self, caller, names, fitting):
+        """scikit-learn's rule for column names: the first fit on a DataFrame
+        keeps them as ``feature_names_in_``; later a DataFrame with other
+        names is a ValueError, data without names where the model has them
+        (or the other way round) a UserWarning."""
+        have = self.feature_names_in_
+        if have is None and fitting and names is not None and not self._fitted_without_names:
+            self.feature_names_in_ = names
+            return
+        if fitting and have is None and names is None:
+            self._fitted_without_names = True
+            return
+        if have is not None and names is not None:
+            if len(have) != len(names) or any(a != b for a, b in zip(have, names)):
+                raise ValueError(f"{caller}: the feature names should match those seen in fit; "
+                                 f"fit saw {list(have)}, got {list(names)}")
+        elif have is not None:
+            warnings.warn(f"{caller}: x has no feature names, but the model was fitted with "
+                          f"feature names", UserWarning, stacklevel=3)
+        elif names is not None and self._fitted_without_names:
+            warnings.warn(f"{caller}: x has feature names, but the model was fitted without "
+                          f"feature names", UserWarning, stacklevel=3)
+
+    def _fit_labels(self, y):
+        """y as the step takes it: sparse class indices as a 1-D int32 or
+        int64 array (the kernels' types), other targets unchanged."""
+        if self.loss != "sparse_categorical_crossentropy":
+            return y
+        y = y.reshape(-1)
+        return y if y.dtype in (np.int32, np.int64) else y.astype(np.int64)
+
+    def _class_table(self, caller, class_weight, xp):
+        """class_weight (a dict: class index -> weight) as an array over the
+        classes (classes it does not name weigh 1, as in scikit-learn), or
+        None."""
+        if class_weight is None:
+            return None
+        if not isinstance(class_weight, dict):
+            raise TypeError(f"{caller}: class_weight must be a dict mapping class indices to "
+                            f"weights, got {type(class_weight).__name__}")
+        if self.loss == "mse" or (self.loss == "binary_crossentropy"
+                                  and self._output_dim() != 1):
+            raise ValueError(f"{caller}: class_weight needs a classification loss with one class "
+                             f"per sample, the model's loss is {self.loss} with "
+                             f"{self._output_dim()} output(s)")
+        classes = 2 if self.loss == "binary_crossentropy" else self._output_dim()
+        table = np.ones(classes)
+        for k, v in class_weight.items():
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or \
+                    not 0 <= k < classes:
+                raise ValueError(f"{caller}: class_weight has key {k!r}; keys are class indices "
+                                 f"in [0, {classes})")
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{caller}: class_weight[{k!r}] = {v!r}; weights must be "
+                                 f"finite numbers >= 0")
+            table[int(k)] = float(v)
+        return xp.asarray(table.astype(self._model_dtype()))
+
+    def _weights(self, caller, name, w, table, y, n):
+        """The per-sample loss factors: sample_weight `w` (one finite weight
+        >= 0 per sample) times the class_weight `table` entry of each
+        sample's class; None when neither is given."""
+        if w is None and table is None:
+            return None
+        dtype = self._model_dtype()
+        xp = array_module(y)
+        out = None
+        if w is not None:
+            w, _, _ = self._input(caller, name, w)
+            if not is_array(w):
+                raise TypeError(f"{caller}: {name} must be an array, got {type(w).__name__}")
+            if w.ndim == 2 and w.shape[1] == 1:
+                w = w.reshape(-1)
+            if w.ndim != 1 or w.shape[0] != n:
+                raise ValueError(f"{caller}: {name} has shape {tuple(w.shape)}, expected ({n},): "
+                                 f"one weight per sample")
+            _check_real(caller, name, w, dtype)
+            out = xp.asarray(w).astype(dtype)
+            bad = ~(out >= 0) | ~xp.isfinite(out)
+            if bool(bad.any()):
+                i = int(xp.argmax(bad))
+                raise ValueError(f"{caller}: {name}[{i}] = {w[i]!r}; sample weights must be "
+                                 f"finite and >= 0")
+        if table is not None:
+            cw = table[self._loss.classes(y, xp)]
+            out = cw if out is None else out * cw
+        return xp.ascontiguousarray(out)
+
+    def _prepare_batch(self, caller, item, index, table, source="x"):
+        """A raw batch of a generator, Sequence or disk array, checked and
+        cast as fit checks arrays: (x, y, weights)."""
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            size = f" of {len(item)}" if isinstance(item, (tuple, list)) else ""
+            raise ValueError(f"{caller}: batch {index} of {source} is a {type(item).__name__}"
+                             f"{size}; expected (x, y) or (x, y, sample_weight)")
+        what = f"x of batch {index}"
+        xb, _, names = self._input(caller, what, item[0])
+        yb, _, _ = self._input(caller, f"y of batch {index}", item[1])
+        if yb is None:
+            raise ValueError(f"{caller}: batch {index} of {source} has y=None; fit needs targets")
+        xb, yb = self._check_xy(caller, xb, yb, what)
+        if xb.shape[0] == 0:
+            raise ValueError(f"{caller}: batch {index} of {source} has no samples")
+        self._check_labels(caller, yb, f"y of batch {index}")
+        wb = self._weights(caller, f"sample_weight of batch {index}",
+                           item[2] if len(item) == 3 else None, table, yb, xb.shape[0])
+        return xb, self._fit_labels(yb), wb
+
+    def _stream_first(self, caller, x, name):
+        """(iterator, first item) of generator/iterable x; ValueError when it
+        is empty."""
+        it = iter(x)
+        try:
+            first = next(it)
+        except StopIteration:
+            raise ValueError(f"{caller}: {name} (a {type(x).__name__}) yielded no batch") \
+                from None
+        return it, first
+
+    def _source(self, caller, x, y, sample_weight, table, batch_size, steps, workers, queue_size,
+                name="x", lo=None, hi=None):
+        """The batch source of data (x, y, sample_weight) (see
+        fusednn.models.batches), the model built for it."""
+        prepare = functools.partial(self._prepare_batch_for, caller, table, name)
+        if is_sequence(x) and not is_array(x) and not hasattr(x, "shape"):
+            if len(x) == 0:
+                raise ValueError(f"{caller}: {name} (a {type(x).__name__}) has no batch")
+            self._build_from(caller, x[0], name)
+            w = getattr(x, "workers", 1) if workers is None else workers
+            q = getattr(x, "max_queue_size", 10) if queue_size is None else queue_size
+            return SequenceBatches(x, prepare, steps, w, q)
+        if is_stream(x):
+            it, first = self._stream_first(caller, x, name)
+            self._build_from(caller, first, name)
+            return StreamBatches(x, it, first, prepare, steps, 1 if workers is None else workers,
+                                 10 if queue_size is None else queue_size)
+        # a disk array: rows [lo, hi)
+        lo = 0 if lo is None else lo
+        hi = x.shape[0] if hi is None else hi
+        if y is None or not hasattr(y, "shape") or y.shape[0] != x.shape[0]:
+            raise ValueError(f"{caller}: {name} has {x.shape[0]} samples but y has "
+                             f"{getattr(y, 'shape', (None,))[0]}")
+        if hi <= lo:
+            raise ValueError(f"{caller}: no samples in {name}")
+        self._build_from(caller, (read_rows(x, lo, lo + 1), None), name)
+        return DiskBatches(x, y, sample_weight, lo, hi, batch_size, prepare,
+                           1 if workers is None else workers, 10 if queue_size is None else
+                           queue_size)
+
+    def _prepare_batch_for(self, caller, table, source, item, index):
+        # table: [] until fit has made the class_weight table, then [table or None]
+        return self._prepare_batch(caller, item, index, table[0] if table else None, source)
+
+    def _build_from(self, caller, item, name):
+        """Build the model (if it is not) for the x of a first batch."""
+        xb = item[0] if isinstance(item, (tuple, list)) and item else item
+        xb, _, _ = self._input(caller, f"x of batch 0 of {name}", xb)
+        if not is_array(xb) or xb.ndim != 2:
+            raise ValueError(f"{caller}: batch 0 of {name} must be (x, y) or (x, y, "
+                             f"sample_weight) with x a 2-D array, got "
+                             f"{type(item).__name__}")
+        self._ensure_built(xb)
+
+    @staticmethod
+    def _check_opt_int(caller, name, v, low):
+        return None if v is None else Sequential._check_int(caller, name, v, low)
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, seed=None,
-            initial_epoch=0, cache_frozen=False):
+            initial_epoch=0, cache_frozen=False, sample_weight=None, class_weight=None,
+            steps_per_epoch=None, validation_steps=None, workers=None, max_queue_size=None):
         """Train on mini-batches from epoch `initial_epoch` up to `epochs`;
         returns a History.
 
-        x, y and the validation x, y are cast to the model's dtype once (see
-        the class docstring). validation_split takes the LAST fraction of x/y
-        (before shuffling), as Keras does; validation_data is an (x_val,
-        y_val) pair. verbose: 0 silent; 1 (or "auto") a progress bar per epoch
-        on a terminal (loss, metrics and samples/s; it fits the terminal's
+        The data, x:
+        - arrays in memory (NumPy, CuPy; torch/JAX tensors through DLPack, a
+          view where possible; pandas DataFrames, whose column names are
+          kept as ``feature_names_in_``) with y, cast to the model's dtype
+          once (see the class docstring); batches of `batch_size` (default
+          32) rows of a permutation of all samples each epoch;
+        - arrays on disk (``np.memmap``, h5py datasets) with y: read
+          `batch_size` contiguous rows at a time, never whole; an epoch
+          shuffles the order of the batches (fusednn.models.batches);
+        - a generator or other iterable of ``(x, y)`` or ``(x, y,
+          sample_weight)`` batches: ``steps_per_epoch`` batches an epoch (an
+          iterator is read on across epochs; without steps_per_epoch an
+          epoch ends where it ends, and an iterator that has nothing left
+          ends training with a warning, as in Keras);
+        - a ``fd.utils.Sequence`` (Keras' PyDataset): its ``len(x)`` batches
+          an epoch (shuffle=True permutes their order), then
+          ``x.on_epoch_end()``.
+        With a generator or Sequence, y and sample_weight come from the
+        batches and batch_size is not given. Loading and checking the next
+        batches overlaps the step: ``workers`` threads (default 1, 0: in
+        this thread; a Sequence's own ``workers`` by default) hold up to
+        ``max_queue_size`` batches (default 10).
+
+        sample_weight (one finite weight >= 0 per sample) and class_weight
+        (a dict: class index -> weight; classes it leaves out weigh 1)
+        multiply each sample's loss, and the batch's loss is ``sum_i w_i
+        l_i / batch_size`` (Keras' ``sum_over_batch_size``); the accuracy is
+        not weighted (Keras' ``metrics``, not ``weighted_metrics``).
+
+        validation_split takes the LAST fraction of x/y (before shuffling),
+        as Keras does (arrays only); validation_data is (x_val, y_val),
+        (x_val, y_val, sample_weight_val), or a generator/Sequence
+        (``validation_steps`` batches each epoch; needed for an iterator).
+        verbose: 0 silent; 1 (or "auto") a progress bar per epoch on a
+        terminal (loss, metrics and samples/s; it fits the terminal's
         width), replaced at the epoch's end by one line with every metric,
         val_* included; 2, and 1 where stdout is not a terminal (a log file),
         that line alone, one per epoch.
@@ -629,9 +891,9 @@ class Sequential:
         followed by fit(epochs=4, initial_epoch=2) on the same model or on
         ``fd.models.load`` of it saved in between, bit for bit.
 
-        cache_frozen=True: when the lowest layers are frozen
-        (``trainable=False``; weight-free layers count as frozen) and none of
-        them is random in training (Dropout, AlphaDropout, RReLU, a
+        cache_frozen=True (arrays in memory): when the lowest layers are
+        frozen (``trainable=False``; weight-free layers count as frozen) and
+        none of them is random in training (Dropout, AlphaDropout, RReLU, a
         BatchNormalization with a fused dropout end the run), they are run
         once over x and the validation x in inference mode (a frozen
         BatchNormalization uses its moving statistics anyway, as in Keras),
@@ -644,8 +906,6 @@ class Sequential:
         caller = "Sequential.fit"
         if self.optimizer is None:
             raise RuntimeError(f"{caller}: call compile() first")
-        x, y = self._check_xy(caller, x, y)
-        batch_size = self._check_int(caller, "batch_size", batch_size, 1)
         epochs = self._check_int(caller, "epochs", epochs, 0)
         initial_epoch = self._check_int(caller, "initial_epoch", initial_epoch, 0)
         if initial_epoch and initial_epoch >= epochs:
@@ -660,6 +920,10 @@ class Sequential:
         cache_frozen = check_bool(caller, "cache_frozen", cache_frozen)
         if seed is not None:
             seed = self._check_int(caller, "seed", seed, 0)
+        steps_per_epoch = self._check_opt_int(caller, "steps_per_epoch", steps_per_epoch, 1)
+        validation_steps = self._check_opt_int(caller, "validation_steps", validation_steps, 1)
+        workers = self._check_opt_int(caller, "workers", workers, 0)
+        max_queue_size = self._check_opt_int(caller, "max_queue_size", max_queue_size, 1)
         if isinstance(validation_split, bool) or \
                 not isinstance(validation_split, (int, float, np.integer, np.floating)):
             raise TypeError(f"{caller}: validation_split must be a number in [0, 1), got "
@@ -669,47 +933,137 @@ class Sequential:
                              f"{validation_split!r}")
         if validation_data is not None and validation_split:
             raise ValueError(f"{caller}: give validation_data or validation_split, not both")
-        if validation_split:
-            n_val = int(math.ceil(x.shape[0] * validation_split))
-            x, y, x_val, y_val = x[:-n_val], y[:-n_val], x[-n_val:], y[-n_val:]
-        elif validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError(f"{caller}: validation_data must be a pair (x_val, y_val)")
-            x_val, y_val = validation_data
+        if x is None:
+            raise ValueError(f"{caller}: x is None; give arrays, a generator or a Sequence")
+        loaded = is_stream(x) or is_disk_array(x) or (
+            is_sequence(x) and not is_array(x) and not hasattr(x, "shape"))
+        if loaded and not is_disk_array(x):
+            for arg, value in (("y", y), ("sample_weight", sample_weight),
+                               ("batch_size", batch_size)):
+                if value is not None:
+                    raise ValueError(f"{caller}: {arg}={_short(value)} with x a "
+                                     f"{type(x).__name__}; the batches bring y and "
+                                     f"sample_weight, and their size")
+            if validation_split:
+                raise ValueError(f"{caller}: validation_split needs arrays; with x a "
+                                 f"{type(x).__name__} give validation_data")
+        elif steps_per_epoch is not None:
+            raise ValueError(f"{caller}: steps_per_epoch={steps_per_epoch} is for generators and "
+                             f"Sequences; with arrays an epoch is every sample")
+        batch_size = self._check_int(caller, "batch_size", 32 if batch_size is None else
+                                     batch_size, 1)
+        if loaded and cache_frozen:
+            raise ValueError(f"{caller}: cache_frozen=True needs x in memory, got a "
+                             f"{type(x).__name__}")
+        if seed is not None or self._shuffle_rng is None:
+            self._shuffle_rng = np.random.default_rng(seed)
+        rng = self._shuffle_rng
+        start = 0
+        val_source = None
+        if loaded:
+            # the sources build the model from a first batch; class_weight's table
+            # needs the built model, and the batches are read only from the first epoch on
+            table = []
+            hi = None
+            if validation_split and is_disk_array(x):
+                hi = x.shape[0] - int(math.ceil(x.shape[0] * validation_split))
+                val_source = self._source(caller, x, y, sample_weight, [], batch_size,
+                                          None, workers, max_queue_size, "x", hi, None)
+            source = self._source(caller, x, y, sample_weight, table, batch_size,
+                                  steps_per_epoch, workers, max_queue_size, "x", None, hi)
+            table.append(self._class_table(caller, class_weight, np))
         else:
-            x_val = y_val = None
-        if x.shape[0] == 0:
-            raise ValueError(f"{caller}: no training samples")
-        self._ensure_built(x)
-        self._check_labels(caller, y)
-        if x_val is not None:
+            x, kind, names = self._input(caller, "x", x)
+            y, _, _ = self._input(caller, "y", y)
+            x, y = self._check_xy(caller, x, y)
+            if y is None:
+                raise ValueError(f"{caller}: y is None; fit needs targets for x")
+            w = sample_weight
+            if validation_split:
+                n_val = int(math.ceil(x.shape[0] * validation_split))
+                x, y, x_val, y_val = x[:-n_val], y[:-n_val], x[-n_val:], y[-n_val:]
+                if w is not None:
+                    w, _, _ = self._input(caller, "sample_weight", w)
+                    if is_array(w) and w.shape[:1] == (n_val + x.shape[0],):
+                        w, w_val = w[:-n_val], w[-n_val:]
+                        val_source = (x_val, y_val, w_val)
+                if val_source is None:
+                    val_source = (x_val, y_val, None)
+            if x.shape[0] == 0:
+                raise ValueError(f"{caller}: no training samples")
+            self._ensure_built(x)
+            self._check_names(caller, names, fitting=True)
+            self._check_labels(caller, y)
+            table = self._class_table(caller, class_weight, array_module(x))
+            w = self._weights(caller, "sample_weight", w, table, y, x.shape[0])
+            y = self._fit_labels(y)
+            start = self._cacheable_steps() if cache_frozen else 0
+            source = ArrayBatches(x, y, w, batch_size)
+        if validation_data is not None:
+            val_source = self._validation(caller, validation_data, validation_steps, batch_size,
+                                          workers, max_queue_size)
+        if isinstance(val_source, tuple):
+            x_val, y_val, w_val = val_source
             x_val, y_val = self._check_xy(caller, x_val, y_val, "x_val")
             if x_val.shape[0] == 0:
                 raise ValueError(f"{caller}: validation_data has no samples")
             self._check_labels(caller, y_val, "y_val")
-        xp = array_module(x)
-        if seed is not None or self._shuffle_rng is None:
-            self._shuffle_rng = np.random.default_rng(seed)
-        rng = self._shuffle_rng
-        start = self._cacheable_steps() if cache_frozen else 0
+            w_val = self._weights(caller, "sample_weight_val", w_val, None, y_val,
+                                  x_val.shape[0])
+            val_source = (x_val, y_val, w_val)
         if start:
-            x = self._run_steps(x, start, batch_size)
-            if x_val is not None:
-                x_val = self._run_steps(x_val, start, batch_size)
+            source.x = self._run_steps(source.x, start, batch_size)
+            if isinstance(val_source, tuple):
+                val_source = (self._run_steps(val_source[0], start, batch_size),) + \
+                    val_source[1:]
+        try:
+            return self._epochs(caller, source, val_source, rng, shuffle, start, epochs,
+                                initial_epoch, verbose, callbacks, batch_size)
+        finally:
+            source.close()
+            if val_source is not None and not isinstance(val_source, tuple):
+                val_source.close()
+
+    def _validation(self, caller, data, steps, batch_size, workers, queue_size):
+        """fit's validation_data as (x, y, w) arrays or a batch source."""
+        if isinstance(data, (tuple, list)):
+            if len(data) not in (2, 3):
+                raise ValueError(f"{caller}: validation_data must be (x_val, y_val) or (x_val, "
+                                 f"y_val, sample_weight_val), got a {type(data).__name__} of "
+                                 f"{len(data)}")
+            x_val, y_val = data[0], data[1]
+            w_val = data[2] if len(data) == 3 else None
+            if is_disk_array(x_val):
+                return self._source(caller, x_val, y_val, w_val, [], batch_size, None,
+                                    workers, queue_size, "validation_data")
+            x_val, _, names = self._input(caller, "x_val", x_val)
+            y_val, _, _ = self._input(caller, "y_val", y_val)
+            self._check_names(caller, names, fitting=False)
+            return x_val, y_val, w_val
+        if is_stream(data) or is_sequence(data):
+            if steps is None and iter(data) is data:
+                raise ValueError(f"{caller}: validation_data is a {type(data).__name__}, an "
+                                 f"iterator read on across epochs: give validation_steps")
+            return self._source(caller, data, None, None, [], batch_size, steps, workers,
+                                queue_size, "validation_data")
+        raise ValueError(f"{caller}: validation_data must be (x_val, y_val), (x_val, y_val, "
+                         f"sample_weight_val), a generator or a Sequence, got "
+                         f"{type(data).__name__}")
+
+    def _epochs(self, caller, source, val_source, rng, shuffle, start, epochs, initial_epoch,
+                verbose, callbacks, batch_size):
+        """fit's loop over the epochs and the batches of `source`."""
         engine = self._compiled_step(caller, start)
-        if engine is not None and self.loss == "sparse_categorical_crossentropy":
-            y = y.reshape(-1)  # the kernels take int32 or int64 class indices
-            if y.dtype not in (np.int32, np.int64):
-                y = y.astype(np.int64)
-        n = x.shape[0]
-        steps = -(-n // batch_size)
         history = History()
         history.model = self
-        history.params = {"epochs": epochs, "steps": steps, "verbose": verbose}
+        history.params = {"epochs": epochs, "steps": source.steps, "verbose": verbose}
         self.history = history
         cbs = list(callbacks or [])
         for cb in cbs:
             cb.set_model(self)
+        # callbacks that read a step's health (fusednn.health.GradientHealth)
+        health = [cb for cb in cbs if callable(getattr(cb, "health_due", None))]
+        opt = self.optimizer
         self.stop_training = False
         nan_warned = False
         for cb in cbs:
@@ -717,46 +1071,68 @@ class Sequential:
         for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch, {})
-            order = rng.permutation(n) if shuffle else np.arange(n)
-            order = xp.asarray(order)
-            bar = _Progress(epoch, epochs, steps, verbose)
+            bar = _Progress(epoch, epochs, source.steps, verbose)
             t0 = time.perf_counter()
             loss_sum, metric_sums, seen = 0.0, {}, 0
-            for step in range(steps):
-                idx = order[step * batch_size:(step + 1) * batch_size]
-                xb, yb = x[idx], y[idx]
-                for cb in cbs:
-                    cb.on_train_batch_begin(step, {})
-                if engine is None:
-                    out, loss = self._train_step(xb, yb, start)
-                else:
-                    loss, correct = engine(xb, yb, caller)
-                m = xb.shape[0]
-                batch_loss = float(loss) + self._penalty_loss(
-                    None if engine is None else engine.penalized)
-                if not (nan_warned or math.isfinite(batch_loss)):
-                    nan_warned = True
-                    warnings.warn(f"{caller}: the loss is {batch_loss} at epoch {epoch + 1}, "
-                                  f"batch {step + 1}; training goes on (add "
-                                  f"fd.callbacks.TerminateOnNaN() to stop). Check x and y for "
-                                  f"NaN or inf, or lower the learning rate", RuntimeWarning,
-                                  stacklevel=2)
-                loss_sum += batch_loss * m
-                values = self._metric_values(out, yb) if engine is None else \
-                    engine.metric_values(correct, yb)
-                for k, v in values.items():
-                    metric_sums[k] = metric_sums.get(k, 0.0) + v * m
-                seen += m
-                logs = {"loss": loss_sum / seen, **{k: v / seen for k, v in metric_sums.items()}}
-                bar.update(step + 1, seen / (time.perf_counter() - t0), logs)
-                for cb in cbs:
-                    cb.on_train_batch_end(step, {"loss": batch_loss})
-                if self.stop_training:
+            batches = source.epoch(rng, shuffle)
+            try:
+                for step, (xb, yb, wb) in enumerate(batches):
+                    for cb in cbs:
+                        cb.on_train_batch_begin(step, {})
+                    probes = [cb for cb in health if cb.health_due(opt.iterations + 1)]
+                    if probes:  # layer by layer: its ops keep their outputs and gradients
+                        before, outputs = _health.snapshot(self, start), []
+                        out, loss = self._train_step(xb, yb, start, wb, outputs)
+                        records = _health.layer_stats(self, start, outputs, before)
+                        for cb in probes:
+                            cb.health_record(opt.iterations, records)
+                    elif engine is None:
+                        out, loss = self._train_step(xb, yb, start, wb)
+                    else:
+                        loss, correct = engine(xb, yb, caller, wb)
+                    m = xb.shape[0]
+                    layer_by_layer = engine is None or bool(probes)
+                    batch_loss = float(loss) + self._penalty_loss(
+                        None if layer_by_layer else engine.penalized)
+                    if not (nan_warned or math.isfinite(batch_loss)):
+                        nan_warned = True
+                        warnings.warn(f"{caller}: the loss is {batch_loss} at epoch {epoch + 1}, "
+                                      f"batch {step + 1}; training goes on (add "
+                                      f"fd.callbacks.TerminateOnNaN() to stop). Check x and y "
+                                      f"for NaN or inf, or lower the learning rate",
+                                      RuntimeWarning, stacklevel=3)
+                    loss_sum += batch_loss * m
+                    values = self._metric_values(out, yb) if layer_by_layer else \
+                        engine.metric_values(correct, yb)
+                    for k, v in values.items():
+                        metric_sums[k] = metric_sums.get(k, 0.0) + v * m
+                    seen += m
+                    logs = {"loss": loss_sum / seen,
+                            **{k: v / seen for k, v in metric_sums.items()}}
+                    bar.update(step + 1, seen / (time.perf_counter() - t0), logs)
+                    for cb in cbs:
+                        cb.on_train_batch_end(step, {"loss": batch_loss})
+                    if self.stop_training:
+                        break
+            finally:
+                batches.close()
+            if source.ran_out:
+                warnings.warn(f"{caller}: the input ran out of data at epoch {epoch + 1} "
+                              f"({seen} samples in it); training stops. A generator must "
+                              f"yield steps_per_epoch * epochs batches", UserWarning,
+                              stacklevel=3)
+                self.stop_training = True
+                if not seen:
                     break
+            source.end_epoch()
             logs = {"loss": loss_sum / max(seen, 1),
                     **{k: v / max(seen, 1) for k, v in metric_sums.items()}}
-            if x_val is not None:
-                val = self._evaluate(x_val, y_val, batch_size, start)
+            if val_source is not None:
+                if isinstance(val_source, tuple):
+                    val = self._evaluate(*val_source[:2], batch_size, start, val_source[2])
+                else:
+                    val = self._evaluate_batches(val_source.epoch(rng, False))
+                    val_source.end_epoch()
                 logs.update({f"val_{k}": v for k, v in val.items()})
             bar.close(logs)
             for cb in cbs:
@@ -774,39 +1150,78 @@ class Sequential:
         adds 0.0, which changes no sum)."""
         return sum(layer.penalty_loss() for layer in (self.layers if layers is None else layers))
 
-    def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False):
+    def evaluate(self, x, y=None, batch_size=None, verbose=0, return_dict=False,
+                 sample_weight=None, steps=None, workers=None, max_queue_size=None):
         """The loss (+ penalties) and metrics over x, y in inference mode:
-        a float without metrics, else [loss, *metrics] (or a dict)."""
+        a float without metrics, else [loss, *metrics] (or a dict). x, y,
+        sample_weight: as fit takes them (arrays, disk arrays, a generator
+        or Sequence with `steps` batches); the loss is ``sum_i w_i l_i / n``
+        with sample_weight, the metrics are not weighted."""
         caller = "Sequential.evaluate"
         if self.loss is None:
             raise RuntimeError(f"{caller}: call compile() first")
-        x, y = self._check_xy(caller, x, y)
-        batch_size = self._check_int(caller, "batch_size", batch_size, 1)
-        if x.shape[0] == 0:
-            raise ValueError(f"{caller}: no samples to evaluate")
-        self._ensure_built(x)
-        self._check_labels(caller, y)
-        result = self._evaluate(x, y, batch_size)
+        steps = self._check_opt_int(caller, "steps", steps, 1)
+        workers = self._check_opt_int(caller, "workers", workers, 0)
+        max_queue_size = self._check_opt_int(caller, "max_queue_size", max_queue_size, 1)
+        if x is None:
+            raise ValueError(f"{caller}: x is None; give arrays, a generator or a Sequence")
+        if is_disk_array(x) or is_stream(x) or (is_sequence(x) and not is_array(x)
+                                                 and not hasattr(x, "shape")):
+            if not is_disk_array(x) and (y is not None or sample_weight is not None):
+                raise ValueError(f"{caller}: y and sample_weight come from the batches when x "
+                                 f"is a {type(x).__name__}; pass y=None")
+            bs = self._check_int(caller, "batch_size", 32 if batch_size is None else
+                                 batch_size, 1)
+            source = self._source(caller, x, y, sample_weight, [], bs, steps, workers,
+                                  max_queue_size)
+            try:
+                result = self._evaluate_batches(source.epoch(None, False))
+            finally:
+                source.close()
+        else:
+            x, _, names = self._input(caller, "x", x)
+            y, _, _ = self._input(caller, "y", y)
+            x, y = self._check_xy(caller, x, y)
+            if y is None:
+                raise ValueError(f"{caller}: y is None; evaluate needs targets for x")
+            batch_size = self._check_int(caller, "batch_size", 32 if batch_size is None else
+                                         batch_size, 1)
+            if x.shape[0] == 0:
+                raise ValueError(f"{caller}: no samples to evaluate")
+            self._ensure_built(x)
+            self._check_names(caller, names, fitting=False)
+            self._check_labels(caller, y)
+            w = self._weights(caller, "sample_weight", sample_weight, None, y, x.shape[0])
+            result = self._evaluate(x, y, batch_size, 0, w)
         if return_dict:
             return result
         return result["loss"] if len(result) == 1 else list(result.values())
 
-    def _evaluate(self, x, y, batch_size, start=0) -> dict:
-        """evaluate's dict; with start > 0, x is the output of ``_steps[:start]``."""
-        n = x.shape[0]
-        loss_sum, metric_sums = 0.0, {}
+    def _evaluate(self, x, y, batch_size, start=0, w=None) -> dict:
+        """evaluate's dict over arrays in batches; with start > 0, x is the
+        output of ``_steps[:start]``."""
+        return self._evaluate_batches(
+            ((x[b:b + batch_size], y[b:b + batch_size], None if w is None else w[b:b + batch_size])
+             for b in range(0, x.shape[0], batch_size)), start)
+
+    def _evaluate_batches(self, batches, start=0) -> dict:
+        """evaluate's dict over (x, y, weights) batches: the loss and metrics
+        averaged over the samples (weighted losses summed, divided by the
+        number of samples), plus the penalties."""
+        loss_sum, metric_sums, n = 0.0, {}, 0
         compiled = None if start else self._compiled_forward()
-        for begin in range(0, n, batch_size):
-            xb, yb = x[begin:begin + batch_size], y[begin:begin + batch_size]
+        for xb, yb, wb in batches:
             if compiled is None:
                 out = self._forward(xb, False, start)
             else:
                 out = np.empty((xb.shape[0], self._output_dim()), dtype=xb.dtype)
                 compiled.forward(xb, out)
-            loss, _ = self._loss(out, yb)
-            loss_sum += float(loss) * xb.shape[0]
+            loss, _ = self._loss(out, yb, wb)
+            m = xb.shape[0]
+            loss_sum += float(loss) * m
             for k, v in self._metric_values(out, yb).items():
-                metric_sums[k] = metric_sums.get(k, 0.0) + v * xb.shape[0]
+                metric_sums[k] = metric_sums.get(k, 0.0) + v * m
+            n += m
         return {"loss": loss_sum / max(n, 1) + self._penalty_loss(),
                 **{k: v / max(n, 1) for k, v in metric_sums.items()}}
 
@@ -826,12 +1241,33 @@ class Sequential:
         from 0 over the batches and passes, and the layers' own seeds and
         counters are left as they were. Without it the layers draw with
         their own seeds and counters, which advance: each call differs.
+
+        x may also be a torch or JAX tensor (through DLPack; the result is
+        then a tensor of the same framework, sharing the result's memory),
+        a pandas DataFrame (its column names checked against those fit saw,
+        as scikit-learn does), or an array on disk (np.memmap, h5py), read
+        in chunks of rows (whole for mc_samples).
         """
         caller = "Sequential.predict"
-        x, _ = self._check_xy(caller, x, None)
         batch_size = self._check_int(caller, "batch_size", batch_size, 1)
         seed = check_seed(caller, seed)
+        if is_disk_array(x):
+            if mc_samples is not None or x.shape[0] <= _DISK_CHUNK:
+                return self.predict(read_rows(x, 0, x.shape[0]), batch_size, verbose,
+                                    mc_samples, training, seed)
+            chunk = max(_DISK_CHUNK // batch_size, 1) * batch_size
+            parts = [self.predict(read_rows(x, b, min(b + chunk, x.shape[0])), batch_size,
+                                  verbose, None, training)
+                     for b in range(0, x.shape[0], chunk)]
+            return np.concatenate(parts)
+        x, kind, names = self._input(caller, "x", x)
+        x, _ = self._check_xy(caller, x, None)
         self._ensure_built(x)
+        self._check_names(caller, names, fitting=False)
+        return give_back(self._predict(caller, x, batch_size, mc_samples, training, seed), kind)
+
+    def _predict(self, caller, x, batch_size, mc_samples, training, seed):
+        """predict for a checked array x."""
         if mc_samples is None:
             if seed is not None:
                 raise ValueError(f"{caller}: seed={seed} seeds MC dropout; pass mc_samples too")
@@ -880,9 +1316,12 @@ class Sequential:
         (updating its moving ones)."""
         caller = "Sequential.__call__"
         training = check_bool(caller, "training", training)
+        x, kind, names = self._input(caller, "x", x)
         x, _ = self._check_xy(caller, x, None)
         self._ensure_built(x)
-        return self._predict_once(x, max(int(x.shape[0]), 1), mc=False, training=training)
+        self._check_names(caller, names, fitting=False)
+        return give_back(self._predict_once(x, max(int(x.shape[0]), 1), mc=False,
+                                            training=training), kind)
 
     def _dropout_state(self) -> list:
         """(layer, attribute, value) of every dropout layer's seed and mask

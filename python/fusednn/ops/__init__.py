@@ -1,4 +1,9 @@
-"""Functional forward/backward pairs: forward returns (out, ctx), backward consumes ctx."""
+"""Functional forward/backward pairs: forward returns (out, ctx), backward consumes ctx.
+
+Every op takes NumPy arrays (CPU kernels), CuPy arrays (CUDA kernels), and any
+array with ``__dlpack__`` (torch, JAX, ...), read without a copy; results then
+come back as the kind of the first such argument. See ``fusednn._foreign``.
+"""
 
 from .activation import ActivationContext, activation_backward, activation_forward
 from .dense import DenseContext, dense_backward, dense_forward, dense_stack_backward

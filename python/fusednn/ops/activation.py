@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .. import _backend
 from .. import activations as _act
+from .._foreign import arrays
 from .._validate import float_array
 
 __all__ = ["ActivationContext", "activation_forward", "activation_backward"]
@@ -30,6 +31,7 @@ class ActivationContext:
     backend: object
 
 
+@arrays("x")
 def activation_forward(x, activation, **params):
     """y = f(x), element-wise, for an array of any shape. Returns (y, ctx)."""
     caller = "activation_forward"
@@ -40,6 +42,7 @@ def activation_forward(x, activation, **params):
     return y, ActivationContext(spec, spec.saved(x, y), tuple(x.shape), x.dtype, backend)
 
 
+@arrays("dy")
 def activation_backward(dy, ctx: ActivationContext):
     """dx = dy * f'(x) from the context of activation_forward."""
     caller = "activation_backward"

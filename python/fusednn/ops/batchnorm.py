@@ -50,6 +50,7 @@ from typing import NamedTuple
 from .. import _backend
 from .. import activations as _act
 from .._C import BnConvention
+from .._foreign import arrays
 from .._validate import check_bool, check_float, check_rate, check_uint64, float_array
 
 __all__ = ["BatchNormContext", "DenseBatchNormContext", "batchnorm_forward", "batchnorm_backward",
@@ -159,6 +160,8 @@ def _bn_options(caller, backend, batch, n, dtype, gamma, beta, moving_mean, movi
         step))
 
 
+@arrays("x", "gamma", "beta", "moving_mean", "moving_var",
+        writable=("moving_mean", "moving_var"))
 def batchnorm_forward(x, gamma, beta, moving_mean, moving_var, /, *, training, momentum=0.99,
                       epsilon=1e-3, activation="linear", dropout=None, seed=0, step=0,
                       alpha_dropout=False, dropout_training=None, convention="keras", **params):
@@ -201,6 +204,8 @@ class DenseBatchNormContext:
     bn: BatchNormContext
 
 
+@arrays("x", "w", "b", "gamma", "beta", "moving_mean", "moving_var",
+        writable=("moving_mean", "moving_var"))
 def dense_batchnorm_forward(x, w, b, gamma, beta, moving_mean, moving_var, /, *, training,
                             momentum=0.99, epsilon=1e-3, activation="linear", dropout=None,
                             seed=0, step=0, alpha_dropout=False, dropout_training=None,
@@ -244,6 +249,7 @@ def dense_batchnorm_forward(x, w, b, gamma, beta, moving_mean, moving_var, /, *,
     return y, DenseBatchNormContext(x, w, b is not None, bn)
 
 
+@arrays("dy")
 def dense_batchnorm_backward(dy, ctx: DenseBatchNormContext, *, need_dx: bool = True):
     """Gradients (dx, dw, db, dgamma, dbeta) of the block from dy = dL/dy.
 
@@ -266,6 +272,7 @@ def dense_batchnorm_backward(dy, ctx: DenseBatchNormContext, *, need_dx: bool = 
     return dx, dw, db, dgamma, dbeta
 
 
+@arrays("dy")
 def batchnorm_backward(dy, ctx: BatchNormContext):
     """Gradients (dx, dgamma, dbeta) from dy = dL/dy.
 
@@ -287,6 +294,7 @@ def batchnorm_backward(dy, ctx: BatchNormContext):
     return backend.batchnorm_backward(dy, ctx)[:3]
 
 
+@arrays("w", "b", "gamma", "beta", "moving_mean", "moving_var")
 def fold_batchnorm(w, b, gamma, beta, moving_mean, moving_var, epsilon=1e-3):
     """(w', b') such that x @ w' + b' == BN_inference(x @ w + b), for fast inference.
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from .. import _backend
 from .. import activations as _act
+from .._foreign import arrays, same_array
 from .._validate import float_array
 
 __all__ = ["DenseContext", "dense_forward", "dense_backward", "dense_stack_backward"]
@@ -46,6 +47,7 @@ class DenseContext:
         return self.spec.saved(self.z, self.y)
 
 
+@arrays("x", "w", "b")
 def dense_forward(x, w, b=None, activation="linear", **params):
     """y = activation(x @ w + b). Returns (y, ctx).
 
@@ -88,6 +90,7 @@ def _output_grad(caller, dy, ctx):
     return backend, dy
 
 
+@arrays("dy")
 def dense_backward(dy, ctx: DenseContext, *, need_dx: bool = True):
     """Gradients (dx, dw, db) of the layer from dy = dL/dy.
 
@@ -102,6 +105,7 @@ def dense_backward(dy, ctx: DenseContext, *, need_dx: bool = True):
                                   ctx.spec)
 
 
+@arrays("dy")
 def dense_stack_backward(dy, ctxs, *, need_dx: bool = False):
     """Backward through a stack of dense layers, fused across layers.
 
@@ -129,7 +133,7 @@ def dense_stack_backward(dy, ctxs, *, need_dx: bool = False):
         if not isinstance(c, DenseContext):
             raise TypeError(f"{caller}: ctxs[{i}] must come from dense_forward, "
                             f"got {type(c).__name__}")
-        if i and c.x is not ctxs[i - 1].y:
+        if i and not same_array(c.x, ctxs[i - 1].y):
             raise ValueError(f"{caller}: ctxs[{i}].x is not the output of ctxs[{i - 1}]; the "
                              f"layers must be stacked (y of one is x of the next)")
     top = ctxs[-1]

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _backend
+from .._foreign import arrays
 from .._validate import _FLOAT_CHARS, check_bool, check_rate, check_uint64, float_array
 
 __all__ = ["DropoutContext", "dropout_backward", "dropout_forward", "dropout_mask"]
@@ -78,6 +79,7 @@ class DropoutContext:
         return 0 if self.mask is None else int(self.mask.nbytes)
 
 
+@arrays("x")
 def dropout_forward(x, rate, *, seed, step, alpha=False, training=True, store_mask=True):
     """Dropout (or alpha dropout) of x, an array of any shape. Returns (y, ctx).
 
@@ -113,6 +115,7 @@ def dropout_forward(x, rate, *, seed, step, alpha=False, training=True, store_ma
     return y, ctx
 
 
+@arrays("dy")
 def dropout_backward(dy, ctx: DropoutContext):
     """dx = dL/dx from dy = dL/dy and the context of dropout_forward.
 
@@ -140,6 +143,7 @@ def dropout_backward(dy, ctx: DropoutContext):
     return backend.dropout_backward(dy, ctx.mask, ctx.rate, ctx.alpha, ctx.seed, ctx.step)
 
 
+@arrays("like")
 def dropout_mask(n, rate, *, seed, step, like=None):
     """The bit-packed dropout mask of an n-element tensor, for inspection.
 

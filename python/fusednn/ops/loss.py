@@ -45,6 +45,7 @@ import numpy as np
 
 from .. import _backend
 from .._C import PointLoss
+from .._foreign import arrays
 from .._validate import float_array
 
 __all__ = ["mean_squared_error", "sigmoid_binary_cross_entropy", "softmax_cross_entropy"]
@@ -115,6 +116,7 @@ def _out_of_range_mask(labels, c):
     return bad
 
 
+@arrays("logits", "labels", "sample_weight")
 def softmax_cross_entropy(logits, labels, *, sample_weight=None, label_smoothing=0.0,
                           reduction="sum_over_batch_size", check_labels=True):
     """Softmax cross-entropy of ``logits`` against ``labels``, with its gradient.
@@ -225,6 +227,7 @@ def _point_loss(caller, kind, pred, target, pred_name, target_name, sample_weigh
     return backend.point_loss(kind, pred, target, w, mean)
 
 
+@arrays("logits", "labels", "sample_weight")
 def sigmoid_binary_cross_entropy(logits, labels, *, sample_weight=None,
                                  reduction="sum_over_batch_size"):
     """Binary cross-entropy on logits, with its gradient.
@@ -252,6 +255,7 @@ def sigmoid_binary_cross_entropy(logits, labels, *, sample_weight=None,
                        "logits", "labels", sample_weight, reduction)
 
 
+@arrays("y_pred", "y_true", "sample_weight")
 def mean_squared_error(y_pred, y_true, *, sample_weight=None, reduction="sum_over_batch_size"):
     """Mean squared error, with its gradient with respect to ``y_pred``.
 

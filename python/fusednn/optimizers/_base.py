@@ -27,6 +27,7 @@ import numpy as np
 from .. import _C, _backend
 from .._C import Clip
 from .._arrays import device_name, device_of, on_device, to_host
+from .._foreign import accept_all
 from .._validate import _FLOAT_CHARS, check_float, check_unit  # noqa: F401
 
 
@@ -131,8 +132,13 @@ class Optimizer:
 
         grads, params: equally long lists of NumPy arrays (CPU) or CuPy
         arrays (GPU), float32 or float64, any shapes, grads[i] shaped like
-        params[i]. trainable: optional list of bools, False to leave a
-        parameter and its slots untouched (frozen). penalties: optional list
+        params[i]; or arrays of other frameworks with ``__dlpack__`` (torch,
+        JAX), read without a copy. A torch parameter is updated in place
+        through a view of its memory, so it must be C-contiguous and not
+        require grad (pass ``p.detach()``); a JAX parameter (immutable) is a
+        TypeError. The slots stay NumPy (CuPy for GPU parameters).
+        trainable: optional list of bools, False to leave a parameter and its
+        slots untouched (frozen). penalties: optional list
         of None or a regularizer with ``l1``/``l2`` (``fd.regularizers``) or
         an (l1, l2) pair, added to the gradient as ``l1 sign(p) + 2 l2 p``.
         constraints: optional list of None or ``fd.constraints.MaxNorm``,
@@ -234,7 +240,10 @@ class Optimizer:
                                 f"{type(v).__name__}")
         if len(grads) != len(params):
             raise ValueError(f"{caller}: got {len(grads)} grads for {len(params)} params")
-        return list(params), list(grads)
+        # Torch (CPU) parameters become NumPy views of their memory, so the
+        # step lands in the caller's tensors; see fusednn._foreign.
+        return (accept_all(caller, "params", params, writable=True),
+                accept_all(caller, "grads", grads))
 
     @staticmethod
     def _dispatch(caller, grads, params):

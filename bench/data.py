@@ -1,0 +1,131 @@
+"""fit's data sources against arrays in memory: a slow generator with and
+without the prefetch thread, a Sequence loaded by two workers, and a memmap.
+
+The network is issue W1's deep one (3072 -> 20 x [Dense(100) -> BN -> ELU]
+-> Dense(10) softmax, Nadam) at batch 128, whose step takes a few
+milliseconds on a CPU: the loader's 2 ms per batch (time.sleep, as a
+stand-in for reading and decoding) can hide behind the step only when it
+runs in another thread. Each contender trains one epoch of `--steps`
+batches; the contenders run in turn, round after round (bench/_harness.py),
+and each row gives its median epoch and the ratio to the in-memory epoch
+(1.00: no cost; the target for the prefetched generator is <= 1.10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _harness import interleaved, machine, markdown, write_json  # noqa: E402
+
+import fusednn as fd  # noqa: E402
+
+SLEEP = 0.002
+
+
+def network(features, seed=0):
+    layers = [fd.Input((features,))]
+    for i in range(20):
+        layers += [fd.layers.Dense(100, use_bias=False,
+                                   kernel_initializer=fd.initializers.HeNormal(seed + i)),
+                   fd.layers.BatchNormalization(), fd.layers.Activation("elu")]
+    layers.append(fd.layers.Dense(10, activation="softmax"))
+    model = fd.Sequential(layers)
+    model.compile(optimizer="nadam", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+class SlowSequence(fd.utils.Sequence):
+    """Batch i of (x, y) after `SLEEP` seconds, in a fresh order each epoch."""
+
+    def __init__(self, x, y, batch, **kw):
+        super().__init__(**kw)
+        self.x, self.y, self.batch = x, y, batch
+        self.order = np.random.default_rng(0).permutation(len(x))
+
+    def __len__(self):
+        return len(self.x) // self.batch
+
+    def __getitem__(self, i):
+        time.sleep(SLEEP)
+        idx = self.order[i * self.batch:(i + 1) * self.batch]
+        return self.x[idx], self.y[idx]
+
+    def on_epoch_end(self):
+        self.order = np.random.default_rng(len(self.order)).permutation(len(self.x))
+
+
+def slow_batches(x, y, batch):
+    """The same batches as SlowSequence, from a generator, forever."""
+    rng = np.random.default_rng(0)
+    while True:
+        order = rng.permutation(len(x))
+        for b in range(0, len(x) - batch + 1, batch):
+            time.sleep(SLEEP)
+            idx = order[b:b + batch]
+            yield x[idx], y[idx]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=100, help="batches per epoch")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=5)
+    args = p.parse_args(argv)
+    features, n = 3072, args.steps * args.batch
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, features)).astype(np.float32)
+    y = rng.integers(0, 10, size=n)
+    tmp = tempfile.NamedTemporaryFile(suffix=".bin", delete=False)
+    tmp.close()
+    mm = np.memmap(tmp.name, dtype=np.float32, mode="w+", shape=x.shape)
+    mm[:] = x
+    mm.flush()
+    mm = np.memmap(tmp.name, dtype=np.float32, mode="r", shape=x.shape)
+    models = {k: network(features) for k in
+              ("arrays", "generator, no prefetch", "generator, prefetch",
+               "Sequence, 2 workers", "memmap")}
+    gens = {k: slow_batches(x, y, args.batch) for k in models if k.startswith("generator")}
+    seq = SlowSequence(x, y, args.batch)
+    bs = args.batch
+    fns = {
+        "arrays": lambda: models["arrays"].fit(x, y, batch_size=bs, verbose=0),
+        "generator, no prefetch": lambda: models["generator, no prefetch"].fit(
+            gens["generator, no prefetch"], steps_per_epoch=args.steps, verbose=0, workers=0),
+        "generator, prefetch": lambda: models["generator, prefetch"].fit(
+            gens["generator, prefetch"], steps_per_epoch=args.steps, verbose=0, workers=1),
+        "Sequence, 2 workers": lambda: models["Sequence, 2 workers"].fit(
+            seq, verbose=0, workers=2),
+        "memmap": lambda: models["memmap"].fit(mm, y, batch_size=bs, verbose=0),
+    }
+    try:
+        t = interleaved(fns, args.rounds, min_turn=0.0)
+    finally:
+        del mm
+        os.unlink(tmp.name)
+    rows = []
+    for k in fns:
+        rows.append({"source": k, "epoch_ms": round(t.median(k) * 1e3, 1),
+                     "step_ms": round(t.median(k) * 1e3 / args.steps, 2),
+                     "vs_arrays": round(t.ratio(k, "arrays"), 3)})
+        print(rows[-1], flush=True)
+    cols = [("source", "source"), ("epoch_ms", "epoch ms"), ("step_ms", "per batch ms"),
+            ("vs_arrays", "time / arrays' time")]
+    info = machine()
+    path = write_json("data.json", {"machine": info, "sleep_s": SLEEP, "steps": args.steps,
+                                    "batch": args.batch, "rows": rows})
+    print(f"\n{info['date']}, {info['cpu']}, {info['threads']} threads; "
+          f"{args.steps} batches of {args.batch}, loader sleeps {SLEEP * 1e3:g} ms a batch")
+    print(markdown(rows, cols))
+    print(f"\nJSON: {path}")
+
+
+if __name__ == "__main__":
+    main()
