@@ -90,9 +90,15 @@ def interleaved(fns: dict, rounds: int, sync=None, warmup: int = 1,
     return Timings(times)
 
 
+def results_dir() -> str:
+    """bench/results, or FUSEDNN_BENCH_OUT where that is set."""
+    return os.environ.get("FUSEDNN_BENCH_OUT") or os.path.join(os.path.dirname(__file__),
+                                                               "results")
+
+
 def write_json(name: str, payload: dict) -> str:
     """bench/results/<name>, or <FUSEDNN_BENCH_OUT>/<name> where that is set."""
-    out = os.environ.get("FUSEDNN_BENCH_OUT") or os.path.join(os.path.dirname(__file__), "results")
+    out = results_dir()
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, name)
     tmp = path + ".tmp"
@@ -107,3 +113,90 @@ def markdown(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     rule = "|" + "|".join("---" for _ in columns) + "|"
     body = ["| " + " | ".join(str(r.get(key, "")) for key, _ in columns) + " |" for r in rows]
     return "\n".join([head, rule, *body])
+
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def chart(name: str, rows: list[dict], labels, ratios, fractions, info: dict | None = None,
+          out: str | None = None,
+          ratio_label: str = "peer's time / ours (> 1: fusednn is faster)") -> str | None:
+    """A PNG bar chart of a script's rows next to its JSON: `name` with a
+    .png extension, in `out` (default: where write_json writes).
+
+    One group of horizontal bars per row, in the table's order, named by
+    ``labels(row)`` (a function) or by the row's values of the keys
+    `labels` (those it has). Left panel: `ratios`, [(key, title)] of "peer's
+    time / ours" on a log scale with a line at 1 (right of it fusednn is
+    faster). Right panel: `fractions`, [(key, title)] of roofline fractions,
+    with a line at 1.0 (the roofline). A key that no row holds as a number
+    is left out, and a panel left without keys. Prints and returns the
+    path, or prints why not and returns None: matplotlib missing, or
+    nothing to draw. `info`: the JSON's "machine" dict, for the title;
+    `ratio_label`: the left panel's axis, for ratios of another kind.
+    """
+    try:
+        from matplotlib import ticker
+        from matplotlib.figure import Figure
+    except ImportError:
+        print("chart skipped: matplotlib is not installed (pip install matplotlib)")
+        return None
+    panels = []
+    for keys, scale in ((ratios, "log"), (fractions, "linear")):
+        keys = [(k, t) for k, t in keys if any(_is_number(r.get(k)) for r in rows)]
+        if keys:
+            panels.append((keys, scale))
+    if not panels:
+        print("chart skipped: no ratio or roofline fraction in the rows")
+        return None
+    names = [labels(r) if callable(labels) else " ".join(str(r[k]) for k in labels if k in r)
+             for r in rows]
+    bars_per_row = max(len(keys) for keys, _ in panels)
+    fig = Figure(figsize=(1.0 + 0.065 * max(len(n) for n in names) + 4.6 * len(panels),
+                          1.4 + 0.2 * len(rows) * bars_per_row), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    y = np.arange(len(rows))
+    for ax, (keys, scale) in zip(axes, panels):
+        height = 0.8 / len(keys)
+        drawn = []
+        for i, (key, key_title) in enumerate(keys):
+            values = np.array([r[key] if _is_number(r.get(key)) else np.nan for r in rows])
+            # a ratio's bar runs from 1 (parity) to the ratio: right is faster, left slower
+            base = 1.0 if scale == "log" else 0.0
+            bars = ax.barh(y - 0.4 + height * (i + 0.5), values - base, left=base,
+                           height=height, label=key_title)
+            ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.2f}" for v in values],
+                         fontsize=7, padding=2)
+            drawn.append(values)
+        values = np.concatenate(drawn)
+        values = values[np.isfinite(values) & (values > 0)]
+        ax.axvline(1.0, color="k", linewidth=0.8)
+        if scale == "log":
+            ax.set_xscale("log")
+            ax.set_xlim(min(values.min(), 1.0) / 1.25, max(values.max(), 1.0) * 1.8)
+            ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+            ax.set_xlabel(ratio_label)
+        else:
+            ax.set_xlim(0.0, max(1.15, values.max() * 1.12))
+            ax.set_xlabel("fraction of the roofline")
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2,
+                  frameon=False)
+    axes[0].set_yticks(y, names, fontsize=8)
+    axes[0].invert_yaxis()  # the first row on top, as in the table
+    stem = os.path.splitext(os.path.basename(name))[0]
+    title = stem
+    if info:
+        title += f": {info.get('date')}, {info.get('cpu')}, {info.get('threads')} threads" + (
+            f", {info['gpu']}" if info.get("gpu") else "")
+    fig.suptitle(title, fontsize=9)
+    directory = out or results_dir()
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, stem + ".png")
+    fig.savefig(path, dpi=90)
+    print(f"chart: {path}")
+    return path

@@ -59,7 +59,7 @@ from fusednn import _C
 from fusednn.testing import reference as R
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _harness import interleaved, machine, markdown, write_json  # noqa: E402
+from _harness import chart, interleaved, machine, markdown, write_json  # noqa: E402
 
 # The copy roofline moves at least this much, far beyond the caches, so that
 # it measures memory (on the CPU glibc copies such ranges with non-temporal
@@ -75,6 +75,12 @@ MASK_BYTES = 3 / 8  # per element: one bit written, read twice
 DROPOUT_BYTES = 16 + 2 / 8  # x read, y written; dy read, dx written; the mask bit written, read
 POINT_BYTES = 12  # prediction and target read, gradient written
 ELEMENTWISE_SHAPE = (65536, 1024)
+# what _harness.chart draws of the rows, by JSON name (bench/charts.py redraws saved ones)
+CHARTS = {"bn_dropout": {
+    "labels": lambda r: f"{r['op']} {r['shape']}" + ("" if r.get("dropout") in (None, "-")
+                                                   else f" dropout {r['dropout']}"),
+    "ratios": [("vs_numpy", "vs NumPy (CuPy on GPU)"), ("vs_torch", "vs torch")],
+    "fractions": [("of_copy", "of copy bandwidth")]}}
 
 
 def quick_shape(shape):
@@ -521,6 +527,7 @@ def main(argv=None):
     print(markdown(rows, cols))
     print(f"\n(ratios > 1: fusednn is faster; 'of copy bw' is the fraction of the memory "
           f"roofline)\nJSON: {path}")
+    chart(path, rows, info=info, **CHARTS["bn_dropout"])
 
 
 if __name__ == "__main__":

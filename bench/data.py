@@ -22,11 +22,15 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _harness import interleaved, machine, markdown, write_json  # noqa: E402
+from _harness import chart, interleaved, machine, markdown, write_json  # noqa: E402
 
 import fusednn as fd  # noqa: E402
 
 SLEEP = 0.002
+# what _harness.chart draws of the rows, by JSON name (bench/charts.py redraws saved ones)
+CHARTS = {"data": {"labels": ("source",), "ratios": [("vs_arrays", "time / arrays' time")],
+                   "fractions": [],
+                   "ratio_label": "epoch time / in-memory arrays' epoch time (1: no cost)"}}
 
 
 def network(features, seed=0):
@@ -108,8 +112,7 @@ def main(argv=None):
     try:
         t = interleaved(fns, args.rounds, min_turn=0.0)
     finally:
-        del mm
-        os.unlink(tmp.name)
+        os.unlink(tmp.name)  # the mapping stays valid until the process ends
     rows = []
     for k in fns:
         rows.append({"source": k, "epoch_ms": round(t.median(k) * 1e3, 1),
@@ -125,6 +128,7 @@ def main(argv=None):
           f"{args.steps} batches of {args.batch}, loader sleeps {SLEEP * 1e3:g} ms a batch")
     print(markdown(rows, cols))
     print(f"\nJSON: {path}")
+    chart(path, rows, info=info, **CHARTS["data"])
 
 
 if __name__ == "__main__":

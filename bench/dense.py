@@ -32,9 +32,15 @@ from fusednn import _C
 from fusednn.testing import reference as R
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from _harness import interleaved, machine, markdown, write_json  # noqa: E402
+from _harness import chart, interleaved, machine, markdown, write_json  # noqa: E402
 
 SHAPES = [(32, 3072, 100), (1024, 1024, 1024), (4096, 4096, 4096)]
+# what _harness.chart draws of the rows, by JSON name (bench/charts.py redraws saved ones)
+CHARTS = {"dense": {
+    "labels": ("shape", "precision"),
+    "ratios": [("fwd_vs_numpy", "fwd vs NumPy"), ("fwd_vs_torch", "fwd vs torch"),
+               ("fb_vs_numpy", "fwd+bwd vs NumPy"), ("fb_vs_torch", "fwd+bwd vs torch")],
+    "fractions": [("fwd_vs_gemm", "fwd / bare GEMM"), ("fb_vs_3gemm", "fwd+bwd / 3 GEMMs")]}}
 
 
 def numpy_act(name):
@@ -258,6 +264,7 @@ def main(argv=None):
     print(markdown(rows, cols))
     print(f"\n(ratios > 1: fusednn is faster; 'fwd / bare sgemm' is the fraction of the "
           f"GEMM roofline)\nJSON: {path}")
+    chart(path, rows, info=info, **CHARTS["dense"])
 
 
 if __name__ == "__main__":

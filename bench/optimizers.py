@@ -29,7 +29,7 @@ import fusednn as fd
 from fusednn import _C
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _harness import interleaved, machine, markdown, write_json  # noqa: E402
+from _harness import chart, interleaved, machine, markdown, write_json  # noqa: E402
 
 # The copy roofline moves at least this much, far beyond the caches, so that
 # it measures memory (on the CPU, glibc copies such ranges with non-temporal
@@ -38,6 +38,12 @@ COPY_BYTES = 512 << 20
 # bytes moved per float32 parameter by one step
 BYTES = {"adam": 28, "rmsprop": 20, "nadam": 28}
 LR = 1e-3
+# what _harness.chart draws of the rows, by JSON name (bench/charts.py redraws saved ones)
+CHARTS = {"optimizers": {
+    "labels": ("optimizer", "params"),
+    "ratios": [("vs_numpy", "vs NumPy"), ("vs_foreach", "vs torch foreach"),
+               ("vs_fused", "vs torch fused")],
+    "fractions": [("of_copy", "of copy bandwidth")]}}
 
 
 def sizes(total, count, seed=0):
@@ -224,6 +230,7 @@ def main(argv=None):
           + (f", {info['gpu']}" if args.device == "cuda" else ""))
     print(markdown(rows, cols))
     print(f"\n(ratios > 1: fusednn is faster)\nJSON: {path}")
+    chart(path, rows, info=info, **CHARTS["optimizers"])
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ import numpy as np
 import fusednn as fd
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _harness import interleaved, machine, markdown, write_json  # noqa: E402
+from _harness import chart, interleaved, machine, markdown, write_json  # noqa: E402
 
 DEEP = {"name": "deep", "n_in": 3072, "blocks": [100] * 20, "act": "elu", "drop": 0.0,
         "opt": "nadam"}
@@ -66,6 +66,16 @@ WIDE = {"name": "wide", "n_in": 784, "blocks": [1024] * 3, "act": "relu", "drop"
         "opt": "adam"}
 N_OUT = 10
 CASES = [(DEEP, 32), (DEEP, 128), (DEEP, 1024), (WIDE, 256)]
+# what _harness.chart draws of the rows, by JSON name (bench/charts.py redraws saved ones)
+CHARTS = {
+    "train": {"labels": lambda r: f"{r['net']} net, batch {r['batch']}",
+              "ratios": [("vs_torch", "vs torch"), ("vs_jax", "vs JAX jit"),
+                         ("vs_numpy", "vs NumPy (CuPy on GPU)"),
+                         ("vs_layers", "compiled / layer by layer")],
+              "fractions": [("of_sgemm", "GEMM FLOP/s of sgemm")]},
+    "predict": {"labels": lambda r: f"{r['net']} net, batch {r['batch']}",
+                "ratios": [("vs_layers", "compiled / layer by layer")],
+                "fractions": []}}
 
 
 def widths(net):
@@ -610,6 +620,7 @@ def main(argv=None):
                               ("latency_of_torch", "latency / torch's"),
                               ("vs_layers", "compiled / layers")]))
         print(f"\npeak RSS of a wide-net fit (MiB): {rss}\nJSON: {path}")
+        chart(path, rows, info=info, **CHARTS["predict"])
         return
     if args.device == "cuda":
         if not fd.has_cuda():
@@ -636,6 +647,7 @@ def main(argv=None):
           + (f", {args.busy} busy processes beside" if args.busy else ""))
     print(markdown(rows, cols))
     print(f"\n(ratios > 1: fusednn is faster)\nJSON: {path}")
+    chart(path, rows, info=info, **CHARTS["train"])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import fusednn as fd
-from fusednn.health import GradientHealth, findings
+from fusednn.callbacks import GradientHealth
+from fusednn.health import findings
 
 
 def _xy(n=256, features=32, seed=0):

@@ -59,3 +59,42 @@ def test_out_of_core_example():
     del scope["x"]
     import os
     os.unlink(scope["path"])
+
+
+def test_dlpack_example():
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    scope = {}
+    exec(compile(_example("dlpack"), "README.md", "exec"), scope)
+    assert isinstance(scope["logits"], torch.Tensor) and isinstance(scope["loss"], torch.Tensor)
+    assert scope["opt"].iterations == 100
+    assert scope["accuracy"] > 0.95, scope["accuracy"]
+    assert float(scope["w"].abs().max()) > 0.2  # trained in place from 0.1 * N(0, 1)
+
+
+def test_sklearn_example():
+    import pytest
+
+    pytest.importorskip("sklearn")
+    scope = {}
+    exec(compile(_example("sklearn"), "README.md", "exec"), scope)
+    assert scope["test_accuracy"] > 0.95 and scope["cv_accuracy"] >= 0.95
+    assert scope["est"].model_.count_params() == 64 * 256 + 256 + 256 * 256 + 256 + 2570
+
+
+def test_export_example(tmp_path, monkeypatch):
+    import pytest
+
+    for name in ("onnx", "onnxruntime", "torch"):
+        pytest.importorskip(name)
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(_example("export"), "README.md", "exec"), scope)
+    x, torch = scope["x"], scope["torch"]
+    np.testing.assert_allclose(scope["probs"], scope["model"].predict(x[:5]), rtol=1e-5,
+                               atol=1e-6)
+    want = scope["net"](torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(scope["clone"].predict(x), want, atol=1e-6)
+    np.testing.assert_allclose(scope["back"](torch.from_numpy(x)).detach().numpy(), want,
+                               atol=1e-6)

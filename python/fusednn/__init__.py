@@ -15,6 +15,7 @@ from . import (  # noqa: E402
     models,
     ops,
     optimizers,
+    plot,
     presets,
     pretrain,
     regularizers,
@@ -36,6 +37,7 @@ from ._threads import num_threads, set_num_threads  # noqa: E402
 from .memory import empty_cache, host_cache_info, set_host_cache_limit  # noqa: E402
 from .layers import Input  # noqa: E402
 from .models import Sequential  # noqa: E402
+from . import export, interop  # noqa: E402  (onnx, torch and keras load on first use)
 from ._info import build_info  # noqa: E402
 from ._version import __version__  # noqa: E402,F401
 
@@ -60,6 +62,7 @@ __all__ = [
     "num_threads",
     "ops",
     "optimizers",
+    "plot",
     "presets",
     "pretrain",
     "regularizers",

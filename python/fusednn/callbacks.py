@@ -14,10 +14,12 @@ import inspect
 import math
 import numbers
 import os
+import time
 import warnings
 
 import numpy as np
 
+from ._arrays import to_host
 from ._validate import check_bool, check_float, check_int, check_path
 from .saving.weights import load_weights, save_weights
 
@@ -25,9 +27,11 @@ __all__ = [
     "CSVLogger",
     "Callback",
     "EarlyStopping",
+    "GradientHealth",
     "LearningRateScheduler",
     "ModelCheckpoint",
     "ReduceLROnPlateau",
+    "TensorBoard",
     "TerminateOnNaN",
     "load_weights",
 ]
@@ -599,3 +603,291 @@ class CSVLogger(Callback):
     def on_train_end(self, logs=None):
         self._close()
         self.writer = None
+
+
+# ------------------------------------------------------------- TensorBoard
+
+
+class _EventWriter:
+    """One TensorBoard run directory: scalars and histograms as TensorBoard's
+    own Summary protos, through TensorBoard's EventFileWriter (the writer
+    PyTorch's SummaryWriter uses too), whose flush waits until every queued
+    event is on disk."""
+
+    BINS = 30  # tf.summary.histogram's default bucket count
+
+    def __init__(self, modules, logdir):
+        self._event_pb2, self._summary_pb2, writer = modules
+        self._file = writer.EventFileWriter(logdir)
+
+    def _add(self, step, value):
+        self._file.add_event(self._event_pb2.Event(
+            wall_time=time.time(), step=int(step),
+            summary=self._summary_pb2.Summary(value=[value])))
+
+    def add_scalar(self, tag, value, step):
+        self._add(step, self._summary_pb2.Summary.Value(tag=tag, simple_value=float(value)))
+
+    def add_histogram(self, tag, values, step):
+        """values: a non-empty 1-D float64 array of finite numbers."""
+        counts, edges = np.histogram(values, bins=self.BINS)
+        # TensorBoard reads bucket i as (bucket_limit[i-1], bucket_limit[i]]: an empty
+        # first bucket makes the lowest edge one of the limits
+        histo = self._summary_pb2.HistogramProto(
+            min=float(values.min()), max=float(values.max()), num=int(values.size),
+            sum=float(values.sum()), sum_squares=float(values @ values),
+            bucket_limit=edges.tolist(), bucket=[0.0, *counts.tolist()])
+        self._add(step, self._summary_pb2.Summary.Value(tag=tag, histo=histo))
+
+    def flush(self):
+        self._file.flush()
+
+    def close(self):
+        self._file.close()
+
+
+def _tensorboard_modules():
+    """TensorBoard's protos and event file writer; ImportError naming the
+    package where it is not installed."""
+    try:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.summary.writer import event_file_writer
+    except ImportError as e:
+        raise ImportError("fd.callbacks.TensorBoard writes its event files with TensorBoard's "
+                          "own writer: pip install tensorboard (or pip install "
+                          "'fusednn[tensorboard]')") from e
+    return event_pb2, summary_pb2, event_file_writer
+
+
+# the attribute names of fd layers' weights, for the histograms' tags
+_WEIGHT_ATTRIBUTES = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance",
+                      "alpha")
+
+
+def _weight_names(layer) -> list:
+    """A name for each of ``layer.weights``: the attribute that holds it
+    (kernel, bias, gamma ...), else ``weight_<i>``."""
+    by_id = {}
+    for attr in _WEIGHT_ATTRIBUTES:
+        w = getattr(layer, attr, None)
+        if w is not None and hasattr(w, "shape"):
+            by_id.setdefault(id(w), attr)
+    return [by_id.get(id(w), f"weight_{i}") for i, w in enumerate(layer.weights)]
+
+
+class TensorBoard(Callback):
+    """Write TensorBoard event files of the training (Keras 3's callback and
+    arguments).
+
+    The event files are written with TensorBoard's own protos and event
+    file writer (``pip install tensorboard``); view them with
+    ``tensorboard --logdir logs``. ``log_dir`` gets a
+    ``train/`` and a ``validation/`` run, as in Keras:
+
+    - at each epoch end, step = the epoch (0-based): ``epoch_<name>`` for the
+      loss and each metric of the logs in ``train/``, and for each ``val_*``
+      entry (without its prefix) in ``validation/``; ``epoch_learning_rate``,
+      the optimizer's current rate (a schedule's at its step), in ``train/``
+      unless the logs hold ``learning_rate`` already; with
+      ``write_steps_per_second``, ``epoch_steps_per_second`` (batches over
+      the epoch's seconds).
+    - with ``update_freq="batch"`` or an int N: ``batch_<name>`` of the batch
+      logs (fit's ``loss``) after every batch, or every N-th, in ``train/``,
+      with ``batch_steps_per_second`` (one over the batch's seconds) when
+      ``write_steps_per_second``. Step: the optimizer's iteration count
+      after the batch (1 for a first fit's first batch, as Keras counts; a
+      second fit of the same model goes on from there, where Keras starts
+      again at 1). ``update_freq="epoch"`` (default) writes no batch
+      scalars.
+    - every ``histogram_freq`` epochs (epochs 0, f, 2f ...; 0 never), step =
+      the epoch: a histogram of each weight,
+      ``<layer>/<weight>/histogram`` (weight: kernel, bias, gamma, beta,
+      moving_mean, moving_variance, alpha), and of its gradient of the last
+      step, ``<layer>/<weight>/gradient``, where the layer holds ``grads``
+      for its trainable weights.
+    - the records of ``fd.callbacks.GradientHealth`` (``model.history.health``)
+      made during the epoch, at its end: ``health/<layer>/<field>`` for
+      act_std, grad_std, saturated, dead and update_ratio (None values are
+      left out), step = the record's step, in ``train/``.
+
+    The files are flushed at each epoch end and closed at the end of
+    training. Differences from Keras: ``write_graph`` defaults to False and
+    is ignored (a Sequential of fused steps has no TensorFlow graph); as
+    are ``write_images``, ``profile_batch``, ``embeddings_freq`` and
+    ``embeddings_metadata`` (there are no image summaries of weights,
+    profiler traces or embedding projections): setting any of them warns.
+    Histograms do not need validation data (Keras asks for it); each has
+    30 equal-width buckets, tf.summary.histogram's default. Without the
+    tensorboard package, creating the callback raises ImportError naming it.
+    """
+
+    def __init__(self, log_dir="logs", histogram_freq=0, write_graph=False, write_images=False,
+                 write_steps_per_second=False, update_freq="epoch", profile_batch=0,
+                 embeddings_freq=0, embeddings_metadata=None):
+        super().__init__()
+        c = "TensorBoard"
+        self.log_dir = check_path(c, "log_dir", log_dir)
+        self.histogram_freq = check_int(c, "histogram_freq", histogram_freq, 0)
+        self.write_graph = check_bool(c, "write_graph", write_graph)
+        self.write_images = check_bool(c, "write_images", write_images)
+        self.write_steps_per_second = check_bool(c, "write_steps_per_second",
+                                                 write_steps_per_second)
+        if update_freq == "batch":
+            update_freq = 1
+        elif update_freq != "epoch":
+            if isinstance(update_freq, str):
+                raise ValueError(f"{c}: update_freq must be 'epoch', 'batch' or an int >= 1, "
+                                 f"got {update_freq!r}")
+            update_freq = check_int(c, "update_freq", update_freq, 1)
+        self.update_freq = update_freq
+        self.profile_batch = self._profile_batch(profile_batch)
+        self.embeddings_freq = check_int(c, "embeddings_freq", embeddings_freq, 0)
+        if embeddings_metadata is not None and not isinstance(embeddings_metadata, (str, dict)):
+            raise TypeError(f"{c}: embeddings_metadata must be None, a str or a dict, got "
+                            f"{type(embeddings_metadata).__name__} {embeddings_metadata!r}")
+        self.embeddings_metadata = embeddings_metadata
+        ignored = [name for name, on in (("write_graph", self.write_graph),
+                                         ("write_images", self.write_images),
+                                         ("profile_batch", self.profile_batch != 0),
+                                         ("embeddings_freq", self.embeddings_freq),
+                                         ("embeddings_metadata", embeddings_metadata is not None))
+                   if on]
+        if ignored:
+            warnings.warn(f"{c}: {', '.join(ignored)} ignored: fusednn writes scalars and "
+                          f"histograms only", UserWarning, stacklevel=2)
+        self._modules = _tensorboard_modules()
+        self._writers = {}
+        self._step = 0
+        self._health_written = 0
+        self._epoch_start = self._batch_start = 0.0
+        self._epoch_batches = 0
+
+    @staticmethod
+    def _profile_batch(value):
+        """Keras' forms: an int >= 0, a pair of ints, or a str "start,stop"."""
+        if isinstance(value, str):
+            parts = value.split(",")
+            if not all(p.strip().isdigit() for p in parts) or len(parts) > 2:
+                raise ValueError(f"TensorBoard: profile_batch must be an int >= 0, a pair of "
+                                 f"ints or a str 'start,stop', got {value!r}")
+            return value
+        if isinstance(value, (tuple, list)):
+            if len(value) != 2:
+                raise ValueError(f"TensorBoard: profile_batch must be an int >= 0, a pair of "
+                                 f"ints or a str 'start,stop', got {value!r}")
+            return tuple(check_int("TensorBoard", "profile_batch", v, 0) for v in value)
+        return check_int("TensorBoard", "profile_batch", value, 0)
+
+    # ------------------------------------------------------------ writers
+    def _writer(self, run):
+        w = self._writers.get(run)
+        if w is None:
+            w = self._writers[run] = _EventWriter(self._modules, os.path.join(self.log_dir, run))
+        return w
+
+    def _scalars(self, run, prefix, logs, step):
+        for name, value in logs.items():
+            v = _number(value)
+            if v is not None:
+                self._writer(run).add_scalar(prefix + name, v, step)
+
+    def _close(self):
+        for w in self._writers.values():
+            w.close()
+        self._writers = {}
+
+    # -------------------------------------------------------------- hooks
+    def on_train_begin(self, logs=None):
+        self._close()
+        iterations = getattr(getattr(self.model, "optimizer", None), "iterations", 0)
+        self._step = int(iterations) if isinstance(iterations, numbers.Integral) else 0
+        self._health_written = 0
+        self._writer("train")  # the run exists from the start, as in Keras
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+        self._epoch_batches = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        self._epoch_batches += 1
+        if self.update_freq == "epoch" or self._step % self.update_freq:
+            return
+        self._scalars("train", "batch_", logs or {}, self._step)
+        if self.write_steps_per_second:
+            seconds = time.perf_counter() - self._batch_start
+            if seconds > 0:
+                self._writer("train").add_scalar("batch_steps_per_second", 1.0 / seconds,
+                                                 self._step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        train = {k: v for k, v in logs.items() if not k.startswith("val_")}
+        val = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
+        if "learning_rate" not in train:
+            rate = self._learning_rate()
+            if rate is not None:
+                train["learning_rate"] = rate
+        if self.write_steps_per_second:
+            seconds = time.perf_counter() - self._epoch_start
+            if seconds > 0:
+                train["steps_per_second"] = self._epoch_batches / seconds
+        self._scalars("train", "epoch_", train, epoch)
+        if val:
+            self._scalars("validation", "epoch_", val, epoch)
+        if self.histogram_freq and epoch % self.histogram_freq == 0:
+            self._histograms(epoch)
+        self._health()
+        for w in self._writers.values():
+            w.flush()
+
+    def on_train_end(self, logs=None):
+        self._health()
+        self._close()
+
+    # -------------------------------------------------------------- parts
+    def _learning_rate(self):
+        opt = getattr(self.model, "optimizer", None)
+        lr = getattr(opt, "learning_rate", None)
+        if callable(lr):
+            current = getattr(opt, "current_learning_rate", None)
+            return float(current()) if callable(current) else None
+        return _number(lr)
+
+    def _histograms(self, epoch):
+        writer = self._writer("train")
+        for layer in getattr(self.model, "layers", []):
+            names = _weight_names(layer)
+            for name, w in zip(names, layer.weights):
+                self._histogram(writer, f"{layer.name}/{name}/histogram", w, epoch)
+            trainable = list(getattr(layer, "_trainable_weights", []))
+            grads = getattr(layer, "grads", None)
+            if layer.trainable and grads and len(grads) == len(trainable):
+                for name, g in zip(names, grads):
+                    self._histogram(writer, f"{layer.name}/{name}/gradient", g, epoch)
+
+    @staticmethod
+    def _histogram(writer, tag, array, step):
+        values = np.asarray(to_host(array), dtype=np.float64).ravel()
+        values = values[np.isfinite(values)]  # np.histogram refuses NaN and inf
+        if values.size:
+            writer.add_histogram(tag, values, step)
+
+    def _health(self):
+        """health/<layer>/<field> of the GradientHealth records not written yet."""
+        records = getattr(getattr(self.model, "history", None), "health", None)
+        if not records:
+            return
+        for rec in records[self._health_written:]:
+            for layer in rec.get("layers", []):
+                name = layer.get("name")
+                fields = {k: v for k, v in layer.items() if k != "name"}
+                self._scalars("train", f"health/{name}/", fields, int(rec["step"]))
+        self._health_written = len(records)
+
+
+# Defined with the statistics it records (fusednn.health imports Callback from here).
+from .health import GradientHealth  # noqa: E402

@@ -799,7 +799,10 @@ class Sequential:
         # a disk array: rows [lo, hi)
         lo = 0 if lo is None else lo
         hi = x.shape[0] if hi is None else hi
-        if y is None or not hasattr(y, "shape") or y.shape[0] != x.shape[0]:
+        if y is None:
+            raise ValueError(f"{caller}: y is None; {name} (a {type(x).__name__} on disk) needs "
+                             f"its targets")
+        if not hasattr(y, "shape") or y.shape[0] != x.shape[0]:
             raise ValueError(f"{caller}: {name} has {x.shape[0]} samples but y has "
                              f"{getattr(y, 'shape', (None,))[0]}")
         if hi <= lo:
