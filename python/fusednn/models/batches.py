@@ -33,6 +33,16 @@ from ..utils.data import Feeder, SequenceFeeder, is_disk_array, read_rows
 __all__ = ["ArrayBatches", "DiskBatches", "SequenceBatches", "StreamBatches"]
 
 
+def _fed(load, order, prepare, workers, max_queue_size):
+    """``prepare(load(i), i)`` for i in `order`, by a SequenceFeeder that is
+    closed when the epoch ends or is left."""
+    feeder = SequenceFeeder(load, order, prepare, workers, max_queue_size)
+    try:
+        yield from feeder
+    finally:
+        feeder.close()
+
+
 class ArrayBatches:
     """x, y, w in memory (w: None or one weight per sample)."""
 
@@ -81,12 +91,7 @@ class DiskBatches:
 
     def epoch(self, rng, shuffle):
         order = rng.permutation(self.steps) if shuffle else range(self.steps)
-        feeder = SequenceFeeder(self.load, order, self.prepare, self.workers,
-                                self.max_queue_size)
-        try:
-            yield from feeder
-        finally:
-            feeder.close()
+        return _fed(self.load, order, self.prepare, self.workers, self.max_queue_size)
 
     def end_epoch(self):
         pass
@@ -108,12 +113,8 @@ class SequenceBatches:
 
     def epoch(self, rng, shuffle):
         order = rng.permutation(self.n)[:self.steps] if shuffle else range(self.steps)
-        feeder = SequenceFeeder(self.seq.__getitem__, order, self.prepare, self.workers,
-                                self.max_queue_size)
-        try:
-            yield from feeder
-        finally:
-            feeder.close()
+        return _fed(self.seq.__getitem__, order, self.prepare, self.workers,
+                    self.max_queue_size)
 
     def end_epoch(self):
         self.seq.on_epoch_end()

@@ -73,6 +73,12 @@ def _short(value) -> str:
     return r if len(r) <= 40 else r[:37] + "..."
 
 
+def _loaded(x) -> bool:
+    """x is read a batch at a time (fusednn.models.batches): an array on
+    disk, a generator or iterable of batches, a Sequence."""
+    return is_disk_array(x) or is_stream(x) or is_sequence(x)
+
+
 def _input_width(shape) -> int:
     """build's input_dim: an int >= 1, or a shape ``(None, n)`` / ``(n,)``."""
     if isinstance(shape, (tuple, list)):
@@ -659,6 +665,16 @@ class Sequential:
             return values, kind, None
         return obj, None, None
 
+    def _xy_in(self, caller, x, y, needs):
+        """x and y in memory (arrays, DataFrames, DLPack tensors) through
+        _input and _check_xy, y required: (x, y, x's column names)."""
+        x, _, names = self._input(caller, "x", x)
+        y, _, _ = self._input(caller, "y", y)
+        x, y = self._check_xy(caller, x, y)
+        if y is None:
+            raise ValueError(f"{caller}: y is None; {needs} needs targets for x")
+        return x, y, names
+
     def _check_names(self, caller, names, fitting):
         """scikit-learn's rule for column names: the first fit on a DataFrame
         keeps them as ``feature_names_in_``; later a DataFrame with other
@@ -784,7 +800,7 @@ class Sequential:
         """The batch source of data (x, y, sample_weight) (see
         fusednn.models.batches), the model built for it."""
         prepare = functools.partial(self._prepare_batch_for, caller, table, name)
-        if is_sequence(x) and not is_array(x) and not hasattr(x, "shape"):
+        if is_sequence(x):
             if len(x) == 0:
                 raise ValueError(f"{caller}: {name} (a {type(x).__name__}) has no batch")
             self._build_from(caller, x[0], name)
@@ -938,8 +954,7 @@ class Sequential:
             raise ValueError(f"{caller}: give validation_data or validation_split, not both")
         if x is None:
             raise ValueError(f"{caller}: x is None; give arrays, a generator or a Sequence")
-        loaded = is_stream(x) or is_disk_array(x) or (
-            is_sequence(x) and not is_array(x) and not hasattr(x, "shape"))
+        loaded = _loaded(x)
         if loaded and not is_disk_array(x):
             for arg, value in (("y", y), ("sample_weight", sample_weight),
                                ("batch_size", batch_size)):
@@ -976,11 +991,7 @@ class Sequential:
                                   steps_per_epoch, workers, max_queue_size, "x", None, hi)
             table.append(self._class_table(caller, class_weight, np))
         else:
-            x, kind, names = self._input(caller, "x", x)
-            y, _, _ = self._input(caller, "y", y)
-            x, y = self._check_xy(caller, x, y)
-            if y is None:
-                raise ValueError(f"{caller}: y is None; fit needs targets for x")
+            x, y, names = self._xy_in(caller, x, y, "fit")
             w = sample_weight
             if validation_split:
                 n_val = int(math.ceil(x.shape[0] * validation_split))
@@ -1168,8 +1179,7 @@ class Sequential:
         max_queue_size = self._check_opt_int(caller, "max_queue_size", max_queue_size, 1)
         if x is None:
             raise ValueError(f"{caller}: x is None; give arrays, a generator or a Sequence")
-        if is_disk_array(x) or is_stream(x) or (is_sequence(x) and not is_array(x)
-                                                 and not hasattr(x, "shape")):
+        if _loaded(x):
             if not is_disk_array(x) and (y is not None or sample_weight is not None):
                 raise ValueError(f"{caller}: y and sample_weight come from the batches when x "
                                  f"is a {type(x).__name__}; pass y=None")
@@ -1182,11 +1192,7 @@ class Sequential:
             finally:
                 source.close()
         else:
-            x, _, names = self._input(caller, "x", x)
-            y, _, _ = self._input(caller, "y", y)
-            x, y = self._check_xy(caller, x, y)
-            if y is None:
-                raise ValueError(f"{caller}: y is None; evaluate needs targets for x")
+            x, y, names = self._xy_in(caller, x, y, "evaluate")
             batch_size = self._check_int(caller, "batch_size", 32 if batch_size is None else
                                          batch_size, 1)
             if x.shape[0] == 0:
