@@ -9,11 +9,13 @@ A callback sees the model through ``self.model`` (set by fit):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import inspect
 import math
 import numbers
 import os
+import re
 import time
 import warnings
 
@@ -21,9 +23,13 @@ import numpy as np
 
 from ._arrays import to_host
 from ._validate import check_bool, check_float, check_int, check_path
+from .layers import Dropout
+from .layers._util import set_rng_state
+from . import health as _health
 from .saving.weights import load_weights, save_weights
 
 __all__ = [
+    "BackupAndRestore",
     "CSVLogger",
     "Callback",
     "EarlyStopping",
@@ -100,6 +106,30 @@ def _number(value):
         return None
 
 
+def _save_freq(caller, value):
+    """'epoch' or an int >= 1."""
+    if isinstance(value, str):
+        if value == "epoch":
+            return value
+        raise ValueError(f"{caller}: save_freq must be 'epoch' or an int >= 1, got {value!r}")
+    return check_int(caller, "save_freq", value, 1)
+
+
+def _write(caller, path, write) -> None:
+    """Run ``write()``; an OSError (disk full, no permission, a file where a
+    directory should be) is raised again as the same class and errno with a
+    message naming `caller` and `path`. The writers under it (fusednn.saving)
+    write to a temporary file that is renamed over `path` only once complete
+    and removed on any error, so the file at `path` stays as it was."""
+    try:
+        write()
+    except OSError as e:
+        err = type(e)(f"{caller}: cannot write {path!r}: {e}; the file there before, if any, "
+                      f"is left as it was")
+        err.errno = e.errno  # without strerror, str(err) stays the message above
+        raise err from e
+
+
 def _optimizer(caller, model):
     opt = getattr(model, "optimizer", None)
     if opt is None or not hasattr(opt, "learning_rate"):
@@ -123,8 +153,9 @@ class EarlyStopping(Callback):
     With a ``baseline``, the patience counter is only reset by a value that
     also beats the baseline: while the baseline is not reached, improving
     epochs still count, and the first epoch without improvement once
-    ``patience`` epochs have passed stops training (Keras 3's rule). With ``restore_best_weights=True`` the
-    weights of the best epoch are put back at the end of training, whether
+    ``patience`` epochs have passed stops training (Keras 3's rule). With
+    ``restore_best_weights=True`` the weights of the best epoch are put back
+    at the end of training, whether
     or not training stopped early (Keras 3; Keras 2 restored only on an early
     stop); if no epoch improved on the first one seen, those are the weights
     of the first monitored epoch.
@@ -410,10 +441,24 @@ class ModelCheckpoint(Callback):
     otherwise ``model.get_weights()`` is written as an .npz archive (arrays
     ``weight_0 ..``; never pickled) to a temporary file in the same
     directory, renamed over ``path`` (atomic). Read that back with
-    ``fd.callbacks.load_weights(model, path)``. Differences from Keras: the
-    files are safetensors / .npz, not .keras/.weights.h5, and the extension
-    only decides .npz or not (the file is written at exactly the formatted
-    path).
+    ``fd.callbacks.load_weights(model, path)``.
+
+    Crash safety: every file is written whole or not at all (a kill, a full
+    disk or a refused write leaves the previous file at `path` as it was);
+    a failed write raises the OSError's own class (PermissionError,
+    NotADirectoryError ...) with a message naming the callback and the path,
+    and fit stops there. Resuming: a file written at an epoch end continues
+    bit for bit with ``fd.models.load(path).fit(..., epochs=E,
+    initial_epoch=n)``, n the number of epochs done (the 1-based ``{epoch}``
+    of its name), without ``seed``, which would start the shuffle generator
+    anew. A file written inside an epoch (int ``save_freq``) holds the state
+    after that batch, which ``initial_epoch`` cannot continue exactly (it
+    starts whole epochs): ``BackupAndRestore(save_freq=N)`` resumes at the
+    batch.
+
+    Differences from Keras: the files are safetensors / .npz, not
+    .keras/.weights.h5, and the extension only decides .npz or not (the
+    file is written at exactly the formatted path).
     """
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
@@ -427,12 +472,7 @@ class ModelCheckpoint(Callback):
         self.save_best_only = check_bool(c, "save_best_only", save_best_only)
         self.save_weights_only = check_bool(c, "save_weights_only", save_weights_only)
         self.mode = _mode(c, mode)
-        if save_freq != "epoch":
-            if isinstance(save_freq, str):
-                raise ValueError(f"{c}: save_freq must be 'epoch' or an int >= 1, got "
-                                 f"{save_freq!r}")
-            save_freq = check_int(c, "save_freq", save_freq, 1)
-        self.save_freq = save_freq
+        self.save_freq = _save_freq(c, save_freq)
         self.initial_value_threshold = (None if initial_value_threshold is None else
                                         check_float(c, "initial_value_threshold",
                                                     initial_value_threshold))
@@ -498,14 +538,275 @@ class ModelCheckpoint(Callback):
             path = self._file_path(epoch, batch, logs)
             if self.verbose > 0:
                 print(f"\nEpoch {epoch + 1}: saving model to {path}")
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
         save = getattr(self.model, "save", None)
-        if not self.save_weights_only and callable(save) and not path.endswith(".npz"):
-            save(path)
+
+        def write():
+            directory = os.path.dirname(path)
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            if not self.save_weights_only and callable(save) and not path.endswith(".npz"):
+                save(path)
+            else:
+                save_weights(path, self.model.get_weights())
+
+        _write("ModelCheckpoint", path, write)
+
+
+# ------------------------------------------------------- BackupAndRestore
+
+# a backup's name: the epoch fit resumes at (0-based) and the batches of it already trained
+_BACKUP = re.compile(r"backup-epoch(\d+)-batch(\d+)\.safetensors")
+# what fusednn.saving's atomic write leaves behind when it is killed: .<name>.<random>.tmp
+_BACKUP_TEMP = re.compile(r"\.backup-epoch\d+-batch\d+\.safetensors\..+\.tmp")
+
+
+def _fsync_dir(directory) -> None:
+    """Flush `directory`'s entries (a rename in it) to disk, where the OS
+    allows it (POSIX)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BackupAndRestore(Callback):
+    """Back up the training state, and restore it when fit is run again
+    after an interruption (Keras 3's callback and arguments).
+
+    One line makes a fit resumable::
+
+        model.fit(x, y, epochs=10, seed=0,
+                  callbacks=[fd.callbacks.BackupAndRestore("backup")])
+
+    and after a crash (``kill -9``, a power cut, an exception) the same line,
+    run again on a model built and compiled the same way, continues where
+    the last backup was made: the weights at the end of that fit are bit
+    for bit those of an uninterrupted one (CPU).
+
+    Backups: ``model.save`` files (weights, optimizer state with its
+    iterations and learning rate, layer states such as dropout counters,
+    the shuffle generator) named ``backup-epoch<E>-batch<B>.safetensors``
+    in `backup_dir` (created when missing): fit resumes at epoch E
+    (0-based) after its first B batches. ``save_freq="epoch"`` writes one
+    at each epoch end (E = the next epoch, B = 0); an int N every N
+    training batches (counted across epochs), with the generator's state
+    from the start of that epoch so that the resumed epoch draws the same
+    shuffle order and skips the B batches already trained; a batch save
+    that falls on the last batch of an epoch is made at that epoch's end
+    instead (a resume then starts at the next epoch, not in an epoch with
+    no batch left). Each backup is written to a temporary file, flushed to
+    disk and renamed (fusednn.saving), the directory is flushed, and only
+    then are older backups deleted: at every moment the newest backup on
+    disk is complete. ``double_checkpoint=True`` keeps the previous backup
+    too.
+
+    Restoring, in ``on_train_begin``: stray temporary files of a killed
+    write are removed; the newest backup is read with ``fd.models.load``
+    and put into the model (weights, each Dropout's seed, since
+    ``Dropout(seed=None)`` draws one when built, layer states, the shuffle
+    generator, the optimizer's state and learning rate); fit then starts at
+    its epoch and batch, whatever ``initial_epoch`` says (fit's ``seed``
+    only sets the generator that the backup's replaces). A backup that
+    cannot be read (a corrupted disk) is skipped with a warning when an
+    older one is there, else it raises ValueError naming it. A backup of
+    another model (other layer classes or weight shapes, another optimizer
+    class) raises ValueError. Put this callback first in ``callbacks`` when
+    others read the model in their own ``on_train_begin``.
+
+    ``delete_checkpoint=True``: the backups are deleted when fit ends
+    normally (early stopping included), then `backup_dir` if it is left
+    empty; an exception out of fit keeps them.
+
+    Exactness needs the same data, batch size and fit arguments on the
+    rerun. Arrays (in memory or on disk) and ``fd.utils.Sequence`` resume
+    bit for bit at the batch; a generator is read anew from its start, so
+    a batch-level resume skips the generator's first B batches. After a
+    resume inside an epoch, that epoch's logged loss and metrics average
+    the batches run after the resume only.
+
+    Errors: ``backup_dir`` that is not a str/os.PathLike raises TypeError,
+    an existing file there ValueError; a failed write raises the OSError's
+    own class naming the file, and the previous backup stays (fit stops).
+    Differences from Keras: the backup is one safetensors file holding the
+    epoch and batch in its name (Keras writes weights and a JSON of the
+    epoch, not atomically together); a batch-level backup resumes at the
+    batch (Keras restarts the epoch); ``delete_checkpoint`` removes the
+    backups, not all of `backup_dir`.
+    """
+
+    def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint=True, *,
+                 double_checkpoint=False):
+        super().__init__()
+        c = "BackupAndRestore"
+        self.backup_dir = check_path(c, "backup_dir", backup_dir)
+        if os.path.exists(self.backup_dir) and not os.path.isdir(self.backup_dir):
+            raise ValueError(f"{c}: backup_dir {self.backup_dir!r} is a file, expected a "
+                             f"directory (it is created when missing)")
+        self.save_freq = _save_freq(c, save_freq)
+        self.delete_checkpoint = check_bool(c, "delete_checkpoint", delete_checkpoint)
+        self.double_checkpoint = check_bool(c, "double_checkpoint", double_checkpoint)
+        self._batches_since_save = 0
+        self._epoch = 0
+        self._epoch_rng = None       # the shuffle generator's state at the epoch's start
+        self._save_at_epoch_end = False
+
+    # ------------------------------------------------------------- files
+    def _backups(self) -> list:
+        """[(epoch, batch, path)] of the backups in backup_dir, oldest first."""
+        try:
+            names = os.listdir(self.backup_dir)
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            m = _BACKUP.fullmatch(name)
+            if m:
+                found.append((int(m.group(1)), int(m.group(2)),
+                              os.path.join(self.backup_dir, name)))
+        return sorted(found)
+
+    def _remove_temporaries(self) -> None:
+        try:
+            names = os.listdir(self.backup_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if _BACKUP_TEMP.fullmatch(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.backup_dir, name))
+
+    def _save(self, epoch, batch, epoch_rng=None) -> None:
+        """Write the backup of position (epoch, batch), with the shuffle
+        generator at `epoch_rng` (its state at the epoch's start) where given,
+        then delete the older backups."""
+        model = self.model
+        path = os.path.join(self.backup_dir, f"backup-epoch{epoch}-batch{batch}.safetensors")
+
+        def write():
+            os.makedirs(self.backup_dir, exist_ok=True)
+            model.save(path)
+            # the rename must be on disk before the older backups are deleted
+            _fsync_dir(self.backup_dir)
+
+        current = model._shuffle_rng
+        if epoch_rng is not None:
+            # fit keeps drawing from `current`: the file gets a copy at the epoch's start
+            rng = np.random.default_rng()
+            set_rng_state("BackupAndRestore", rng, epoch_rng)
+            model._shuffle_rng = rng
+        try:
+            _write("BackupAndRestore", path, write)
+        finally:
+            model._shuffle_rng = current
+        older = [p for _, _, p in self._backups() if p != path]
+        keep = 1 if self.double_checkpoint else 0
+        for p in older[:len(older) - keep]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+
+    # ------------------------------------------------------------ restore
+    def _read_newest(self):
+        """(epoch, batch, path, model) of the newest backup that reads, None
+        without any; one that does not read is skipped with a warning when
+        an older one is there, else ValueError."""
+        from .models.sequential import load  # models imports this module (through health)
+
+        backups = self._backups()
+        for i in range(len(backups) - 1, -1, -1):
+            epoch, batch, path = backups[i]
+            try:
+                return epoch, batch, path, load(path)
+            except (ValueError, OSError) as e:
+                if i == 0:
+                    raise ValueError(f"BackupAndRestore: cannot restore the backup {path!r}: "
+                                     f"{e}; delete it to start afresh") from e
+                warnings.warn(f"BackupAndRestore: cannot restore the backup {path!r} ({e}); "
+                              f"restoring the older {backups[i - 1][2]!r}", stacklevel=3)
+        return None
+
+    def _restore(self, path, saved) -> None:
+        """Put the model `saved` (read from `path`) into self.model."""
+        model = self.model
+
+        def mismatch(what, mine, theirs):
+            return ValueError(f"BackupAndRestore: the backup {path!r} is of another model: its "
+                              f"{what} {theirs}, this model's {mine}; delete {self.backup_dir!r} "
+                              f"to start afresh")
+
+        kinds = [type(layer).__name__ for layer in model.layers]
+        saved_kinds = [type(layer).__name__ for layer in saved.layers]
+        if kinds != saved_kinds:
+            raise mismatch("layers are", kinds, saved_kinds)
+        shapes = [tuple(np.shape(w)) for w in model.weights]
+        saved_shapes = [tuple(np.shape(w)) for w in saved.weights]
+        if shapes != saved_shapes:
+            raise mismatch("weight shapes are", shapes, saved_shapes)
+        opt, saved_opt = model.optimizer, saved.optimizer
+        if saved_opt is None or type(opt) is not type(saved_opt):
+            raise mismatch("optimizer is", type(opt).__name__, type(saved_opt).__name__)
+        model.set_weights(saved.get_weights())
+        for mine, theirs in zip(model.layers, saved.layers):
+            if isinstance(mine, Dropout):  # seed=None: each construction draws another
+                mine.seed = theirs.seed
+        model.set_state(saved.get_state())
+        opt.learning_rate = saved_opt.learning_rate
+        opt.set_state(saved_opt.get_state())
+
+    # -------------------------------------------------------------- hooks
+    def on_train_begin(self, logs=None):
+        self._batches_since_save = 0
+        self._epoch_rng = None
+        self._save_at_epoch_end = False
+        # a path that cannot be a directory fails now, not after the first epoch
+        _write("BackupAndRestore", self.backup_dir,
+               lambda: os.makedirs(self.backup_dir, exist_ok=True))
+        self._remove_temporaries()
+        found = self._read_newest()
+        if found is None:
+            return
+        epoch, batch, path, saved = found
+        self._restore(path, saved)
+        self._epoch = epoch
+        self.model._resume_at = (epoch, batch)  # fit reads it after every on_train_begin
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if self.save_freq != "epoch":
+            self._epoch_rng = self.model.get_state()["shuffle_rng"]  # before the epoch's draw
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq == "epoch":
+            return
+        self._batches_since_save += 1
+        if self._batches_since_save < self.save_freq:
+            return
+        self._batches_since_save = 0
+        history = getattr(self.model, "history", None)
+        steps = getattr(history, "params", {}).get("steps")
+        if steps is not None and batch + 1 >= steps:
+            self._save_at_epoch_end = True
         else:
-            save_weights(path, self.model.get_weights())
+            self._save(self._epoch, batch + 1, self._epoch_rng)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.save_freq == "epoch" or self._save_at_epoch_end:
+            self._save_at_epoch_end = False
+            self._save(epoch + 1, 0)
+
+    def on_train_end(self, logs=None):
+        if not self.delete_checkpoint:
+            return
+        self._remove_temporaries()
+        for _, _, path in self._backups():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        try:
+            os.rmdir(self.backup_dir)
+        except OSError:  # missing, or holding other files
+            pass
 
 
 # ---------------------------------------------------------- TerminateOnNaN
@@ -889,5 +1190,54 @@ class TensorBoard(Callback):
         self._health_written = len(records)
 
 
-# Defined with the statistics it records (fusednn.health imports Callback from here).
-from .health import GradientHealth  # noqa: E402
+class GradientHealth(Callback):
+    """Records the training's health every `every` steps (fusednn.health)
+    into ``model.history.health``, a list of ``{"epoch", "step",
+    "layers": [records]}`` (step: the optimizer's iteration), and warns once
+    per kind and fit (RuntimeWarning) with the layers and the remedy.
+
+    A recorded step runs layer by layer (its ops keep their outputs and
+    gradients), the others as fit runs them; the step's result is the same.
+    warn=False records without warning. The thresholds: see
+    fusednn.health.
+    """
+
+    def __init__(self, every=50, warn=True, vanishing=100.0, exploding=100.0, saturation=0.1,
+                 dead=0.25):
+        super().__init__()
+        caller = "GradientHealth"
+        self.every = check_int(caller, "every", every, low=1)
+        if not isinstance(warn, bool):
+            raise TypeError(f"{caller}: warn must be a bool, got {warn!r}")
+        self.warn = warn
+        self.thresholds = {
+            "vanishing": check_float(caller, "vanishing", vanishing, low=1.0, low_open=True),
+            "exploding": check_float(caller, "exploding", exploding, low=1.0, low_open=True),
+            "saturation": check_float(caller, "saturation", saturation, low=0.0, high=1.0),
+            "dead": check_float(caller, "dead", dead, low=0.0, high=1.0)}
+        self._warned = set()
+        self._epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self._warned = set()
+        if not hasattr(self.model.history, "health"):
+            self.model.history.health = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def health_due(self, iteration: int) -> bool:
+        """fit asks before each step (iteration: the optimizer's, from 1)."""
+        return (iteration - 1) % self.every == 0
+
+    def health_record(self, iteration, records):
+        """fit hands over a recorded step's records."""
+        self.model.history.health.append({"epoch": self._epoch, "step": iteration,
+                                          "layers": records})
+        if not self.warn:
+            return
+        for kind, message in _health.findings(records, **self.thresholds):
+            if kind not in self._warned:
+                self._warned.add(kind)
+                warnings.warn(f"GradientHealth at step {iteration}: {message}", RuntimeWarning,
+                              stacklevel=2)

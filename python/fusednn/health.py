@@ -1,4 +1,6 @@
-"""Training health: the chapter's four ailments read off one training step.
+"""Training health: the chapter's four ailments read off one training step
+(fd.callbacks.GradientHealth records them during fit, ``diagnose`` for one
+batch).
 
 For each Dense layer with weights (bottom to top) a record holds, from the
 step's own buffers (the outputs its ops returned and the gradients its
@@ -33,16 +35,14 @@ Findings, each named once per fit in words of the chapter (Glorot & Bengio
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
 from ._arrays import to_host
-from ._validate import check_float, check_int
-from .callbacks import Callback
+from ._validate import check_int
 from .layers import Dense, Dropout
 
-__all__ = ["GradientHealth", "HealthReport", "diagnose"]
+__all__ = ["HealthReport", "blocks", "diagnose", "findings", "layer_stats", "snapshot"]
 
 _SATURATING = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
 _BOUND = 1e-3
@@ -184,59 +184,6 @@ class HealthReport:
         return "\n".join(lines)
 
     __repr__ = __str__
-
-
-class GradientHealth(Callback):
-    """Records the training's health every `every` steps (module docstring)
-    into ``model.history.health``, a list of ``{"epoch", "step",
-    "layers": [records]}`` (step: the optimizer's iteration), and warns once
-    per kind and fit (RuntimeWarning) with the layers and the remedy.
-
-    A recorded step runs layer by layer (its ops keep their outputs and
-    gradients), the others as fit runs them; the step's result is the same.
-    warn=False records without warning. The thresholds: see the module
-    docstring.
-    """
-
-    def __init__(self, every=50, warn=True, vanishing=100.0, exploding=100.0, saturation=0.1,
-                 dead=0.25):
-        super().__init__()
-        caller = "GradientHealth"
-        self.every = check_int(caller, "every", every, low=1)
-        if not isinstance(warn, bool):
-            raise TypeError(f"{caller}: warn must be a bool, got {warn!r}")
-        self.warn = warn
-        self.thresholds = {
-            "vanishing": check_float(caller, "vanishing", vanishing, low=1.0, low_open=True),
-            "exploding": check_float(caller, "exploding", exploding, low=1.0, low_open=True),
-            "saturation": check_float(caller, "saturation", saturation, low=0.0, high=1.0),
-            "dead": check_float(caller, "dead", dead, low=0.0, high=1.0)}
-        self._warned = set()
-        self._epoch = 0
-
-    def on_train_begin(self, logs=None):
-        self._warned = set()
-        if not hasattr(self.model.history, "health"):
-            self.model.history.health = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def health_due(self, iteration: int) -> bool:
-        """fit asks before each step (iteration: the optimizer's, from 1)."""
-        return (iteration - 1) % self.every == 0
-
-    def health_record(self, iteration, records):
-        """fit hands over a recorded step's records."""
-        self.model.history.health.append({"epoch": self._epoch, "step": iteration,
-                                          "layers": records})
-        if not self.warn:
-            return
-        for kind, message in findings(records, **self.thresholds):
-            if kind not in self._warned:
-                self._warned.add(kind)
-                warnings.warn(f"GradientHealth at step {iteration}: {message}", RuntimeWarning,
-                              stacklevel=2)
 
 
 def diagnose(model, x, y, batch_size=None, **thresholds) -> HealthReport:

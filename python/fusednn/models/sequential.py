@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 import time
 import warnings
@@ -187,6 +188,7 @@ class Sequential:
         self._params: list = []
         self._input_spec = None   # (input_dim, xp, dtype) of the last build
         self._shuffle_rng = None  # fit's Generator: created by seed=, saved, continued
+        self._resume_at = None    # (epoch, batch) where fit goes on: see _epochs
         self._steps: list = []    # the Steps that run the layers (models/plan.py)
         self._loss = None         # the compiled loss with the output head (models/loss.py)
         self._planned = None      # what the Steps were planned for (see _plan)
@@ -900,7 +902,9 @@ class Sequential:
         ``fit(epochs=4, initial_epoch=2)`` runs epochs 2 and 3 (callbacks,
         the History and LearningRateScheduler see those numbers). Unlike
         Keras, ``initial_epoch >= epochs`` (> 0) raises ValueError instead of
-        training nothing.
+        training nothing. A callback that restores a backup in
+        ``on_train_begin`` (``fd.callbacks.BackupAndRestore``) moves the
+        start to the backup's epoch and batch, whatever initial_epoch says.
 
         Shuffling: each epoch draws a permutation from the model's own
         ``numpy.random.Generator``; ``seed`` (an int) creates it anew
@@ -1080,8 +1084,13 @@ class Sequential:
         opt = self.optimizer
         self.stop_training = False
         nan_warned = False
+        self._resume_at = None
         for cb in cbs:
             cb.on_train_begin({})
+        # a callback that restored a backup there (fd.callbacks.BackupAndRestore) set the
+        # epoch and the batches of it done, and the shuffle generator may be a new one
+        (initial_epoch, skip), self._resume_at = self._resume_at or (initial_epoch, 0), None
+        rng = self._shuffle_rng
         for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch, {})
@@ -1090,7 +1099,7 @@ class Sequential:
             loss_sum, metric_sums, seen = 0.0, {}, 0
             batches = source.epoch(rng, shuffle)
             try:
-                for step, (xb, yb, wb) in enumerate(batches):
+                for step, (xb, yb, wb) in enumerate(itertools.islice(batches, skip, None), skip):
                     for cb in cbs:
                         cb.on_train_batch_begin(step, {})
                     probes = [cb for cb in health if cb.health_due(opt.iterations + 1)]
@@ -1130,6 +1139,7 @@ class Sequential:
                         break
             finally:
                 batches.close()
+            skip = 0
             if source.ran_out:
                 warnings.warn(f"{caller}: the input ran out of data at epoch {epoch + 1} "
                               f"({seen} samples in it); training stops. A generator must "
