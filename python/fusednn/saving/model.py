@@ -31,7 +31,9 @@ import numpy as np
 from .. import _backend
 from .. import optimizers as _optimizers
 from .._arrays import module_for
-from .safetensors import check_path, crc32, is_count, load_file, save_file
+from ..layers import BatchNormalization, Dense, Layer, PReLU
+from .safetensors import (check_path, crc32, is_count, load_file, save_file, short_repr,
+                          strict_json)
 
 __all__ = ["save_model", "load_model"]
 
@@ -87,7 +89,15 @@ def _dumps(caller, what, obj) -> str:
 
 def load_model(path, compile: bool, device: str, from_config):
     """Read a model written by save_model: see fd.models.load. `from_config`
-    makes the (unbuilt) model from its saved config."""
+    makes the (unbuilt) model from its saved config.
+
+    Order of the checks: the safetensors layout (load_file), the checksums,
+    each metadata section (a JSON object, no name twice), then the weights'
+    shapes that the config implies against the file's tensors, before the
+    model is built (building allocates them: a config claiming a width of
+    10**9 is refused without it), then the build, weights, states (counters
+    below 2**64) and optimizer. Every refusal is a ValueError naming the
+    file."""
     caller = "fd.models.load"
     tensors, metadata = load_file(path, caller)
 
@@ -95,35 +105,36 @@ def load_model(path, compile: bool, device: str, from_config):
         return ValueError(f"{caller}: {path!r}: {problem}")
 
     def section(key, required=True):
+        """metadata[key] parsed: a JSON object (None where absent and not `required`)."""
         if key not in metadata:
             if required:
                 raise bad(f"no {key!r} entry in the safetensors metadata; not a file written by "
                           f"Sequential.save")
             return None
-        try:
-            return json.loads(metadata[key])
-        except json.JSONDecodeError as e:
-            raise bad(f"metadata {key!r} is not valid JSON: {e}") from None
+        value = strict_json(metadata[key], lambda p: bad(f"metadata {key!r} {p}"))
+        if not isinstance(value, dict):
+            raise bad(f"metadata {key!r} must hold a JSON object, got {short_repr(value)}")
+        return value
 
     if metadata.get("fusednn_format") != FORMAT_VERSION:
-        raise bad(f"metadata 'fusednn_format' is {metadata.get('fusednn_format')!r}, expected "
-                  f"{FORMAT_VERSION!r}; not a file written by Sequential.save")
+        raise bad(f"metadata 'fusednn_format' is {short_repr(metadata.get('fusednn_format'))}, "
+                  f"expected {FORMAT_VERSION!r}; not a file written by Sequential.save")
     sums = section("tensor_crc32", False)
     if sums is not None:
-        if not isinstance(sums, dict) or set(sums) != set(tensors):
+        if set(sums) != set(tensors):
             raise bad(f"the checksums in metadata 'tensor_crc32' do not match the tensors: "
-                      f"{sorted(set(sums) ^ set(tensors)) if isinstance(sums, dict) else sums!r}")
+                      f"{short_repr(sorted(set(sums) ^ set(tensors)))}")
         for name, a in tensors.items():
             got = crc32(a)
             if sums[name] != got:
-                raise bad(f"tensor {name!r} is corrupted: its bytes have CRC32 {got}, the "
-                          f"file recorded {sums[name]!r} when it was saved")
+                raise bad(f"tensor {short_repr(name)} is corrupted: its bytes have CRC32 {got}, "
+                          f"the file recorded {short_repr(sums[name])} when it was saved")
     config, state = section("model"), section("state")
     compile_config, opt_state = section("compile", False), section("optimizer_state", False)
     if not isinstance(config, dict) or config.get("class_name") != "Sequential" or \
             not isinstance(config.get("config"), dict):
         raise bad(f"the model config must be {{'class_name': 'Sequential', 'config': {{...}}}}, "
-                  f"got {config!r}")
+                  f"got {short_repr(config)}")
     try:
         model = from_config(config["config"])
     except (TypeError, ValueError) as e:
@@ -135,13 +146,22 @@ def load_model(path, compile: bool, device: str, from_config):
         if not isinstance(build, dict) or not is_count(build.get("input_dim")) or \
                 build.get("dtype") not in ("float32", "float64"):
             raise bad(f"build_config must be {{'input_dim': int, 'dtype': 'float32' or "
-                      f"'float64'}}, got {build!r}")
+                      f"'float64'}}, got {short_repr(build)}")
         if device == "cuda":
             if not _backend.has_cuda():
                 raise RuntimeError(f"{caller}: device='cuda' needs the CUDA backend: "
                                    f"{_backend.cuda_status()}")
         xp = module_for(device)
         dtype = np.dtype(build["dtype"])
+        # Building allocates the weights, and their shapes come from the
+        # config: check them against the file's tensors first, so a config
+        # that claims a width of 10**9 is refused without allocating it.
+        dim = build["input_dim"]
+        for i, layer in enumerate(model.layers):
+            for j, shape in enumerate(_weight_shapes(layer, dim) or ()):
+                _take(bad, tensors, set(), f"layers.{i}.vars.{j}", shape, dtype,
+                      f"weight {j} of layer {i}, {layer.name}", f"layer {layer.name} needs")
+            dim = layer.output_dim(dim)
         try:
             model.build(build["input_dim"], xp, dtype)
         except (TypeError, ValueError) as e:
@@ -152,6 +172,7 @@ def load_model(path, compile: bool, device: str, from_config):
                       f"weight {j} of layer {i}, {layer.name}", f"layer {layer.name} needs")
                 for j, w in enumerate(layer.weights)])
 
+    _check_counters(bad, state)
     try:
         model.set_state(state)
     except (TypeError, ValueError) as e:
@@ -182,7 +203,7 @@ def _load_optimizer(bad, compile_config, opt_state, tensors, used, model):
     if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str) or \
             entry["class_name"] not in classes or not isinstance(entry.get("config"), dict):
         raise bad(f"the optimizer must be {{'class_name': one of {sorted(classes)}, 'config': "
-                  f"{{...}}}}, got {entry!r}")
+                  f"{{...}}}}, got {short_repr(entry)}")
     try:
         opt = classes[entry["class_name"]].from_config(entry["config"])
     except (TypeError, ValueError) as e:
@@ -190,20 +211,20 @@ def _load_optimizer(bad, compile_config, opt_state, tensors, used, model):
     if not isinstance(opt_state, dict) or set(opt_state) != {"iterations", "slots", "extra"} \
             or not isinstance(opt_state["extra"], dict):
         raise bad(f"optimizer_state must be {{'iterations', 'slots', 'extra'}}, got "
-                  f"{opt_state!r}")
+                  f"{short_repr(opt_state)}")
     layout = opt_state["slots"]
     slots = None
     if layout is not None:
         params = model.optimizer_weights
         if not model.built or not isinstance(layout, list) or len(layout) != len(params):
-            raise bad(f"the optimizer state has slots for "
-                      f"{len(layout) if isinstance(layout, list) else layout!r} weights, the "
-                      f"model has {len(params) if model.built else 'no built'} trainable "
-                      f"weights")
+            count = len(layout) if isinstance(layout, list) else short_repr(layout)
+            raise bad(f"the optimizer state has slots for {count} weights, the model has "
+                      f"{len(params) if model.built else 'no built'} trainable weights")
         slots = []
         for p, (row, w) in enumerate(zip(layout, params)):
             if not isinstance(row, list) or not all(isinstance(v, bool) for v in row):
-                raise bad(f"optimizer slots of weight {p} must be a list of bools, got {row!r}")
+                raise bad(f"optimizer slots of weight {p} must be a list of bools, got "
+                          f"{short_repr(row)}")
             got = []
             for s, present in enumerate(row):
                 if not present:
@@ -218,6 +239,35 @@ def _load_optimizer(bad, compile_config, opt_state, tensors, used, model):
     except (TypeError, ValueError) as e:
         raise bad(f"cannot restore the optimizer state: {e}") from None
     return opt
+
+
+def _check_counters(bad, state):
+    """Refuse a layer state whose counters (the int entries of a layer's
+    state: a Dropout's step) reach 2**64: the kernels count in 64 bits, and
+    such a state would load and then fail at the first fit."""
+    layers = state.get("layers")
+    for i, st in enumerate(layers if isinstance(layers, list) else ()):
+        for key, v in st.items() if isinstance(st, dict) else ():
+            if type(v) is int and v >= 2**64:
+                raise bad(f"cannot restore the layers' state: layer {i}'s {key} is {v}, a "
+                          f"counter must be below 2**64")
+
+
+def _weight_shapes(layer, input_dim):
+    """The shapes of the weights `layer` creates when built for `input_dim`
+    features, in ``layer.weights`` order, known without building it:
+    Dense, BatchNormalization and PReLU; none for a layer that keeps
+    Layer's weight-free ``_build``; None (unknown until built) for any
+    other class."""
+    if isinstance(layer, Dense):
+        return [(input_dim, layer.units)] + ([(layer.units,)] if layer.use_bias else [])
+    if isinstance(layer, BatchNormalization):
+        return [(input_dim,)] * (layer.scale + layer.center + 2)
+    if isinstance(layer, PReLU):
+        return [(input_dim,)]
+    if type(layer)._build is Layer._build:
+        return []
+    return None
 
 
 def _take(bad, tensors, used, name, shape, dtype, what, needs):

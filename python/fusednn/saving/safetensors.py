@@ -22,16 +22,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
 import tempfile
 import zlib
 
 import numpy as np
 
-__all__ = ["save_file", "load_file", "atomic_write", "check_path", "crc32"]
+__all__ = ["save_file", "load_file", "atomic_write", "check_path", "crc32", "strict_json"]
 
 # safetensors' own limit on the header (its Rust reader refuses larger ones)
 _MAX_HEADER = 100_000_000
+_MAX_DIMS = 64  # NumPy's limit on ndim
 _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
            "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1",
            "BOOL": "?"}
@@ -150,89 +152,159 @@ def load_file(path, caller: str = "load_file") -> tuple[dict, dict]:
     name -> read-only NumPy array (native byte order), metadata a dict of
     str -> str ({} when absent).
 
-    The whole file is checked before anything is returned; each of these
-    raises ValueError naming the file and the problem: a file shorter than
-    8 bytes, a header length beyond the file or above 100 MB, a header that
-    is not a UTF-8 JSON object, a duplicate name, an entry without exactly
-    dtype/shape/data_offsets, an unknown dtype (bfloat16 included), a shape
-    that is not a list of ints >= 0, offsets out of range, overlapping or
-    leaving bytes uncovered, a byte count that does not match the shape, a
-    metadata value that is not a str. Nothing is ever unpickled.
+    Every size is checked against the file's size before anything is read or
+    allocated, so a file of S bytes costs at most about S bytes of memory,
+    whatever its header claims; the whole file is checked before anything
+    is returned. Each of these raises ValueError (plain ValueError: a bad
+    file is a bad value) naming the file, the tensor or field and the
+    problem: something other than a regular file, a file shorter than 8
+    bytes, a header length beyond the file or above 100 MB, a header that is
+    not a UTF-8 JSON object (or is nested too deeply, or holds an integer of
+    more digits than Python converts), a name given twice (in any object of
+    the header), an entry without exactly dtype/shape/data_offsets, an
+    unknown dtype (bfloat16 included), a shape that is not a list of at most
+    64 ints >= 0 whose nonzero product times the item size is below 2**63,
+    offsets that are not two ints with 0 <= begin <= end <= the data's size,
+    tensors that overlap or leave bytes uncovered, a byte count that does
+    not match the shape, a metadata value that is not a str. Nothing is
+    ever unpickled.
     """
     path = check_path(caller, path, reading=True)
 
     def bad(problem):
         return ValueError(f"{caller}: {path!r} is not a valid safetensors file: {problem}")
 
+    if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO blocks; a device never ends
+        raise bad("not a regular file")
     with open(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 8:
-        raise bad(f"truncated: {len(raw)} bytes, fewer than the 8-byte header length")
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n > _MAX_HEADER:
-        raise bad(f"bad header length {n} (more than {_MAX_HEADER} bytes)")
-    if 8 + n > len(raw):
-        raise bad(f"bad header length {n}: the file has only {len(raw) - 8} bytes after it "
-                  f"(truncated?)")
-
-    def unique(pairs):
-        seen = {}
-        for k, v in pairs:
-            if k in seen:
-                raise bad(f"the header names {k!r} twice")
-            seen[k] = v
-        return seen
-
-    try:
-        header = json.loads(raw[8:8 + n].decode("utf-8"), object_pairs_hook=unique)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise bad(f"the header is not UTF-8 JSON: {e}") from None
-    if not isinstance(header, dict):
-        raise bad(f"the header is a JSON {type(header).__name__}, expected an object")
-    metadata = header.pop("__metadata__", None)
-    if metadata is None:
-        metadata = {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise bad("__metadata__ must be an object of str -> str")
-    data = memoryview(raw)[8 + n:]
-    entries = []
-    for name, info in header.items():
-        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise bad(f"tensor {name!r}: expected {{dtype, shape, data_offsets}}, got {info!r}")
-        dtype = _DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
-        if dtype is None:
-            raise bad(f"tensor {name!r}: unknown or unsupported dtype {info['dtype']!r}; "
-                      f"supported: {', '.join(_DTYPES)}")
-        shape, offsets = info["shape"], info["data_offsets"]
-        if not isinstance(shape, list) or not all(is_count(s) for s in shape):
-            raise bad(f"tensor {name!r}: shape must be a list of ints >= 0, got {shape!r}")
-        if not isinstance(offsets, list) or len(offsets) != 2 or \
-                not all(is_count(o) for o in offsets) or offsets[0] > offsets[1] or \
-                offsets[1] > len(data):
-            raise bad(f"tensor {name!r}: data_offsets {offsets!r} out of range: expected "
-                      f"[begin, end] with 0 <= begin <= end <= {len(data)} (the data's size)")
-        dtype = np.dtype(dtype)
-        want = math.prod(shape) * dtype.itemsize
-        if offsets[1] - offsets[0] != want:
-            raise bad(f"tensor {name!r}: shape {shape} of {info['dtype']} needs {want} bytes, "
-                      f"data_offsets {offsets} hold {offsets[1] - offsets[0]}")
-        entries.append((offsets[0], offsets[1], name, dtype, shape))
-    end = 0
-    for begin, stop, name, _, _ in sorted(entries, key=lambda e: (e[0], e[1])):
-        if begin < end:
-            raise bad(f"tensor {name!r}: data_offsets [{begin}, {stop}] overlap the previous "
-                      f"tensor, which ends at {end}")
-        if begin > end:
-            raise bad(f"bytes [{end}, {begin}) of the data belong to no tensor")
-        end = stop
-    if end != len(data):
-        raise bad(f"the tensors cover {end} bytes of the data but it has {len(data)} "
-                  f"(the last {len(data) - end} belong to no tensor)")
+        size = os.fstat(f.fileno()).st_size
+        if size < 8:
+            raise bad(f"truncated: {size} bytes, fewer than the 8-byte header length")
+        (n,) = struct.unpack("<Q", _read(f, 8, bad, "the header length"))
+        if 8 + n > size:
+            raise bad(f"bad header length {n}: 8 + header length exceeds the file size {size} "
+                      f"(truncated, or not a safetensors file)")
+        if n > _MAX_HEADER:
+            raise bad(f"bad header length {n}: above the limit of {_MAX_HEADER} bytes")
+        header = strict_json(_read(f, n, bad, "the header"), lambda p: bad(f"the header {p}"))
+        if not isinstance(header, dict):
+            raise bad(f"the header is a JSON {_json_type(header)}, expected an object")
+        metadata = header.pop("__metadata__", None)
+        if metadata is None:
+            metadata = {}
+        if not isinstance(metadata, dict):
+            raise bad(f"__metadata__ is a JSON {_json_type(metadata)}; it must be an object "
+                      f"of str -> str")
+        for k, v in metadata.items():
+            if not isinstance(v, str):
+                raise bad(f"__metadata__[{short_repr(k)}] is a JSON {_json_type(v)}; the metadata "
+                          f"must be an object of str -> str")
+        size -= 8 + n
+        entries = [_entry(bad, name, info, size) for name, info in header.items()]
+        end = 0
+        for begin, stop, name, _, _ in sorted(entries, key=lambda e: (e[0], e[1])):
+            if begin < end:
+                raise bad(f"tensor {short_repr(name)}: data_offsets [{begin}, {stop}] overlap the "
+                          f"previous tensor, which ends at {end}")
+            if begin > end:
+                raise bad(f"bytes [{end}, {begin}) of the data belong to no tensor")
+            end = stop
+        if end != size:
+            raise bad(f"the tensors cover {end} bytes of the data but it has {size} "
+                      f"(the last {size - end} belong to no tensor)")
+        data = memoryview(_read(f, size, bad, "the data"))
     tensors = {}
     for begin, stop, name, dtype, shape in entries:
         a = np.frombuffer(data[begin:stop], dtype=dtype).reshape(shape)
         tensors[name] = a.astype(dtype.newbyteorder("="), copy=False)
     return tensors, metadata
+
+
+def _read(f, n, bad, what) -> bytes:
+    """Exactly `n` bytes of `f` (a file that shrank while it was read is refused)."""
+    raw = f.read(n)
+    if len(raw) != n:
+        raise bad(f"{what}: expected {n} bytes, read {len(raw)} (the file changed while it "
+                  f"was read?)")
+    return raw
+
+
+def _entry(bad, name, info, size):
+    """(begin, end, name, dtype, shape) of one header entry, checked against
+    a data section of `size` bytes."""
+    where = f"tensor {short_repr(name)}"
+    if not isinstance(info, dict):
+        raise bad(f"{where}: the entry is a JSON {_json_type(info)}, expected an object "
+                  f"{{dtype, shape, data_offsets}}")
+    if set(info) != {"dtype", "shape", "data_offsets"}:
+        raise bad(f"{where}: expected {{dtype, shape, data_offsets}}, the entry has the keys "
+                  f"{short_repr(sorted(info))}")
+    code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    dtype = _DTYPES.get(code) if isinstance(code, str) else None
+    if dtype is None:
+        raise bad(f"{where}: unknown or unsupported dtype {short_repr(code)}; supported: "
+                  f"{', '.join(_DTYPES)}")
+    dtype = np.dtype(dtype)
+    # NumPy refuses a shape whose nonzero dims overflow, even with a zero dim
+    if not isinstance(shape, list) or len(shape) > _MAX_DIMS or \
+            not all(is_count(s) for s in shape) or \
+            math.prod(s for s in shape if s) * dtype.itemsize >= 2**63:
+        raise bad(f"{where}: shape must be a list of ints >= 0 (at most {_MAX_DIMS}, the nonzero "
+                  f"ones' product times the item size below 2**63), got {short_repr(shape)}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or \
+            not all(is_count(o) for o in offsets) or offsets[0] > offsets[1] or \
+            offsets[1] > size:
+        raise bad(f"{where}: data_offsets {short_repr(offsets)} out of range: expected [begin, "
+                  f"end], ints with 0 <= begin <= end <= {size} (the data's size)")
+    want = math.prod(shape) * dtype.itemsize
+    if offsets[1] - offsets[0] != want:
+        raise bad(f"{where}: shape {shape} of {code} needs {want} bytes, data_offsets {offsets} "
+                  f"hold {offsets[1] - offsets[0]}")
+    return offsets[0], offsets[1], name, dtype, shape
+
+
+class _Twice(Exception):
+    """A name given twice in one JSON object (raised inside json.loads)."""
+
+
+def _unique(pairs) -> dict:
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Twice(k)
+        out[k] = v
+    return out
+
+
+def strict_json(text, bad):
+    """JSON `text` (str, or bytes holding UTF-8) parsed. Every refusal is
+    ``bad(problem)``, a ValueError, with `problem` a phrase such as "is not
+    UTF-8 JSON: ...", also where ``json.loads`` would let the text through
+    or raise something else: a name given twice in one object
+    (``json.loads`` keeps the last), a nesting too deep for the parser
+    (RecursionError), an integer of more digits than Python converts."""
+    form = "UTF-8 JSON" if isinstance(text, bytes) else "valid JSON"
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return json.loads(text, object_pairs_hook=_unique)
+    except _Twice as e:
+        raise bad(f"names {short_repr(e.args[0])} twice in one object") from None
+    except RecursionError:
+        raise bad(f"is not {form}: nested too deeply to parse") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, too many digits
+        raise bad(f"is not {form}: {e}") from None
+
+
+def _json_type(v) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+            float: "number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def short_repr(v, limit=80) -> str:
+    """repr(v), cut to `limit` characters (a header value can be megabytes)."""
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit - 4] + " ..."
 
 
 def _stored(a) -> np.ndarray:
