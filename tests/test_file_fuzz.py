@@ -1018,7 +1018,7 @@ def _section_edit(key, edit):
     (_section_edit("state", lambda c: c.update(layers=c["layers"][:2])),
      r"cannot restore the layers' state: .*one state per layer \(4\)"),
     (_section_edit("state", lambda c: c["layers"][2].update(step="3")),
-     r"cannot restore the layers' state: .*step must be an int >= 0, got '3'"),
+     r"cannot restore the layers' state: .*step must be an int in \[0, 2\*\*64\), got '3'"),
     (_section_edit("state", lambda c: c.update(shuffle_rng={"bit_generator": "PCG64"})),
      r"cannot restore the layers' state: .*shuffle_rng"),
 ])

@@ -202,11 +202,12 @@ def check_state(layer, state, keys: tuple) -> dict:
 
 
 def check_counter(layer, state, key) -> int:
-    """state[key] as an int >= 0 (a step counter)."""
+    """state[key] as an int in [0, 2**64) (a step counter: the kernels key
+    masks by a uint64)."""
     v = state[key]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < 2**64:
         raise ValueError(f"{type(layer).__name__} {layer.name}: set_state: {key} must be an "
-                         f"int >= 0, got {v!r}")
+                         f"int in [0, 2**64), got {v!r}")
     return int(v)
 
 
