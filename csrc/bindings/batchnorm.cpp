@@ -4,6 +4,8 @@
 #include "fusednn/batchnorm.h"
 
 #include <cmath>
+#include <initializer_list>
+#include <string>
 
 #include "bindings/registry.h"
 #include "bindings/tensor.h"
@@ -17,6 +19,14 @@ using namespace pybind11::literals;
 namespace dev = fusednn::dev;
 
 namespace {
+
+// a and b (given, not empty) cover some common bytes.
+bool overlaps(const Tensor& a, const Tensor& b) {
+  if (a.none() || b.none() || a.size == 0 || b.size == 0) return false;
+  const auto lo = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.ptr); };
+  const auto hi = [&](const Tensor& t) { return lo(t) + uintptr_t(t.size * itemsize(t.dtype)); };
+  return lo(a) < hi(b) && lo(b) < hi(a);
+}
 
 // A per-feature vector of n elements, or None.
 Tensor feature(py::handle o, const char* name, DType dt, int64_t n, bool written) {
@@ -49,6 +59,13 @@ py::tuple forward(py::handle x_obj, py::handle w_obj, py::handle b_obj, py::hand
                mm = feature(mm_obj, "moving_mean", dt, n, true),
                mv = feature(mv_obj, "moving_var", dt, n, true);
   check(mm.none() == mv.none(), "moving_mean, moving_var", "both given or both None");
+  // The moving statistics are written while the inputs are read: memory
+  // shared with another argument would be read after it was written.
+  for (const Tensor* out : std::initializer_list<const Tensor*>{&mm, &mv})
+    for (const Tensor* in : std::initializer_list<const Tensor*>{&x, &w, &b, &g, &be, &mm, &mv})
+      if (in != out && overlaps(*out, *in))
+        throw py::value_error(std::string(out->name) + ": shares memory with " + in->name +
+                              "; it is updated in place and must not overlap another argument");
   check(training || !mm.none(), "moving_mean, moving_var", "required for inference");
   check(m >= 1 && n >= 1 && k >= 1, "x", "needs at least one row and one column");
   check(epsilon > 0.0 && std::isfinite(epsilon), "epsilon", "must be a finite number > 0");

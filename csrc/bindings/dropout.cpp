@@ -2,6 +2,7 @@
 // (fusednn/dropout.h), and the raw Philox4x32-10 generator.
 #include "fusednn/dropout.h"
 
+#include <limits>
 #include <string>
 
 #include "bindings/registry.h"
@@ -43,7 +44,9 @@ py::object backward(py::handle dy_obj, py::handle mask_obj, double rate, bool al
 }
 
 py::object mask(int64_t n, double rate, uint64_t seed, uint64_t step, uintptr_t stream) {
-  if (n < 0) throw py::value_error("dropout_mask: n must be >= 0, got " + std::to_string(n));
+  // mask_words rounds n + 31 up: an n within 31 of INT64_MAX would overflow there.
+  if (n < 0 || n > std::numeric_limits<int64_t>::max() - 31)
+    throw py::value_error("dropout_mask: n must be in [0, 2**63 - 32], got " + std::to_string(n));
   check_rate("dropout_mask", rate);
   const Stream st = as_stream(stream);
   const Tensor words = empty(DType::U32, {fusednn::mask_words(n)});

@@ -4,6 +4,7 @@
 
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <array>
 #include <string>
 #include <vector>
@@ -20,6 +21,51 @@ using namespace pybind11::literals;
 namespace {
 
 using View = std::array<int64_t, 3>;
+
+// The step writes each parameter while it reads the gradients: a parameter
+// whose memory another parameter or gradient also covers (the same array
+// twice, a view of another tensor) would be read after it was written, in an
+// order that depends on the chunking and the threads. Refused, before any
+// write; a parameter passed as its own gradient is fine (each element is
+// read before it is written). a: 5 tensors per parameter (p, g, 3 slots).
+void refuse_overlaps(const std::vector<Tensor>& a, size_t count) {
+  struct Span {
+    uintptr_t lo, hi;
+    size_t index;
+    bool param;
+  };
+  std::vector<Span> spans;
+  for (size_t i = 0; i < count; ++i) {
+    const Tensor &p = a[5 * i], &g = a[5 * i + 1];
+    const auto span = [&](const Tensor& t, bool param) {
+      const uintptr_t lo = reinterpret_cast<uintptr_t>(t.ptr);
+      if (t.size > 0) spans.push_back({lo, lo + uintptr_t(t.size * itemsize(t.dtype)), i, param});
+    };
+    span(p, true);
+    if (g.ptr != p.ptr || g.size != p.size) span(g, false);
+  }
+  std::sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) { return x.lo < y.lo; });
+  // Sweep: each span against the furthest-reaching earlier span of all, and of
+  // the parameters; any overlap with a parameter is found when the later of
+  // the two starts.
+  const Span* reach = nullptr;
+  const Span* reach_param = nullptr;
+  for (const Span& s : spans) {
+    const Span* hit = s.param ? reach : reach_param;
+    if (hit != nullptr && s.lo < hit->hi) {
+      const auto name = [](const Span& x) {
+        return std::string(x.param ? "params[" : "grads[") + std::to_string(x.index) + "]";
+      };
+      const Span& p = s.param ? s : *hit;
+      const Span& o = s.param ? *hit : s;
+      throw py::value_error(name(p) + ": shares memory with " + name(o) +
+                            "; a parameter is updated in place and must not overlap another "
+                            "argument of the step");
+    }
+    if (reach == nullptr || s.hi > reach->hi) reach = &s;
+    if (s.param && (reach_param == nullptr || s.hi > reach_param->hi)) reach_param = &s;
+  }
+}
 
 void step(Opt kind, const fusednn::OptStep<double>& h, const py::list& params,
           const py::list& grads, const py::list& slots, const std::vector<double>& l1,
@@ -62,6 +108,7 @@ void step(Opt kind, const fusednn::OptStep<double>& h, const py::list& params,
                    a[5 * i].size),
           pn.c_str(), "max-norm view does not match");
   }
+  refuse_overlaps(a, count);
   // The GPU keeps each tensor's clipping norm on the device.
   const bool norm_clip = clip_mode == Clip::Norm || clip_mode == Clip::Global;
   const Tensor norms = empty_if(kDevice && norm_clip, DType::F64, {int64_t(count)});

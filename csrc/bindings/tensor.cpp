@@ -62,7 +62,10 @@ DType from_kind(char kind, int64_t size) {
 }
 
 // NumPy's name of a dtype given as kind and size ("float16", "complex64").
+// A size no dtype has (an array interface's typestr may say anything) is
+// named as the typestr spells it: 8 * size could overflow.
 std::string describe(char kind, int64_t size) {
+  if (size <= 0 || size > 64) return std::string(1, kind) + std::to_string(size);
   const std::string bits = std::to_string(8 * size);
   return kind == 'f' ? "float" + bits : kind == 'i' ? "int" + bits : kind == 'u' ? "uint" + bits
        : kind == 'c' ? "complex" + bits : kind == 'b' ? "bool" : std::string("kind ") + kind;
@@ -82,6 +85,10 @@ Tensor& finish(Tensor& t, const char* name, int nd, const int64_t* dims, const i
     check(dims[i] >= 0, name, "negative dimension");
     t.size = count(name, t.size, t.shape[i] = dims[i]);
   }
+  // Its bytes too must count in int64_t (an array interface may describe
+  // memory no array has): the C-order strides below are partial products of
+  // them.
+  count(name, t.size, itemsize(t.dtype));
   for (int64_t i = nd - 1, step = itemsize(t.dtype); strides != nullptr && t.size > 0 && i >= 0;
        step *= dims[i--])
     check(dims[i] == 1 || strides[i] == step, name, "must be C-contiguous");
@@ -149,8 +156,13 @@ Tensor from_dlpack(py::handle h, const char* name) {
   t.ptr = static_cast<char*>(dl.data) + dl.byte_offset;
   t.writable = true;  // unversioned DLPack has no read-only flag
   std::vector<int64_t> strides;
-  for (int i = 0; dl.strides != nullptr && i < dl.ndim && i < kMaxDims; ++i)
-    strides.push_back(dl.strides[i] * (dl.bits / 8));
+  // In bytes; a stride too large for that is no C-order stride (-1: refused
+  // by finish unless its dimension is 1, where any stride is allowed).
+  for (int i = 0; dl.strides != nullptr && i < dl.ndim && i < kMaxDims; ++i) {
+    int64_t bytes;
+    if (__builtin_mul_overflow(dl.strides[i], int64_t(dl.bits / 8), &bytes)) bytes = -1;
+    strides.push_back(bytes);
+  }
   return finish(t, name, dl.ndim, dl.shape, dl.strides ? strides.data() : nullptr,
                 [&] { return describe(kind, dl.bits / 8); });
 }

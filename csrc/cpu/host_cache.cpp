@@ -8,6 +8,22 @@
 #include <mutex>
 #include <utility>
 
+// Under AddressSanitizer (FUSEDNN_SANITIZE, tools/sanitize.sh) the cache's
+// blocks are mapped here, not by ASan's allocator, so ASan would see all of
+// a block as addressable: an idle block, and the rounding past the bytes
+// asked for, are poisoned by hand instead, so that a use after release or a
+// write past an output's end is reported as it is for a malloc'd array.
+// Without ASan the macros do nothing.
+#if defined(__has_include)
+#if __has_include(<sanitizer/asan_interface.h>)
+#include <sanitizer/asan_interface.h>
+#endif
+#endif
+#ifndef ASAN_POISON_MEMORY_REGION
+#define ASAN_POISON_MEMORY_REGION(addr, size) ((void)(addr), (void)(size))
+#define ASAN_UNPOISON_MEMORY_REGION(addr, size) ((void)(addr), (void)(size))
+#endif
+
 namespace fusednn {
 namespace cpu {
 
@@ -57,8 +73,22 @@ Cache& cache() {
   return *c;
 }
 
+// Returns a block to the kernel. Its poison goes first: the addresses may
+// be mapped again, by anyone.
+void unmap(void* p, size_t size) {
+  ASAN_UNPOISON_MEMORY_REGION(p, size);
+  munmap(p, size);
+}
+
 void unmap_all(const std::list<std::pair<size_t, void*>>& blocks) {
-  for (const auto& b : blocks) munmap(b.second, b.first);
+  for (const auto& b : blocks) unmap(b.second, b.first);
+}
+
+// A block handed out for `bytes`: those addressable, the rest poisoned.
+void* hand_out(void* p, size_t bytes, size_t size) {
+  ASAN_UNPOISON_MEMORY_REGION(p, bytes);
+  ASAN_POISON_MEMORY_REGION(static_cast<char*>(p) + bytes, size - bytes);
+  return p;
 }
 
 }  // namespace
@@ -77,7 +107,7 @@ void* host_cache_acquire(size_t bytes, size_t* block) {
         c.idle_bytes -= size;
         c.used_bytes += size;
         ++c.hits;
-        return p;
+        return hand_out(p, bytes, size);
       }
     }
     ++c.misses;
@@ -94,12 +124,13 @@ void* host_cache_acquire(size_t bytes, size_t* block) {
 #endif
   std::lock_guard<std::mutex> lock(c.mu);
   c.used_bytes += size;
-  return p;
+  return hand_out(p, bytes, size);
 }
 
 void host_cache_release(void* p, size_t block) {
   Cache& c = cache();
   std::list<std::pair<size_t, void*>> drop;
+  ASAN_POISON_MEMORY_REGION(p, block);
   {
     std::lock_guard<std::mutex> lock(c.mu);
     c.used_bytes -= block;
@@ -111,7 +142,7 @@ void host_cache_release(void* p, size_t block) {
     }
   }
   unmap_all(drop);
-  if (p != nullptr) munmap(p, block);
+  if (p != nullptr) unmap(p, block);
 }
 
 HostCacheInfo host_cache_info() {

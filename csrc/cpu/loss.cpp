@@ -43,7 +43,7 @@ double xent_row(const T* __restrict z, const T* __restrict y, int64_t t, bool t_
       const double d = double(z[j]) - md;
       sz += d;
       sy += double(y[j]);
-      syz += double(y[j]) * d;
+      syz += xent_ydot(double(y[j]), d);
     }
   } else {
 #pragma omp simd reduction(+ : s)

@@ -38,6 +38,14 @@ template <typename T>
 double chunk_sumsq(const OptTensor<T>& t, int64_t b, int64_t e) {
   const double l1 = t.l1, l2 = t.l2;
   double acc = 0;
+  if (l1 == 0 && l2 == 0) {
+    // No penalty: the gradient as it is. The penalty term would add 0 * p,
+    // which is NaN for a NaN or inf parameter and would carry the NaN into
+    // this tensor's norm (and the global norm: every tensor's step).
+#pragma omp simd reduction(+ : acc)
+    for (int64_t i = b; i < e; ++i) acc += double(t.g[i]) * double(t.g[i]);
+    return acc;
+  }
 #pragma omp simd reduction(+ : acc)
   for (int64_t i = b; i < e; ++i) {
     const double g = opt_effective_grad<double>(t.g[i], t.p[i], l1, l2, 1.0, kNoClip);
@@ -47,10 +55,11 @@ double chunk_sumsq(const OptTensor<T>& t, int64_t b, int64_t e) {
 }
 
 // The gradient the rule sees: g as it is, g times the clipnorm /
-// global_clipnorm scale, or opt_effective_grad (penalties or clipvalue). A
-// compile-time choice: a multiply by a scale of 1 would still cost a double
+// global_clipnorm scale, opt_effective_grad without penalties (clipvalue:
+// given p = 0, since 0 * p is NaN for a NaN or inf parameter) or with them.
+// A compile-time choice: a multiply by a scale of 1 would still cost a double
 // multiply and the conversion of g in every lane.
-enum GradMode : int { kGradPlain = 0, kGradScaled = 1, kGradFull = 2 };
+enum GradMode : int { kGradPlain = 0, kGradScaled = 1, kGradClip = 2, kGradFull = 3 };
 
 // Mask: bit k set when slot k exists; unused slots are locals that are never
 // stored (RMSprop may use velocity and momentum without the centered average,
@@ -75,8 +84,10 @@ void chunk_update(const OptStep<double>& h_in, const OptTensor<T>& t, int64_t b,
     double c = (Mask & 2) ? double(s1[i]) : 0.0;
     double d = (Mask & 4) ? double(s2[i]) : 0.0;
     const double gv =
-        G == kGradFull ? opt_effective_grad<double>(g[i], double(pv), l1, l2, scale, clipvalue)
-                       : (G == kGradScaled ? double(g[i]) * scale : double(g[i]));
+        G >= kGradClip
+            ? opt_effective_grad<double>(g[i], G == kGradFull ? double(pv) : 0.0, l1, l2, scale,
+                                         clipvalue)
+            : (G == kGradScaled ? double(g[i]) * scale : double(g[i]));
     opt_update<double, T, Mask>(K, h, pv, gv, a, c, d);
     p[i] = pv;
     if (Mask & 1) s0[i] = T(a);
@@ -91,7 +102,7 @@ void chunk_variant(int v, const OptStep<double>& h, const OptTensor<T>& t, int64
                    double scale, Clip clip_mode) {
   if (v == V) {
     chunk_update<K, T, (V & 7), (V >> 3)>(h, t, b, e, scale, clip_mode);
-  } else if constexpr (V + 1 < 8 * 3) {
+  } else if constexpr (V + 1 < 8 * 4) {
     chunk_variant<K, T, V + 1>(v, h, t, b, e, scale, clip_mode);
   }
 }
@@ -99,7 +110,8 @@ void chunk_variant(int v, const OptStep<double>& h, const OptTensor<T>& t, int64
 template <Opt K, typename T>
 void update_chunk(const OptStep<double>& h, const OptTensor<T>& t, int64_t b, int64_t e,
                   double scale, Clip clip_mode) {
-  const int grad = (t.l1 != 0 || t.l2 != 0 || clip_mode == Clip::Value) ? kGradFull
+  const int grad = (t.l1 != 0 || t.l2 != 0)                                ? kGradFull
+                   : clip_mode == Clip::Value                              ? kGradClip
                    : (clip_mode == Clip::Norm || clip_mode == Clip::Global) ? kGradScaled
                                                                            : kGradPlain;
   const int slots = (t.s[0] ? 1 : 0) | (t.s[1] ? 2 : 0) | (t.s[2] ? 4 : 0);

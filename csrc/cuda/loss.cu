@@ -116,7 +116,7 @@ __global__ void xent_kernel(const T* __restrict__ z, const L* __restrict__ label
       if (Dense) {
         const double yj = double(yr[j]);
         v[2] += yj;
-        v[3] += yj * d;
+        v[3] += xent_ydot(yj, d);
       }
     }
     group_sum<Group, 4>(v, scratch);

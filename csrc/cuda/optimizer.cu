@@ -138,9 +138,11 @@ __global__ void grad_sumsq_kernel(const ChunkArgs<T> a, double* partial) {
     const T* __restrict__ p = a.p[t];
     const T* __restrict__ g = a.g[t];
     const C l1 = a.l1[t], l2 = a.l2[t];
+    // p only with a penalty: 0 * p is NaN for a NaN or inf parameter (cpu/optimizer.cpp)
+    const bool pen = l1 != C(0) || l2 != C(0);
     double acc = 0;
     for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-      const C e = opt_effective_grad<C>(C(g[i]), C(p[i]), l1, l2, C(1), C(INFINITY));
+      const C e = opt_effective_grad<C>(C(g[i]), pen ? C(p[i]) : C(0), l1, l2, C(1), C(INFINITY));
       acc += double(e) * double(e);
     }
     acc = block_sum(acc, scratch);
@@ -193,9 +195,10 @@ __global__ void update_kernel(const ChunkArgs<T> a, const OptStep<typename Compu
     T* __restrict__ s1p = a.s[1][t];
     T* __restrict__ s2p = a.s[2][t];
     const C l1 = a.l1[t], l2 = a.l2[t];
+    const bool pen = l1 != C(0) || l2 != C(0);  // (see the norms above)
     for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
       T pi = p[i];
-      const C gi = opt_effective_grad<C>(C(g[i]), C(pi), l1, l2, scale, clipvalue);
+      const C gi = opt_effective_grad<C>(C(g[i]), pen ? C(pi) : C(0), l1, l2, scale, clipvalue);
       C s0 = s0p ? C(s0p[i]) : C(0);
       C s1 = s1p ? C(s1p[i]) : C(0);
       C s2 = s2p ? C(s2p[i]) : C(0);

@@ -13,21 +13,48 @@ _UINT64_END = 2**64  # seeds and steps are below it
 
 
 def float_array(caller: str, name: str, a, xp, ndim: int | None = None, dtype=None):
-    """Check dtype and ndim; return a C-contiguous view or copy.
+    """Check type, dtype and ndim; return a C-contiguous view or copy.
 
-    Non-contiguous and Fortran-ordered arrays are accepted and copied once to
-    C order, since every kernel reads row-major contiguous memory.
+    Non-contiguous, Fortran-ordered, misaligned and byte-swapped arrays are
+    accepted and copied once to aligned native C order, since every kernel
+    reads row-major contiguous memory of the machine's floats. Anything but
+    an array (None, a list, a scalar) is a TypeError naming `name`.
     """
+    if type(a) is not np.ndarray and not (isinstance(getattr(a, "dtype", None), np.dtype)
+                                         and hasattr(a, "ndim")):
+        raise TypeError(f"{caller}: {name} must be a numpy.ndarray or cupy.ndarray, got "
+                        f"{type(a).__name__}")
     dt = a.dtype
     if dt.char not in _FLOAT_CHARS:
         raise TypeError(f"{caller}: {name} has dtype {dt.name}, expected float32 or float64")
+    if not dt.isnative:  # compared as, and copied to (c_array), the native type
+        dt = dt.newbyteorder("=")
     if dtype is not None and dt is not dtype and dt != dtype:
         raise TypeError(f"{caller}: {name} has dtype {dt.name} but the other inputs are "
                         f"{dtype.name}; cast them to one dtype")
     if ndim is not None and a.ndim != ndim:
         what = {1: "(features,)", 2: "(batch, features)"}.get(ndim, "")
         raise ValueError(f"{caller}: {name} has {a.ndim} dims, expected {ndim} {what}".rstrip())
-    return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
+    # the common case in one flag (C order, aligned, writeable), without c_array's call
+    if type(a) is np.ndarray and dt is a.dtype and a.flags.carray:
+        return a
+    return c_array(a, xp)
+
+
+def c_array(a, xp, dtype=None):
+    """`a` (cast to `dtype` if given) as an aligned, native, C-contiguous
+    array: `a` itself when it is one, else a copy. The kernels read raw
+    memory, so a float32 view at an odd byte offset or a big-endian array
+    must be copied, which ``ascontiguousarray`` alone does not do."""
+    flags = a.flags
+    if flags.c_contiguous and getattr(flags, "aligned", True) and (
+            a.dtype == dtype if dtype is not None else a.dtype.isnative):
+        return a  # (CuPy's flags have no `aligned`: its arrays are)
+    if dtype is None:
+        dtype = a.dtype.newbyteorder("=")
+    out = xp.empty(a.shape, dtype=dtype)
+    out[...] = a
+    return out
 
 
 def check_float(caller, name, value, *, low=None, high=None, low_open=False, high_open=False):
@@ -113,11 +140,15 @@ def check_float_dtype(caller, name, value):
 
 
 def check_path(caller, name, value) -> str:
-    """A str or os.PathLike naming a non-empty str path, as a str."""
+    """A str or os.PathLike naming a non-empty str path without NUL bytes
+    (no file system has such a name), as a str."""
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{caller}: {name} must be a str or os.PathLike, got "
                         f"{type(value).__name__} {value!r}")
     value = os.fspath(value)
     if not isinstance(value, str) or not value:
         raise ValueError(f"{caller}: {name} must be a non-empty path, got {value!r}")
+    if "\0" in value:
+        raise ValueError(f"{caller}: {name} contains a NUL byte, which no path can hold: "
+                         f"{value!r}")
     return value

@@ -164,12 +164,18 @@ FUSEDNN_HD T act_grad(Act a, T s, T alpha) {
       const T e = math::exp_neg_abs(v);
       const T inv = T(1) / (T(1) + e);
       const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluTanhC) * s * s);
-      return math::sigmoid_from_exp(v, e) + T(2) * s * du * (e * inv * inv);
+      // Saturated (sigma (1 - sigma) == 0) at a finite z, the second term is 0:
+      // computed, s du could overflow first (|z| > ~1e13 in float32) and make
+      // it inf * 0 = NaN. At z = +-inf it stays inf * 0 = NaN, as in the formula.
+      const T w = e * inv * inv;
+      return math::sigmoid_from_exp(v, e) +
+             (w != T(0) || s - s != T(0) ? T(2) * s * du * w : T(0));
     }
-    case Act::Swish: {  // sigma(bz) (1 + bz (1 - sigma(bz)))
+    case Act::Swish: {  // sigma(bz) + bz sigma(bz) (1 - sigma(bz)); saturated: as GeluTanh
       const T bz = alpha * s;
       const T sg = sigmoid(bz);
-      return sg * (T(1) + bz * (T(1) - sg));
+      const T w = sg * (T(1) - sg);
+      return sg + (w != T(0) || s - s != T(0) ? bz * w : T(0));
     }
     case Act::Mish: {  // tanh(sp(z)) + z sigma(z) (1 - tanh^2(sp(z)))
       const T e = math::exp_neg_abs(s);

@@ -71,11 +71,18 @@ FUSEDNN_HD XentRow xent_invalidate(XentRow r) {
 // sum(y') for smoothing eps: (1 - eps) sum(y) + eps.
 FUSEDNN_HD double xent_label_sum(const XentRow& r, double eps) { return (1.0 - eps) * r.sy + eps; }
 
+// A label row's term y_c d_c of syz: 0 where y_c is 0, so that a -inf logit
+// (a masked class) without label mass leaves the loss finite with label rows
+// as it does with class indices (0 * -inf would be NaN).
+FUSEDNN_HD double xent_ydot(double y, double d) { return y != 0.0 ? y * d : 0.0; }
+
 // The loss of one row, -sum_c y'_c log softmax(z)_c, unweighted.
 FUSEDNN_HD double xent_row_loss(const XentRow& r, double eps, int64_t c) {
   // sum y'_c d_c; sz only with smoothing, so that a -inf logit (a masked
-  // class, d = -inf) leaves the unsmoothed loss finite
-  const double ydot = (1.0 - eps) * r.syz + (eps > 0.0 ? eps / double(c) * r.sz : 0.0);
+  // class, d = -inf) leaves the unsmoothed loss finite; syz only without full
+  // smoothing (eps = 1 ignores the labels: 0 * -inf would be NaN, not +inf)
+  const double ydot = (eps < 1.0 ? (1.0 - eps) * r.syz : 0.0) +
+                      (eps > 0.0 ? eps / double(c) * r.sz : 0.0);
   return xent_label_sum(r, eps) * loss_detail::log(r.s) - ydot;
 }
 

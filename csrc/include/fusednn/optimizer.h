@@ -136,8 +136,10 @@ FUSEDNN_HD C opt_max_norm_scale(C sumsq, C max_value) {
 // global_clipnorm factor (1 when unused); `clipvalue` the Clip::Value bound
 // (+inf when unused). Branch-free on purpose: a select on a loop-invariant
 // flag keeps GCC from vectorising the loop; with l1 = l2 = 0 the penalty
-// adds an exact zero. Without penalties and clipvalue it is g * scale, and
-// the CPU loop then skips it (a third of an Adam step's instructions).
+// adds an exact zero for a finite p (callers without a penalty pass p = 0:
+// 0 * p is NaN for a NaN or inf p). Without penalties and clipvalue it is
+// g * scale, and the CPU loop then skips it (a third of an Adam step's
+// instructions).
 template <typename C>
 FUSEDNN_HD C opt_effective_grad(C g, C p, C l1, C l2, C scale, C clipvalue) {
   g += l1 * opt_detail::sign(p) + C(2) * l2 * p;

@@ -52,6 +52,11 @@ class Dense(Layer):
         self._ctx = None
 
     def _build(self, input_dim, xp, dtype):
+        if input_dim * self.units * 8 >= 2**63:
+            # No memory holds it, and the kernels count bytes in int64: a clear
+            # refusal rather than NumPy's "array is too big" naming no argument.
+            raise ValueError(f"Dense: a kernel of input_dim={input_dim} x units={self.units} "
+                             f"is beyond any memory (its byte count overflows int64)")
         like = None if xp.__name__ == "numpy" else xp.empty(0)
         self.kernel = self.kernel_initializer((input_dim, self.units), dtype, like=like)
         self._trainable_weights = [self.kernel]

@@ -40,7 +40,7 @@ from .. import optimizers as _optimizers
 from .._arrays import array_module, is_array
 from .._foreign import accept, give_back
 from .._frames import frame_values
-from .._validate import check_bool, check_float_dtype
+from .._validate import c_array, check_bool, check_float_dtype, check_path
 from .. import health as _health
 from .. import ops
 from ..layers import BatchNormalization, Dense, Dropout, Input
@@ -578,6 +578,8 @@ class Sequential:
             raise ValueError(f"{caller}: {what} has {x.ndim} dims, expected 2 (samples, "
                              f"features)")
         _check_real(caller, what, x, dtype)
+        if x.shape[1] == 0:
+            raise ValueError(f"{caller}: {what} has 0 features; a dense model needs at least one")
         first = self.layers[0] if self.layers else None
         width = self._input_spec[0] if self.built else \
             first.input_dim if first is not None and first.built else None
@@ -589,8 +591,9 @@ class Sequential:
             raise TypeError(f"{caller}: {what} is a {kind[array_module(x).__name__]} array, "
                             f"the model's weights are {kind[self._input_spec[1].__name__]} "
                             f"arrays; pass {what} as the same kind")
-        # the compiled step and forward read rows: C order (a DataFrame's values are F order)
-        x = array_module(x).ascontiguousarray(x.astype(dtype, copy=False))
+        # the compiled step and forward read rows: C order (a DataFrame's values are F order),
+        # aligned and in native byte order (the kernels read raw memory)
+        x = c_array(x, array_module(x), dtype)
         if y is not None:
             if not is_array(y):
                 raise TypeError(f"{caller}: {wy} must be an array (NumPy, CuPy, a DLPack tensor "
@@ -603,7 +606,7 @@ class Sequential:
                                 f"arrays")
             _check_real(caller, wy, y, dtype)
             if self.loss != "sparse_categorical_crossentropy":
-                y = y.astype(dtype, copy=False)
+                y = c_array(y, array_module(y), dtype)
         return x, y
 
     def _output_dim(self) -> int:
@@ -706,7 +709,8 @@ class Sequential:
         if self.loss != "sparse_categorical_crossentropy":
             return y
         y = y.reshape(-1)
-        return y if y.dtype in (np.int32, np.int64) else y.astype(np.int64)
+        native = y.dtype.newbyteorder("=")
+        return c_array(y, array_module(y), native if native in (np.int32, np.int64) else np.int64)
 
     def _class_table(self, caller, class_weight, xp):
         """class_weight (a dict: class index -> weight) as an array over the
@@ -997,6 +1001,7 @@ class Sequential:
         else:
             x, y, names = self._xy_in(caller, x, y, "fit")
             w = sample_weight
+            n_val = 0
             if validation_split:
                 n_val = int(math.ceil(x.shape[0] * validation_split))
                 x, y, x_val, y_val = x[:-n_val], y[:-n_val], x[-n_val:], y[-n_val:]
@@ -1008,7 +1013,10 @@ class Sequential:
                 if val_source is None:
                     val_source = (x_val, y_val, None)
             if x.shape[0] == 0:
-                raise ValueError(f"{caller}: no training samples")
+                split = f" once validation_split={validation_split!r} takes {n_val}" \
+                    if validation_split else ""
+                raise ValueError(f"{caller}: no training samples: x has {x.shape[0] + n_val} "
+                                 f"sample(s){split}")
             self._ensure_built(x)
             self._check_names(caller, names, fitting=True)
             self._check_labels(caller, y)
@@ -1442,6 +1450,7 @@ def load(path, compile=True, device="cpu") -> Sequential:
     unchecked).
     """
     caller = "fd.models.load"
+    path = check_path(caller, "path", path)
     compile = check_bool(caller, "compile", compile)
     if not isinstance(device, str) or device not in ("cpu", "cuda"):
         raise ValueError(f"{caller}: device must be 'cpu' or 'cuda', got {device!r}")

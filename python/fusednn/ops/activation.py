@@ -12,12 +12,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .. import _backend
 from .. import activations as _act
 from .._foreign import arrays
 from .._validate import float_array
 
 __all__ = ["ActivationContext", "activation_forward", "activation_backward"]
+
+_F32_INF = 2.0**128 * (1 - 2.0**-25)  # the smallest double that rounds to float32 inf
+
+
+def check_param_fits(caller, spec, dtype):
+    """Refuse an activation parameter (alpha, swish's beta) beyond the range
+    of float32 for float32 data: the kernels compute in the data's type, where
+    it would become inf (and leaky_relu(0) = inf * 0 = NaN)."""
+    if abs(spec.alpha) >= _F32_INF and dtype == np.float32:
+        name = "beta" if spec.name == "swish" else "alpha"
+        raise ValueError(f"{caller}: {name}={spec.alpha!r} is beyond the range of float32, the "
+                         f"dtype of the data; pass float64 data or a smaller {name}")
 
 
 @dataclass
@@ -38,6 +52,7 @@ def activation_forward(x, activation, **params):
     spec = _act.get(activation, caller, **params)
     backend = _backend.backend_for(caller, x=x)
     x = float_array(caller, "x", x, backend.xp)
+    check_param_fits(caller, spec, x.dtype)
     y = backend.activation_forward(x, spec)
     return y, ActivationContext(spec, spec.saved(x, y), tuple(x.shape), x.dtype, backend)
 

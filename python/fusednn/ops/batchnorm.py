@@ -47,11 +47,15 @@ import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
+
 from .. import _backend
 from .. import activations as _act
 from .._C import BnConvention
 from .._foreign import arrays
-from .._validate import check_bool, check_float, check_rate, check_uint64, float_array
+from .._validate import (c_array, check_bool, check_float, check_rate, check_uint64,
+                         float_array)
+from .activation import check_param_fits
 
 __all__ = ["BatchNormContext", "DenseBatchNormContext", "batchnorm_forward", "batchnorm_backward",
            "dense_batchnorm_forward", "dense_batchnorm_backward", "fold_batchnorm"]
@@ -103,8 +107,12 @@ class BatchNormContext:
 def _feature(caller, name, a, xp, n, dtype, *, writable=False):
     if a is None:
         return None
-    if a.dtype is not dtype and a.dtype != dtype:
-        raise TypeError(f"{caller}: {name} has dtype {a.dtype.name}, expected {dtype.name} "
+    dt = getattr(a, "dtype", None)
+    if not isinstance(dt, np.dtype):
+        raise TypeError(f"{caller}: {name} must be a numpy.ndarray, cupy.ndarray or None, got "
+                        f"{type(a).__name__}")
+    if dt is not dtype and dt != dtype and dt.newbyteorder("=") != dtype:
+        raise TypeError(f"{caller}: {name} has dtype {dt.name}, expected {dtype.name} "
                         f"(the dtype of x)")
     if a.ndim != 1 or a.shape[0] != n:
         raise ValueError(f"{caller}: {name} has shape {tuple(a.shape)}, expected ({n},) for x "
@@ -115,8 +123,12 @@ def _feature(caller, name, a, xp, n, dtype, *, writable=False):
             raise ValueError(f"{caller}: {name} must be C-contiguous (it is updated in place)")
         if not a.flags.writeable:
             raise ValueError(f"{caller}: {name} is read-only (it is updated in place)")
+        if not dt.isnative or not getattr(a.flags, "aligned", True):
+            what = "byte-swapped" if not dt.isnative else "misaligned"
+            raise ValueError(f"{caller}: {name} is {what}; it is updated in place, so it must "
+                             f"be an aligned array in native byte order")
         return a
-    return a if a.flags.c_contiguous else xp.ascontiguousarray(a)  # dtype, ndim checked above
+    return c_array(a, xp, dtype)  # dtype, ndim checked above
 
 
 def _bn_options(caller, backend, batch, n, dtype, gamma, beta, moving_mean, moving_var, training,
@@ -127,6 +139,7 @@ def _bn_options(caller, backend, batch, n, dtype, gamma, beta, moving_mean, movi
     if batch == 0 or n == 0:
         raise ValueError(f"{caller}: x has shape {(batch, n)}; needs at least one sample "
                          f"and one feature")
+    check_param_fits(caller, spec, dtype)
     gamma = _feature(caller, "gamma", gamma, backend.xp, n, dtype)
     beta = _feature(caller, "beta", beta, backend.xp, n, dtype)
     moving_mean = _feature(caller, "moving_mean", moving_mean, backend.xp, n, dtype, writable=True)

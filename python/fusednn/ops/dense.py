@@ -24,6 +24,7 @@ from .. import _backend
 from .. import activations as _act
 from .._foreign import arrays, same_array
 from .._validate import float_array
+from .activation import check_param_fits
 
 __all__ = ["DenseContext", "dense_forward", "dense_backward", "dense_stack_backward"]
 
@@ -61,6 +62,7 @@ def dense_forward(x, w, b=None, activation="linear", **params):
     backend = _backend.backend_for(caller, x=x, w=w, b=b)
     x = float_array(caller, "x", x, backend.xp, ndim=2)
     w = float_array(caller, "w", w, backend.xp, ndim=2, dtype=x.dtype)
+    check_param_fits(caller, spec, x.dtype)
     batch, n_in = x.shape
     if n_in == 0:
         raise ValueError(f"{caller}: x has 0 features; a dense layer needs at least one input")

@@ -52,6 +52,8 @@ from .._validate import _FLOAT_CHARS, check_bool, check_rate, check_uint64, floa
 
 __all__ = ["DropoutContext", "dropout_backward", "dropout_forward", "dropout_mask"]
 
+_MAX_N = 2**63 - 32  # mask_words rounds n + 31 up, in int64
+
 
 @dataclass
 class DropoutContext:
@@ -104,9 +106,13 @@ def dropout_forward(x, rate, *, seed, step, alpha=False, training=True, store_ma
     training = check_bool(caller, "training", training)
     store_mask = check_bool(caller, "store_mask", store_mask)
     backend = _backend.backend_for(caller, x=x)
-    if x.dtype.char not in _FLOAT_CHARS:
-        raise TypeError(f"{caller}: x has dtype {x.dtype.name}, expected float32 or float64")
-    ctx = DropoutContext(r, alpha, seed, step, tuple(x.shape), x.dtype, backend)
+    dt = getattr(x, "dtype", None)
+    if not isinstance(dt, np.dtype):
+        raise TypeError(f"{caller}: x must be a numpy.ndarray or cupy.ndarray, got "
+                        f"{type(x).__name__}")
+    if dt.char not in _FLOAT_CHARS:
+        raise TypeError(f"{caller}: x has dtype {dt.name}, expected float32 or float64")
+    ctx = DropoutContext(r, alpha, seed, step, tuple(x.shape), dt.newbyteorder("="), backend)
     if r == 0.0 or not training:
         ctx.identity = True
         return x, ctx
@@ -127,11 +133,13 @@ def dropout_backward(dy, ctx: DropoutContext):
     caller = "dropout_backward"
     if not isinstance(ctx, DropoutContext):
         raise TypeError(f"{caller}: ctx must come from dropout_forward, got {type(ctx).__name__}")
+    if dy is None:
+        raise TypeError(f"{caller}: dy must be a numpy.ndarray or cupy.ndarray, got NoneType")
     backend = _backend.backend_for(caller, dy=dy, mask=ctx.mask)
     if backend is not ctx.backend:
         raise TypeError(f"{caller}: dy runs on the {backend.name} backend but the forward ran on "
                         f"{ctx.backend.name}; move dy to the forward's device")
-    if dy.dtype.char not in _FLOAT_CHARS or dy.dtype != ctx.dtype:
+    if dy.dtype.char not in _FLOAT_CHARS or dy.dtype.newbyteorder("=") != ctx.dtype:
         raise TypeError(f"{caller}: dy has dtype {dy.dtype.name}, expected {ctx.dtype.name} "
                         f"(the dtype of the forward input)")
     if tuple(dy.shape) != ctx.shape:
@@ -159,8 +167,8 @@ def dropout_mask(n, rate, *, seed, step, like=None):
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"{caller}: n must be an integer >= 0, got {type(n).__name__} {n!r}")
     n = int(n)
-    if n < 0:
-        raise ValueError(f"{caller}: n must be >= 0, got {n}")
+    if not 0 <= n <= _MAX_N:
+        raise ValueError(f"{caller}: n must be in [0, 2**63 - 32], got {n}")
     r = check_rate(caller, "rate", rate)
     seed = check_uint64(caller, "seed", seed)
     step = check_uint64(caller, "step", step)

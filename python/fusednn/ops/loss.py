@@ -46,7 +46,7 @@ import numpy as np
 from .. import _backend
 from .._C import PointLoss
 from .._foreign import arrays
-from .._validate import float_array
+from .._validate import c_array, float_array
 
 __all__ = ["mean_squared_error", "sigmoid_binary_cross_entropy", "softmax_cross_entropy"]
 
@@ -83,7 +83,7 @@ def _sample_weight(caller, w, n, dtype, xp):
         raise ValueError(f"{caller}: sample_weight has shape {tuple(w.shape)}, expected ({n},): "
                          f"one weight per sample")
     with np.errstate(over="ignore"):  # an overflow becomes inf, reported below
-        wc = xp.ascontiguousarray(w, dtype=dtype)
+        wc = c_array(w, xp, dtype)
     # ~(w >= 0) also catches NaN; checked after the cast, so that a weight
     # that overflows the logits' dtype is caught too.
     return wc, ~(wc >= 0) | xp.isinf(wc)
@@ -103,7 +103,7 @@ def _target(caller, name, a, like, like_name, xp):
     if tuple(a.shape) != tuple(like.shape):
         raise ValueError(f"{caller}: {name} has shape {tuple(a.shape)}, expected "
                          f"{tuple(like.shape)} (the shape of {like_name})")
-    return xp.ascontiguousarray(a, dtype=like.dtype)
+    return c_array(a, xp, like.dtype)
 
 
 def _out_of_range_mask(labels, c):
@@ -156,7 +156,7 @@ def softmax_cross_entropy(logits, labels, *, sample_weight=None, label_smoothing
     rows' gradients are unaffected. So does an infinite logit (inf - inf).
     """
     caller = "softmax_cross_entropy"
-    _required(caller, labels=labels)
+    _required(caller, logits=logits, labels=labels)
     mean = _is_mean(caller, reduction)
     if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(label_smoothing,
                                                                         numbers.Real):
@@ -184,11 +184,10 @@ def softmax_cross_entropy(logits, labels, *, sample_weight=None, label_smoothing
                              f"(one class index per row of logits)")
         if check_labels and n:
             bad_labels = _out_of_range_mask(labels, c)
-        index_labels = labels
-        if labels.dtype.name not in ("int32", "int64"):
-            # Other widths are cast, so the kernels take only these two.
-            index_labels = labels.astype(np.int64)
-        index_labels = xp.ascontiguousarray(index_labels)
+        # Other widths are cast, so the kernels take only these two (native,
+        # aligned: a byte-swapped or misaligned int32 is copied as well).
+        index_labels = c_array(labels, xp, labels.dtype.newbyteorder("=")
+                               if labels.dtype.name in ("int32", "int64") else np.int64)
     elif labels.ndim == 2:
         y = _target(caller, "labels", labels, logits, "logits", xp)
     else:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import re
 
 import numpy as np
 
@@ -28,8 +29,11 @@ from .. import _C, _backend
 from .._C import Clip
 from .._arrays import device_name, device_of, on_device, to_host
 from .._foreign import accept_all
-from .._validate import _FLOAT_CHARS, check_float, check_unit  # noqa: F401
+from .._validate import _FLOAT_CHARS, c_array, check_float, check_unit  # noqa: F401
 
+
+_F32_INF = 2.0**128 * (1 - 2.0**-25)  # the smallest double that rounds to float32 inf
+_TENSOR_INDEX = re.compile(r"\b(params|grads|slots)\[(\d+)\]")
 
 
 class Optimizer:
@@ -153,7 +157,7 @@ class Optimizer:
         with (on_device(params[0]) if count else contextlib.nullcontext()):
             flags, pens, cons = self._prepare(caller, params, trainable, penalties, constraints,
                                               backend, grads)
-            self._step(backend, params, grads, flags, pens, cons)
+            self._step(backend, params, grads, flags, pens, cons, caller)
 
     def _prepare(self, caller, params, trainable, penalties, constraints, backend=None,
                  grads=None):
@@ -168,6 +172,15 @@ class Optimizer:
         pens = self._per_tensor(caller, "penalties", penalties, count, self._check_penalty)
         cons = self._per_tensor(caller, "constraints", constraints, count, self._check_constraint)
         dtype = params[0].dtype if count else None
+        if len({id(p) for p in params}) < count:
+            # One array twice (trainable or not): which of its updates, or its
+            # freezing, should win is undefined.
+            seen = {}
+            for i, p in enumerate(params):
+                if id(p) in seen:
+                    raise ValueError(f"{caller}: params[{i}] is params[{seen[id(p)]}]; each "
+                                     f"parameter must be passed once")
+                seen[id(p)] = i
         for i in range(count):
             p = params[i]
             if p.dtype.char not in _FLOAT_CHARS:
@@ -176,8 +189,14 @@ class Optimizer:
             if p.dtype != dtype:
                 raise TypeError(f"{caller}: params[{i}] has dtype {p.dtype.name} but params[0] "
                                 f"has {dtype.name}; one step takes one dtype")
+            if not p.dtype.isnative or not getattr(p.flags, "aligned", True):
+                # The kernels write the parameter's memory as the machine's floats.
+                what = "byte-swapped" if not p.dtype.isnative else "misaligned"
+                raise ValueError(f"{caller}: params[{i}] is {what}; it is updated in place, so "
+                                 f"it must be an aligned array in native byte order")
             g = grads[i] if grads is not None else p
-            if g.dtype != p.dtype:
+            # (a byte-swapped gradient of the same type is read through a copy)
+            if g.dtype != p.dtype and g.dtype.newbyteorder("=") != p.dtype:
                 raise TypeError(f"{caller}: grads[{i}] has dtype {g.dtype.name} but params[{i}] "
                                 f"has {p.dtype.name}")
             if tuple(g.shape) != tuple(p.shape):
@@ -192,6 +211,13 @@ class Optimizer:
         """(OptStep, clip mode, clip bound) of step t (1-based): the scalars the
         kernels read, computed on the host in double."""
         lr = self.current_learning_rate()
+        if self._signature and self._signature[0][1] == np.float32:
+            # The kernels take these in the parameters' type, where a value
+            # beyond float32's range is inf (and inf * 0 = NaN for a zero gradient).
+            for name, v in (("learning_rate", lr), ("epsilon", getattr(self, "epsilon", 0.0))):
+                if v >= _F32_INF:
+                    raise ValueError(f"{type(self).__name__}: {name}={v!r} is beyond the range "
+                                     f"of float32, the dtype of the parameters")
         step = _C.OptStep()
         for name, value in self._step_fields(lr, t).items():
             setattr(step, name, value)
@@ -206,7 +232,7 @@ class Optimizer:
             clip_mode, clip = Clip.Global, self.global_clipnorm
         return step, clip_mode, clip
 
-    def _step(self, backend, params, grads, flags, pens, cons):
+    def _step(self, backend, params, grads, flags, pens, cons, caller="Optimizer.apply"):
         """The checked step of `apply`, on the parameters' device."""
         count = len(params)
         idx = [i for i in range(count) if flags[i] and params[i].size > 0]
@@ -216,14 +242,22 @@ class Optimizer:
             xp = backend.xp
             work = [params[i] if params[i].flags.c_contiguous else xp.ascontiguousarray(params[i])
                     for i in idx]
-            gr = [grads[i] if grads[i].flags.c_contiguous else xp.ascontiguousarray(grads[i])
-                  for i in idx]
+            gr = [c_array(grads[i], xp, params[i].dtype) for i in idx]
+            for j, i in enumerate(idx):
+                if work[j] is not params[i]:
+                    self._check_copied(caller, params, grads, i)
             views = [self._view(params[i].shape, cons[i]) for i in idx]
             per_tensor = ([pens[i][0] for i in idx], [pens[i][1] for i in idx],
                           [cons[i].max_value if cons[i] is not None else 0.0 for i in idx],
                           views)
-            backend.optimizer_step(self._rule, step, work, gr, [self._slots[i] for i in idx],
-                                   per_tensor, (clip_mode, clip))
+            try:
+                backend.optimizer_step(self._rule, step, work, gr, [self._slots[i] for i in idx],
+                                       per_tensor, (clip_mode, clip))
+            except (ValueError, TypeError) as e:
+                # The kernels number the tensors they were given (the trainable,
+                # non-empty ones): name the caller's.
+                msg = _TENSOR_INDEX.sub(lambda m: f"{m[1]}[{idx[int(m[2])]}]", str(e))
+                raise type(e)(f"{caller}: {msg}") from None
             for j, i in enumerate(idx):
                 if work[j] is not params[i]:
                     params[i][...] = work[j]
@@ -231,6 +265,24 @@ class Optimizer:
         self.iterations = t
 
     # --- checks --------------------------------------------------------
+
+    @staticmethod
+    def _check_copied(caller, params, grads, i):
+        """params[i], stepped through a C-ordered copy and written back, shares
+        no memory with another parameter or gradient: the kernels' overlap
+        check (bindings/optimizer.cpp) sees the copy, not the caller's array,
+        and a write-back would then undo or reorder another tensor's update."""
+        p = params[i]
+        if not isinstance(p, np.ndarray):
+            return  # CuPy: its arrays come from fusednn's own allocations or the user's
+        for name, others in (("params", params), ("grads", grads)):
+            for j, q in enumerate(others):
+                if (name == "params" and j == i) or (name == "grads" and q is p):
+                    continue
+                if isinstance(q, np.ndarray) and np.may_share_memory(p, q):
+                    raise ValueError(f"{caller}: params[{i}] shares memory with {name}[{j}]; "
+                                     f"a parameter is updated in place and must not overlap "
+                                     f"another argument of the step")
 
     @staticmethod
     def _check_lists(caller, grads, params):
