@@ -33,12 +33,18 @@ class BatchNormalization(Layer):
     In a Sequential model a Dense before the layer, and an activation and a
     dropout layer after it, run with it as one op (fusednn.models.plan); the
     layer's own ``forward`` is plain batch norm.
+
+    ``synchronized=True`` (Keras' argument; torch's SyncBatchNorm): in a
+    ``fit(distributed=True)`` the batch statistics are those of the global
+    batch, all ranks' samples together, in every step (forward and
+    backward; see fusednn.distributed). Elsewhere (one process, predict,
+    the layer's own ``forward``) it changes nothing.
     """
 
     def __init__(self, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones",
                  moving_mean_initializer="zeros", moving_variance_initializer="ones",
-                 convention="keras", **kwargs):
+                 convention="keras", synchronized=False, **kwargs):
         super().__init__(**kwargs)
         c = "BatchNormalization"
         self.momentum = check_float(c, "momentum", momentum, low=0.0, high=1.0)
@@ -59,6 +65,7 @@ class BatchNormalization(Layer):
         if not isinstance(convention, str) or convention not in ("keras", "torch"):
             raise ValueError(f"{c}: convention must be 'keras' or 'torch', got {convention!r}")
         self.convention = convention
+        self.synchronized = check_bool(c, "synchronized", synchronized)
         self.gamma = self.beta = self.moving_mean = self.moving_variance = None
         self._ctx = None
 
@@ -112,5 +119,5 @@ class BatchNormalization(Layer):
                    moving_mean_initializer=_init.serialize(self.moving_mean_initializer),
                    moving_variance_initializer=_init.serialize(
                        self.moving_variance_initializer),
-                   convention=self.convention)
+                   convention=self.convention, synchronized=self.synchronized)
         return cfg

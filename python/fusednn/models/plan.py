@@ -21,6 +21,7 @@ leaves each layer's weight gradients in that layer's ``grads``:
 from __future__ import annotations
 
 from .. import activations as _act
+from .. import distributed as _distributed
 from .. import ops
 from ..layers import (ELU, Activation, AlphaDropout, BatchNormalization, Dense, Dropout,
                       LeakyReLU, RReLU)
@@ -95,6 +96,12 @@ class DenseBatchNormStep:
             active = bool(training) or drop.mc or mc
             rate, alpha, seed, step = drop.rate, isinstance(drop, AlphaDropout), drop.seed, \
                 drop.step
+        if bn.synchronized and training and bn.trainable and _distributed.sync_active():
+            y, self._ctx = _distributed.sync_batchnorm_forward(x, dense, bn, activation, rate,
+                                                               alpha, seed, step, active)
+            if active and drop.rate > 0.0:
+                drop.step += 1
+            return y
         arrays = (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)
         if dense is not None:
             op, arrays = ops.dense_batchnorm_forward, (x, dense.kernel, dense.bias, *arrays)
@@ -110,7 +117,12 @@ class DenseBatchNormStep:
 
     def backward(self, dy, need_dx):
         bn, dense = self.bn, self.dense
-        if dense is None:
+        if isinstance(self._ctx, _distributed.SyncBatchNormContext):
+            dx, dw, db, dgamma, dbeta = _distributed.sync_batchnorm_backward(dy, self._ctx,
+                                                                             need_dx)
+            if dense is not None:
+                dense.grads = [dw, db] if dense.use_bias else [dw]
+        elif dense is None:
             dx, dgamma, dbeta = ops.batchnorm_backward(dy, self._ctx)
         else:
             dx, dw, db, dgamma, dbeta = ops.dense_batchnorm_backward(dy, self._ctx,

@@ -36,6 +36,7 @@ import warnings
 
 import numpy as np
 
+from .. import distributed as _distributed
 from .. import optimizers as _optimizers
 from .._arrays import array_module, is_array
 from .._foreign import accept, give_back
@@ -196,6 +197,7 @@ class Sequential:
         self.jit_compile = "auto"  # fit's step: compiled where supported (see compile)
         self._engine = None       # the CompiledStep fit uses (models/engine.py)
         self._forward_plan = None  # the CompiledForward of predict and evaluate
+        self._dist = None         # the fd.distributed FitSession of a distributed fit
         self.feature_names_in_ = None  # the column names of the first fit's DataFrame
         self._fitted_without_names = False
         for layer in layers or []:
@@ -526,6 +528,8 @@ class Sequential:
             flags += [live] * len(ws)
             pens += layer.weight_penalties()
             cons += layer.weight_constraints()
+        if self._dist is not None:
+            self._dist.average_gradients(grads, flags)
         if params:
             self.optimizer.apply(grads, params, trainable=flags, penalties=pens,
                                  constraints=cons)
@@ -538,6 +542,9 @@ class Sequential:
         """The CompiledStep fit runs, or None (layer by layer); sets
         ``step_mode``."""
         reason = unsupported(self, start) if self.jit_compile else "jit_compile=False"
+        if self._dist is not None and reason is None:
+            # the native step fuses backward and update: no point to average gradients
+            reason = "distributed=True"
         self.step_mode = "compiled" if reason is None else f"layer by layer ({reason})"
         if reason is not None:
             if self.jit_compile is True:
@@ -855,7 +862,8 @@ class Sequential:
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, seed=None,
             initial_epoch=0, cache_frozen=False, sample_weight=None, class_weight=None,
-            steps_per_epoch=None, validation_steps=None, workers=None, max_queue_size=None):
+            steps_per_epoch=None, validation_steps=None, workers=None, max_queue_size=None,
+            distributed=False):
         """Train on mini-batches from epoch `initial_epoch` up to `epochs`;
         returns a History.
 
@@ -929,10 +937,43 @@ class Sequential:
         cache_frozen=False. With no such layer it trains as usual. Layers
         unfrozen by a callback during this fit stay cached until it ends.
         The cache holds the prefix's output for every sample (memory).
+
+        distributed=True: data-parallel training over the ranks of an MPI
+        job (fusednn.distributed; call ``fd.distributed.init()`` first and
+        launch with ``mpirun -n N python train.py``). Every rank passes the
+        same arrays in memory and the same arguments; ``batch_size`` is per
+        rank, so a step trains on a global batch of ``batch_size * size()``
+        samples: each epoch's permutation (the same on every rank) is cut
+        into global batches, and rank r takes the r-th of ``size()`` equal
+        slices of each. The number of training samples must therefore be a
+        multiple of ``size()`` (ValueError otherwise, and when the ranks'
+        data lengths differ; both are checked on every rank before
+        training). At the start rank 0's weights, optimizer state, layer
+        counters and shuffle generator are broadcast (a resumed model or a
+        restored backup only has to be loaded on rank 0); each step
+        averages the gradients over the ranks in one allreduce before the
+        update, so the weights stay identical; the steps run layer by layer
+        (the compiled step fuses backward and update). At each epoch's end
+        the BatchNormalization moving statistics are averaged, and the loss
+        and metrics are the means over all ranks' samples; validation runs
+        on every rank with rank 0's logs handed to the callbacks, and a
+        stop requested by a callback on any rank stops every rank.
+        ModelCheckpoint, BackupAndRestore, CSVLogger, TensorBoard and the
+        progress bar run on rank 0 only. Dropout seeds are mixed with the
+        rank, so ranks draw different masks (rank 0 keeps the layer's seed).
+        ``BatchNormalization(synchronized=True)`` normalises with the
+        statistics of the global batch. Arrays in memory only (not
+        generators, Sequences or disk arrays).
         """
         caller = "Sequential.fit"
         if self.optimizer is None:
             raise RuntimeError(f"{caller}: call compile() first")
+        dist = None
+        if check_bool(caller, "distributed", distributed):
+            dist = _distributed.fit_session(caller, self)
+            if _loaded(x) or x is None:
+                raise ValueError(f"{caller}: distributed=True takes arrays in memory, got x of "
+                                 f"type {type(x).__name__}")
         epochs = self._check_int(caller, "epochs", epochs, 0)
         initial_epoch = self._check_int(caller, "initial_epoch", initial_epoch, 0)
         if initial_epoch and initial_epoch >= epochs:
@@ -1024,7 +1065,9 @@ class Sequential:
             w = self._weights(caller, "sample_weight", w, table, y, x.shape[0])
             y = self._fit_labels(y)
             start = self._cacheable_steps() if cache_frozen else 0
-            source = ArrayBatches(x, y, w, batch_size)
+            source = ArrayBatches(x, y, w, batch_size) if dist is None else \
+                dist.shard(x, y, w, batch_size, epochs=epochs, initial_epoch=initial_epoch,
+                           shuffle=shuffle)
         if validation_data is not None:
             val_source = self._validation(caller, validation_data, validation_steps, batch_size,
                                           workers, max_queue_size)
@@ -1042,10 +1085,14 @@ class Sequential:
             if isinstance(val_source, tuple):
                 val_source = (self._run_steps(val_source[0], start, batch_size),) + \
                     val_source[1:]
+        self._dist = dist
         try:
             return self._epochs(caller, source, val_source, rng, shuffle, start, epochs,
                                 initial_epoch, verbose, callbacks, batch_size)
         finally:
+            if dist is not None:
+                self._dist = None
+                dist.close()
             source.close()
             if val_source is not None and not isinstance(val_source, tuple):
                 val_source.close()
@@ -1080,11 +1127,16 @@ class Sequential:
                 verbose, callbacks, batch_size):
         """fit's loop over the epochs and the batches of `source`."""
         engine = self._compiled_step(caller, start)
+        dist = self._dist
+        if dist is not None:
+            verbose = dist.verbose(verbose)
         history = History()
         history.model = self
         history.params = {"epochs": epochs, "steps": source.steps, "verbose": verbose}
         self.history = history
         cbs = list(callbacks or [])
+        if dist is not None:
+            cbs = dist.callbacks(cbs)
         for cb in cbs:
             cb.set_model(self)
         # callbacks that read a step's health (fusednn.health.GradientHealth)
@@ -1098,6 +1150,8 @@ class Sequential:
         # a callback that restored a backup there (fd.callbacks.BackupAndRestore) set the
         # epoch and the batches of it done, and the shuffle generator may be a new one
         (initial_epoch, skip), self._resume_at = self._resume_at or (initial_epoch, 0), None
+        if dist is not None:
+            initial_epoch, skip = dist.start(initial_epoch, skip)
         rng = self._shuffle_rng
         for epoch in range(initial_epoch, epochs):
             for cb in cbs:
@@ -1143,6 +1197,8 @@ class Sequential:
                     bar.update(step + 1, seen / (time.perf_counter() - t0), logs)
                     for cb in cbs:
                         cb.on_train_batch_end(step, {"loss": batch_loss})
+                    if dist is not None:
+                        self.stop_training = dist.any(self.stop_training)
                     if self.stop_training:
                         break
             finally:
@@ -1157,6 +1213,8 @@ class Sequential:
                 if not seen:
                     break
             source.end_epoch()
+            if dist is not None:
+                loss_sum, metric_sums, seen = dist.epoch_end(loss_sum, metric_sums, seen)
             logs = {"loss": loss_sum / max(seen, 1),
                     **{k: v / max(seen, 1) for k, v in metric_sums.items()}}
             if val_source is not None:
@@ -1166,9 +1224,13 @@ class Sequential:
                     val = self._evaluate_batches(val_source.epoch(rng, False))
                     val_source.end_epoch()
                 logs.update({f"val_{k}": v for k, v in val.items()})
+            if dist is not None:
+                logs = dist.same_logs(logs)
             bar.close(logs)
             for cb in cbs:
                 cb.on_epoch_end(epoch, logs)
+            if dist is not None:
+                self.stop_training = dist.any(self.stop_training)
             history._append(epoch, logs)  # last, as Keras: keys callbacks add are kept
             if self.stop_training:
                 break
