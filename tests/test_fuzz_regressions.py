@@ -135,6 +135,45 @@ def test_swish_derivative_saturates_in_float32(beta, z):
     assert dx[0] == np.float32(ref[0])
 
 
+def test_dense_swish_saturates_where_beta_z_overflows_float64():
+    # Found by the release fuzz run: the fused dense backward at a finite z
+    # whose beta * z overflows float64 takes swish's saturated derivative (1
+    # for z > 0), so dy = 0 gives dw = 0, not inf * 0 = NaN.
+    x, w = np.array([[4.0]]), np.array([[157458.0]])
+    beta = 2.8542422977275146e+302
+    y, ctx = fd.ops.dense_forward(x, w, None, "swish", beta=beta)
+    assert y[0, 0] == 4.0 * 157458.0
+    dx, dw, _ = fd.ops.dense_backward(np.zeros((1, 1)), ctx)
+    assert dx[0, 0] == 0.0 and dw[0, 0] == 0.0
+    dx, dw, _ = fd.ops.dense_backward(np.ones((1, 1)), ctx)
+    assert dx[0, 0] == 157458.0 and dw[0, 0] == 4.0
+
+
+def test_dense_relu_at_an_underflowed_z_takes_the_side_of_its_output():
+    # Found by the release fuzz run: x w = 5e-46 > 0 rounds to 0 in float32
+    # (below the subnormals), so relu(z) = 0 and relu'(0) = 0: the gradient
+    # must agree with the output the kernel computed (y = 0 -> dw = 0).
+    x, w = np.array([[-0.125]], np.float32), np.array([[-4e-45]], np.float32)
+    y, ctx = fd.ops.dense_forward(x, w, np.zeros(1, np.float32), "relu")
+    assert y[0, 0] == 0.0
+    dx, dw, db = fd.ops.dense_backward(np.ones((1, 1), np.float32), ctx)
+    assert dw[0, 0] == 0.0 and db[0] == 0.0 and dx[0, 0] == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batchnorm_constant_batch_has_no_variance(dtype):
+    # Found by the release fuzz run (the check was the reference's, which is
+    # off by (eps * mean)^2 there): the batch variance of a constant column
+    # is 0 within that bound, so the moving variance and x_hat are too.
+    x = np.full((5, 1), 3.5462142725, dtype)
+    mm, mv = np.zeros(1, dtype), np.zeros(1, dtype)
+    y, _ = fd.ops.batchnorm_forward(x, None, None, mm, mv, training=True, momentum=0.0)
+    bound = (np.finfo(dtype).eps * 3.55) ** 2
+    assert 0.0 <= mv[0] <= bound
+    assert mm[0] == pytest.approx(3.5462142725, rel=float(np.finfo(dtype).eps) * 4)
+    assert np.all(np.abs(y) <= np.finfo(dtype).eps * 4 * 3.55 / np.sqrt(1e-3))
+
+
 def test_infinite_inputs_keep_the_formulas_nan():
     # The saturation fixes above must not turn an infinite input's inf * 0
     # (the formula's NaN, which the reference gives too) into a number.

@@ -32,6 +32,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from fusednn.testing import reference as R
+
 PROFILE = os.environ.get("FUSEDNN_FUZZ_PROFILE", "ci")
 CI_TOTAL = 12_000       # the examples the ci profile plans
 CI_MINIMUM = 10_000     # what a full ci run must have executed
@@ -355,6 +357,37 @@ def activations(draw):
             return ident, params, ("error", (k,))
         ref[k] = f
     return ident, params, ("ok", canon, ref)
+
+
+def kernel_activation_grad(z, canon, ref):
+    """f'(z) of the reference as the kernels define it (csrc's activation.h)
+    where the two differ on purpose:
+
+    - at a NaN z, f'(z) is NaN for every activation but linear (a NaN
+      propagates through training instead of vanishing), where the
+      reference's comparisons give e.g. relu'(NaN) = 0;
+    - where the formula of swish or tanh-GELU overflows float64 at a finite
+      z (beta z or z^3: inf * 0 = NaN), the term with sigma (1 - sigma) is 0,
+      as the kernels drop it: f'(z) is its saturated value, not NaN.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        fp = np.array(R.activation_grad(z, canon, **ref), dtype=np.float64)
+        if canon != "linear":
+            fp[np.isnan(z)] = np.nan
+        fix = np.isfinite(z) & np.isnan(fp)
+        if canon == "swish":
+            bz = ref.get("beta", 1.0) * z
+            s = R.sigmoid(bz)
+            w = s * (1 - s)
+            fp = np.where(fix, s + np.where(w == 0, 0.0, bz * w), fp)
+        elif canon == "gelu" and ref.get("approximate"):
+            u = 2 * np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3)
+            s = R.sigmoid(u)
+            w = s * (1 - s)
+            du = np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * z * z)
+            fp = np.where(fix, s + np.where(w == 0, 0.0, 2 * z * du * w), fp)
+    return fp
 
 
 def lipschitz(canon, ref):

@@ -39,24 +39,8 @@ from fusednn.testing import reference as R
 
 from ._support import (FLOATS, NAMES, NON_FLOATS, NOT_ARRAYS, RTOL, activations, any_scalars,
                        as_float, as_int, assert_close, attempt, expect_refused, float_arrays,
-                       float_dtypes, for_dtype, fuzz, laid_out, lipschitz, shapes)
-
-def _saturated_grad(z, canon, ref):
-    """f'(z) of swish and tanh-GELU at finite z where the reference's
-    formula overflows (beta z or z^3 beyond float64: inf * 0 = NaN): the
-    term with sigma (1 - sigma) is 0 there, as the kernels compute it."""
-    with np.errstate(all="ignore"):
-        if canon == "swish":
-            bz = ref.get("beta", 1.0) * z
-            s = R.sigmoid(bz)
-            w = s * (1 - s)
-            return s + np.where(w == 0, 0.0, bz * w)
-        u = 2 * np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3)
-        s = R.sigmoid(u)
-        w = s * (1 - s)
-        du = np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * z * z)
-        return s + np.where(w == 0, 0.0, 2 * z * du * w)
-
+                       float_dtypes, for_dtype, fuzz, kernel_activation_grad, laid_out,
+                       lipschitz, shapes)
 
 @given(st.data())
 @fuzz(8)
@@ -94,12 +78,7 @@ def test_activation(data):
     dx, err = attempt(fd.ops.activation_backward, dy, ctx)
     assert err is None, f"refused a valid backward: {err!r}"
     with np.errstate(all="ignore"):
-        ref_dx = np.array(dyv.astype(np.float64) * R.activation_grad(xv, canon, **ref))
-        if canon != "linear":  # a NaN input's derivative is NaN (activation.h), not the
-            ref_dx[np.isnan(xv)] = np.nan  # reference's comparison result (relu'(NaN) = 0)
-        if canon in ("swish", "gelu"):
-            fix = np.isfinite(xv) & np.isnan(ref_dx) & ~np.isnan(dyv)
-            ref_dx[fix] = dyv[fix] * _saturated_grad(xv[fix].astype(np.float64), canon, ref)
+        ref_dx = dyv.astype(np.float64) * kernel_activation_grad(xv, canon, ref)
         finite_dy = np.abs(dyv[np.isfinite(dyv)]).astype(np.float64)
     with np.errstate(over="ignore"):  # an inf scale: no finite bound on dx
         scale = (finite_dy.max() if finite_dy.size else 0.0) * lipschitz(canon, ref)

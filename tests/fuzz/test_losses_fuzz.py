@@ -85,13 +85,7 @@ def _masked_xent_loss(z, labels, w, eps, reduction):
     label mass y' is 0; the reference's y' * log p gives NaN there."""
     z = np.asarray(z, dtype=np.float64)
     n, c = z.shape
-    labels = np.asarray(labels)
-    if labels.ndim == 1:
-        y = np.zeros((n, c))
-        y[np.arange(n), labels.astype(np.int64)] = 1.0
-    else:
-        y = labels.astype(np.float64)
-    y = y * (1.0 - eps) + eps / c
+    y = R.smoothed_labels(labels, n, c, eps)
     logp = R.log_softmax(z) if n else np.zeros((0, c))
     per = -np.where((y == 0) & (logp == -np.inf), 0.0, y * logp).sum(axis=1)
     scale = (np.ones(n) if w is None else w) / {"sum": 1}.get(reduction, n)

@@ -636,19 +636,25 @@ def log_softmax(z):
     return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
 
 
-def softmax_cross_entropy(logits, labels, sample_weight=None, label_smoothing=0.0,
-                          reduction="sum_over_batch_size"):
-    """l_i = -sum_c y'_ic log softmax(z_i)_c, y' = y (1 - eps) + eps / C, y the
-    one-hot rows of integer class indices or the given label rows."""
-    z = _f64(logits)
-    n, c = z.shape
+def smoothed_labels(labels, n, c, label_smoothing=0.0):
+    """y' = y (1 - eps) + eps / C, (n, c): y the one-hot rows of integer
+    class indices (labels of shape (n,)) or the given label rows."""
     labels = np.asarray(labels)
     if labels.ndim == 1:
         y = np.zeros((n, c))
         y[np.arange(n), labels.astype(np.int64)] = 1.0
     else:
         y = _f64(labels)
-    y = y * (1.0 - label_smoothing) + label_smoothing / c
+    return y * (1.0 - label_smoothing) + label_smoothing / c
+
+
+def softmax_cross_entropy(logits, labels, sample_weight=None, label_smoothing=0.0,
+                          reduction="sum_over_batch_size"):
+    """l_i = -sum_c y'_ic log softmax(z_i)_c, y' = y (1 - eps) + eps / C, y the
+    one-hot rows of integer class indices or the given label rows."""
+    z = _f64(logits)
+    n, c = z.shape
+    y = smoothed_labels(labels, n, c, label_smoothing)
     logp = log_softmax(z)
     per_sample = -(y * logp).sum(axis=1)
     scale = _loss_weights(sample_weight, n) / _loss_divisor(n, reduction)
