@@ -174,6 +174,34 @@ def test_batchnorm_constant_batch_has_no_variance(dtype):
     assert np.all(np.abs(y) <= np.finfo(dtype).eps * 4 * 3.55 / np.sqrt(1e-3))
 
 
+def test_centered_rmsprop_rounds_as_the_formula_at_every_level():
+    # Found by the release fuzz run: with a contracted FMA (the AVX2 and
+    # AVX-512 levels) v - a^2 was the rounding error of a^2 instead of 0 for
+    # rho = 0, and against epsilon = 1e-7 that moved the third step by 3e-3
+    # relative; the baseline level gave the formula's value. Now every level
+    # (CI runs this file at two) steps as the float64 formula, bit for bit.
+    cfg = dict(rho=0.0, centered=True, learning_rate=0.1)
+    p, g = np.zeros(()), np.ones(())
+    opt = fd.optimizers.RMSprop(**cfg)
+    ref = [np.zeros(())]
+    state = R.optimizer_init("RMSprop", cfg, ref)
+    for k in range(3):
+        opt.apply([g], [p], penalties=[(0.0, 0.1)])
+        ref, state = R.optimizer_step("RMSprop", cfg, [g], ref, state, k, penalties=[(0.0, 0.1)])
+        assert float(p) == float(ref[0]), (k, float(p), float(ref[0]))
+
+
+def test_float32_data_uses_the_parameter_rounded_to_float32():
+    # Found by the ci fuzz run (the check used the float64 alpha): a
+    # leaky_relu alpha of 5e-324 is 0 in float32, so -inf maps to 0 * -inf =
+    # NaN there, as the reference with alpha rounded to float32 gives.
+    x = np.array([-np.inf, -2.0, 3.0], np.float32)
+    y, _ = fd.ops.activation_forward(x, "leaky_relu", alpha=5e-324)
+    with np.errstate(invalid="ignore"):
+        ref = R.activation(x, "leaky_relu", alpha=float(np.float32(5e-324)))
+    np.testing.assert_array_equal(y, ref.astype(np.float32))
+
+
 def test_infinite_inputs_keep_the_formulas_nan():
     # The saturation fixes above must not turn an infinite input's inf * 0
     # (the formula's NaN, which the reference gives too) into a number.

@@ -158,6 +158,29 @@ def tensors(draw, dtype, count, special):
     return params, grads
 
 
+def _centered_rounding(name, kwargs, state, p_ref, before, dtype):
+    """Per parameter, a bound on the step's error that comes from centered
+    RMSprop's denominator alone: d = max(v - a^2, 0) + epsilon, where v and
+    a^2 agree to the last bits (a gradient that barely varies), is rounding
+    only, known to about 4 u v (u the dtype's unit roundoff, the kernel's and
+    the reference's roundings of v, a^2 and their difference, with or without
+    a contracted FMA); inc ~ 1/sqrt(d) then moves by about |inc| 2 u v / d.
+    0 for every other optimizer."""
+    cfg = R.optimizer_config(name, kwargs)
+    if name != "RMSprop" or not cfg["centered"]:
+        return [0.0] * len(p_ref)
+    u = float(np.finfo(dtype).eps)
+    out = []
+    with np.errstate(all="ignore"):
+        for s, p, b in zip(state, p_ref, before):
+            v, a = s["velocity"], s["average_gradient"]
+            d = np.maximum(v - a * a, 0.0) + float(cfg["epsilon"])
+            bound = np.abs(p - b) * 4 * u * np.abs(v) / d
+            bound = bound[np.isfinite(bound)]
+            out.append(float(bound.max(initial=0.0)))
+    return out
+
+
 @given(st.data())
 @fuzz(6)
 def test_optimizer_apply(data):
@@ -256,14 +279,19 @@ def test_optimizer_apply(data):
             p_ref, state = R.optimizer_step(name, kwargs, gvals, p_ref, state, step,
                                             trainable=trainable, penalties=penalties,
                                             constraints=ref_cons)
+        cond = _centered_rounding(name, kwargs, state, p_ref, before, dtype)
         for i, p in enumerate(params):
             got = np.array(to_np(p))
             with np.errstate(all="ignore"):
                 scale = np.abs(before[i]) + np.abs(p_ref[i] - before[i]) + 1e-30
                 fin = np.isfinite(scale)
                 s = float(np.max(scale[fin], initial=0.0))
-            assert_close(got, p_ref[i], rtol, f"step {step} params[{i}]", scale=s + 1e-30,
-                         dtype=dtype)
+            assert_close(got, p_ref[i], rtol, f"step {step} params[{i}]",
+                         scale=s + cond[i] / rtol + 1e-30, dtype=dtype)
+        if any(c > rtol * 1e-3 for c in cond):
+            # the two trajectories parted within rounding at an ill-conditioned step:
+            # later steps start from different points and cannot be compared tightly
+            return
         if alias == "self":  # the gradient is the parameter: its value moves on
             gvals = [np.array(to_np(g), dtype=np.float64) for g in grads]
         else:

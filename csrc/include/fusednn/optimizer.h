@@ -198,7 +198,12 @@ FUSEDNN_HD void opt_update(Opt k, const OptStep<C>& h, P& p, C g, C& s0, C& s1, 
       C denom = mean_square + h.epsilon;
       if ((Slots & 2) && h.centered) {
         mean_grad = h.rho * mean_grad + (C(1) - h.rho) * g;
-        denom = mean_square - mean_grad * mean_grad + h.epsilon;
+        // v - a^2 is a variance, >= 0 in exact arithmetic; where the gradient
+        // barely varies it is all rounding (with or without a contracted FMA)
+        // and can fall below 0, below -epsilon to a NaN step: clamped at 0
+        // (a NaN passes through).
+        const C var = mean_square - mean_grad * mean_grad;
+        denom = (var < C(0) ? C(0) : var) + h.epsilon;
       }
       step = P(h.lr) * P(g) / math::sqrt(P(denom));
       if ((Slots & 4) && h.momentum != C(0)) {

@@ -10,7 +10,7 @@ class RMSprop(Optimizer):
     ::
 
         v = rho * v + (1 - rho) * g^2
-        centered: a = rho * a + (1 - rho) * g;  d = v - a^2 + epsilon
+        centered: a = rho * a + (1 - rho) * g;  d = max(v - a^2, 0) + epsilon
         else:     d = v + epsilon
         inc = lr * g / sqrt(d)
         momentum > 0: b = momentum * b + inc; p -= b
@@ -19,6 +19,10 @@ class RMSprop(Optimizer):
     Keras defaults: learning_rate=0.001, rho=0.9, momentum=0.0,
     epsilon=1e-7, centered=False. PyTorch calls rho ``alpha`` (default
     0.99), uses eps=1e-8 outside the square root and lr=0.01.
+
+    The centered variance v - a^2 is clamped at 0: it is >= 0 in exact
+    arithmetic, but where the gradient barely varies it is rounding only and
+    can fall below 0 (below -epsilon Keras' formula gives a NaN step).
     """
 
     _rule = Opt.RMSprop

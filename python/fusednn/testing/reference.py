@@ -223,7 +223,7 @@ def rmsprop_update(p, g, s, lr, t, *, rho, momentum, epsilon, centered):
     """RMSprop (Hinton, Coursera lecture 6e; centered: Graves 2013), Keras form:
 
         v   = rho*v + (1-rho)*g^2
-        centered:  a = rho*a + (1-rho)*g;  den = v - a^2 + epsilon
+        centered:  a = rho*a + (1-rho)*g;  den = max(v - a^2, 0) + epsilon
         otherwise:                         den = v + epsilon
         inc = lr*g / sqrt(den)
         momentum > 0:  mom = momentum*mom + inc;  p = p - mom
@@ -235,7 +235,8 @@ def rmsprop_update(p, g, s, lr, t, *, rho, momentum, epsilon, centered):
     if centered:
         a = rho * s["average_gradient"] + (1 - rho) * g
         new["average_gradient"] = a
-        den = v - a * a + epsilon
+        # v - a^2 >= 0 exactly; rounding can take it below 0 (clamped, as csrc)
+        den = np.maximum(v - a * a, 0.0) + epsilon
     else:
         den = v + epsilon
     inc = lr * g / np.sqrt(den)
