@@ -44,7 +44,15 @@ __all__ = [
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing.
+
+    ``rank_zero_only``: in ``fit(distributed=True)`` a callback with this
+    class attribute True runs on rank 0 only (ModelCheckpoint,
+    BackupAndRestore, CSVLogger and TensorBoard, which write files); set it
+    on a callback of your own that writes or prints.
+    """
+
+    rank_zero_only = False
 
     def __init__(self):
         self.model = None
@@ -461,6 +469,8 @@ class ModelCheckpoint(Callback):
     file is written at exactly the formatted path).
     """
 
+    rank_zero_only = True  # it writes files
+
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
                  save_weights_only=False, mode="auto", save_freq="epoch",
                  initial_value_threshold=None):
@@ -636,6 +646,8 @@ class BackupAndRestore(Callback):
     batch (Keras restarts the epoch); ``delete_checkpoint`` removes the
     backups, not all of `backup_dir`.
     """
+
+    rank_zero_only = True  # it writes files
 
     def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint=True, *,
                  double_checkpoint=False):
@@ -847,6 +859,8 @@ class CSVLogger(Callback):
     does not.
     """
 
+    rank_zero_only = True  # it writes files
+
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
         c = "CSVLogger"
@@ -1021,6 +1035,8 @@ class TensorBoard(Callback):
     30 equal-width buckets, tf.summary.histogram's default. Without the
     tensorboard package, creating the callback raises ImportError naming it.
     """
+
+    rank_zero_only = True  # it writes files
 
     def __init__(self, log_dir="logs", histogram_freq=0, write_graph=False, write_images=False,
                  write_steps_per_second=False, update_freq="epoch", profile_batch=0,

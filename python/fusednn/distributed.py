@@ -50,8 +50,10 @@ import time
 
 import numpy as np
 
+from . import ops
 from ._arrays import array_module, is_array, is_cupy, to_host
 from ._validate import check_float, check_int
+from .layers import BatchNormalization
 
 __all__ = ["init", "is_initialized", "rank", "size", "local_rank", "barrier", "allreduce",
            "broadcast", "broadcast_object", "broadcast_model", "average_metrics",
@@ -548,10 +550,7 @@ def broadcast_model(model, root: int = 0) -> None:
     caller = "fd.distributed.broadcast_model"
     w = _need(caller)
     root = _check_root(caller, root, w)
-    from .models import Sequential
-
-    if not isinstance(model, Sequential):
-        raise TypeError(f"{caller}: model must be a fd.Sequential, got {type(model).__name__}")
+    _check_model(caller, model)
     if not model.built:
         raise ValueError(f"{caller}: model is not built; build it (or give it an input shape) "
                          f"on every rank first")
@@ -642,9 +641,14 @@ def average_metrics(logs: dict) -> dict:
     return {**logs, **{k: float(v) for k, v in zip(keys, buf)}}
 
 
-def _batchnorm_layers(model):
-    from .layers import BatchNormalization
+def _check_model(caller, model):
+    """TypeError unless model is a fusednn model (read by what it has, so that
+    this module, which fusednn.models uses, does not import it)."""
+    if not all(hasattr(model, a) for a in ("layers", "weights", "built", "optimizer")):
+        raise TypeError(f"{caller}: model must be a fd.Sequential, got {type(model).__name__}")
 
+
+def _batchnorm_layers(model):
     return [la for la in model.layers if isinstance(la, BatchNormalization) and la.built]
 
 
@@ -657,10 +661,7 @@ def average_batchnorm_statistics(model) -> None:
     permutation."""
     caller = "fd.distributed.average_batchnorm_statistics"
     w = _need(caller)
-    from .models import Sequential
-
-    if not isinstance(model, Sequential):
-        raise TypeError(f"{caller}: model must be a fd.Sequential, got {type(model).__name__}")
+    _check_model(caller, model)
     arrays = []
     for la in _batchnorm_layers(model):
         arrays += [la.moving_mean, la.moving_variance]
@@ -703,8 +704,6 @@ def sync_batchnorm_forward(x, dense, bn, activation, rate, alpha, seed, step, ac
     inference form with (mu, var) in place of the moving statistics, and
     the moving statistics are updated from (mu, var) by the layer's
     convention (the torch one's unbiased variance uses N). Returns (y, ctx)."""
-    from . import ops
-
     w = _sync_world
     xp = array_module(x)
     dctx = None
@@ -762,8 +761,6 @@ def sync_batchnorm_backward(dy, ctx, need_dx=True):
     them with the other gradients). The fused op's inference backward gives
     gamma invstd dz and both sums in one call. dw, db are None without a
     Dense (and dx when ``need_dx=False``)."""
-    from . import ops
-
     w = _sync_world
     xp = array_module(dy)
     dx_plain, dgamma, dbeta = ops.batchnorm_backward(dy, ctx.bn_ctx)
@@ -870,14 +867,11 @@ class FitSession:
         return ShardedArrayBatches(x, y, w, batch_size, self.rank, self.size)
 
     def callbacks(self, cbs):
-        """The callbacks this rank runs: the ones that write files run on
-        rank 0 only."""
-        from .callbacks import BackupAndRestore, CSVLogger, ModelCheckpoint, TensorBoard
-
+        """The callbacks this rank runs: the ones marked ``rank_zero_only``
+        (those that write files) run on rank 0 only."""
         if self.rank == 0:
             return cbs
-        writers = (ModelCheckpoint, BackupAndRestore, CSVLogger, TensorBoard)
-        return [cb for cb in cbs if not isinstance(cb, writers)]
+        return [cb for cb in cbs if not getattr(cb, "rank_zero_only", False)]
 
     def verbose(self, verbose):
         return verbose if self.rank == 0 else 0
