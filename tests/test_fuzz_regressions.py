@@ -331,3 +331,37 @@ def test_load_refuses_a_nul_byte_in_the_path(tmp_path):
     # was FileNotFoundError "no such file"; no file system has such a name
     with pytest.raises(ValueError, match=r"path contains a NUL byte"):
         fd.models.load(str(tmp_path / "m.safetensors") + "\x00x")
+
+
+# ------------------------------------------- found by the release fuzz runs
+
+def test_optimizer_refuses_one_torch_tensor_passed_twice():
+    # Each torch tensor becomes a NumPy view of its own, so the same tensor
+    # twice passed the identity check: now the memory is compared.
+    torch = pytest.importorskip("torch")
+    t = torch.zeros(3)
+    with pytest.raises(ValueError, match=r"params\[1\] is params\[0\]"):
+        fd.optimizers.Adagrad().apply([torch.ones(3), torch.ones(3)], [t, t],
+                                      trainable=[False, False])
+
+
+def test_optimizer_refuses_a_copied_parameter_that_is_another_gradient():
+    # params[1] (Fortran order, stepped through a copy) was also grads[0]:
+    # the write-back changed grads[0] after the kernels had read it.
+    p0 = np.zeros((2, 3), np.float32)
+    p1 = np.asfortranarray(np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"params\[1\] shares memory with grads\[0\]"):
+        fd.optimizers.Ftrl(learning_rate=0.01).apply([p1, np.ones((2, 3), np.float32)], [p0, p1])
+    np.testing.assert_array_equal(p1, 1.0)
+
+
+def test_float32_parameters_refuse_an_epsilon_that_is_0_there():
+    # epsilon=1e-300 is 0 in float32: a zero gradient stepped by 0 / 0 = NaN.
+    p = np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match=r"epsilon=1e-300 is 0 in float32"):
+        fd.optimizers.Adam(learning_rate=0.0, epsilon=1e-300).apply([np.zeros(3, np.float32)],
+                                                                     [p])
+    assert not np.isnan(p).any()
+    q = np.zeros(3)
+    fd.optimizers.Adam(learning_rate=0.0, epsilon=1e-300).apply([np.zeros(3)], [q])
+    np.testing.assert_array_equal(q, 0.0)  # float64 holds it

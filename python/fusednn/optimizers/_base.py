@@ -33,6 +33,18 @@ from .._validate import _FLOAT_CHARS, c_array, check_float, check_unit  # noqa: 
 
 
 _F32_INF = 2.0**128 * (1 - 2.0**-25)  # the smallest double that rounds to float32 inf
+
+
+def _array_key(a):
+    """What makes two arguments the same array: their memory and layout (one
+    torch tensor passed twice becomes two NumPy views of it, see
+    fusednn._foreign), else the object."""
+    if a.size:
+        iface = getattr(a, "__array_interface__", None) or \
+            getattr(a, "__cuda_array_interface__", None)
+        if iface is not None:
+            return (iface["data"][0], tuple(a.shape), tuple(a.strides), a.dtype.str)
+    return id(a)
 _TENSOR_INDEX = re.compile(r"\b(params|grads|slots)\[(\d+)\]")
 
 
@@ -172,15 +184,16 @@ class Optimizer:
         pens = self._per_tensor(caller, "penalties", penalties, count, self._check_penalty)
         cons = self._per_tensor(caller, "constraints", constraints, count, self._check_constraint)
         dtype = params[0].dtype if count else None
-        if len({id(p) for p in params}) < count:
+        keys = [_array_key(p) for p in params]
+        if len(set(keys)) < count:
             # One array twice (trainable or not): which of its updates, or its
             # freezing, should win is undefined.
             seen = {}
-            for i, p in enumerate(params):
-                if id(p) in seen:
-                    raise ValueError(f"{caller}: params[{i}] is params[{seen[id(p)]}]; each "
+            for i, key in enumerate(keys):
+                if key in seen:
+                    raise ValueError(f"{caller}: params[{i}] is params[{seen[key]}]; each "
                                      f"parameter must be passed once")
-                seen[id(p)] = i
+                seen[key] = i
         for i in range(count):
             p = params[i]
             if p.dtype.char not in _FLOAT_CHARS:
@@ -218,6 +231,12 @@ class Optimizer:
                 if v >= _F32_INF:
                     raise ValueError(f"{type(self).__name__}: {name}={v!r} is beyond the range "
                                      f"of float32, the dtype of the parameters")
+            eps = getattr(self, "epsilon", None)
+            if eps is not None and eps > 0 and np.float32(eps) == 0:
+                # epsilon must be > 0 (a zero gradient would step by 0 / 0 = NaN)
+                raise ValueError(f"{type(self).__name__}: epsilon={eps!r} is 0 in float32, the "
+                                 f"dtype of the parameters; it must be > 0 there (at least "
+                                 f"about 1e-45)")
         step = _C.OptStep()
         for name, value in self._step_fields(lr, t).items():
             setattr(step, name, value)
@@ -277,8 +296,8 @@ class Optimizer:
             return  # CuPy: its arrays come from fusednn's own allocations or the user's
         for name, others in (("params", params), ("grads", grads)):
             for j, q in enumerate(others):
-                if (name == "params" and j == i) or (name == "grads" and q is p):
-                    continue
+                if j == i and (name == "params" or q is p):
+                    continue  # itself, or its own gradient (which it may be)
                 if isinstance(q, np.ndarray) and np.may_share_memory(p, q):
                     raise ValueError(f"{caller}: params[{i}] shares memory with {name}[{j}]; "
                                      f"a parameter is updated in place and must not overlap "
