@@ -365,3 +365,12 @@ def test_float32_parameters_refuse_an_epsilon_that_is_0_there():
     q = np.zeros(3)
     fd.optimizers.Adam(learning_rate=0.0, epsilon=1e-300).apply([np.zeros(3)], [q])
     np.testing.assert_array_equal(q, 0.0)  # float64 holds it
+
+
+@pytest.mark.parametrize("convention", [[], {}, ["keras"]])
+def test_batchnorm_convention_of_an_unhashable_type_names_it(convention):
+    # TypeError: unhashable type: 'list', from the lookup, naming nothing.
+    x = np.zeros((2, 1), np.float32)
+    with pytest.raises(ValueError, match=r"convention must be 'keras' or 'torch'"):
+        fd.ops.batchnorm_forward(x, None, None, np.zeros(1, np.float32), np.ones(1, np.float32),
+                                 training=False, convention=convention)

@@ -153,7 +153,7 @@ def _bn_options(caller, backend, batch, n, dtype, gamma, beta, moving_mean, movi
                          f"which are None")
     momentum = check_float(caller, "momentum", momentum, low=0.0, high=1.0)
     epsilon = check_float(caller, "epsilon", epsilon, low=0.0, low_open=True)
-    if convention not in _CONVENTIONS:
+    if not isinstance(convention, str) or convention not in _CONVENTIONS:
         raise ValueError(f"{caller}: convention must be 'keras' or 'torch', got {convention!r}")
     if training and batch == 1 and convention == "torch":
         raise ValueError(f"{caller}: expected more than 1 sample per feature when training with "
