@@ -374,3 +374,29 @@ def test_batchnorm_convention_of_an_unhashable_type_names_it(convention):
     with pytest.raises(ValueError, match=r"convention must be 'keras' or 'torch'"):
         fd.ops.batchnorm_forward(x, None, None, np.zeros(1, np.float32), np.ones(1, np.float32),
                                  training=False, convention=convention)
+
+
+def test_a_zero_penalty_term_is_left_out():
+    # As Keras' L1L2 leaves out a zero term: (l1, 0) on an infinite parameter
+    # added 2 * 0 * inf = NaN to its gradient; (0, 0) already added nothing.
+    for pen in [(0.0, 0.0), (0.01, 0.0), (0.0, 0.1)]:
+        p = [np.array([-np.inf, 1.0], np.float32)]
+        g = [np.array([np.inf, 0.5], np.float32)]
+        cfg = {"learning_rate": 0.001}
+        with np.errstate(invalid="ignore"):
+            ref, _ = R.optimizer_step("SGD", cfg, g, p, R.optimizer_init("SGD", cfg, p), 0,
+                                      penalties=[pen])
+        fd.optimizers.SGD(**cfg).apply(g, p, penalties=[pen])
+        np.testing.assert_allclose(p[0], ref[0].astype(np.float32), rtol=1e-6)
+        assert (np.isnan(p[0]) == np.isnan(ref[0])).all(), pen
+
+
+def test_leaky_relu_without_slope_is_nan_at_minus_inf_forward_and_backward():
+    # alpha = 0: f(-inf) = 0 * -inf = NaN, and the backward, which reads that
+    # output, carries the NaN on (the check took the reference's f' = 0).
+    x = np.array([-np.inf, -1.0, 2.0], np.float32)
+    y, ctx = fd.ops.activation_forward(x, "leaky_relu", alpha=0.0)
+    dx = fd.ops.activation_backward(np.zeros(3, np.float32), ctx)
+    assert np.isnan(y[0]) and np.isnan(dx[0])
+    np.testing.assert_array_equal(y[1:], [0.0, 2.0])
+    np.testing.assert_array_equal(dx[1:], [0.0, 0.0])

@@ -363,9 +363,10 @@ def kernel_activation_grad(z, canon, ref):
     """f'(z) of the reference as the kernels define it (csrc's activation.h)
     where the two differ on purpose:
 
-    - at a NaN z, f'(z) is NaN for every activation but linear (a NaN
-      propagates through training instead of vanishing), where the
-      reference's comparisons give e.g. relu'(NaN) = 0;
+    - at a NaN z, and where f(z) itself is NaN (0 * inf at an infinite z),
+      f'(z) is NaN for every activation but linear (a NaN propagates
+      through training instead of vanishing), where the reference's
+      comparisons give e.g. relu'(NaN) = 0;
     - where the formula of swish or tanh-GELU overflows float64 at a finite
       z (beta z or z^3: inf * 0 = NaN), the term with sigma (1 - sigma) is 0,
       as the kernels drop it: f'(z) is its saturated value, not NaN.
@@ -374,7 +375,9 @@ def kernel_activation_grad(z, canon, ref):
     with np.errstate(all="ignore"):
         fp = np.array(R.activation_grad(z, canon, **ref), dtype=np.float64)
         if canon != "linear":
-            fp[np.isnan(z)] = np.nan
+            # also where the forward itself is NaN at an infinite z (0 * inf:
+            # leaky_relu with alpha = 0, gelu and swish at -inf)
+            fp[np.isnan(z) | np.isnan(R.activation(z, canon, **ref))] = np.nan
         fix = np.isfinite(z) & np.isnan(fp)
         if canon == "swish":
             bz = ref.get("beta", 1.0) * z

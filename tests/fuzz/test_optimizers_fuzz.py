@@ -158,6 +158,22 @@ def tensors(draw, dtype, count, special):
     return params, grads
 
 
+def _refused_for_dtype(kwargs, dtype):
+    """The valid options a step on `dtype` parameters refuses: for float32, a
+    learning rate or epsilon beyond float32's range (inf there), and an
+    epsilon > 0 that is 0 in float32."""
+    if dtype != np.float32:
+        return []
+    over = [k for k in ("learning_rate", "epsilon") if k in kwargs and not callable(kwargs[k])
+            and float(kwargs[k]) >= F32_INF]
+    if over:
+        return over
+    eps = kwargs.get("epsilon")
+    if eps is not None and 0 < float(eps) and np.float32(eps) == 0:
+        return ["epsilon"]
+    return []
+
+
 def _centered_rounding(name, kwargs, state, p_ref, before, dtype):
     """Per parameter, a bound on the step's error that comes from centered
     RMSprop's denominator alone: d = max(v - a^2, 0) + epsilon, where v and
@@ -201,14 +217,8 @@ def test_optimizer_apply(data):
     count = data.draw(st.integers(1, 4))
     special = data.draw(st.booleans())
     p0, g0 = data.draw(tensors(dtype, count, special), "tensors")
-    if dtype == np.float32 and not step_errors:
-        over = [k for k in ("learning_rate", "epsilon") if k in kwargs and not callable(kwargs[k])
-                and float(kwargs[k]) >= F32_INF]
-        if over:
-            step_errors = over  # refused: inf in the float32 kernels
-        elif "epsilon" in kwargs and 0 < float(kwargs["epsilon"]) and \
-                np.float32(kwargs["epsilon"]) == 0:
-            step_errors = ["epsilon"]  # refused: 0 in the float32 kernels
+    if not step_errors:
+        step_errors = _refused_for_dtype(kwargs, dtype)
     trainable = data.draw(st.one_of(st.none(), st.lists(st.booleans(), min_size=count,
                                                         max_size=count)))
     penalties = data.draw(st.one_of(st.none(), st.lists(st.one_of(
@@ -390,8 +400,7 @@ def test_apply_gradients(data):
     """apply_gradients(pairs) is apply(grads, params) on the same values."""
     name, kwargs, bad = data.draw(optimizers())
     dtype = data.draw(float_dtypes)
-    if bad or (dtype == np.float32 and any(float(kwargs.get(k, 0.0)) >= F32_INF
-                                           for k in ("learning_rate", "epsilon"))):
+    if bad or _refused_for_dtype(kwargs, dtype):
         return  # (refused: test_optimizer_apply)
     count = data.draw(st.integers(1, 3))
     p0, g0 = data.draw(tensors(dtype, count, data.draw(st.booleans())))

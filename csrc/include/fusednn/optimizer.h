@@ -3,7 +3,7 @@
 // python/fusednn/optimizers/ for the docstrings and the PyTorch differences).
 //
 // One step of one element, in the order Keras applies them:
-//   1. g += l1 * sign(p) + 2 * l2 * p      penalties of the chosen tensor
+//   1. g += l1 * sign(p) + 2 * l2 * p      penalties of the chosen tensor (zero terms left out)
 //   2. g *= clip_scale, or g = clip(g, -clipvalue, clipvalue)
 //   3. p -= decay * p                      decoupled weight decay, decay = lr * wd
 //   4. the optimizer's rule on (p, g, slots)
@@ -135,14 +135,15 @@ FUSEDNN_HD C opt_max_norm_scale(C sumsq, C max_value) {
 // Steps 1-2: the gradient the rule sees. `scale` is the clipnorm /
 // global_clipnorm factor (1 when unused); `clipvalue` the Clip::Value bound
 // (+inf when unused). Branch-free on purpose: a select on a loop-invariant
-// flag keeps GCC from vectorising the loop; with l1 = l2 = 0 the penalty
-// adds an exact zero for a finite p (callers without a penalty pass p = 0:
-// 0 * p is NaN for a NaN or inf p). Without penalties and clipvalue it is
+// flag keeps GCC from vectorising the loop. A zero coefficient adds nothing,
+// as in Keras' L1L2 (which leaves out a zero term): not 0 * p, which is NaN
+// for an infinite p (selects on the coefficients, which vectorise); callers
+// without a penalty also pass p = 0. Without penalties and clipvalue it is
 // g * scale, and the CPU loop then skips it (a third of an Adam step's
 // instructions).
 template <typename C>
 FUSEDNN_HD C opt_effective_grad(C g, C p, C l1, C l2, C scale, C clipvalue) {
-  g += l1 * opt_detail::sign(p) + C(2) * l2 * p;
+  g += (l1 != C(0) ? l1 * opt_detail::sign(p) : C(0)) + (l2 != C(0) ? C(2) * l2 * p : C(0));
   // NaN stays NaN: neither comparison holds.
   g = g > clipvalue ? clipvalue : g;
   g = g < -clipvalue ? -clipvalue : g;

@@ -387,9 +387,15 @@ def optimizer_init(name, config, params):
 
 
 def penalty_gradient(p, l1=0.0, l2=0.0):
-    """d/dp of l1*sum|p| + l2*sum p^2 (Keras' L1L2 regularizer): l1*sign(p) + 2*l2*p."""
+    """d/dp of l1*sum|p| + l2*sum p^2 (Keras' L1L2 regularizer): l1*sign(p) + 2*l2*p.
+    A zero coefficient adds nothing (not 0 * inf = NaN at an infinite p)."""
     p = _f64(p)
-    return l1 * np.sign(p) + 2.0 * l2 * p
+    g = np.zeros_like(p)
+    if l1:
+        g = g + l1 * np.sign(p)
+    if l2:
+        g = g + 2.0 * l2 * p
+    return g
 
 
 def clip_gradients(grads, clipvalue=None, clipnorm=None, global_clipnorm=None):
