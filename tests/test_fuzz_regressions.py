@@ -400,3 +400,22 @@ def test_leaky_relu_without_slope_is_nan_at_minus_inf_forward_and_backward():
     assert np.isnan(y[0]) and np.isnan(dx[0])
     np.testing.assert_array_equal(y[1:], [0.0, 2.0])
     np.testing.assert_array_equal(dx[1:], [0.0, 0.0])
+
+
+def test_l1_penalty_on_a_nan_parameter_is_nan_as_the_reference():
+    # Found by the ci fuzz run: the kernels' sign(NaN) was 0, so an L1 penalty
+    # on a NaN parameter added nothing and clipnorm's norm stayed finite;
+    # np.sign (and Keras' ops.sign) give NaN, which the norm then carries.
+    cfg = {"learning_rate": 0.0, "clipnorm": 0.001}
+    p = [np.zeros(3, np.float32)]
+    g = [np.array([np.inf, 0.0, 0.0], np.float32)]
+    ref = [x.astype(np.float64) for x in p]
+    state = R.optimizer_init("Adagrad", cfg, ref)
+    opt = fd.optimizers.Adagrad(**cfg)
+    for k in range(2):
+        with np.errstate(invalid="ignore"):
+            ref, state = R.optimizer_step("Adagrad", cfg, g, ref, state, k,
+                                          penalties=[(0.01, 0.0)])
+        opt.apply(g, p, penalties=[(0.01, 0.0)])
+        np.testing.assert_array_equal(np.isnan(p[0]), np.isnan(ref[0]), err_msg=f"step {k}")
+    assert np.isnan(p[0]).all()

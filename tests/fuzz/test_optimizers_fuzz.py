@@ -309,6 +309,10 @@ def test_optimizer_apply(data):
             gvals = [np.array(to_np(g), dtype=np.float64) for g in grads]
         else:
             for i, g in enumerate(grads):
+                if alias == "cross" and any(g is p for p in params):
+                    # a frozen parameter's gradient that is another (updated)
+                    # parameter: never read, and it moves with that parameter
+                    continue
                 np.testing.assert_array_equal(np.array(to_np(g)), gcopies[i],
                                               err_msg=f"grads[{i}] was written")
 

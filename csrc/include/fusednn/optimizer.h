@@ -96,9 +96,11 @@ struct OptTensor {
 
 namespace opt_detail {
 
+// sign(NaN) is NaN, as np.sign and Keras' ops.sign: an L1 penalty on a NaN
+// parameter carries the NaN into its gradient (and a clipping norm).
 template <typename C>
 FUSEDNN_HD C sign(C x) {
-  return x > C(0) ? C(1) : (x < C(0) ? C(-1) : C(0));
+  return x > C(0) ? C(1) : (x < C(0) ? C(-1) : (x == x ? C(0) : x));
 }
 
 template <typename C>

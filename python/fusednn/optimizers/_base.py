@@ -43,7 +43,9 @@ def _array_key(a):
         iface = getattr(a, "__array_interface__", None) or \
             getattr(a, "__cuda_array_interface__", None)
         if iface is not None:
-            return (iface["data"][0], tuple(a.shape), tuple(a.strides), a.dtype.str)
+            strides = iface.get("strides")
+            return (iface["data"][0], tuple(iface["shape"]),
+                    None if strides is None else tuple(strides), iface.get("typestr"))
     return id(a)
 _TENSOR_INDEX = re.compile(r"\b(params|grads|slots)\[(\d+)\]")
 
