@@ -419,3 +419,15 @@ def test_l1_penalty_on_a_nan_parameter_is_nan_as_the_reference():
         opt.apply(g, p, penalties=[(0.01, 0.0)])
         np.testing.assert_array_equal(np.isnan(p[0]), np.isnan(ref[0]), err_msg=f"step {k}")
     assert np.isnan(p[0]).all()
+
+
+def test_tanh_derivative_comes_from_the_rounded_output():
+    # Found by the sixth release run (the check's error): tanh(10) is 1 in
+    # float32, and f' = 1 - y^2 (from the output, as torch computes it) is 0
+    # there, so an infinite dy gives NaN, not the float64 reference's inf;
+    # finite dy gives 0, within float32's rounding of f'(10) = 8.2e-9.
+    y, ctx = fd.ops.activation_forward(np.array([10.0, 0.5], np.float32), "tanh")
+    assert y[0] == 1.0
+    dx = fd.ops.activation_backward(np.array([np.inf, 1.0], np.float32), ctx)
+    assert np.isnan(dx[0])
+    assert dx[1] == pytest.approx(1 - np.tanh(0.5) ** 2, rel=1e-6)

@@ -82,7 +82,9 @@ def test_activation(data):
         finite_dy = np.abs(dyv[np.isfinite(dyv)]).astype(np.float64)
     with np.errstate(over="ignore"):  # an inf scale: no finite bound on dx
         scale = (finite_dy.max() if finite_dy.size else 0.0) * lipschitz(canon, ref)
-    assert_close(dx, ref_dx, 4 * RTOL[dtype], "dx", scale=scale, dtype=dtype)
+    # an infinite dy times an f' that rounds to 0 in the kernel's dtype (tanh and
+    # sigmoid take it from the rounded output) is NaN where the reference has inf
+    assert_close(dx, ref_dx, 4 * RTOL[dtype], "dx", scale=scale, dtype=dtype, nonfinite="any")
 
 
 @given(st.data())

@@ -408,11 +408,12 @@ def clip_gradients(grads, clipvalue=None, clipnorm=None, global_clipnorm=None):
     grads = [_f64(g) for g in grads]
     if clipvalue is not None:
         return [np.clip(g, -clipvalue, clipvalue) for g in grads]
+    # g * (v / max(n, v)): the factor first, so that g * v cannot overflow
     if clipnorm is not None:
-        return [g * clipnorm / max(math.sqrt(float(np.sum(g * g))), clipnorm) for g in grads]
+        return [g * (clipnorm / max(math.sqrt(float(np.sum(g * g))), clipnorm)) for g in grads]
     if global_clipnorm is not None:
         norm = math.sqrt(sum(float(np.sum(g * g)) for g in grads))
-        return [g * global_clipnorm / max(norm, global_clipnorm) for g in grads]
+        return [g * (global_clipnorm / max(norm, global_clipnorm)) for g in grads]
     return grads
 
 
