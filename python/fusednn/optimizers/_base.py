@@ -36,10 +36,12 @@ _F32_INF = 2.0**128 * (1 - 2.0**-25)  # the smallest double that rounds to float
 
 
 def _array_key(a):
-    """What makes two arguments the same array: their memory and layout (one
-    torch tensor passed twice becomes two NumPy views of it, see
-    fusednn._foreign), else the object."""
-    if a.size:
+    """What makes two arguments the same array: for a view, its memory and
+    layout (one torch tensor passed twice becomes two NumPy views of it, see
+    fusednn._foreign); else the object (an array that owns its memory, as a
+    layer's weights do, shares it with no other: the cheap key on the step's
+    path)."""
+    if a.size and getattr(a, "base", None) is not None:
         iface = getattr(a, "__array_interface__", None) or \
             getattr(a, "__cuda_array_interface__", None)
         if iface is not None:
@@ -186,16 +188,15 @@ class Optimizer:
         pens = self._per_tensor(caller, "penalties", penalties, count, self._check_penalty)
         cons = self._per_tensor(caller, "constraints", constraints, count, self._check_constraint)
         dtype = params[0].dtype if count else None
-        keys = [_array_key(p) for p in params]
-        if len(set(keys)) < count:
-            # One array twice (trainable or not): which of its updates, or its
-            # freezing, should win is undefined.
-            seen = {}
-            for i, key in enumerate(keys):
-                if key in seen:
-                    raise ValueError(f"{caller}: params[{i}] is params[{seen[key]}]; each "
-                                     f"parameter must be passed once")
-                seen[key] = i
+        # One array twice (trainable or not): which of its updates, or its
+        # freezing, should win is undefined.
+        seen = {}
+        for i, p in enumerate(params):
+            key = _array_key(p)
+            if key in seen:
+                raise ValueError(f"{caller}: params[{i}] is params[{seen[key]}]; each "
+                                 f"parameter must be passed once")
+            seen[key] = i
         for i in range(count):
             p = params[i]
             if p.dtype.char not in _FLOAT_CHARS:
