@@ -51,9 +51,15 @@ struct Tile {
   int64_t r0, rows, c0, cols;
 };
 
-// FMAs per tile at least: about 40 us of one core, so a tile pays for its
-// claim, its wake-up and its re-packing.
-constexpr int64_t kGemmGrain = int64_t(1) << 21;
+// FMAs per tile at least: about 12 us of one AVX-512 core, so a tile pays
+// for its claim and its re-packing. Between the kernels of a training step
+// the pool's workers are awake (they spin after their last chunk), and a
+// handoff costs about a microsecond; a sleeping or descheduled worker costs
+// nothing but the wake-up call, as the caller claims the chunks itself. At
+// 2^21 the 128 x 100 x 100 products of a batch-128 step through 100-wide
+// layers (29 us on one core) stayed on one core and the step took 1.2x as
+// long; below 2^18 the extra re-packing starts to show.
+constexpr int64_t kGemmGrain = int64_t(1) << 19;
 // Rows per row tile at least: each re-packs all of B, which stays under ~7%
 // of the tile's work. Columns per column tile at least: each re-packs all of
 // A, which is small when there are few rows (the case column tiles are for).
