@@ -50,11 +50,12 @@ class threads:
         fd.set_num_threads(self.old)
 
 
-# Row tiles (m large), column tiles (m small, n large), K slices (m small, k
-# large), and one piece.
+# Row tiles (m large), column tiles (m small, n large; or n > m, both
+# large: (256, 300, 1024)), K slices (m small, k large), and one piece; the
+# backward's products (dx = dz w^T, dw = x^T dz) cut the other ways.
 # (1024, 512, 1024) is 2^29 FMAs: NumPy's BLAS where it was found.
 GEMM_SHAPES = [(512, 256, 300), (40, 200, 2048), (32, 3072, 100), (40, 1024, 2048),
-               (32, 100, 100), (1000, 3, 7), (1024, 512, 1024)]
+               (32, 100, 100), (1000, 3, 7), (256, 300, 1024), (1024, 512, 1024)]
 
 
 @pytest.mark.parametrize("m,k,n", GEMM_SHAPES)
@@ -73,6 +74,11 @@ def test_tiled_gemm_against_float64(m, k, n, nthreads):
     expect, _ = ref.dense_forward(x, w, b, "elu")
     y_elu = out[0]
     assert np.max(np.abs(y_elu - expect)) <= 1e-5 * scale
+    dy = rng.standard_normal((m, n)).astype(np.float32)
+    with threads(nthreads):
+        dx, dw, db = fd.ops.dense_backward(dy, out[1])
+    for got, want in zip((dx, dw, db), ref.dense_backward(dy, x, w, b, "elu")):
+        assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
 
 
 def test_reductions_give_the_same_bits_at_any_thread_count():
