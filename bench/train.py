@@ -30,7 +30,10 @@ median); samples/s = samples per epoch / median epoch time. The roofline is
 the GEMM work: 2 x batch x in x out FLOPs per layer forward and twice that
 backward (the first layer's dx is not needed), against the rate of a bare
 1024^3 sgemm (fusednn._C.gemm) timed interleaved with the contenders;
-"of sgemm" = the GEMM FLOP/s fusednn achieves / that rate. The 100-wide
+"of sgemm" = the GEMM FLOP/s fusednn achieves / that rate, "torch of
+sgemm" the same for PyTorch's step (the ratio to PyTorch is the quotient of
+the two: where both are near the roofline, as on the wide net, no
+implementation can lead by more than 1 / PyTorch's fraction). The 100-wide
 layers are small GEMMs that no BLAS runs at the 1024^3 rate, and at batch
 32 the per-call overhead dominates: there the fraction measures how far
 small GEMMs and overhead keep the step from the machine's peak.
@@ -51,7 +54,6 @@ import argparse
 import math
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -72,7 +74,8 @@ CHARTS = {
               "ratios": [("vs_torch", "vs torch"), ("vs_jax", "vs JAX jit"),
                          ("vs_numpy", "vs NumPy (CuPy on GPU)"),
                          ("vs_layers", "compiled / layer by layer")],
-              "fractions": [("of_sgemm", "GEMM FLOP/s of sgemm")]},
+              "fractions": [("of_sgemm", "GEMM FLOP/s of sgemm"),
+                            ("torch_of_sgemm", "torch's GEMM FLOP/s of sgemm")]},
     "predict": {"labels": lambda r: f"{r['net']} net, batch {r['batch']}",
                 "ratios": [("vs_layers", "compiled / layer by layer")],
                 "fractions": []}}
@@ -411,6 +414,9 @@ def result_row(net, batch, n, t, gemm_flops):
         if peer in t:
             row[f"{peer}_sps"] = round(n / t.median(peer))
             row[f"vs_{peer}"] = round(t.ratio(peer, "fusednn"), 2)
+    if "torch" in t:
+        row["torch_of_sgemm"] = round(n / t.median("torch") * gemm_flops_per_sample(net) / rate,
+                                      3)
     return row
 
 
@@ -642,7 +648,7 @@ def main(argv=None):
             ("torch_sps", "torch samples/s"), ("jax_sps", "JAX jit samples/s"),
             ("numpy_sps", f"{peer} samples/s"), ("vs_torch", "vs torch"), ("vs_jax", "vs JAX"),
             ("vs_numpy", f"vs {peer}"), ("sgemm_gflops", "sgemm GFLOP/s"),
-            ("of_sgemm", "GEMM FLOP/s of sgemm")]
+            ("of_sgemm", "GEMM FLOP/s of sgemm"), ("torch_of_sgemm", "torch of sgemm")]
     print(f"\n{info['date']}, {info['cpu']}, {info['threads']} threads"
           + (f", {args.busy} busy processes beside" if args.busy else ""))
     print(markdown(rows, cols))
