@@ -408,3 +408,60 @@ def test_torch_tensors_in_fit_and_predict():
     np.testing.assert_array_equal(out.numpy(), a.predict(x))
     with pytest.raises(TypeError, match="requires grad"):
         a.predict(torch.from_numpy(x).requires_grad_())
+
+
+# --------------------------------------------- fit's gather of shuffled rows
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(50,), (50, 7), (50, 3, 5), (0, 4)])
+def test_take_rows_equals_numpy_indexing(dtype, shape):
+    from fusednn.models.batches import _take_rows
+
+    rng = np.random.default_rng(len(shape))
+    x = rng.normal(size=shape).astype(dtype)
+    n = shape[0]
+    for rows in [rng.integers(0, n, 40) if n else np.zeros(0, np.int64),  # repeats too
+                 np.arange(n)[::-1].copy(), np.zeros(0, np.int64),
+                 rng.permutation(n).astype(np.int32)]:
+        got = _take_rows(x)(rows)
+        assert got.dtype == x.dtype and got.shape == x[rows].shape
+        np.testing.assert_array_equal(got, x[rows])
+    # Fortran order, integers and lists go through NumPy's indexing
+    for other in [np.asfortranarray(rng.normal(size=(9, 4))), np.arange(9)]:
+        np.testing.assert_array_equal(_take_rows(other)(np.array([8, 0, 3])), other[[8, 0, 3]])
+
+
+def test_take_rows_refuses_what_it_cannot_do_safely():
+    from fusednn import _C
+
+    x = np.arange(24, dtype=np.float32).reshape(6, 4)
+    out = np.empty((2, 4), np.float32)
+    for rows in ([6, 0], [0, -1]):
+        with pytest.raises(ValueError, match="rows: index .* out of range for x's 6 rows"):
+            _C.take_rows(x, np.array(rows, np.int64), out)
+    with pytest.raises(TypeError, match="rows"):
+        _C.take_rows(x, np.array([0, 1], np.int32), out)
+    with pytest.raises(ValueError, match="out"):
+        _C.take_rows(x, np.array([0, 1], np.int64), np.empty((2, 5), np.float32))
+    with pytest.raises((TypeError, ValueError), match="out"):
+        _C.take_rows(x, np.array([0, 1], np.int64), np.empty((2, 4), np.float64))
+    with pytest.raises(ValueError, match="overlap"):
+        _C.take_rows(x, np.array([0, 1], np.int64), x[4:])
+    ro = np.empty((2, 4), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out"):
+        _C.take_rows(x, np.array([0, 1], np.int64), ro)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_threaded_gather_fit_equals_numpy_gather_fit(jit, monkeypatch):
+    """fit's shuffled batches by fusednn._C.take_rows train the very weights
+    that NumPy's x[idx] batches do."""
+    from fusednn.models import batches
+
+    x, y = _data(n=200)
+    a, b = _model(jit=jit, bn=True), _model(jit=jit, bn=True)
+    a.fit(x, y, batch_size=32, epochs=2, verbose=0, seed=3)
+    monkeypatch.setattr(batches, "_take_rows", lambda arr: arr.__getitem__)
+    b.fit(x, y, batch_size=32, epochs=2, verbose=0, seed=3)
+    for wa, wb in zip(_weights(a), _weights(b)):
+        np.testing.assert_array_equal(wa, wb)
