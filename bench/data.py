@@ -9,6 +9,12 @@ runs in another thread. Each contender trains one epoch of `--steps`
 batches; the contenders run in turn, round after round (bench/_harness.py),
 and each row gives its median epoch and the ratio to the in-memory epoch
 (1.00: no cost; the target for the prefetched generator is <= 1.10).
+
+Then the gather of a shuffled batch from arrays in memory, alone: NumPy's
+``x[idx]`` against fit's (fusednn.models.batches._take_rows, fusednn's
+threads) for 32, 128 and 1024 random rows of a 3072-wide float32 array of
+192 MiB (beyond the caches), with the roofline a threaded contiguous copy of
+as many bytes (fusednn._C.copy_into); GB/s count the bytes read and written.
 """
 
 from __future__ import annotations
@@ -77,6 +83,44 @@ def slow_batches(x, y, batch):
             yield x[idx], y[idx]
 
 
+def bench_gather(rounds, n=16384, features=3072, batches=(32, 128, 1024)):
+    """Rows of the gather table: each gather's GB/s and its fraction of the
+    copy roofline, interleaved (every batch of an epoch's permutation per
+    turn)."""
+    from fusednn import _C
+    from fusednn.models.batches import _take_rows
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, features), dtype=np.float32)
+    take = _take_rows(x)
+    rows = []
+    for batch in batches:
+        perm = rng.permutation(n)
+        starts = range(0, n - batch + 1, batch)
+        out = np.empty((batch, features), np.float32)
+
+        def gather(f):
+            def epoch():
+                for s in starts:  # each batch dropped before the next, as in fit
+                    f(perm[s:s + batch])
+            return epoch
+
+        def copy():
+            for s in starts:
+                _C.copy_into(out, x[s:s + batch])
+        fns = {"numpy": gather(x.__getitem__), "fusednn": gather(take), "copy": copy}
+        t = interleaved(fns, rounds, min_turn=0.1)
+        moved = 2 * len(starts) * out.nbytes
+        gbs = {k: moved / t.median(k) / 1e9 for k in fns}
+        rows.append({"batch": batch, "numpy_gbs": round(gbs["numpy"], 1),
+                     "fusednn_gbs": round(gbs["fusednn"], 1), "copy_gbs": round(gbs["copy"], 1),
+                     "numpy_of_copy": round(gbs["numpy"] / gbs["copy"], 2),
+                     "fusednn_of_copy": round(gbs["fusednn"] / gbs["copy"], 2),
+                     "vs_numpy": round(t.ratio("numpy", "fusednn"), 2)})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=100, help="batches per epoch")
@@ -129,6 +173,14 @@ def main(argv=None):
     print(markdown(rows, cols))
     print(f"\nJSON: {path}")
     chart(path, rows, info=info, **CHARTS["data"])
+    gather = bench_gather(args.rounds)
+    path = write_json("data-gather.json", {"machine": info, "rows": gather})
+    print("\nA shuffled batch's rows from a 192 MiB float32 array (16384 x 3072):")
+    print(markdown(gather, [("batch", "batch"), ("numpy_gbs", "NumPy x[idx] GB/s"),
+                            ("fusednn_gbs", "fit's gather GB/s"), ("copy_gbs", "copy GB/s"),
+                            ("numpy_of_copy", "NumPy of copy"),
+                            ("fusednn_of_copy", "fit's of copy"), ("vs_numpy", "vs NumPy")]))
+    print(f"\nJSON: {path}")
 
 
 if __name__ == "__main__":

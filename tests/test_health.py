@@ -16,13 +16,16 @@ def _xy(n=256, features=32, seed=0):
     return rng.normal(size=(n, features)).astype(np.float32), rng.integers(0, 10, n)
 
 
-def _fit(layers, every=4, epochs=1, jit="auto", **kw):
-    x, y = _xy()
+def _head():
     # every initializer seeded: an unseeded head made the ratio of the top and
     # bottom gradient std vary run to run (45x to 123x on the sigmoid net)
-    head = fd.layers.Dense(10, activation="softmax",
+    return fd.layers.Dense(10, activation="softmax",
                            kernel_initializer=fd.initializers.GlorotUniform(seed=0))
-    model = fd.Sequential(layers + [head])
+
+
+def _fit(layers, every=4, epochs=1, jit="auto", **kw):
+    x, y = _xy()
+    model = fd.Sequential(layers + [_head()])
     model.build((None, x.shape[1]))
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                   jit_compile=jit)
@@ -115,9 +118,7 @@ def test_recorded_steps_train_as_the_compiled_step():
 
 def test_diagnose_reports_without_changing_the_model():
     x, y = _xy()
-    head = fd.layers.Dense(10, activation="softmax",
-                           kernel_initializer=fd.initializers.GlorotUniform(seed=0))
-    model = fd.Sequential(_sigmoid_net() + [head])
+    model = fd.Sequential(_sigmoid_net() + [_head()])
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     model.build((None, 32))
     before = [w.copy() for w in model.get_weights()]

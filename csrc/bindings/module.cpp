@@ -6,7 +6,6 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
-#include <cstring>
 #include <initializer_list>
 #include <string>
 #include <utility>
@@ -142,9 +141,7 @@ PYBIND11_MODULE(_C, m) {
   }, "dst"_a, "src"_a);
 
   // fit's batches of arrays in memory (fusednn.models.batches): out = x[rows],
-  // whole rows by fusednn's threads with the GIL released. A batch's rows
-  // come from all over a large x, mostly from DRAM, where NumPy's one-thread
-  // gather moved about 10 GB/s and two threads 23-28 on a 2-core machine.
+  // whole rows by fusednn's threads with the GIL released.
   m.def("take_rows", [](py::handle x_obj, py::handle rows_obj, py::handle out_obj) {
     const Tensor x = view(x_obj, "x"), rows = view(rows_obj, "rows"), out = view(out_obj, "out");
     check(x.ndim >= 1, "x", "needs at least one dimension");
@@ -163,14 +160,8 @@ PYBIND11_MODULE(_C, m) {
       if (r[i] < 0 || r[i] >= n)
         throw py::value_error("rows: index " + std::to_string(r[i]) + " is out of range for x's " +
                               std::to_string(n) + " rows");
-    if (m == 0 || row_bytes == 0) return;
     py::gil_scoped_release nogil;
-    fusednn::cpu::parallel_for(m, std::max<int64_t>(1, (int64_t(1) << 16) / row_bytes),
-                               [&](int64_t i0, int64_t i1) {
-                                 for (int64_t i = i0; i < i1; ++i)
-                                   std::memcpy(ob + i * row_bytes, xb + r[i] * row_bytes,
-                                               size_t(row_bytes));
-                               });
+    fusednn::cpu::parallel_take_rows(ob, xb, r, m, row_bytes);
   }, "x"_a, "rows"_a, "out"_a, "out = x[rows] (rows: int64 indices into x's first axis).");
 
   m.def("cpu_dispatch", []() {

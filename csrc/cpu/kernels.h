@@ -47,6 +47,10 @@ void dense_backward_input(const T* dz, const T* w, const T* s_prev, T* dz_prev, 
 
 // dst[0..bytes) = src[0..bytes) on all threads (the copy-bandwidth roofline).
 void parallel_copy(void* dst, const void* src, int64_t bytes);
+// out row i = x row rows[i] (row_bytes each; rows in range, out apart from x:
+// the caller checks), rows at a time on the pool.
+void parallel_take_rows(void* out, const void* x, const int64_t* rows, int64_t m,
+                        int64_t row_bytes);
 
 // One optimizer step over `count` tensors in one parallel region: effective
 // gradient (penalties, clipping), decoupled weight decay and the rule of

@@ -49,7 +49,7 @@ def _take_rows(x):
     """A function idx -> x[idx] (a new array). For a C-contiguous NumPy
     float array, the rows are copied by fusednn's threads with the GIL
     released (fusednn._C.take_rows): a shuffled batch's rows come from all
-    over x, mostly from DRAM, where NumPy's one-thread gather is 2-3x
+    over x, mostly from DRAM, where NumPy's one-thread gather is 1.6-2x
     slower on two cores. Anything else: NumPy's (or CuPy's) indexing."""
     if type(x) is not np.ndarray or x.dtype not in (np.float32, np.float64) or \
             x.ndim < 1 or not x.flags.c_contiguous:
