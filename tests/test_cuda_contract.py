@@ -375,6 +375,84 @@ def test_the_cuda_module_refuses_host_memory():
         mod.activation_forward(_FakeArray((3, 4), np.float32, strides=(4, 12)), Act.Relu, 0.0)
 
 
+# ------------------------------------------------ the compiled step (CUDA graph)
+
+
+def _plan_blocks(dtype, w_cls):
+    """A Dense -> BN+ELU+dropout -> Dense plan's blocks over arrays made by w_cls."""
+    return [{"kind": _C.BlockKind.Dense, "in": 6, "out": 8, "w": w_cls((6, 8), dtype),
+             "b": w_cls((8,), dtype), "act": Act.Relu, "alpha": 0.0},
+            {"kind": _C.BlockKind.BatchNorm, "in": 8, "out": 8, "w": w_cls((8, 8), dtype),
+             "b": None, "gamma": w_cls((8,), dtype), "beta": w_cls((8,), dtype),
+             "moving_mean": w_cls((8,), dtype), "moving_var": w_cls((8,), dtype),
+             "batch_stats": True, "momentum": 0.99, "epsilon": 1e-3,
+             "convention": BnConvention.Keras, "act": Act.Elu, "alpha": 1.0, "rate": 0.2,
+             "alpha_dropout": False, "seed": 3},
+            {"kind": _C.BlockKind.Dense, "in": 8, "out": 3, "w": w_cls((8, 3), dtype),
+             "b": w_cls((3,), dtype), "act": Act.Linear, "alpha": 0.0}]
+
+
+def _plan_tensors(w_cls, dtype):
+    return [(0, "w", [w_cls((6, 8), dtype), w_cls((6, 8), dtype), None], 0.0, 0.0, 0.0,
+             (1, 1, 1)),
+            (2, "b", [w_cls((3,), dtype), w_cls((3,), dtype), None], 0.0, 1e-3, 0.0,
+             (1, 1, 1))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_step_plan_is_the_same_contract_on_both_modules(dtype):
+    """fusednn._C_cuda.StepPlan takes what fusednn._C.StepPlan takes: it is
+    built without touching the GPU (its gradient buffers from the allocator),
+    refuses the same bad arguments with the same errors, and a well-formed
+    step reaches the CUDA runtime."""
+    mod = _cuda_module()
+    _backend(mod)
+    step = OptStep()
+    step.lr = step.beta_1 = step.beta_2 = step.epsilon = step.step_size = 0.1
+
+    def host(shape, dt):
+        return np.ones(shape, dt)
+
+    plans = {}
+    for name, m, arr in (("cpu", _C, host), ("cuda", mod, _FakeArray)):
+        _FakeCupy.allocated.clear()
+        plans[name] = (m.StepPlan(_plan_blocks(dtype, arr), dtype == np.float64,
+                                  _C.LossKind.SparseSoftmax, True, 0.5, 0, Opt.Adam,
+                                  _plan_tensors(arr, dtype)), arr)
+    # dw, db of each dense part and dgamma, dbeta: from the allocator, nothing else yet
+    assert sorted(_FakeCupy.allocated) == sorted(
+        [((6, 8), np.dtype(dtype).name), ((8,), np.dtype(dtype).name),
+         ((8, 8), np.dtype(dtype).name), ((8,), np.dtype(dtype).name),
+         ((8,), np.dtype(dtype).name), ((8, 3), np.dtype(dtype).name),
+         ((3,), np.dtype(dtype).name), ((0,), np.dtype(dtype).name)])
+    for name, (plan, arr) in plans.items():
+        x, y = arr((5, 6), dtype), arr((5,), np.int64)
+        bad = [(lambda: plan.run(arr((5, 7), dtype), y, [0], step, Clip.Off, 0.0), ValueError,
+                "x"),
+               (lambda: plan.run(x, arr((4,), np.int64), [0], step, Clip.Off, 0.0), ValueError,
+                "target"),
+               (lambda: plan.run(x, y, [], step, Clip.Off, 0.0), ValueError, "counters"),
+               (lambda: plan.run(x, y, [0], step, Clip.Off, 0.0, arr((4,), dtype)), ValueError,
+                "weight"),
+               (lambda: plan.run(arr((5, 6), np.float64 if dtype == np.float32 else np.float32),
+                                 y, [0], step, Clip.Off, 0.0), TypeError, "x")]
+        for call, err, match in bad:
+            with pytest.raises(err, match=match):
+                call()
+        assert plan.tally() == (0.0, 0, 0, 0, 0.0) and plan.graphs == 0
+    cuda_plan = plans["cuda"][0]
+    x, y = _FakeArray((5, 6), dtype), _FakeArray((5,), np.int64)
+    _reaches_runtime([
+        lambda: cuda_plan.run(x, y, [0], step, Clip.Global, 1.0, None, 0),
+        lambda: cuda_plan.predict(x, _FakeArray((5, 3), dtype), [0], [0]),
+    ])
+    with pytest.raises(TypeError, match="GPU"):
+        cuda_plan.run(np.ones((5, 6), dtype), y, [0], step, Clip.Off, 0.0)
+    loss, correct = plans["cpu"][0].run(np.ones((5, 6), dtype), np.zeros(5, np.int64), [0], step,
+                                        Clip.Global, 1.0)
+    assert np.isfinite(loss) and correct in (0, 5)
+
+
 # ------------------------------------------------ the device of each call
 
 

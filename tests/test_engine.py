@@ -73,7 +73,15 @@ def _targets(loss, labels, dtype):
     return labels
 
 
-def _train(name, dtype, jit, epochs=3, callbacks=None, frozen=None, batch_size=32):
+def _train(name, dtype, jit, epochs=3, callbacks=None, frozen=None, batch_size=32,
+           backend="cpu", deferred=False):
+    """MODELS[name] fit on `backend`; with `deferred`, the compiled step keeps
+    its loss where it runs and fit reads its tally (the GPU's way, forced on
+    the CPU)."""
+    from fusednn.models.engine import CompiledStep
+
+    from conftest import to_backend
+
     build, make_opt, loss = MODELS[name]
     np.random.seed(0)
     model = build(dtype)
@@ -84,9 +92,12 @@ def _train(name, dtype, jit, epochs=3, callbacks=None, frozen=None, batch_size=3
         model.layers[frozen].trainable = False
     metrics = [] if loss == "mse" else ["accuracy"]
     model.compile(make_opt(), loss, metrics=metrics, jit_compile=jit)
+    if deferred:
+        model._engine = CompiledStep(model)
+        model._engine.deferred = True
     x, labels = _data(dtype=dtype)
-    hist = model.fit(x, _targets(loss, labels, dtype), batch_size=batch_size, epochs=epochs,
-                     verbose=0, seed=4, callbacks=callbacks)
+    hist = model.fit(to_backend(x, backend), to_backend(_targets(loss, labels, dtype), backend),
+                     batch_size=batch_size, epochs=epochs, verbose=0, seed=4, callbacks=callbacks)
     return model, hist
 
 
@@ -362,3 +373,79 @@ def test_layers_hold_the_compiled_steps_gradients():
         assert len(la.grads) == len(lb.grads), la.name
         for ga, gb in zip(la.grads, lb.grads):
             np.testing.assert_array_equal(ga, gb)
+
+
+# ------------------------------------------------- the deferred step (the GPU's form)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_deferred_step_gives_the_same_fit(name):
+    # The sums read once per epoch (or per batch for the penalised model) give the
+    # history the per-batch reads give, and the same weights.
+    a, ha = _train(name, np.float32, True)
+    b, hb = _train(name, np.float32, True, deferred=True)
+    assert b._engine.deferred and b.step_mode == "compiled"
+    for u, v in zip(_state(a)[0], _state(b)[0]):
+        np.testing.assert_array_equal(u, v)
+    assert ha.history.keys() == hb.history.keys()
+    for k in ha.history:
+        np.testing.assert_allclose(hb.history[k], ha.history[k], rtol=1e-12)
+
+
+def test_a_deferred_step_still_warns_of_a_nan_loss_and_stops_on_terminate_on_nan():
+    x, labels = _data()
+    x[5:, :] = np.nan
+    for callbacks, epochs in (([], 3), ([fd.callbacks.TerminateOnNaN()], 1)):
+        model = _w1_like(np.float32)
+        model.compile(fd.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+        from fusednn.models.engine import CompiledStep
+
+        model._engine = CompiledStep(model)
+        model._engine.deferred = True
+        with pytest.warns(RuntimeWarning, match="the loss is nan"):
+            hist = model.fit(x, labels, epochs=3, batch_size=4, verbose=0, shuffle=False,
+                             callbacks=callbacks)
+        assert len(hist.history["loss"]) == epochs
+        # TerminateOnNaN reads each batch's loss: the fit stops at the second batch
+        assert model.optimizer.iterations == (2 if callbacks else 3 * 51)
+
+
+def test_the_tally_sums_the_steps_and_starts_again():
+    plan, w = _plan(np.float64)
+    step = _C.OptStep()
+    assert plan.tally() == (0.0, 0, 0, 0, 0.0)
+    losses = []
+    for m in (4, 2):
+        loss, _ = plan.run(np.ones((m, 3)), np.zeros((m, 2)), [], step, _C.Clip.Off, 0.0)
+        losses.append(loss)
+    loss_sum, correct, samples, batches, last = plan.tally()
+    assert loss_sum == 4 * losses[0] + 2 * losses[1] and last == losses[1]
+    assert (correct, samples, batches) == (0, 6, 2)
+    assert plan.tally() == (0.0, 0, 0, 0, 0.0)
+    assert plan.graphs == 0  # graphs are the GPU's
+    with pytest.raises(ValueError, match="stream"):
+        plan.run(np.ones((4, 3)), np.zeros((4, 2)), [], step, _C.Clip.Off, 0.0, None, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["w1_nadam", "mixed_layers_adam", "penalties_sgd"])
+def test_the_compiled_step_on_each_backend_equals_the_layer_by_layer_path(backend, name, dtype):
+    # On a GPU the step is a CUDA graph replayed from the second batch on, with the
+    # record, the dropout counters and the loss in device memory.
+    a, ha = _train(name, dtype, False, backend=backend)
+    b, hb = _train(name, dtype, True, backend=backend)
+    assert b.step_mode == "compiled"
+    assert b._engine.deferred == (backend == "cuda")
+    if backend == "cuda":
+        assert b._engine._plan.graphs >= 1
+    from conftest import to_numpy
+
+    for u, v in zip(_state(a)[0], _state(b)[0]):
+        u, v = to_numpy(u), to_numpy(v)
+        if dtype == np.float64:
+            np.testing.assert_allclose(v, u, rtol=1e-12, atol=1e-14 * np.abs(u).max())
+        else:
+            np.testing.assert_allclose(v, u, rtol=1e-6, atol=1e-7 * np.abs(u).max())
+    assert _state(a)[1:] == _state(b)[1:]
+    for k in ha.history:
+        np.testing.assert_allclose(hb.history[k], ha.history[k], rtol=1e-6)

@@ -138,10 +138,23 @@ def main() -> int:
             c, g = both(step, *p0, *g0)
             agree(f"{name} {clip}", g, c)
 
-    model = fd.presets.default_dnn(k, 10, depth=3, width=32, seed=0, like=cp.zeros(1))
-    model.compile("nadam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(cp.asarray(x), cp.asarray(labels % 10), epochs=1, batch_size=16, verbose=0)
-    model.predict(cp.asarray(x))
+    # fit's compiled step (a CUDA graph from the second batch of each shape on)
+    # against the same fit layer by layer
+    fits = {}
+    for jit in (True, False):
+        model = fd.presets.default_dnn(k, 10, depth=3, width=32, seed=0, like=cp.zeros(1))
+        model.compile("nadam", "sparse_categorical_crossentropy", metrics=["accuracy"],
+                      jit_compile=jit)
+        hist = model.fit(cp.asarray(x), cp.asarray(labels % 10), epochs=2, batch_size=16,
+                         verbose=0, seed=1)
+        fits[jit] = (model, hist.history["loss"])
+        graphs = getattr(getattr(model._engine, "_plan", None), "graphs", 0)
+        if jit and (model.step_mode != "compiled" or graphs < 1):
+            failures.append(f"fit: step {model.step_mode!r}, {graphs} graphs")
+    agree("fit: compiled step's weights", fits[True][0].get_weights(),
+          fits[False][0].get_weights(), rtol=1e-5)
+    agree("fit: compiled step's losses", fits[True][1], fits[False][1], rtol=1e-5)
+    fits[True][0].predict(cp.asarray(x))
     cp.cuda.get_current_stream().synchronize()
 
     for f in failures:

@@ -2,12 +2,25 @@
 // (engine/step_plan.h). The plan holds references to the model's weights, the
 // optimizer's slots and its own buffers; fusednn.models.engine builds it
 // from the planned Steps and rebuilds it when a weight, slot or trainable
-// flag changes. CPU only for now: the GPU runs the steps layer by layer.
+// flag changes.
+//
+// In fusednn._C_cuda the same plan runs on the plan's own stream, ordered
+// after and before the caller's stream by events, and each batch shape's step
+// is captured once as a CUDA graph and replayed: the batch is copied into the
+// plan's input buffers, and the optimizer's step record and the dropout
+// counters into device memory (from a ring of pinned host slots), before each
+// replay; the loss and the accuracy stay on the device in a Tally that
+// tally() reads. The first step of a shape runs uncaptured (cuBLASLt and the
+// scratch pool set themselves up), and where capture fails (a device without
+// memory pools) the plan keeps running uncaptured.
 #include <pybind11/stl.h>
 
 #include <algorithm>
 #include <array>
+#include <cstring>
+#include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "bindings/registry.h"
@@ -20,11 +33,18 @@ using namespace pybind11::literals;
 using fusednn::engine::Block;
 using fusednn::engine::BlockKind;
 using fusednn::engine::LossKind;
+using fusednn::engine::Tally;
 
-// The GPU module leaves the plan out until it has its CUDA-graph form: the
-// accuracy count and the loss are read on the host here.
-#if !FUSEDNN_BIND_CUDA
 namespace {
+
+#if FUSEDNN_BIND_CUDA
+// A failed runtime call reaches Python as RuntimeError, naming the call.
+void cuda_check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess)
+    throw std::runtime_error(std::string("StepPlan: ") + what + ": " + cudaGetErrorName(e) + ": " +
+                             cudaGetErrorString(e));
+}
+#endif
 
 class Plan {
  public:
@@ -51,12 +71,15 @@ class Plan {
 
   // The step on x (m x features) against target; counters: each dropout's
   // step counter; h, clip_mode, clip: the optimizer's step record; weight:
-  // None or one loss factor per row (the model's dtype). run_floating
-  // releases the GIL for the step, so a thread loading the next batch runs.
-  py::tuple run(py::handle x_obj, py::handle target_obj, const std::vector<uint64_t>& counters,
-                const fusednn::OptStep<double>& h, fusednn::Clip clip_mode, double clip,
-                py::handle weight_obj) {
+  // None or one loss factor per row (the model's dtype); stream: the
+  // caller's (0 on the CPU). run_floating releases the GIL for the step, so
+  // a thread loading the next batch runs. Returns (loss, correct) on the
+  // CPU; on the GPU None (the batch is in the tally, tally()).
+  py::object run(py::handle x_obj, py::handle target_obj, const std::vector<uint64_t>& counters,
+                 const fusednn::OptStep<double>& h, fusednn::Clip clip_mode, double clip,
+                 py::handle weight_obj, uintptr_t stream) {
     in_range("clip_mode", clip_mode, fusednn::Clip::Count);
+    const Stream caller = as_stream(stream);
     check(!busy_, "StepPlan.run", "already running in another thread");
     check(counters.size() == size_t(n_counters_), "counters", "one per dropout");
     const Tensor x = view(x_obj, "x"), t = view(target_obj, "target");
@@ -73,27 +96,29 @@ class Plan {
     const bool weighted = !w.none();
     if (weighted) expect(w, dt_, {m});
     if (m > rows_) reserve(m);
+#if FUSEDNN_BIND_CUDA
+    init_device();
+#endif
     const Busy busy(busy_);
+#if FUSEDNN_BIND_CUDA
+    run_floating(dt_, [&](auto tag) {
+      using T = decltype(tag);
+      replay<T>(x, t, w, counters, h, clip_mode, clip, m, caller);
+    });
+    return py::none();
+#else
+    (void)caller;
     fusednn::engine::StepResult r;
     run_floating(dt_, [&](auto tag) {
       using T = decltype(tag);
-      std::vector<fusednn::OptTensor<T>> ts(tensors_.size());
-      for (size_t i = 0; i < ts.size(); ++i) {
-        const TensorRef& a = tensors_[i];
-        fusednn::OptTensor<T>& o = ts[i];
-        o.p = static_cast<T*>(a.p);
-        o.g = static_cast<const T*>(a.g);
-        o.n = a.n, o.l1 = a.l1, o.l2 = a.l2, o.max_norm = a.max_norm;
-        o.outer = a.view[0], o.mid = a.view[1], o.inner = a.view[2];
-        for (int j = 0; j < 3; ++j) o.s[j] = static_cast<T*>(a.s[j]);
-      }
+      std::vector<fusednn::OptTensor<T>> ts = opt_tensors<T>();
       fusednn::engine::StepPlan<T> plan{blocks_, loss_, stop_};
       const auto go = [&](auto* labels) {
         using L = std::remove_const_t<std::remove_pointer_t<decltype(labels)>>;
         return plan.template run<L>(x.data<T>(), labels, indices ? nullptr : t.data<T>(),
-                                    weighted ? w.data<T>() : nullptr, dout_.data<T>(), &loss_value_, m, counters.data(), rule_, h,
-                                    ts.data(), int64_t(ts.size()), clip_mode, clip, nullptr,
-                                    Stream{});
+                                    weighted ? w.data<T>() : nullptr, dout_.data<T>(),
+                                    &loss_value_, &tally_, m, counters.data(), rule_, h, ts.data(),
+                                    int64_t(ts.size()), clip_mode, clip, nullptr, Stream{});
       };
       if (indices && t.dtype == DType::I32)
         r = go(t.data<const int32_t>());
@@ -101,6 +126,28 @@ class Plan {
         r = go(indices ? t.data<const int64_t>() : static_cast<const int64_t*>(nullptr));
     });
     return py::make_tuple(r.loss, r.correct);
+#endif
+  }
+
+  // (loss_sum, correct, samples, batches, last loss) of the steps since the
+  // last call (engine/tally.h), then zeroes them. On the GPU this waits for
+  // the steps queued so far: the one host synchronisation of a fit epoch.
+  py::tuple tally() {
+    check(!busy_, "StepPlan.tally", "the plan is running in another thread");
+    Tally got;
+#if FUSEDNN_BIND_CUDA
+    if (state_.ptr != nullptr) {
+      py::gil_scoped_release nogil;
+      cuda_check(cudaMemcpyAsync(&got, state_.ptr, sizeof(Tally), cudaMemcpyDeviceToHost, stream_),
+                 "reading the tally");
+      cuda_check(cudaMemsetAsync(state_.ptr, 0, sizeof(Tally), stream_), "zeroing the tally");
+      cuda_check(cudaStreamSynchronize(stream_), "waiting for the steps");
+    }
+#else
+    got = tally_;
+    tally_ = Tally{};
+#endif
+    return py::make_tuple(got.loss_sum, got.correct, got.samples, got.batches, got.last);
   }
 
   // Inference on x (m x features) into rows [row0, row0 + m) of out, a
@@ -109,7 +156,9 @@ class Plan {
   // on where active[i], its counter counters[i] + s * stride in pass s.
   // Nothing of the model changes.
   void predict(py::handle x_obj, py::handle out_obj, const std::vector<uint64_t>& counters,
-               const std::vector<uint8_t>& active, int64_t row0, uint64_t stride) {
+               const std::vector<uint8_t>& active, int64_t row0, uint64_t stride,
+               uintptr_t stream) {
+    const Stream st = as_stream(stream);
     check(!busy_, "StepPlan.predict", "already running in another thread");
     check(counters.size() == size_t(n_counters_) && active.size() == size_t(n_counters_),
           "counters, active", "one per dropout");
@@ -127,6 +176,13 @@ class Plan {
     check(row0 >= 0 && row0 <= rows && m <= rows - row0, "row0", "x's rows do not fit in out");
     if (m == 0) return;
     if (m > rows_) reserve(m);
+#if FUSEDNN_BIND_CUDA
+    // after the training steps queued on the plan's stream (the same buffers)
+    if (stream_ != nullptr) {
+      cuda_check(cudaEventRecord(ev_out_, stream_), "ordering after the steps");
+      cuda_check(cudaStreamWaitEvent(st, ev_out_, 0), "ordering after the steps");
+    }
+#endif
     const Busy busy(busy_);
     std::vector<uint64_t> now(counters);
     run_floating(dt_, [&](auto tag) {
@@ -134,8 +190,15 @@ class Plan {
       fusednn::engine::StepPlan<T> plan{blocks_, loss_, stop_};
       for (int64_t s = 0; s < samples; ++s) {
         for (size_t i = 0; i < now.size(); ++i) now[i] = counters[i] + uint64_t(s) * stride;
-        const T* y = plan.infer(x.data<T>(), m, now.data(), active.data(), Stream{});
-        std::copy(y, y + m * c, out.data<T>() + (s * rows + row0) * c);
+        const T* y = plan.infer(x.data<T>(), m, now.data(), active.data(), st);
+        T* dst = out.data<T>() + (s * rows + row0) * c;
+#if FUSEDNN_BIND_CUDA
+        // on the caller's stream, as the kernels before it
+        cuda_check(cudaMemcpyAsync(dst, y, size_t(m * c) * sizeof(T), cudaMemcpyDeviceToDevice, st),
+                   "copying the output");
+#else
+        std::copy(y, y + m * c, dst);
+#endif
       }
     });
   }
@@ -150,7 +213,208 @@ class Plan {
 
   int64_t rows() const { return rows_; }
 
+  // Graphs captured so far (0 on the CPU, and where capture failed).
+  int64_t graphs() const {
+#if FUSEDNN_BIND_CUDA
+    return int64_t(graphs_.size());
+#else
+    return 0;
+#endif
+  }
+
+#if FUSEDNN_BIND_CUDA
+  ~Plan() {
+    // Nothing can be thrown here: a failed call leaves what it held.
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    drop_graphs();
+    for (Slot& sl : slots_) {
+      if (sl.done != nullptr) cudaEventDestroy(sl.done);
+      if (sl.host != nullptr) cudaFreeHost(sl.host);
+    }
+    if (ev_in_ != nullptr) cudaEventDestroy(ev_in_);
+    if (ev_out_ != nullptr) cudaEventDestroy(ev_out_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+#endif
+
  private:
+  template <typename T>
+  std::vector<fusednn::OptTensor<T>> opt_tensors() const {
+    std::vector<fusednn::OptTensor<T>> ts(tensors_.size());
+    for (size_t i = 0; i < ts.size(); ++i) {
+      const TensorRef& a = tensors_[i];
+      fusednn::OptTensor<T>& o = ts[i];
+      o.p = static_cast<T*>(a.p);
+      o.g = static_cast<const T*>(a.g);
+      o.n = a.n, o.l1 = a.l1, o.l2 = a.l2, o.max_norm = a.max_norm;
+      o.outer = a.view[0], o.mid = a.view[1], o.inner = a.view[2];
+      for (int j = 0; j < 3; ++j) o.s[j] = static_cast<T*>(a.s[j]);
+    }
+    return ts;
+  }
+
+#if FUSEDNN_BIND_CUDA
+  // What a graph bakes in besides the plan's own pointers: the batch's rows,
+  // the labels' kind (0: int32 indices, 1: int64, 2: rows of T), a weight or
+  // none, and the clipping (the kernels' arguments).
+  using GraphKey = std::tuple<int64_t, int, bool, int, double>;
+
+  // A pinned host slot holding one step's record and counters for the copy
+  // to the device; `done` marks the copy out of it complete, so the slot is
+  // rewritten only after that.
+  struct Slot {
+    void* host = nullptr;
+    cudaEvent_t done = nullptr;
+    bool used = false;
+  };
+  static constexpr int kSlots = 8;
+
+  // Layout of state_ (device): the Tally, the step record, the counters,
+  // the clipping norms.
+  static constexpr size_t kRecordAt = 64;
+  static_assert(sizeof(Tally) <= 48, "the tally, then the loss at 48, then the record at 64");
+  static size_t round8(size_t b) { return (b + 7) / 8 * 8; }
+  size_t counters_at() const { return kRecordAt + round8(sizeof(fusednn::OptStep<double>)); }
+  size_t norms_at() const { return counters_at() + size_t(n_counters_) * sizeof(uint64_t); }
+  size_t upload_bytes() const { return norms_at() - kRecordAt; }
+
+  // The stream, events, slots and device state, made at the first step (the
+  // plan is built without touching the GPU). Needs the GIL (state_ comes
+  // from the registered allocator).
+  void init_device() {
+    if (stream_ != nullptr) return;
+    cudaStream_t st = nullptr;
+    cuda_check(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "creating its stream");
+    stream_ = st;
+    cuda_check(cudaEventCreateWithFlags(&ev_in_, cudaEventDisableTiming), "creating an event");
+    cuda_check(cudaEventCreateWithFlags(&ev_out_, cudaEventDisableTiming), "creating an event");
+    for (Slot& sl : slots_) {
+      cuda_check(cudaHostAlloc(&sl.host, upload_bytes(), cudaHostAllocDefault),
+                 "allocating pinned memory");
+      cuda_check(cudaEventCreateWithFlags(&sl.done, cudaEventDisableTiming), "creating an event");
+    }
+    state_ = empty(DType::U8, {int64_t(norms_at() + tensors_.size() * sizeof(double))});
+    cuda_check(cudaMemsetAsync(state_.ptr, 0, size_t(state_.size), stream_), "zeroing its state");
+  }
+
+  void drop_graphs() {
+    for (auto& g : graphs_) cudaGraphExecDestroy(g.second);
+    graphs_.clear();
+    seen_.clear();
+  }
+
+  // One step on the device (GIL released): the batch and the step's record
+  // in, then the shape's graph replayed (captured at the second step of that
+  // shape), all ordered after the caller's stream and before its next work.
+  template <typename T>
+  void replay(const Tensor& x, const Tensor& t, const Tensor& w,
+              const std::vector<uint64_t>& counters, const fusednn::OptStep<double>& h,
+              fusednn::Clip clip_mode, double clip, int64_t m, Stream caller) {
+    const int labels = loss_.kind != LossKind::SparseSoftmax ? 2 : t.dtype == DType::I32 ? 0 : 1;
+    const bool weighted = !w.none();
+    cuda_check(cudaEventRecord(ev_in_, caller), "ordering after the caller");
+    cuda_check(cudaStreamWaitEvent(stream_, ev_in_, 0), "ordering after the caller");
+    // the batch into the plan's buffers: the graph reads those addresses
+    cuda_check(cudaMemcpyAsync(x_in_.ptr, x.ptr, size_t(x.size) * sizeof(T),
+                               cudaMemcpyDeviceToDevice, stream_), "copying x");
+    cuda_check(cudaMemcpyAsync(t_in_.ptr, t.ptr, size_t(t.size) * size_t(itemsize(t.dtype)),
+                               cudaMemcpyDeviceToDevice, stream_), "copying the target");
+    if (weighted)
+      cuda_check(cudaMemcpyAsync(w_in_.ptr, w.ptr, size_t(m) * sizeof(T),
+                                 cudaMemcpyDeviceToDevice, stream_), "copying the weights");
+    // the step record and counters through the next pinned slot
+    Slot& sl = slots_[next_slot_];
+    next_slot_ = (next_slot_ + 1) % kSlots;
+    if (sl.used) cuda_check(cudaEventSynchronize(sl.done), "waiting for a pinned slot");
+    char* up = static_cast<char*>(sl.host);
+    std::memcpy(up, &h, sizeof(h));
+    if (!counters.empty())
+      std::memcpy(up + (counters_at() - kRecordAt), counters.data(),
+                  counters.size() * sizeof(uint64_t));
+    char* dev_state = static_cast<char*>(state_.ptr);
+    cuda_check(cudaMemcpyAsync(dev_state + kRecordAt, up, upload_bytes(), cudaMemcpyHostToDevice,
+                               stream_), "copying the step record");
+    cuda_check(cudaEventRecord(sl.done, stream_), "marking a pinned slot");
+    sl.used = true;
+
+    const GraphKey key{m, labels, weighted, int(clip_mode), clip};
+    auto it = graphs_.find(key);
+    if (it != graphs_.end()) {
+      cuda_check(cudaGraphLaunch(it->second, stream_), "replaying the step's graph");
+    } else if (capture_ && seen_.count(key)) {
+      cudaGraphExec_t exec = capture<T>(labels, weighted, clip_mode, clip, m, counters, h);
+      if (exec != nullptr) {
+        graphs_[key] = exec;
+        cuda_check(cudaGraphLaunch(exec, stream_), "replaying the step's graph");
+      } else {
+        enqueue<T>(labels, weighted, clip_mode, clip, m, counters, h);
+      }
+    } else {
+      seen_[key] = true;
+      enqueue<T>(labels, weighted, clip_mode, clip, m, counters, h);
+    }
+    cuda_check(cudaEventRecord(ev_out_, stream_), "ordering before the caller");
+    cuda_check(cudaStreamWaitEvent(caller, ev_out_, 0), "ordering before the caller");
+  }
+
+  // The step's kernels on stream_, reading the plan's input buffers and the
+  // device record and counters.
+  template <typename T>
+  void enqueue(int labels, bool weighted, fusednn::Clip clip_mode, double clip, int64_t m,
+               const std::vector<uint64_t>& counters, const fusednn::OptStep<double>& h) {
+    std::vector<fusednn::OptTensor<T>> ts = opt_tensors<T>();
+    fusednn::engine::StepPlan<T> plan{blocks_, loss_, stop_};
+    char* dev_state = static_cast<char*>(state_.ptr);
+    const auto* counters_dev = reinterpret_cast<const uint64_t*>(dev_state + counters_at());
+    const auto* h_dev = reinterpret_cast<const fusednn::OptStep<double>*>(dev_state + kRecordAt);
+    auto* norms = reinterpret_cast<double*>(dev_state + norms_at());
+    auto* tally = reinterpret_cast<Tally*>(dev_state);
+    const T* target = labels == 2 ? t_in_.data<T>() : nullptr;
+    const auto go = [&](auto* lab) {
+      using L = std::remove_const_t<std::remove_pointer_t<decltype(lab)>>;
+      plan.template run<L>(x_in_.data<T>(), lab, target, weighted ? w_in_.data<T>() : nullptr,
+                           dout_.data<T>(), loss_buf_dev(), tally, m, counters.data(), rule_, h,
+                           ts.data(), int64_t(ts.size()), clip_mode, clip, norms, stream_,
+                           counters_dev, h_dev);
+    };
+    if (labels == 0)
+      go(t_in_.data<const int32_t>());
+    else
+      go(labels == 1 ? t_in_.data<const int64_t>() : static_cast<const int64_t*>(nullptr));
+  }
+
+  // The step captured as a graph and instantiated; null (and no more
+  // captures by this plan) where capture fails.
+  template <typename T>
+  cudaGraphExec_t capture(int labels, bool weighted, fusednn::Clip clip_mode, double clip,
+                          int64_t m, const std::vector<uint64_t>& counters,
+                          const fusednn::OptStep<double>& h) {
+    cuda_check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+               "capturing the step");
+    cudaGraph_t graph = nullptr;
+    bool ok = true;
+    try {
+      enqueue<T>(labels, weighted, clip_mode, clip, m, counters, h);
+    } catch (const std::exception&) {
+      ok = false;
+    }
+    // ends the capture whatever happened inside it
+    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+    cudaGraphExec_t exec = nullptr;
+    if (ok && end == cudaSuccess && graph != nullptr &&
+        cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess)
+      exec = nullptr;
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (exec == nullptr) {
+      cudaGetLastError();  // the failed capture must not surface in a later check
+      capture_ = false;
+    }
+    return exec;
+  }
+#endif
+
   // Marks the plan in use while the GIL is released (a second thread's
   // call is refused, not run on the same buffers); cleared on any exit.
   struct Busy {
@@ -278,6 +542,10 @@ class Plan {
 
   // Buffers for batches of up to m rows.
   void reserve(int64_t m) {
+#if FUSEDNN_BIND_CUDA
+    // the steps in flight use the buffers about to be released
+    if (stream_ != nullptr) cuda_check(cudaStreamSynchronize(stream_), "waiting for the steps");
+#endif
     rows_buffers_.clear();
     const auto rows = [&](int64_t n, bool want) -> void* {
       if (!want) return nullptr;
@@ -314,6 +582,14 @@ class Plan {
       }
     }
     dout_ = empty(dt_, {m, blocks_.back().out});
+#if FUSEDNN_BIND_CUDA
+    // The graphs point into the buffers just replaced.
+    drop_graphs();
+    const int64_t c = blocks_.back().out, item = itemsize(dt_);
+    x_in_ = empty(dt_, {m, blocks_[0].in});
+    t_in_ = empty(DType::U8, {std::max(count("rows", m, 8), count("rows", count("rows", m, c), item))});
+    w_in_ = empty(dt_, {m});
+#endif
     rows_ = m;
   }
 
@@ -330,36 +606,65 @@ class Plan {
   std::vector<Tensor> rows_buffers_;  // per-row buffers, `rows_` rows
   Tensor dout_;
   int64_t rows_ = 0;
-  double loss_value_ = 0;
   bool busy_ = false;
+#if FUSEDNN_BIND_CUDA
+  // device: the tally at 0, the batch's loss at kLossAt, then the record
+  // (kRecordAt), the counters and the clipping norms
+  static constexpr size_t kLossAt = 48;
+  Tensor state_;
+  Tensor x_in_, t_in_, w_in_;  // the batch, copied in for the graphs
+  double* loss_buf_dev() const {
+    return reinterpret_cast<double*>(static_cast<char*>(state_.ptr) + kLossAt);
+  }
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t ev_in_ = nullptr, ev_out_ = nullptr;
+  std::array<Slot, kSlots> slots_{};
+  int next_slot_ = 0;
+  std::map<GraphKey, cudaGraphExec_t> graphs_;
+  std::map<GraphKey, bool> seen_;  // shapes that ran once uncaptured
+  bool capture_ = true;
+#else
+  double loss_value_ = 0;
+  Tally tally_;
+#endif
 };
 
 const Registrar reg([](py::module_& m) {
-  py::enum_<BlockKind>(m, "BlockKind", "The blocks of a StepPlan (engine/step_plan.h).")
-      .value("Dense", BlockKind::Dense)
-      .value("BatchNorm", BlockKind::BatchNorm)
-      .value("Activation", BlockKind::Activation)
-      .value("Dropout", BlockKind::Dropout);
-  py::enum_<LossKind>(m, "LossKind", "How a StepPlan's loss reads the output.")
-      .value("SparseSoftmax", LossKind::SparseSoftmax)
-      .value("Softmax", LossKind::Softmax)
-      .value("SigmoidBce", LossKind::SigmoidBce)
-      .value("Mse", LossKind::Mse);
-  py::class_<Plan>(m, "StepPlan", "A training step in one call (engine/step_plan.h).")
+  // The enums once, in fusednn._C (which fusednn._C_cuda imports first); the
+  // plan class in each module, local to it (a distinct C++ type in each).
+  if (!kDevice) {
+    py::enum_<BlockKind>(m, "BlockKind", "The blocks of a StepPlan (engine/step_plan.h).")
+        .value("Dense", BlockKind::Dense)
+        .value("BatchNorm", BlockKind::BatchNorm)
+        .value("Activation", BlockKind::Activation)
+        .value("Dropout", BlockKind::Dropout);
+    py::enum_<LossKind>(m, "LossKind", "How a StepPlan's loss reads the output.")
+        .value("SparseSoftmax", LossKind::SparseSoftmax)
+        .value("Softmax", LossKind::Softmax)
+        .value("SigmoidBce", LossKind::SigmoidBce)
+        .value("Mse", LossKind::Mse);
+  }
+  py::class_<Plan>(m, "StepPlan", py::module_local(),
+                   "A training step in one call (engine/step_plan.h).")
       .def(py::init<const py::list&, bool, LossKind, bool, double, int, fusednn::Opt,
                     const py::list&>(),
            "blocks"_a, "f64"_a, "loss"_a, "accuracy"_a, "threshold"_a, "stop"_a, "rule"_a,
            "tensors"_a)
       .def("run", &Plan::run, "x"_a, "target"_a, "counters"_a, "step"_a, "clip_mode"_a, "clip"_a,
-           "weight"_a = py::none(),
-           "(loss, correct): forward, loss, backward and the optimizer update, in place.")
+           "weight"_a = py::none(), "stream"_a = 0,
+           "Forward, loss, backward and the optimizer update, in place: (loss, correct) on the "
+           "CPU, None on the GPU (the batch is added to tally()).")
+      .def("tally", &Plan::tally,
+           "(loss_sum, correct, samples, batches, last loss) of the steps since the last call, "
+           "then zeroed; waits for the queued steps on the GPU.")
       .def("predict", &Plan::predict, "x"_a, "out"_a, "counters"_a, "active"_a, "row0"_a = 0,
-           "stride"_a = 0,
+           "stride"_a = 0, "stream"_a = 0,
            "Inference of x into out[..., row0:row0 + len(x), :]: moving statistics, dropout "
            "where active, one pass per leading index of a 3-D out.")
       .def("grads", &Plan::grads, "[(block, weight name, gradient)], refilled by each run.")
-      .def_property_readonly("rows", &Plan::rows, "Rows the buffers hold now.");
+      .def_property_readonly("rows", &Plan::rows, "Rows the buffers hold now.")
+      .def_property_readonly("graphs", &Plan::graphs,
+                             "CUDA graphs captured (one per batch shape; 0 on the CPU).");
 });
 
 }  // namespace
-#endif

@@ -220,12 +220,13 @@ void apply(const T* x, T* y, uint32_t* mask, int64_t m, int64_t n, const T* cols
   const bool drop = d.rate > 0.0;
   const DropoutCoef<T> c = dropout_coef_as<T>(dropout_coef(d.rate, d.alpha));
   const uint32_t thr = dropout_threshold(d.rate);
+  const uint64_t step = d.step_at ? *d.step_at : d.step;
   dispatch_act(a, [&](auto act) {
     constexpr Act A = decltype(act)::value;
     if (drop)
-      forward_pass<T, A, true>(x, y, mask, total, n, cols, alpha, c, d.seed, d.step, thr);
+      forward_pass<T, A, true>(x, y, mask, total, n, cols, alpha, c, d.seed, step, thr);
     else
-      forward_pass<T, A, false>(x, y, mask, total, n, cols, alpha, c, d.seed, d.step, thr);
+      forward_pass<T, A, false>(x, y, mask, total, n, cols, alpha, c, d.seed, step, thr);
   });
 }
 

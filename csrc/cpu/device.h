@@ -87,8 +87,8 @@ void batchnorm_backward(const T* dy, const T* x, const T* y, const T* cols, cons
 
 template <typename T>
 void dropout_forward(const T* x, T* y, uint32_t* mask, int64_t n, uint64_t seed, uint64_t step,
-                     double rate, bool alpha, Stream) {
-  cpu::kernels<T>().dropout_forward(x, y, mask, n, seed, step, rate, alpha);
+                     double rate, bool alpha, Stream, const uint64_t* step_at = nullptr) {
+  cpu::kernels<T>().dropout_forward(x, y, mask, n, seed, step_at ? *step_at : step, rate, alpha);
 }
 
 template <typename T>
@@ -122,8 +122,9 @@ void point_loss(PointLoss kind, const T* p, const T* t, const T* w, T* dp, doubl
 
 template <typename T>
 void optimizer_step(Opt kind, const OptStep<double>& h, OptTensor<T>* tensors, int64_t count,
-                    Clip clip_mode, double clip, double*, Stream) {
-  cpu::kernels<T>().optimizer_step(kind, h, tensors, count, clip_mode, clip);
+                    Clip clip_mode, double clip, double*, Stream,
+                    const OptStep<double>* h_at = nullptr) {
+  cpu::kernels<T>().optimizer_step(kind, h_at ? *h_at : h, tensors, count, clip_mode, clip);
 }
 
 }  // namespace dev

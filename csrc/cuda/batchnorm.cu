@@ -164,7 +164,7 @@ void batchnorm_forward(const T* x, const T* gamma, const T* beta, T* moving_mean
                   epsilon, cols, n);
   }
   const bool drop = d.rate > 0.0;
-  if (drop) dropout_mask(mask, (m * n + 31) / 32, d.seed, d.step, d.rate, stream);
+  if (drop) dropout_mask(mask, (m * n + 31) / 32, d.seed, d.step, d.rate, stream, d.step_at);
   const DropoutCoef<T> c = dropout_coef_as<T>(dropout_coef(d.rate, d.alpha));
   const dim3 grid(unsigned(t.col_blocks), unsigned(elementwise_row_blocks(m, t.col_blocks)));
   with_act(a, [&](auto act) {

@@ -70,8 +70,9 @@ void gemm(const T* a, const T* b, T* c, int64_t m, int64_t k, int64_t n, Stream 
 
 template <typename T>
 void optimizer_step(Opt kind, const OptStep<double>& h, OptTensor<T>* tensors, int64_t count,
-                    Clip clip_mode, double clip, double* norms, Stream s) {
-  cuda::optimizer_step<T>(kind, h, tensors, count, clip_mode, clip, norms, s);
+                    Clip clip_mode, double clip, double* norms, Stream s,
+                    const OptStep<double>* h_at = nullptr) {
+  cuda::optimizer_step<T>(kind, h, tensors, count, clip_mode, clip, norms, s, h_at);
 }
 
 }  // namespace dev

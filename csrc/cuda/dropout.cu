@@ -53,7 +53,9 @@ __device__ __forceinline__ void apply_quad(const T* __restrict__ in, T* __restri
 template <typename T, bool kStore>
 __global__ void forward_kernel(const T* __restrict__ x, T* __restrict__ y,
                                uint32_t* __restrict__ mask, int64_t n, uint64_t seed,
-                               uint64_t step, uint32_t thr, DropoutCoef<T> c, bool vec) {
+                               uint64_t step, const uint64_t* step_at, uint32_t thr,
+                               DropoutCoef<T> c, bool vec) {
+  if (step_at != nullptr) step = *step_at;
   const unsigned lane = threadIdx.x % kWarp;
   const int64_t nwords = (n + 31) / 32;
   const int64_t nchunks = (nwords + 3) / 4;
@@ -91,7 +93,8 @@ __global__ void backward_kernel(const T* __restrict__ dy, const uint32_t* __rest
 }
 
 __global__ void mask_kernel(uint32_t* __restrict__ mask, int64_t nwords, uint64_t seed,
-                            uint64_t step, uint32_t thr) {
+                            uint64_t step, const uint64_t* step_at, uint32_t thr) {
+  if (step_at != nullptr) step = *step_at;
   for (int64_t w = thread_index(); w < nwords; w += grid_stride())
     mask[w] = dropout_mask_word(seed, step, uint64_t(w), thr);
 }
@@ -111,16 +114,16 @@ __global__ void philox_kernel(const uint32_t* __restrict__ ctr, uint32_t* __rest
 
 template <typename T>
 void dropout_forward(const T* x, T* y, uint32_t* mask, int64_t n, uint64_t seed, uint64_t step,
-                     double rate, bool alpha, cudaStream_t stream) {
+                     double rate, bool alpha, cudaStream_t stream, const uint64_t* step_at) {
   const DropoutCoef<T> c = dropout_coef_as<T>(dropout_coef(rate, alpha));
   const uint32_t thr = dropout_threshold(rate);
   const bool vec = quad_aligned(x) && quad_aligned(y);
   if (mask != nullptr)
     linear_kernel<kBlockElems>(forward_kernel<T, true>, 0, stream, n, x, y, mask, n, seed, step,
-                               thr, c, vec);
+                               step_at, thr, c, vec);
   else
     linear_kernel<kBlockElems>(forward_kernel<T, false>, 0, stream, n, x, y, mask, n, seed, step,
-                               thr, c, vec);
+                               step_at, thr, c, vec);
 }
 
 template <typename T>
@@ -138,8 +141,8 @@ void dropout_backward(const T* dy, const uint32_t* mask, T* dx, int64_t n, uint6
 }
 
 void dropout_mask(uint32_t* mask, int64_t nwords, uint64_t seed, uint64_t step, double rate,
-                  cudaStream_t stream) {
-  linear_kernel(mask_kernel, 0, stream, nwords, mask, nwords, seed, step,
+                  cudaStream_t stream, const uint64_t* step_at) {
+  linear_kernel(mask_kernel, 0, stream, nwords, mask, nwords, seed, step, step_at,
                 dropout_threshold(rate));
 }
 
@@ -150,7 +153,7 @@ void philox4x32_10(const uint32_t* ctr, uint32_t* out, int64_t count, uint32_t k
 
 #define FUSEDNN_INSTANTIATE(T)                                                                 \
   template void dropout_forward<T>(const T*, T*, uint32_t*, int64_t, uint64_t, uint64_t, double, \
-                                   bool, cudaStream_t);                                        \
+                                   bool, cudaStream_t, const uint64_t*);                       \
   template void dropout_backward<T>(const T*, const uint32_t*, T*, int64_t, uint64_t, uint64_t,  \
                                     double, bool, cudaStream_t);
 FUSEDNN_INSTANTIATE(float)

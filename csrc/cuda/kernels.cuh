@@ -73,9 +73,13 @@ void dense_backward_input(const T* dz, const T* w, const T* s_prev, const void* 
 //  - the update of all tensors in one launch, whatever `count`.
 //  - then, for the tensors with max_norm > 0, the max-norm rescale.
 // h.clipvalue is the bound for Clip::Value; `clip` the bound for the norm modes.
+// h_at, when non-null, is a device copy of the step record that the update
+// reads instead of h when it runs, so that a captured CUDA graph replays with
+// the learning rate and step coefficients written there last.
 template <typename T>
 void optimizer_step(Opt k, const OptStep<double>& h, const OptTensor<T>* tensors, int64_t count,
-                    Clip clip_mode, double clip, double* norms, cudaStream_t stream);
+                    Clip clip_mode, double clip, double* norms, cudaStream_t stream,
+                    const OptStep<double>* h_at = nullptr);
 
 }  // namespace cuda
 }  // namespace fusednn

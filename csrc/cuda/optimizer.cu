@@ -167,10 +167,12 @@ __global__ void tensor_sumsq_kernel(const ChunkArgs<T> a, const double* partial,
 // The step for every element of the group. clip_mode Clip::Norm reads
 // norms[index[t]], Clip::Global the sum of norms[0..norms_count).
 template <typename T, Opt K>
-__global__ void update_kernel(const ChunkArgs<T> a, const OptStep<typename Compute<T>::type> h,
-                              Clip clip_mode, double clip, const double* norms,
-                              int64_t norms_count) {
+__global__ void update_kernel(const ChunkArgs<T> a, const OptStep<typename Compute<T>::type> h_arg,
+                              const OptStep<double>* h_at, Clip clip_mode, double clip,
+                              const double* norms, int64_t norms_count) {
   using C = typename Compute<T>::type;
+  static_assert(std::is_same<C, double>::value, "h_at holds the record in the kernels' type");
+  const OptStep<C> h = h_at != nullptr ? *h_at : h_arg;
   __shared__ double scratch[kWarps];
   __shared__ double global_sumsq;
   C scale = C(1);
@@ -309,13 +311,13 @@ std::vector<ChunkArgs<T>> chunk_groups(const OptTensor<T>* tensors, int64_t coun
 
 template <typename T, Opt K>
 void launch_updates(const std::vector<ChunkArgs<T>>& groups, const OptStep<double>& hd,
-                    Clip clip_mode, double clip, const double* norms, int64_t count,
-                    cudaStream_t stream) {
+                    const OptStep<double>* h_at, Clip clip_mode, double clip, const double* norms,
+                    int64_t count, cudaStream_t stream) {
   using C = typename Compute<T>::type;
   const OptStep<C> h = step_as<C>(hd);
   for (const ChunkArgs<T>& a : groups)
-    linear_kernel<1>(update_kernel<T, K>, 0, stream, a.chunk_start[a.count], a, h, clip_mode,
-                     clip, norms, count);
+    linear_kernel<1>(update_kernel<T, K>, 0, stream, a.chunk_start[a.count], a, h, h_at,
+                     clip_mode, clip, norms, count);
 }
 
 template <typename T>
@@ -349,7 +351,8 @@ void max_norm_step(const OptTensor<T>* tensors, int64_t count, cudaStream_t stre
 
 template <typename T>
 void optimizer_step(Opt k, const OptStep<double>& h, const OptTensor<T>* tensors, int64_t count,
-                    Clip clip_mode, double clip, double* norms, cudaStream_t stream) {
+                    Clip clip_mode, double clip, double* norms, cudaStream_t stream,
+                    const OptStep<double>* h_at) {
   if (int(k) < 0 || int(k) >= int(Opt::Count))
     throw std::invalid_argument("optimizer_step: unknown optimizer kind " +
                                 std::to_string(int(k)));
@@ -389,7 +392,8 @@ void optimizer_step(Opt k, const OptStep<double>& h, const OptTensor<T>* tensors
   }
 
   dispatch_opt(k, [&](auto kind) {
-    launch_updates<T, decltype(kind)::value>(groups, h, clip_mode, clip, norms, count, stream);
+    launch_updates<T, decltype(kind)::value>(groups, h, h_at, clip_mode, clip, norms, count,
+                                             stream);
   });
 
   max_norm_step(tensors, count, stream);
@@ -397,7 +401,7 @@ void optimizer_step(Opt k, const OptStep<double>& h, const OptTensor<T>* tensors
 
 #define FUSEDNN_INSTANTIATE(T)                                                              \
   template void optimizer_step<T>(Opt, const OptStep<double>&, const OptTensor<T>*, int64_t, \
-                                  Clip, double, double*, cudaStream_t);
+                                  Clip, double, double*, cudaStream_t, const OptStep<double>*);
 FUSEDNN_INSTANTIATE(float)
 FUSEDNN_INSTANTIATE(double)
 #undef FUSEDNN_INSTANTIATE

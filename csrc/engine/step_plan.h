@@ -13,6 +13,12 @@
 // removes what lies between the kernels: Python, argument checks and
 // allocation. Buffers are given by the caller (bindings/engine.cpp) with room
 // for `rows` samples; a smaller batch uses the first rows of each.
+//
+// On the GPU the binding captures run() into a CUDA graph and replays it: the
+// step then reads what changes between batches from device memory written
+// before each replay (the optimizer's step record h_at, the dropout counters
+// counters_at) and adds its loss and accuracy to a device Tally
+// (engine/tally.h) instead of returning them.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -21,6 +27,7 @@
 // fusednn::dev: the kernels of the device the including module is built for.
 #if FUSEDNN_BIND_CUDA
 #include "cuda/device.cuh"
+#include "cuda/engine.cuh"
 #else
 #include "cpu/device.h"
 #endif
@@ -28,14 +35,13 @@
 #include "fusednn/dropout.h"
 #include "fusednn/loss.h"
 #include "fusednn/optimizer.h"
+#include "engine/tally.h"
 
 namespace fusednn {
 namespace engine {
 
 enum class BlockKind : int { Dense = 0, BatchNorm = 1, Activation = 2, Dropout = 3, Count = 4 };
 
-// How the loss reads the last block's output: fusednn.models.loss.Loss.
-enum class LossKind : int { SparseSoftmax = 0, Softmax = 1, SigmoidBce = 2, Mse = 3, Count = 4 };
 
 // One block's parameters and buffers (T* as void*: one struct for both dtypes).
 struct Block {
@@ -93,9 +99,11 @@ struct StepPlan {
   // inference (training false) a batch norm uses its moving statistics and
   // leaves them, and a dropout is on where active[its counter] is nonzero
   // (the layer's mc flag or predict's MC dropout); in training both are on.
+  // counters_at: null, or the counters in device memory, read by the kernels.
   const T* forward(Block& k, const T* x, int64_t m, const uint64_t* counters, const uint8_t* active,
-                   bool training, dev::Stream st) {
+                   bool training, dev::Stream st, const uint64_t* counters_at = nullptr) {
     const bool drop = k.counter >= 0 && (training || active[k.counter]);
+    const uint64_t* step_at = drop && counters_at ? counters_at + k.counter : nullptr;
     switch (k.kind) {
       case BlockKind::Dense:
         dev::dense_forward<T>(x, at(k.w), at(k.b), at(k.y), at(k.z), nullptr, m, k.in, k.out, k.act,
@@ -109,7 +117,7 @@ struct StepPlan {
           in = at(k.z);
         }
         const BnDropout d{drop ? k.rate : 0.0, k.alpha_dropout, k.seed,
-                          drop ? counters[k.counter] : 0};
+                          drop ? counters[k.counter] : 0, step_at};
         const bool batch_stats = training && k.batch_stats;
         dev::batchnorm_forward<T>(in, at(k.gamma), at(k.beta), at(k.moving_mean), at(k.moving_var),
                                   batch_stats, k.momentum, k.epsilon, k.convention, at(k.y),
@@ -124,7 +132,7 @@ struct StepPlan {
       case BlockKind::Dropout:
         if (!drop) return x;
         dev::dropout_forward<T>(x, at(k.y), k.mask, m * k.out, k.seed, counters[k.counter], k.rate,
-                                k.alpha_dropout, st);
+                                k.alpha_dropout, st, step_at);
         return at(k.y);
       case BlockKind::Count:  // refused when the plan is built
         break;
@@ -172,12 +180,16 @@ struct StepPlan {
   }
 
   // The loss of `out` (m x c) against `target` (class indices of type L, or
-  // rows of T), its gradient into dout, and the metric's count. weight: one
+  // rows of T), its gradient into dout, and the batch added to *tally (the
+  // mean loss times m, the accuracy's hits: engine/tally.h). weight: one
   // factor per sample or nullptr; the loss is sum_i w_i l_i / m (Keras'
-  // sum_over_batch_size), the count is not weighted (Keras' `metrics`).
+  // sum_over_batch_size), the hits are not weighted (Keras' `metrics`). On
+  // the CPU it also returns the batch's loss and hits; on the GPU, where
+  // loss_buf and tally are device memory, a kernel adds to the tally and the
+  // result is empty.
   template <typename L>
   StepResult head(const T* out, const L* labels, const T* target, const T* weight, T* dout,
-                  double* loss_buf, int64_t m, int64_t c, dev::Stream st) {
+                  double* loss_buf, Tally* tally, int64_t m, int64_t c, dev::Stream st) {
     const double inv_m = 1.0 / double(m);
     switch (loss.kind) {
       case LossKind::SparseSoftmax:
@@ -193,62 +205,45 @@ struct StepPlan {
       case LossKind::Count:  // refused when the plan is built
         break;
     }
+#if FUSEDNN_BIND_CUDA
+    cuda::step_tally<T, L>(loss.kind, loss.accuracy, loss.threshold, out, labels, target, loss_buf,
+                           m, c, tally, st);
+    return {};
+#else
     StepResult r{*loss_buf, 0};
-    if (loss.accuracy) r.correct = count_correct(out, labels, target, m, c);
+    if (loss.accuracy)
+      for (int64_t i = 0; i < m; ++i)
+        r.correct += row_hits<T, L>(loss.kind, loss.threshold, out, labels, target, i, c);
+    if (tally) tally_add(*tally, r.loss, m, r.correct);
     return r;
-  }
-
-  // As Loss.accuracy: argmax against the class index or the label row's
-  // argmax (NumPy's argmax: the first maximum, a NaN counting as one), or
-  // out > threshold against target > 0.5 for the binary loss.
-  template <typename L>
-  int64_t count_correct(const T* out, const L* labels, const T* target, int64_t m,
-                        int64_t c) const {
-    int64_t hits = 0;
-    if (loss.kind == LossKind::SigmoidBce) {
-      for (int64_t i = 0; i < m * c; ++i)
-        hits += (double(out[i]) > loss.threshold) == (double(target[i]) > 0.5);
-      return hits;
-    }
-    for (int64_t i = 0; i < m; ++i) {
-      const int64_t pred = argmax(out + i * c, c);
-      const int64_t want = labels ? int64_t(labels[i]) : argmax(target + i * c, c);
-      hits += pred == want;
-    }
-    return hits;
-  }
-
-  static int64_t argmax(const T* row, int64_t c) {
-    int64_t best = 0;
-    for (int64_t j = 0; j < c; ++j) {
-      if (std::isnan(row[j])) return j;
-      if (row[j] > row[best]) best = j;
-    }
-    return best;
+#endif
   }
 
   // The whole step. x: m rows of blocks[0].in; the last block's output is
   // the loss's input; weight: see head(). Returns the loss and the metric's
   // count.
+  // counters_at, h_at: null, or device copies of counters and h that the
+  // kernels read when they run (a captured graph's replays).
   template <typename L>
   StepResult run(const T* x, const L* labels, const T* target, const T* weight, T* dout,
-                 double* loss_buf, int64_t m,
-                 const uint64_t* counters, Opt rule, const OptStep<double>& h,
-                 OptTensor<T>* tensors, int64_t count, Clip clip_mode, double clip, double* norms,
-                 dev::Stream st) {
+                 double* loss_buf, Tally* tally, int64_t m, const uint64_t* counters, Opt rule,
+                 const OptStep<double>& h, OptTensor<T>* tensors, int64_t count, Clip clip_mode,
+                 double clip, double* norms, dev::Stream st,
+                 const uint64_t* counters_at = nullptr, const OptStep<double>* h_at = nullptr) {
     const int n = int(blocks.size());
     std::vector<const T*> inputs(n);
     const T* h_out = x;
     for (int i = 0; i < n; ++i) {
       inputs[i] = h_out;
-      h_out = forward(blocks[i], h_out, m, counters, nullptr, true, st);
+      h_out = forward(blocks[i], h_out, m, counters, nullptr, true, st, counters_at);
     }
     const StepResult r =
-        head<L>(h_out, labels, target, weight, dout, loss_buf, m, blocks[n - 1].out, st);
+        head<L>(h_out, labels, target, weight, dout, loss_buf, tally, m, blocks[n - 1].out, st);
     const T* g = dout;
     for (int i = n - 1; i >= stop; --i)
       g = backward(blocks[i], inputs[i], g, m, i > stop, counters, st);
-    if (count > 0) dev::optimizer_step<T>(rule, h, tensors, count, clip_mode, clip, norms, st);
+    if (count > 0)
+      dev::optimizer_step<T>(rule, h, tensors, count, clip_mode, clip, norms, st, h_at);
     return r;
   }
 

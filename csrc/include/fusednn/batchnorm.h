@@ -40,12 +40,16 @@ enum class BnConvention : int { Keras = 0, Torch = 1, Count };
 
 // Dropout after the activation; rate == 0: none. The mask (ceil(m n / 32)
 // words of fusednn/dropout.h, the same words as the standalone dropout op's
-// for (seed, step)) is written by forward and read by backward.
+// for (seed, step)) is written by forward and read by backward. step_at,
+// when non-null, holds the step instead (device memory on the GPU), read
+// when the work runs: a captured CUDA graph replays with the step its caller
+// wrote there last.
 struct BnDropout {
   double rate;
   bool alpha;
   uint64_t seed;
   uint64_t step;
+  const uint64_t* step_at = nullptr;
 };
 
 // mean and biased variance from the shifted sums of m samples (m >= 1).

@@ -13,6 +13,14 @@ the same order, so both paths give the same weights bit for bit.
 MC dropout with a batch's passes in one call): the same outputs as the
 Steps' forward in inference mode.
 
+On a GPU (CuPy weights, ``fusednn._C_cuda``) the training plan captures each
+batch shape's step once as a CUDA graph and replays it, with the learning
+rate, the optimizer's step coefficients and the dropout counters read from
+device memory (a schedule does not re-capture). Its loss and accuracy count
+stay on the device: the step is ``deferred`` and fit reads the sums with
+``tally()`` once per epoch, per progress-bar redraw, or per batch where a
+callback reads the batch's loss or a layer's penalty is added to it.
+
 What it runs: Dense, BatchNormalization, the activation layers Activation,
 ELU and LeakyReLU, Dropout and AlphaDropout, under the four losses of
 fusednn.models.loss, on NumPy weights, with a fusednn optimizer.
@@ -28,9 +36,13 @@ set them at construction).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .. import _C
+from .._arrays import is_cupy
+from .._backend import backend_for
 from .._C import BlockKind, BnConvention, LossKind
 from ..layers import (ELU, Activation, AlphaDropout, BatchNormalization, Dense, Dropout,
                       LeakyReLU)
@@ -48,13 +60,18 @@ _ACTIVATION_LAYERS = (Activation, ELU, LeakyReLU)
 _LAYERS = (Dense, BatchNormalization, *_ACTIVATION_LAYERS, Dropout, AlphaDropout)
 
 
-def unsupported_layers(model) -> str | None:
-    """None when the model's layers and weights allow a plan (predict's),
-    else the first layer class that does not, or ``"GPU"``."""
+def unsupported_layers(model, gpu: bool = False) -> str | None:
+    """None when the model's layers and weights allow a plan (predict's;
+    with `gpu`, fit's, which also runs on CuPy weights), else the first
+    layer class that does not, or ``"GPU"``."""
     for layer in model.layers:
         if type(layer) not in _LAYERS:
             return type(layer).__name__
-    for w in model.weights:
+    weights = model.weights
+    if gpu and weights and all(is_cupy(w) for w in weights):
+        dev = backend_for("Sequential.fit", w=weights[0])
+        return None if hasattr(dev._C, "StepPlan") else "GPU"
+    for w in weights:
         if type(w) is not np.ndarray:
             return "GPU"
     return None
@@ -63,7 +80,7 @@ def unsupported_layers(model) -> str | None:
 def unsupported(model, start: int = 0) -> str | None:
     """None when fit can train `model` with a CompiledStep, else what keeps
     it layer by layer, in a few words (e.g. ``"RReLU"``)."""
-    reason = unsupported_layers(model)
+    reason = unsupported_layers(model, gpu=True)
     if reason is not None:
         return reason
     if start:
@@ -137,6 +154,9 @@ def _block(step, width):
     return d, [], None
 
 
+_NO_DEVICE = contextlib.nullcontext()
+
+
 class _Compiled:
     """A StepPlan of `model`, built on first use and again whenever
     ``_current_key()`` (what the plan read from the model) changes."""
@@ -163,11 +183,18 @@ class CompiledStep(_Compiled):
     """The training step of `model` (compiled, built, supported: see
     ``unsupported``) as one call: ``step(xb, yb)`` -> (mean loss of the
     batch, accuracy count), the weights, slots, moving statistics and the
-    dropout layers' counters updated as ``Sequential._train_step`` does."""
+    dropout layers' counters updated as ``Sequential._train_step`` does.
+
+    ``deferred`` (True on a GPU): the call returns None and the batches'
+    losses and counts are summed where the step runs, read by ``tally()``.
+    The CPU plan sums them too, so a CPU step may be made deferred (fit then
+    reads the loss as it does on a GPU)."""
 
     def __init__(self, model):
         super().__init__(model)
         self.penalized = []
+        self._dev = None
+        self.deferred = False
 
     def _current_key(self):
         m = self.model
@@ -205,10 +232,21 @@ class CompiledStep(_Compiled):
                           if any(p is not None for p in layer.weight_penalties())]
         self._refs = refs
         self._drops = drops
-        self._plan = _C.StepPlan(blocks, m._model_dtype() == np.float64, _LOSSES[m.loss],
-                                 "accuracy" in m.metrics, float(loss.threshold),
-                                 min(stop, len(blocks)), opt._rule, tensors)
+        self._outputs = blocks[-1]["out"]
+        weights = m.weights
+        self._dev = dev = backend_for(caller, w=weights[0] if weights else None)
+        self.deferred = self.deferred or dev.name == "cuda"
+        self._plan = None  # the old plan's buffers go before the new one's are taken
+        with self._device():
+            self._plan = dev._C.StepPlan(blocks, m._model_dtype() == np.float64, _LOSSES[m.loss],
+                                         "accuracy" in m.metrics, float(loss.threshold),
+                                         min(stop, len(blocks)), opt._rule, tensors)
         self._route_grads(owner, stop)
+
+    def _device(self):
+        """The weights' device made current (a GPU plan), else nothing."""
+        w = self.model.weights
+        return w[0].device if self._dev.name == "cuda" else _NO_DEVICE
 
     def _route_grads(self, owner, stop):
         """Each layer's ``grads`` becomes the plan's gradient buffers of its
@@ -227,13 +265,23 @@ class CompiledStep(_Compiled):
         opt = self.model.optimizer
         t = opt.iterations + 1
         record, clip_mode, clip = opt._record(t)
-        loss, correct = self._plan.run(xb, yb, [d.step for d in self._drops], record, clip_mode,
-                                       clip, weight)
+        with self._device():
+            result = self._plan.run(xb, yb, [d.step for d in self._drops], record, clip_mode,
+                                    clip, weight, self._dev.stream)
         opt._advance(t)
         opt.iterations = t
         for d in self._drops:
             d.step += 1  # each active dropout drew one mask, as Dropout.forward counts
-        return loss, correct
+        return None if self.deferred else result
+
+    def tally(self):
+        """(sum of batch loss * rows, accuracy count, rows, batches, last
+        batch loss) of the steps since the last call (waits for them on a
+        GPU); zeros before the first step."""
+        if self._plan is None:
+            return 0.0, 0, 0, 0, 0.0
+        with self._device():
+            return self._plan.tally()
 
     def metric_values(self, correct, yb) -> dict:
         """The batch's metrics from the accuracy count, as
@@ -244,6 +292,16 @@ class CompiledStep(_Compiled):
             return {}
         total = yb.size if m.loss == "binary_crossentropy" else yb.shape[0]
         return {"accuracy": correct / total}
+
+    def metric_sums(self, correct) -> dict:
+        """What fit adds to its metric sums for a tally's accuracy count:
+        the count (per output for the binary loss), as metric_values times
+        the rows."""
+        m = self.model
+        if "accuracy" not in m.metrics:
+            return {}
+        return {"accuracy": correct / self._outputs if m.loss == "binary_crossentropy"
+                else float(correct)}
 
 
 class CompiledForward(_Compiled):

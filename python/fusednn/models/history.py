@@ -79,6 +79,12 @@ class _Progress:
     def _items(logs) -> list:
         return [f"{k}: {v:.4f}" for k, v in logs.items()]
 
+    def due(self, step) -> bool:
+        """Whether update(step, ...) would redraw now (fit reads a deferred
+        step's loss only then)."""
+        return self.live and ((self.steps is not None and step >= self.steps)
+                              or time.perf_counter() - self.drawn_at >= 0.1)
+
     def update(self, step, rate, logs):
         self.step = step
         now = time.perf_counter()

@@ -143,6 +143,15 @@ def _layers_from_config(caller, entries, keep_names=True) -> list:
     return out
 
 
+def _reads_batch_end(cb) -> bool:
+    """Whether `cb` has an on_train_batch_end of its own (it reads the
+    batch's loss: fit then reads a deferred step's loss at every batch)."""
+    from ..callbacks import Callback
+
+    hook = getattr(type(cb), "on_train_batch_end", None)
+    return "on_train_batch_end" in vars(cb) or hook is not Callback.on_train_batch_end
+
+
 class Sequential:
     """A linear stack of layers (Keras' ``Sequential``).
 
@@ -1141,6 +1150,11 @@ class Sequential:
             cb.set_model(self)
         # callbacks that read a step's health (fusednn.health.GradientHealth)
         health = [cb for cb in cbs if callable(getattr(cb, "health_due", None))]
+        # A deferred step (the GPU's graph) keeps its loss on the device: it is read
+        # at the end of the epoch and at each progress-bar redraw, and at every batch
+        # only where a callback reads the batch's loss or a penalty is added to it.
+        deferred = engine is not None and engine.deferred and not any(
+            _reads_batch_end(cb) for cb in cbs)
         opt = self.optimizer
         self.stop_training = False
         nan_warned = False
@@ -1159,7 +1173,25 @@ class Sequential:
             bar = _Progress(epoch, epochs, source.steps, verbose)
             t0 = time.perf_counter()
             loss_sum, metric_sums, seen = 0.0, {}, 0
+            if engine is not None and engine.deferred:
+                engine.tally()  # what an earlier fit left (nothing, on its normal end)
+
+            def read_tally():
+                """The deferred steps' sums into this epoch's, and the NaN warning."""
+                nonlocal loss_sum, nan_warned
+                part, correct, _, done, _ = engine.tally()
+                loss_sum += part
+                for k, v in engine.metric_sums(correct).items():
+                    metric_sums[k] = metric_sums.get(k, 0.0) + v
+                if done and not (nan_warned or math.isfinite(part)):
+                    nan_warned = True
+                    warnings.warn(f"{caller}: the loss is {part} by epoch {epoch + 1}, batch "
+                                  f"{step + 1}; training goes on (add fd.callbacks."
+                                  f"TerminateOnNaN() to stop). Check x and y for NaN or inf, or "
+                                  f"lower the learning rate", RuntimeWarning, stacklevel=4)
+
             batches = source.epoch(rng, shuffle)
+            step = skip
             try:
                 for step, (xb, yb, wb) in enumerate(itertools.islice(batches, skip, None), skip):
                     for cb in cbs:
@@ -1174,7 +1206,26 @@ class Sequential:
                     elif engine is None:
                         out, loss = self._train_step(xb, yb, start, wb)
                     else:
-                        loss, correct = engine(xb, yb, caller, wb)
+                        result = engine(xb, yb, caller, wb)
+                    if deferred and not probes and not engine.penalized:
+                        seen += xb.shape[0]
+                        rate = seen / (time.perf_counter() - t0)
+                        if bar.due(step + 1):
+                            read_tally()
+                            bar.update(step + 1, rate, {"loss": loss_sum / seen, **{
+                                k: v / seen for k, v in metric_sums.items()}})
+                        else:
+                            bar.step = step + 1
+                        for cb in cbs:
+                            cb.on_train_batch_end(step, {})
+                        if self.stop_training:
+                            break
+                        continue
+                    if engine is not None and not probes:
+                        if engine.deferred:  # the batch's loss read now (a callback, a penalty)
+                            _, correct, _, _, loss = engine.tally()
+                        else:
+                            loss, correct = result
                     m = xb.shape[0]
                     layer_by_layer = engine is None or bool(probes)
                     batch_loss = float(loss) + self._penalty_loss(
@@ -1203,6 +1254,8 @@ class Sequential:
                         break
             finally:
                 batches.close()
+            if deferred:
+                read_tally()
             skip = 0
             if source.ran_out:
                 warnings.warn(f"{caller}: the input ran out of data at epoch {epoch + 1} "
