@@ -43,7 +43,11 @@ equals the NumPy implementation's step (same weights, same batch).
 
 With ``--device cuda`` the data live on the GPU (CuPy arrays for fusednn and
 the NumPy code run on CuPy, CUDA tensors for PyTorch), and the roofline is a
-4096^3 cuBLAS sgemm.
+4096^3 cuBLAS sgemm. There fusednn's compiled step is a CUDA graph replayed
+per batch, and fit (verbose=0) reads the loss once per epoch; PyTorch's loop
+reads it per batch as above, and a ``torch.compile`` of the same module runs
+the same loop as one more peer (left out, and said so, where torch.compile
+cannot build its kernels).
 
     python bench/train.py [--device cpu|cuda] [--rounds N] [--quick]
 """
@@ -279,6 +283,30 @@ def torch_model(net, weights, threads, device="cpu"):
     return model, opt
 
 
+def torch_compiled(net, weights):
+    """(torch.compile of the CUDA model, its optimizer), compiled and warmed
+    on one batch here (its first calls trace and build kernels), or None
+    where torch.compile cannot run (no Triton or no compiler): said so."""
+    import torch
+    import torch.nn.functional as F
+
+    model, opt = torch_model(net, weights, torch.get_num_threads(), "cuda")
+    try:
+        cmodel = torch.compile(model)
+        x = torch.zeros((128, net["n_in"]), device="cuda")
+        y = torch.zeros(128, dtype=torch.int64, device="cuda")
+        for _ in range(2):
+            loss = F.cross_entropy(cmodel(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        torch.cuda.synchronize()
+    except Exception as e:  # the peer is optional; its absence is reported
+        print(f"torch.compile unavailable here, left out: {type(e).__name__}: {e}"[:300])
+        return None
+    return cmodel, opt
+
+
 def torch_epoch(model, opt, tx, ty, batch, gen):
     import torch
     import torch.nn.functional as F
@@ -410,7 +438,7 @@ def result_row(net, batch, n, t, gemm_flops):
     if "layers" in t:
         row["layers_sps"] = round(n / t.median("layers"))
         row["vs_layers"] = round(t.ratio("layers", "fusednn"), 2)
-    for peer in ("torch", "jax"):
+    for peer in ("torch", "jax", "torch_compile"):
         if peer in t:
             row[f"{peer}_sps"] = round(n / t.median(peer))
             row[f"vs_{peer}"] = round(t.ratio(peer, "fusednn"), 2)
@@ -555,14 +583,20 @@ def bench_cuda(cases, rounds, samples):
         x = cupy.asarray(rng.standard_normal((n, net["n_in"]), dtype=np.float32))
         y = cupy.asarray(rng.integers(0, N_OUT, n))
         model = fd_model(net, xp=cupy)
+        layered = fd_model(net, xp=cupy, jit_compile=False)
         ref = NumpyNet(net, fd_weights(model), xp=cupy)
         tm, topt = torch_model(net, fd_weights(model), torch.get_num_threads(), "cuda")
         tx, ty = torch.as_tensor(x, device="cuda"), torch.as_tensor(y, device="cuda")
         tgen = torch.Generator().manual_seed(0)
         fns = {"fusednn": lambda: model.fit(x, y, batch_size=batch, epochs=1, verbose=0),
+               "layers": lambda: layered.fit(x, y, batch_size=batch, epochs=1, verbose=0),
                "numpy": lambda: ref.epoch(x, y, batch),
-               "torch": lambda: torch_epoch(tm, topt, tx, ty, batch, tgen),
-               "gemm": gemm}
+               "torch": lambda: torch_epoch(tm, topt, tx, ty, batch, tgen)}
+        compiled = torch_compiled(net, fd_weights(model))
+        if compiled is not None:
+            cgen = torch.Generator().manual_seed(0)
+            fns["torch_compile"] = lambda: torch_epoch(*compiled, tx, ty, batch, cgen)
+        fns["gemm"] = gemm
         t = interleaved(fns, rounds=rounds, sync=sync, min_turn=0.3, settle=0.0)
         row = result_row(net, batch, n, t, gemm_flops)
         rows.append(row)
@@ -646,7 +680,9 @@ def main(argv=None):
     cols = [("net", "net"), ("batch", "batch"), ("fd_sps", "fusednn samples/s"),
             ("layers_sps", "layer by layer samples/s"), ("vs_layers", "compiled / layers"),
             ("torch_sps", "torch samples/s"), ("jax_sps", "JAX jit samples/s"),
+            ("torch_compile_sps", "torch.compile samples/s"),
             ("numpy_sps", f"{peer} samples/s"), ("vs_torch", "vs torch"), ("vs_jax", "vs JAX"),
+            ("vs_torch_compile", "vs torch.compile"),
             ("vs_numpy", f"vs {peer}"), ("sgemm_gflops", "sgemm GFLOP/s"),
             ("of_sgemm", "GEMM FLOP/s of sgemm"), ("torch_of_sgemm", "torch of sgemm")]
     print(f"\n{info['date']}, {info['cpu']}, {info['threads']} threads"

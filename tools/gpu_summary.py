@@ -65,7 +65,8 @@ def pick(rows, **match):
 
 
 def targets(benches: dict) -> list:
-    """(what, figure, target, met) for the issue's five targets."""
+    """(what, figure, target, met) for the GPU issue's five targets and the
+    step engine's."""
     out = []
 
     def add(what, value, target):
@@ -85,6 +86,11 @@ def targets(benches: dict) -> list:
         r and r.get("of_copy"), 0.80)
     r = pick(benches.get("train-cuda-quick", {}).get("rows", []), batch=128)
     add("W1 train.py batch 128 vs PyTorch eager", r and r.get("vs_torch"), 3.0)
+    # the step engine's (issue 17) GPU targets on the same row
+    add("W1 compiled step (CUDA graph) batch 128 vs PyTorch eager", r and r.get("vs_torch"), 5.0)
+    add("W1 compiled step (CUDA graph) batch 128 vs torch.compile",
+        r and r.get("vs_torch_compile"), 1.5)
+    add("W1 compiled step batch 128 vs fusednn layer by layer", r and r.get("vs_layers"), 1.0)
     return out
 
 
