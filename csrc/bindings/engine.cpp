@@ -136,7 +136,7 @@ class Plan {
     check(!busy_, "StepPlan.tally", "the plan is running in another thread");
     Tally got;
 #if FUSEDNN_BIND_CUDA
-    if (state_.ptr != nullptr) {
+    if (ready_) {
       py::gil_scoped_release nogil;
       cuda_check(cudaMemcpyAsync(&got, state_.ptr, sizeof(Tally), cudaMemcpyDeviceToHost, stream_),
                  "reading the tally");
@@ -178,7 +178,7 @@ class Plan {
     if (m > rows_) reserve(m);
 #if FUSEDNN_BIND_CUDA
     // after the training steps queued on the plan's stream (the same buffers)
-    if (stream_ != nullptr) {
+    if (ready_) {
       cuda_check(cudaEventRecord(ev_out_, stream_), "ordering after the steps");
       cuda_check(cudaStreamWaitEvent(st, ev_out_, 0), "ordering after the steps");
     }
@@ -224,16 +224,9 @@ class Plan {
 
 #if FUSEDNN_BIND_CUDA
   ~Plan() {
-    // Nothing can be thrown here: a failed call leaves what it held.
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
     drop_graphs();
-    for (Slot& sl : slots_) {
-      if (sl.done != nullptr) cudaEventDestroy(sl.done);
-      if (sl.host != nullptr) cudaFreeHost(sl.host);
-    }
-    if (ev_in_ != nullptr) cudaEventDestroy(ev_in_);
-    if (ev_out_ != nullptr) cudaEventDestroy(ev_out_);
-    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    release_device();
   }
   Plan(const Plan&) = delete;
   Plan& operator=(const Plan&) = delete;
@@ -284,10 +277,9 @@ class Plan {
   // plan is built without touching the GPU). Needs the GIL (state_ comes
   // from the registered allocator).
   void init_device() {
-    if (stream_ != nullptr) return;
-    cudaStream_t st = nullptr;
-    cuda_check(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "creating its stream");
-    stream_ = st;
+    if (ready_) return;
+    release_device();  // what a failed earlier attempt made
+    cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "creating its stream");
     cuda_check(cudaEventCreateWithFlags(&ev_in_, cudaEventDisableTiming), "creating an event");
     cuda_check(cudaEventCreateWithFlags(&ev_out_, cudaEventDisableTiming), "creating an event");
     for (Slot& sl : slots_) {
@@ -297,6 +289,24 @@ class Plan {
     }
     state_ = empty(DType::U8, {int64_t(norms_at() + tensors_.size() * sizeof(double))});
     cuda_check(cudaMemsetAsync(state_.ptr, 0, size_t(state_.size), stream_), "zeroing its state");
+    ready_ = true;
+  }
+
+  // The stream, events and pinned slots (never throws: a failed call leaves
+  // what it held).
+  void release_device() {
+    ready_ = false;
+    for (Slot& sl : slots_) {
+      if (sl.done != nullptr) cudaEventDestroy(sl.done);
+      if (sl.host != nullptr) cudaFreeHost(sl.host);
+      sl = Slot{};
+    }
+    if (ev_in_ != nullptr) cudaEventDestroy(ev_in_);
+    if (ev_out_ != nullptr) cudaEventDestroy(ev_out_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    ev_in_ = ev_out_ = nullptr;
+    stream_ = nullptr;
+    next_slot_ = 0;
   }
 
   void drop_graphs() {
@@ -623,6 +633,7 @@ class Plan {
   std::map<GraphKey, cudaGraphExec_t> graphs_;
   std::map<GraphKey, bool> seen_;  // shapes that ran once uncaptured
   bool capture_ = true;
+  bool ready_ = false;  // init_device() done
 #else
   double loss_value_ = 0;
   Tally tally_;
