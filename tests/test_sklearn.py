@@ -81,6 +81,79 @@ def test_pipeline_digits_cross_val(digits):
     assert scores.mean() >= 0.95, scores
 
 
+@pytest.mark.parametrize("losses", [
+    [1.0, 0.994, 0.988, 0.982, 0.976, 0.970, 0.964],   # gains below tol, every epoch
+    [1.0, 0.98, 0.979, 0.97, 0.969, 0.968, 0.967, 0.966, 0.965],
+    [1.0, 1.2, 0.99, 0.985, 1.5, 0.97, 0.97, 0.97, 0.97, 0.97],
+    [1.0, float("nan"), 0.9, 0.9, 0.9, 0.9, 0.9]])
+def test_the_stop_is_mlpclassifiers(losses):
+    """The stop on the training loss decides as scikit-learn's own
+    MLPClassifier._update_no_improvement_count does on the same losses (the
+    best moves with every gain, so gains below tol in a row stop training;
+    fd.callbacks.EarlyStopping, as Keras', would count them up and go on)."""
+    from sklearn.neural_network import MLPClassifier
+
+    from fusednn.sklearn import _NoImprovementStop
+
+    mlp = MLPClassifier(tol=0.01, n_iter_no_change=2)
+    if not hasattr(mlp, "_update_no_improvement_count"):
+        pytest.skip("this scikit-learn has no _update_no_improvement_count to compare with")
+    mlp.best_loss_, mlp._no_improvement_count, mlp.loss_curve_ = np.inf, 0, []
+    # (early_stopping, X, y[, sample_weight]): the data are unused without early_stopping
+    import inspect
+
+    unused = [None] * (len(inspect.signature(mlp._update_no_improvement_count).parameters) - 1)
+    stop = _NoImprovementStop("loss", "min", 0.01, 2)
+    stop.set_model(type("M", (), {"stop_training": False})())
+    stop.on_train_begin()
+    for loss in losses:
+        mlp.loss_curve_.append(loss)
+        mlp._update_no_improvement_count(False, *unused)
+        stop.on_epoch_end(len(mlp.loss_curve_) - 1, {"loss": loss})
+        assert stop.model.stop_training == (mlp._no_improvement_count > mlp.n_iter_no_change)
+        if stop.model.stop_training:
+            break
+    assert stop.model.stop_training, "every sequence here stops"
+
+
+def test_early_stopping_puts_back_the_best_validation_epoch():
+    """With early_stopping the weights of the epoch with the highest held-out
+    score (the first of equals, as MLPClassifier's _best_coefs) are put back,
+    whether training stopped or ran out of epochs."""
+    from fusednn.sklearn import _NoImprovementStop
+
+    class Model:
+        stop_training = False
+        weights = None
+
+        def get_weights(self):
+            return [np.array(self.epoch)]
+
+        def set_weights(self, w):
+            self.weights = w
+
+    for scores, stops in (([0.5, 0.7, 0.6, 0.7, 0.65, 0.69], True), ([0.5, 0.6, 0.9], False)):
+        stop = _NoImprovementStop("val_score", "max", 1e-4, 2, restore=True)
+        stop.set_model(Model())
+        stop.on_train_begin()
+        for epoch, score in enumerate(scores):
+            stop.model.epoch = epoch
+            stop.on_epoch_end(epoch, {"val_score": score})
+            if stop.model.stop_training:
+                break
+        stop.on_train_end()
+        assert stop.model.stop_training == stops
+        assert int(stop.model.weights[0]) == int(np.argmax(scores))
+
+
+def test_early_stopping_fit(digits):
+    X, y = digits
+    est = FusedClassifier(early_stopping=True, n_iter_no_change=3, max_iter=60,
+                          random_state=0).fit(X / 16.0, y)
+    assert est.n_iter_ == len(est.validation_scores_) <= 60
+    assert est.best_validation_score_ == max(est.validation_scores_) > 0.9
+
+
 def test_grid_search_two_jobs_equals_one(digits):
     X, y = digits[0][:600], digits[1][:600]
     grid = {"hidden_layer_sizes": [(16,), (48,)], "alpha": [1e-4, 1.0]}

@@ -194,9 +194,9 @@ _PARAMETERS = """\
     max_iter : int or None, default=None
         {model}'s name: at most this many epochs. Training stops earlier
         when the training loss (with early_stopping: the validation
-        {score}) has not improved by more than ``tol`` for
-        ``n_iter_no_change + 1`` epochs in a row (fd.callbacks.EarlyStopping
-        with ``patience=n_iter_no_change + 1``), and a ConvergenceWarning
+        {score}) has not improved on its best so far by more than ``tol``
+        for ``n_iter_no_change + 1`` epochs in a row ({model}'s rule: the
+        best follows every gain, however small), and a ConvergenceWarning
         says when the epochs ran out first. None (with epochs None): 200.
     epochs : int or None, default=None
         Keras' name: exactly this many epochs (no stop on the training
@@ -267,6 +267,42 @@ class _ValidationScore(_callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["val_score"] = self.score(self.model)
+
+
+class _NoImprovementStop(_callbacks.Callback):
+    """MLPClassifier's stop (scikit-learn's ``_update_no_improvement_count``)
+    on ``logs[monitor]``: an epoch counts as no improvement when its value is
+    not better than the best so far by more than ``tol``; the best follows
+    every better value, by however little (fd.callbacks.EarlyStopping, as
+    Keras', moves it only by more than min_delta, so many small gains in a
+    row count there as one improvement and training runs on); after
+    ``n_iter_no_change + 1`` such epochs in a row training stops. With
+    ``restore``, the weights of the best epoch are put back when training
+    ends, stopped or not (MLPClassifier's early_stopping)."""
+
+    def __init__(self, monitor, mode, tol, n_iter_no_change, restore=False):
+        super().__init__()
+        self.monitor, self.tol, self.n_iter_no_change = monitor, tol, n_iter_no_change
+        self.sign = 1.0 if mode == "min" else -1.0  # compared as sign * value, lower better
+        self.restore = restore
+        self.best, self.count, self.best_weights = np.inf, 0, None
+
+    def on_train_begin(self, logs=None):
+        self.best, self.count, self.best_weights = np.inf, 0, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = self.sign * float(logs[self.monitor])
+        self.count = self.count + 1 if value > self.best - self.tol else 0
+        if value < self.best:
+            self.best = value
+            if self.restore:
+                self.best_weights = self.model.get_weights()
+        if self.count > self.n_iter_no_change:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
 
 
 # ------------------------------------------------------------- estimators
@@ -512,9 +548,8 @@ class _FusedEstimator(BaseEstimator):
                 cfg, X, targets, y_score, weight, sw, base, caller)
             callbacks.append(_ValidationScore(
                 lambda model: self._validation_score(model, X_val, y_val, w_val)))
-            callbacks.append(_callbacks.EarlyStopping(
-                monitor="val_score", mode="max", min_delta=cfg["tol"],
-                patience=cfg["n_iter_no_change"] + 1, restore_best_weights=True))
+            callbacks.append(_NoImprovementStop("val_score", "max", cfg["tol"],
+                                                cfg["n_iter_no_change"], restore=True))
         n = X.shape[0]
         batch_size = min(_AUTO_BATCH, n) if cfg["batch_size"] == "auto" else cfg["batch_size"]
         if partial:
@@ -524,11 +559,9 @@ class _FusedEstimator(BaseEstimator):
         else:
             epochs = cfg["max_iter"] or _DEFAULT_MAX_ITER
             if not cfg["early_stopping"]:
-                # MLPClassifier's stop: n_iter_no_change + 1 epochs in a row
-                # without the training loss improving by more than tol
-                callbacks.append(_callbacks.EarlyStopping(
-                    monitor="loss", mode="min", min_delta=cfg["tol"],
-                    patience=cfg["n_iter_no_change"] + 1))
+                # MLPClassifier's stop on the training loss
+                callbacks.append(_NoImprovementStop("loss", "min", cfg["tol"],
+                                                    cfg["n_iter_no_change"]))
         if weight is not None:
             if np.all(weight == weight[0]):
                 weight = None  # equal weights weigh nothing: the unweighted path, bit for bit
