@@ -687,7 +687,7 @@ def main(argv=None):
             ("of_sgemm", "GEMM FLOP/s of sgemm"), ("torch_of_sgemm", "torch of sgemm")]
     print(f"\n{info['date']}, {info['cpu']}, {info['threads']} threads"
           + (f", {args.busy} busy processes beside" if args.busy else ""))
-    print(markdown(rows, cols))
+    print(markdown(rows, [c for c in cols if any(c[0] in r for r in rows)]))
     print(f"\n(ratios > 1: fusednn is faster)\nJSON: {path}")
     chart(path, rows, info=info, **CHARTS["train"])
 
