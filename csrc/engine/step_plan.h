@@ -42,7 +42,6 @@ namespace engine {
 
 enum class BlockKind : int { Dense = 0, BatchNorm = 1, Activation = 2, Dropout = 3, Count = 4 };
 
-
 // One block's parameters and buffers (T* as void*: one struct for both dtypes).
 struct Block {
   BlockKind kind = BlockKind::Dense;

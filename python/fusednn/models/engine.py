@@ -23,9 +23,10 @@ callback reads the batch's loss or a layer's penalty is added to it.
 
 What it runs: Dense, BatchNormalization, the activation layers Activation,
 ELU and LeakyReLU, Dropout and AlphaDropout, under the four losses of
-fusednn.models.loss, on NumPy weights, with a fusednn optimizer.
-``unsupported(model)`` names what keeps a model on the layer-by-layer path
-(an RReLU or PReLU layer, a layer subclass, CuPy weights, ...).
+fusednn.models.loss, with a fusednn optimizer: fit on NumPy or CuPy weights,
+predict and evaluate on NumPy weights.
+``unsupported(model)`` names what keeps a model's fit on the layer-by-layer
+path (an RReLU or PReLU layer, a layer subclass, ``cache_frozen``, ...).
 
 The plan points into the model's arrays. It is rebuilt when a weight array,
 an optimizer slot, a trainable flag, a dropout's seed or rate, the Steps or
