@@ -449,3 +449,31 @@ def test_the_compiled_step_on_each_backend_equals_the_layer_by_layer_path(backen
     assert _state(a)[1:] == _state(b)[1:]
     for k in ha.history:
         np.testing.assert_allclose(hb.history[k], ha.history[k], rtol=1e-6)
+
+
+def test_a_deferred_step_reads_its_loss_once_per_epoch_unless_a_batch_needs_it():
+    """The GPU's contract, on the CPU plan: the loss reaches the host at the
+    start and end of each epoch (and at a progress-bar redraw), not per batch;
+    per batch only where a callback has its own on_train_batch_end."""
+    from fusednn.models.engine import CompiledStep
+
+    class Counting(CompiledStep):
+        reads = 0
+
+        def tally(self):
+            Counting.reads += 1
+            return super().tally()
+
+    x, labels = _data()
+    for callbacks, per_batch in (([fd.callbacks.EarlyStopping("loss", patience=5)], False),
+                                 ([fd.callbacks.TerminateOnNaN()], True)):
+        model = _w1_like(np.float32)
+        model.compile(fd.optimizers.SGD(0.01), "sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        model._engine = Counting(model)
+        model._engine.deferred = True
+        Counting.reads = 0
+        hist = model.fit(x, labels, epochs=2, batch_size=32, verbose=0, callbacks=callbacks)
+        batches = 2 * 7
+        assert Counting.reads == (2 + batches if per_batch else 2 * 2)
+        assert all(np.isfinite(hist.history["loss"])) and len(hist.history["accuracy"]) == 2
