@@ -78,6 +78,10 @@ class Callback:
     def on_train_batch_end(self, batch, logs=None):
         pass
 
+    # A callback that keeps this hook reads no batch's loss: fit need not
+    # bring a GPU step's loss to the host for it (Sequential.fit).
+    on_train_batch_end.reads_nothing = True
+
 
 # ---------------------------------------------------------------- checks
 

@@ -144,12 +144,11 @@ def _layers_from_config(caller, entries, keep_names=True) -> list:
 
 
 def _reads_batch_end(cb) -> bool:
-    """Whether `cb` has an on_train_batch_end of its own (it reads the
-    batch's loss: fit then reads a deferred step's loss at every batch)."""
-    from ..callbacks import Callback
-
+    """Whether `cb` has an on_train_batch_end of its own, not the base
+    Callback's no-op (it reads the batch's loss: fit then reads a deferred
+    step's loss at every batch)."""
     hook = getattr(type(cb), "on_train_batch_end", None)
-    return "on_train_batch_end" in vars(cb) or hook is not Callback.on_train_batch_end
+    return "on_train_batch_end" in vars(cb) or not getattr(hook, "reads_nothing", False)
 
 
 class Sequential:
