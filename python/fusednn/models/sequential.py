@@ -1166,14 +1166,14 @@ class Sequential:
         if dist is not None:
             initial_epoch, skip = dist.start(initial_epoch, skip)
         rng = self._shuffle_rng
+        if engine is not None and engine.deferred:
+            engine.tally()  # what an earlier fit left (nothing, after a normal end)
         for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch, {})
             bar = _Progress(epoch, epochs, source.steps, verbose)
             t0 = time.perf_counter()
             loss_sum, metric_sums, seen = 0.0, {}, 0
-            if engine is not None and engine.deferred:
-                engine.tally()  # what an earlier fit left (nothing, on its normal end)
 
             def read_tally():
                 """The deferred steps' sums into this epoch's, and the NaN warning."""
