@@ -478,3 +478,46 @@ def test_a_deferred_step_reads_its_loss_once_per_epoch_unless_a_batch_needs_it()
         batches = 2 * 7
         assert Counting.reads == 1 + (batches if per_batch else 2)
         assert all(np.isfinite(hist.history["loss"])) and len(hist.history["accuracy"]) == 2
+
+
+@pytest.mark.parametrize("loss_kind", ["sparse", "binary"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_tally_against_the_reference(backend, loss_kind, dtype):
+    """The step's tally (a host loop on the CPU, one kernel on the GPU)
+    against testing/reference.py's loss and NumPy's argmax / threshold on the
+    same outputs: a plan of one linear Dense block at learning rate 0 (the
+    weights, hence the outputs, stay), two batches of different sizes."""
+    from conftest import to_backend
+
+    from fusednn._backend import backend_for
+    from fusednn.testing import reference as ref
+
+    rng = np.random.default_rng(3)
+    c = 5 if loss_kind == "sparse" else 3
+    w = rng.standard_normal((6, c)).astype(dtype)
+    w_dev = to_backend(w, backend)
+    dev = backend_for("test", w=w_dev)
+    blocks = [{"kind": _C.BlockKind.Dense, "in": 6, "out": c, "w": w_dev, "b": None,
+               "act": _C.Act.Linear, "alpha": 0.0}]
+    kind = _C.LossKind.SparseSoftmax if loss_kind == "sparse" else _C.LossKind.SigmoidBce
+    plan = dev._C.StepPlan(blocks, dtype == np.float64, kind, True, 0.5, 0, _C.Opt.SGD, [])
+    want_loss, want_hits, last = 0.0, 0, None
+    for m in (7, 4):
+        x = rng.standard_normal((m, 6)).astype(dtype)
+        out = x.astype(np.float64) @ w.astype(np.float64)
+        if loss_kind == "sparse":
+            t = rng.integers(0, c, m)
+            last, _ = ref.softmax_cross_entropy(out, t)
+            want_hits += int(np.sum(np.argmax(out, axis=1) == t))
+        else:
+            t = (rng.random((m, c)) > 0.5).astype(dtype)
+            last, _ = ref.sigmoid_binary_cross_entropy(out, t)
+            want_hits += int(np.sum((out > 0.5) == (t > 0.5)))
+        want_loss += last * m
+        plan.run(to_backend(x, backend), to_backend(t, backend), [], _C.OptStep(), _C.Clip.Off,
+                 0.0, None, dev.stream)
+    loss_sum, correct, samples, batches, got_last = plan.tally()
+    assert (samples, batches, correct) == (11, 2, want_hits)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert loss_sum == pytest.approx(want_loss, rel=tol)
+    assert got_last == pytest.approx(last, rel=tol)

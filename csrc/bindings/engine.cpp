@@ -19,6 +19,7 @@
 #include <array>
 #include <cstring>
 #include <map>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -362,7 +363,7 @@ class Plan {
         enqueue<T>(labels, weighted, clip_mode, clip, m, counters, h);
       }
     } else {
-      seen_[key] = true;
+      seen_.insert(key);
       enqueue<T>(labels, weighted, clip_mode, clip, m, counters, h);
     }
     cuda_check(cudaEventRecord(ev_out_, stream_), "ordering before the caller");
@@ -631,7 +632,7 @@ class Plan {
   std::array<Slot, kSlots> slots_{};
   int next_slot_ = 0;
   std::map<GraphKey, cudaGraphExec_t> graphs_;
-  std::map<GraphKey, bool> seen_;  // shapes that ran once uncaptured
+  std::set<GraphKey> seen_;  // shapes that ran once uncaptured
   bool capture_ = true;
   bool ready_ = false;  // init_device() done
 #else

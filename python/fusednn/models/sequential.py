@@ -143,6 +143,19 @@ def _layers_from_config(caller, entries, keep_names=True) -> list:
     return out
 
 
+def _mean_logs(loss_sum, metric_sums, seen) -> dict:
+    """fit's logs from its sums over `seen` samples (none yet: the sums)."""
+    n = max(seen, 1)
+    return {"loss": loss_sum / n, **{k: v / n for k, v in metric_sums.items()}}
+
+
+def _warn_loss(caller, loss, where, stacklevel):
+    """fit's one warning of a non-finite loss (`where`: when it was seen)."""
+    warnings.warn(f"{caller}: the loss is {loss} {where}; training goes on (add "
+                  f"fd.callbacks.TerminateOnNaN() to stop). Check x and y for NaN or inf, or "
+                  f"lower the learning rate", RuntimeWarning, stacklevel=stacklevel)
+
+
 def _reads_batch_end(cb) -> bool:
     """Whether `cb` has an on_train_batch_end of its own, not the base
     Callback's no-op (it reads the batch's loss: fit then reads a deferred
@@ -1184,10 +1197,7 @@ class Sequential:
                     metric_sums[k] = metric_sums.get(k, 0.0) + v
                 if done and not (nan_warned or math.isfinite(part)):
                     nan_warned = True
-                    warnings.warn(f"{caller}: the loss is {part} by epoch {epoch + 1}, batch "
-                                  f"{step + 1}; training goes on (add fd.callbacks."
-                                  f"TerminateOnNaN() to stop). Check x and y for NaN or inf, or "
-                                  f"lower the learning rate", RuntimeWarning, stacklevel=4)
+                    _warn_loss(caller, part, f"by epoch {epoch + 1}, batch {step + 1}", 5)
 
             batches = source.epoch(rng, shuffle)
             step = skip
@@ -1211,8 +1221,7 @@ class Sequential:
                         rate = seen / (time.perf_counter() - t0)
                         if bar.due(step + 1):
                             read_tally()
-                            bar.update(step + 1, rate, {"loss": loss_sum / seen, **{
-                                k: v / seen for k, v in metric_sums.items()}})
+                            bar.update(step + 1, rate, _mean_logs(loss_sum, metric_sums, seen))
                         else:
                             bar.step = step + 1
                         for cb in cbs:
@@ -1231,20 +1240,16 @@ class Sequential:
                         None if layer_by_layer else engine.penalized)
                     if not (nan_warned or math.isfinite(batch_loss)):
                         nan_warned = True
-                        warnings.warn(f"{caller}: the loss is {batch_loss} at epoch {epoch + 1}, "
-                                      f"batch {step + 1}; training goes on (add "
-                                      f"fd.callbacks.TerminateOnNaN() to stop). Check x and y "
-                                      f"for NaN or inf, or lower the learning rate",
-                                      RuntimeWarning, stacklevel=3)
+                        _warn_loss(caller, batch_loss, f"at epoch {epoch + 1}, batch {step + 1}",
+                                   4)
                     loss_sum += batch_loss * m
                     values = self._metric_values(out, yb) if layer_by_layer else \
                         engine.metric_values(correct, yb)
                     for k, v in values.items():
                         metric_sums[k] = metric_sums.get(k, 0.0) + v * m
                     seen += m
-                    logs = {"loss": loss_sum / seen,
-                            **{k: v / seen for k, v in metric_sums.items()}}
-                    bar.update(step + 1, seen / (time.perf_counter() - t0), logs)
+                    bar.update(step + 1, seen / (time.perf_counter() - t0),
+                               _mean_logs(loss_sum, metric_sums, seen))
                     for cb in cbs:
                         cb.on_train_batch_end(step, {"loss": batch_loss})
                     if dist is not None:
@@ -1267,8 +1272,7 @@ class Sequential:
             source.end_epoch()
             if dist is not None:
                 loss_sum, metric_sums, seen = dist.epoch_end(loss_sum, metric_sums, seen)
-            logs = {"loss": loss_sum / max(seen, 1),
-                    **{k: v / max(seen, 1) for k, v in metric_sums.items()}}
+            logs = _mean_logs(loss_sum, metric_sums, seen)
             if val_source is not None:
                 if isinstance(val_source, tuple):
                     val = self._evaluate(*val_source[:2], batch_size, start, val_source[2])
