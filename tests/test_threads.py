@@ -124,6 +124,28 @@ def test_reductions_give_the_same_bits_at_any_thread_count():
             np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
 
 
+@pytest.mark.parametrize("m", [32, 128])
+def test_small_backward_products_run_side_by_side(m):
+    """dW and dx of a small product (each cut into at most two pieces) run
+    side by side, a chunk each: dW has the bits it has alone (need_dx=False
+    runs it alone), dx matches float64, and the pool took the pair."""
+    rng = np.random.default_rng(m)
+    x = rng.standard_normal((m, 100)).astype(np.float32)
+    w = rng.standard_normal((100, 100)).astype(np.float32) * 0.1
+    dy = rng.standard_normal((m, 100)).astype(np.float32)
+    with threads(2):
+        _, ctx = fd.ops.dense_forward(x, w, None, activation="elu")
+        before = _C.pool_stats()["calls"]
+        dx, dw, _ = fd.ops.dense_backward(dy, ctx)
+        assert _C.pool_stats()["calls"] > before
+        _, dw_alone, _ = fd.ops.dense_backward(dy, ctx, need_dx=False)
+    np.testing.assert_array_equal(dw, dw_alone)
+    rdx, rdw, _ = ref.dense_backward(dy.astype(np.float64), x.astype(np.float64),
+                                     w.astype(np.float64), None, "elu")
+    np.testing.assert_allclose(dx, rdx, rtol=1e-4, atol=1e-4 * np.abs(rdx).max())
+    np.testing.assert_allclose(dw, rdw, rtol=1e-4, atol=1e-4 * np.abs(rdw).max())
+
+
 def test_a_fit_repeats_its_bits_at_a_given_thread_count():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((600, 96)).astype(np.float32)

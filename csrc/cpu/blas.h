@@ -98,6 +98,14 @@ inline void gemm_tiling(int64_t m, int64_t n, int64_t k, int threads, int64_t* r
     *col_tiles = std::min(want, n / kGemmMinCols);
 }
 
+// The pieces parallel_gemm cuts an m x n x k product into at this thread
+// limit (1: it runs whole on the calling thread).
+inline int64_t gemm_pieces(int64_t m, int64_t n, int64_t k) {
+  int64_t rt, ct, ks;
+  gemm_tiling(m, n, k, num_threads(), &rt, &ct, &ks);
+  return rt * ct * ks;
+}
+
 // gemm() cut over the pool; epi(tile) runs after each tile's GEMM on the
 // same thread while the tile is in cache (after the sum, on all of C, when K
 // is sliced). `row_tile_rows` > 0 cuts rows into tiles of that many rows
