@@ -167,17 +167,24 @@ void dense_backward(const T* dy, const T* s, const T* x, const T* w, T* dz_buf, 
     if (a != Act::Linear) dz = dz_buf;
   }
   // dW = x^T dz and dx = dz w^T read the same dz, write apart, and have as
-  // many FMAs. When each would be cut into at most two pieces (products of a
-  // batch of 32 or 128 through 100-wide layers), cutting them uses at most
-  // two threads anyway, and pays a hand-off and a re-packing of an operand
-  // per piece; instead the two run side by side, one whole product per
-  // chunk (the caller takes both when no worker is awake). A product run in
-  // a chunk is cut into the same pieces, run in order on that thread: the
-  // same bits. The W1 step (bench/train.py's deep net), in one process, 15
-  // rounds, the two ways switched between rounds: 1.08x as fast at batch 32,
-  // 1.03x at batch 128.
-  if (dx != nullptr && num_threads() > 1 && gemm_pieces(k, n, m) <= 2 &&
-      gemm_pieces(m, k, n) <= 2) {
+  // many FMAs. When each would be cut into two pieces (a batch of 128
+  // through 100-wide layers), cutting them uses two threads anyway and pays
+  // a hand-off and a re-packing of an operand per piece; instead the two run
+  // side by side, one whole product per chunk (the caller takes both when no
+  // worker is awake). When each is one piece (batch 32), side by side puts
+  // the idle core to work, but adds a hand-off where there was none: a
+  // worker descheduled while it holds its product makes the caller wait, so
+  // this is left out while the pool is contended. A product run in a chunk
+  // is cut into the same pieces, run in order on that thread: the same bits.
+  // The W1 step (bench/train.py's deep net) in one process, the ways
+  // switched between rounds, 11-15 rounds: side by side always, 1.08-1.15x
+  // as fast at batch 32 on idle cores and 0.82-0.93x beside one busy process;
+  // with the contention check 1.0-1.07x idle (the check also backs off when
+  // the host's own load preempts the worker) and 1.0-1.06x busy in most runs;
+  // batch 128 1.03x idle, 0.96-1.05x busy.
+  const int64_t pieces_w = gemm_pieces(k, n, m), pieces_x = gemm_pieces(m, k, n);
+  if (dx != nullptr && num_threads() > 1 && pieces_w <= 2 && pieces_x <= 2 &&
+      (pieces_w == 2 || pieces_x == 2 || !pool_contended())) {
     parallel_chunks(2, [&](int64_t i) {
       if (i == 0)
         dense_backward_weight<T>(dz, x, dw, nullptr, m, k, n);
