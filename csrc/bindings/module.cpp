@@ -183,10 +183,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("pool_stats", []() {
     const fusednn::cpu::PoolStats s = fusednn::cpu::pool_stats();
     return py::dict("calls"_a = s.calls, "worker_chunks"_a = s.worker_chunks,
-                    "workers"_a = s.workers, "chosen_by"_a = fusednn::cpu::threads_chosen_by(),
-                    "contended"_a = fusednn::cpu::pool_contended());
-  }, "The thread pool's counters, what chose its limit, and whether its recent calls waited "
-     "for a descheduled worker (contended).");
+                    "workers"_a = s.workers, "chosen_by"_a = fusednn::cpu::threads_chosen_by());
+  }, "The thread pool's counters and what chose its limit.");
   m.def("host_cache_info", []() {
     const fusednn::cpu::HostCacheInfo i = fusednn::cpu::host_cache_info();
     return py::dict("idle_bytes"_a = i.idle_bytes, "used_bytes"_a = i.used_bytes,

@@ -171,20 +171,21 @@ void dense_backward(const T* dy, const T* s, const T* x, const T* w, T* dz_buf, 
   // through 100-wide layers), cutting them uses two threads anyway and pays
   // a hand-off and a re-packing of an operand per piece; instead the two run
   // side by side, one whole product per chunk (the caller takes both when no
-  // worker is awake). When each is one piece (batch 32), side by side puts
-  // the idle core to work, but adds a hand-off where there was none: a
-  // worker descheduled while it holds its product makes the caller wait, so
-  // this is left out while the pool is contended. A product run in a chunk
-  // is cut into the same pieces, run in order on that thread: the same bits.
-  // The W1 step (bench/train.py's deep net) in one process, the ways
-  // switched between rounds, 11-15 rounds: side by side always, 1.08-1.15x
-  // as fast at batch 32 on idle cores and 0.82-0.93x beside one busy process;
-  // with the contention check 1.0-1.07x idle (the check also backs off when
-  // the host's own load preempts the worker) and 1.0-1.06x busy in most runs;
-  // batch 128 1.03x idle, 0.96-1.05x busy.
-  const int64_t pieces_w = gemm_pieces(k, n, m), pieces_x = gemm_pieces(m, k, n);
-  if (dx != nullptr && num_threads() > 1 && pieces_w <= 2 && pieces_x <= 2 &&
-      (pieces_w == 2 || pieces_x == 2 || !pool_contended())) {
+  // worker is awake). A product run in a chunk is cut into the same pieces,
+  // run in order on that thread: the same bits. The W1 step at batch 128 in
+  // one process, the two ways switched between rounds: 1.03x as fast on idle
+  // cores, 0.96-1.05x beside a busy process.
+  //
+  // Products of one piece each (batch 32) stay one after the other on the
+  // caller. Side by side they put the idle core to work: 1.03-1.15x as fast
+  // on idle cores, but 0.74-0.93x beside one busy process, where the worker,
+  // kept awake through the whole step, competes with the caller for the
+  // cores and the caller waits for it (fit at batch 32, 9 rounds: 1.14x idle,
+  // 0.74x busy). A check that backed off after long waits for a worker did
+  // not tell the two apart: the cost under load is many short waits and the
+  // worker's share of the cores, not a few long ones.
+  if (dx != nullptr && num_threads() > 1 && gemm_pieces(k, n, m) == 2 &&
+      gemm_pieces(m, k, n) == 2) {
     parallel_chunks(2, [&](int64_t i) {
       if (i == 0)
         dense_backward_weight<T>(dz, x, dw, nullptr, m, k, n);

@@ -7,7 +7,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -36,18 +35,6 @@ constexpr int kMaxWorkers = 255;
 // that a pool left idle costs nothing measurable to the next NumPy call or to
 // another process.
 constexpr int64_t kSpinMicros = 50;
-
-// pool_contended(): a wait longer than the caller's own share by this much
-// counts as a stall: above a sleeping worker's wake-up (tens of
-// microseconds), below the scheduler's slice (0.75 ms for EEVDF, Linux
-// 6.6+), which is how long a preempted worker stays off its core. Each stall
-// keeps the pool marked contended for the next kStallPenalty calls that do
-// not stall (about 90 training steps of a 20-layer network at batch 32, a
-// tenth of a second: load changes on the scale of seconds), at most
-// kStallCap.
-constexpr int64_t kStallMicros = 200;
-constexpr int kStallPenalty = 2048;
-constexpr int kStallCap = 16384;
 
 void futex_wait(std::atomic<uint32_t>* word, uint32_t expected) {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, nullptr,
@@ -85,10 +72,6 @@ struct Pool {
   std::atomic_flag in_use = ATOMIC_FLAG_INIT;
 
   std::atomic<uint64_t> calls{0}, worker_chunks{0};
-  // Raised when the caller waited long for a worker's chunk, lowered by one
-  // at every call that did not (see pool_contended). Written by the pool's
-  // holder only.
-  std::atomic<int> stall_score{0};
   const char* chosen_by = "default";
   std::string env_error;
 };
@@ -266,35 +249,17 @@ void run_chunks(int64_t n_chunks, ChunkFn fn, void* ctx) {
   p.wake_seq.fetch_add(1, std::memory_order_seq_cst);
   const int helpers = int(std::min<int64_t>(n_chunks - 1, limit - 1));
   if (p.sleepers.load(std::memory_order_seq_cst) > 0) futex_wake(&p.wake_seq, helpers);
-  const auto start = std::chrono::steady_clock::now();
   work(p);
   // Only chunks a worker has claimed remain; wait for those alone.
-  bool stalled = false;
-  if (p.done.load(std::memory_order_acquire) < n_chunks) {
-    const auto mine = std::chrono::steady_clock::now() - start;
-    for (int spins = 0; p.done.load(std::memory_order_acquire) < n_chunks; ++spins) {
-      if (spins < 4096)
-        FUSEDNN_PAUSE();
-      else
-        sched_yield();
-    }
-    // A worker that holds one chunk finishes about when the caller finishes
-    // its share; one that took longer than that share again, and longer than
-    // kStallMicros, was most likely descheduled while it held its chunk:
-    // another process shares the cores.
-    const auto waited = std::chrono::steady_clock::now() - start - mine;
-    stalled = waited > mine + std::chrono::microseconds(kStallMicros);
+  for (int spins = 0; p.done.load(std::memory_order_acquire) < n_chunks; ++spins) {
+    if (spins < 4096)
+      FUSEDNN_PAUSE();
+    else
+      sched_yield();
   }
-  const int score = p.stall_score.load(std::memory_order_relaxed);
-  if (stalled)
-    p.stall_score.store(std::min(score + kStallPenalty, kStallCap), std::memory_order_relaxed);
-  else if (score > 0)
-    p.stall_score.store(score - 1, std::memory_order_relaxed);
   t_inside = false;
   p.in_use.clear(std::memory_order_release);
 }
-
-bool pool_contended() { return pool().stall_score.load(std::memory_order_relaxed) > 0; }
 
 PoolStats pool_stats() {
   Pool& p = pool();

@@ -44,13 +44,6 @@ using ChunkFn = void (*)(void* ctx, int64_t chunk);
 // the pool.
 FUSEDNN_THREADS_API void run_chunks(int64_t n_chunks, ChunkFn fn, void* ctx);
 
-// True while the pool's recent calls found a worker descheduled in the
-// middle of its chunk (the caller waited for it much longer than its own
-// share took): another process shares the cores. Parallelism that is only
-// worth its hand-off on free cores (two small products side by side) is left
-// out then; a call's results never depend on it.
-FUSEDNN_THREADS_API bool pool_contended();
-
 struct PoolStats {
   uint64_t calls;          // run_chunks calls that used the pool
   uint64_t worker_chunks;  // chunks that a worker (not the caller) ran
