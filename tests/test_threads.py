@@ -125,7 +125,7 @@ def test_reductions_give_the_same_bits_at_any_thread_count():
 
 
 @pytest.mark.parametrize("m", [32, 128])
-def test_small_backward_products_run_side_by_side(m):
+def test_backward_products_of_two_pieces_run_side_by_side(m):
     """dW and dx of a product cut into two pieces each (m=128) run side by
     side, a chunk each; of one piece each (m=32), one after the other on the
     caller. Either way dW has the bits it has alone (need_dx=False runs it
