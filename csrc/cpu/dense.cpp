@@ -184,8 +184,8 @@ void dense_backward(const T* dy, const T* s, const T* x, const T* w, T* dz_buf, 
   // 0.74x busy). A check that backed off after long waits for a worker did
   // not tell the two apart: the cost under load is many short waits and the
   // worker's share of the cores, not a few long ones.
-  if (dx != nullptr && num_threads() > 1 && gemm_pieces(k, n, m) == 2 &&
-      gemm_pieces(m, k, n) == 2) {
+  // (Two pieces imply a pool of two threads or more.)
+  if (dx != nullptr && gemm_pieces(k, n, m) == 2 && gemm_pieces(m, k, n) == 2) {
     parallel_chunks(2, [&](int64_t i) {
       if (i == 0)
         dense_backward_weight<T>(dz, x, dw, nullptr, m, k, n);
