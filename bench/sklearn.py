@@ -72,9 +72,9 @@ def contenders(epochs):
     mlp = MLPClassifier(hidden_layer_sizes=WIDTHS, activation="relu", solver="adam",
                         learning_rate_init=1e-3, batch_size=BATCH, max_iter=epochs, tol=0.0,
                         n_iter_no_change=10**9, alpha=1e-4, random_state=0)
-    ours = FusedClassifier(hidden_layer_sizes=WIDTHS, activation="relu", optimizer="adam",
-                           learning_rate=1e-3, batch_size=BATCH, epochs=epochs, alpha=1e-4,
-                           random_state=0)
+    ours = FusedClassifier(hidden_layer_sizes=WIDTHS, activation="relu", dropout=0.0,
+                           optimizer="adam", learning_rate=1e-3, batch_size=BATCH,
+                           epochs=epochs, alpha=1e-4, random_state=0)
     preset = FusedClassifier(hidden_layer_sizes=WIDTHS, preset="default", optimizer="adam",
                              learning_rate=1e-3, batch_size=BATCH, epochs=epochs, alpha=1e-4,
                              random_state=0)

@@ -80,7 +80,7 @@ def test_sklearn_example():
     scope = {}
     exec(compile(_example("sklearn"), "README.md", "exec"), scope)
     assert scope["test_accuracy"] > 0.95 and scope["cv_accuracy"] >= 0.95
-    assert scope["est"].model_.count_params() == 64 * 256 + 256 + 256 * 256 + 256 + 2570
+    assert scope["est"].model_.count_params() == 64 * 512 + 512 + 512 * 10 + 10
 
 
 def test_export_example(tmp_path, monkeypatch):

@@ -156,9 +156,9 @@ def _encode(y):
 # The parameters and attributes both estimators document ({model}: the
 # scikit-learn estimator whose meaning they keep; {score}: early stopping's).
 _PARAMETERS = """\
-    hidden_layer_sizes : int or sequence of int, default=(100,)
-        Units of each hidden layer ({model}'s). ``()``: no hidden layer (a
-        linear model).
+    hidden_layer_sizes : int or sequence of int, default={hidden}
+        Units of each hidden layer. ``()``: no hidden layer (a linear
+        model).{defaults}
     activation : str or None, default=None
         Hidden activation, a name of fd.activations (relu, leaky_relu, elu,
         selu, gelu, swish, mish, tanh, sigmoid, ...; {model}'s "logistic"
@@ -178,9 +178,10 @@ _PARAMETERS = """\
         its activation, with momentum 0.9 (Keras' 0.99 needs hundreds of
         steps to forget the moving statistics' start, more than small data
         sets give). None: the preset's (True for "default" only).
-    dropout : float in [0, 1), default=0.0
+    dropout : float in [0, 1) or None, default={dropout}
         Dropout rate after each hidden block (AlphaDropout under "selu"),
         its masks seeded from random_state.
+        None: {dropout_none}.
     optimizer : str or fd.optimizers.Optimizer, default="adam"
         A fusednn optimizer by name ("adam", "nadam", "sgd", "rmsprop",
         "adamw", ...) with its Keras defaults, or an instance, of which each
@@ -189,7 +190,7 @@ _PARAMETERS = """\
     learning_rate : float, fd.schedules schedule or None, default=None
         The optimizer's learning rate (Keras' name; {model}'s
         ``learning_rate_init``). None: the optimizer's own (1e-3 for Adam).
-    batch_size : int or "auto", default="auto"
+    batch_size : int or "auto", default={batch}
         Mini-batch size; "auto" is min(200, n_samples), as {model}.
     max_iter : int or None, default=None
         {model}'s name: at most this many epochs. Training stops earlier
@@ -388,7 +389,10 @@ class _FusedEstimator(BaseEstimator):
         if batch_norm is None:
             batch_norm = preset == "default"
         batch_norm = _check_bool(caller, "batch_norm", batch_norm)
-        dropout = _check_number(caller, "dropout", self.dropout, 0.0, 1.0, high_open=True)
+        dropout = self.dropout
+        if dropout is None:  # the presets' tables add dropout only where needed
+            dropout = self._plain_dropout if preset is None else 0.0
+        dropout = _check_number(caller, "dropout", dropout, 0.0, 1.0, high_open=True)
         optimizer = self.optimizer
         if isinstance(optimizer, str):
             try:
@@ -656,6 +660,20 @@ class _FusedEstimator(BaseEstimator):
         return self.model_.predict(X, batch_size=_PREDICT_BATCH)
 
 
+# Why the classifier's network is wider than MLPClassifier's (100,) at
+# "auto" = 200 samples per batch: in StandardScaler -> classifier on digits,
+# cross_val_score(cv=3) over random_state 0-9 (2026-12-07), MLPClassifier's
+# network scores 0.938-0.951 (mean 0.943) here and MLPClassifier itself
+# 0.942-0.951 (mean 0.946), while one layer of 512 with dropout 0.1 and
+# Keras' batch of 32 scores 0.9505-0.957 (mean 0.952) at about 3x the cost.
+_CLASSIFIER_DEFAULTS = """ The classifier's defaults,
+        one layer of 512 units, dropout 0.1 (without a preset) and Keras'
+        batch of 32, generalise better than MLPClassifier's (100,), no
+        dropout and min(200, n_samples), at about 3x the cost of a fit;
+        MLPClassifier's network is hidden_layer_sizes=(100,), dropout=0.0,
+        batch_size="auto"."""
+
+
 class FusedClassifier(ClassifierMixin, _FusedEstimator):
     __doc__ = """A dense network classifier trained by fusednn (MLPClassifier's API).
 
@@ -669,7 +687,11 @@ class FusedClassifier(ClassifierMixin, _FusedEstimator):
 
     Parameters
     ----------
-""" + _PARAMETERS.format(model="MLPClassifier", score="accuracy", stratified=" (stratified)") + """\
+""" + _PARAMETERS.format(
+    model="MLPClassifier", score="accuracy", stratified=" (stratified)", hidden="(512,)",
+    dropout="None", batch="32", defaults=_CLASSIFIER_DEFAULTS,
+    dropout_none="0.1 without a preset, 0.0 with one (the chapter's tables\n"
+                 "        add dropout only where it is needed)") + """\
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, ``{label: weight}`` (missing labels weigh
         1) or "balanced" (n_samples / (n_classes * count of the class),
@@ -689,10 +711,11 @@ class FusedClassifier(ClassifierMixin, _FusedEstimator):
     """
 
     _multi_output = False
+    _plain_dropout = 0.1  # dropout=None without a preset
 
-    def __init__(self, hidden_layer_sizes=(100,), activation=None, *, preset=None,
-                 batch_norm=None, dropout=0.0, optimizer="adam", learning_rate=None,
-                 batch_size="auto", max_iter=None, epochs=None, tol=1e-4,
+    def __init__(self, hidden_layer_sizes=(512,), activation=None, *, preset=None,
+                 batch_norm=None, dropout=None, optimizer="adam", learning_rate=None,
+                 batch_size=32, max_iter=None, epochs=None, tol=1e-4,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  alpha=1e-4, shuffle=True, random_state=None, verbose=0, class_weight=None):
         super().__init__(hidden_layer_sizes, activation, preset=preset, batch_norm=batch_norm,
@@ -866,7 +889,11 @@ class FusedRegressor(RegressorMixin, _FusedEstimator):
 
     Parameters
     ----------
-""" + _PARAMETERS.format(model="MLPRegressor", score="R²", stratified="") + _WEIGHTS + """
+""" + _PARAMETERS.format(
+    model="MLPRegressor", score="R²", stratified="", hidden="(100,)", dropout="0.0",
+    batch='"auto"', dropout_none="0.0",
+    defaults=" The defaults of hidden_layer_sizes, dropout and\n"
+             "        batch_size are MLPRegressor's.") + _WEIGHTS + """
     Attributes
     ----------
     n_outputs_ : int
@@ -877,6 +904,7 @@ class FusedRegressor(RegressorMixin, _FusedEstimator):
     """
 
     _multi_output = True
+    _plain_dropout = 0.0  # dropout=None without a preset
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
