@@ -521,3 +521,112 @@ def test_the_tally_against_the_reference(backend, loss_kind, dtype):
     tol = 1e-5 if dtype == np.float32 else 1e-12
     assert loss_sum == pytest.approx(want_loss, rel=tol)
     assert got_last == pytest.approx(last, rel=tol)
+
+
+def _wide(dtype, constraint=None):
+    """Large enough (> 2^16 parameters) for the update to run beside the
+    backward (cpu/device.h UpdateBeside) when the pool has two threads."""
+    return fd.Sequential([
+        fd.Input((12,)), Dense(64, activation="relu"),
+        Dense(256, use_bias=False, kernel_regularizer=fd.regularizers.L2(1e-3),
+              kernel_constraint=constraint),
+        BatchNormalization(), ELU(), Dropout(0.1, seed=2),
+        Dense(256, use_bias=False), BatchNormalization(), Activation("gelu"),
+        Dense(4, activation="softmax")], dtype=dtype)
+
+
+MODELS_WIDE = {
+    "wide_nadam_clipvalue": lambda: fd.optimizers.Nadam(1e-3, clipvalue=0.05),
+    "wide_adamw": lambda: fd.optimizers.AdamW(2e-3, weight_decay=0.01, amsgrad=True),
+    "wide_sgd_clipnorm": lambda: fd.optimizers.SGD(0.01, momentum=0.9, clipnorm=1.0),
+    "wide_maxnorm": lambda: fd.optimizers.RMSprop(1e-3, centered=True),
+}
+
+
+@pytest.fixture
+def background():
+    """_C.set_background, put back to 'auto' afterwards."""
+    yield _C.set_background
+    _C.set_background("auto")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS_WIDE))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("frozen", [None, 1])
+def test_the_update_beside_the_backward_gives_the_same_bits(name, dtype, frozen, background):
+    """A block's parameters are updated as soon as its backward is done, by
+    an idle worker; the result is bit for bit the layer-by-layer path's
+    (optimizer_step after the whole backward), with one thread or two, with
+    the update beside the backward always, never, or where the caller was
+    not preempted lately (auto: either, step by step). Clipping by norm and
+    max-norm constraints need every gradient first and keep the update after
+    the backward."""
+    from test_threads import threads as Threads
+
+    def run(jit, threads, mode="auto"):
+        background(mode)
+        with Threads(threads):
+            np.random.seed(0)
+            model = _wide(dtype, fd.constraints.MaxNorm(0.5) if name == "wide_maxnorm" else None)
+            init = np.random.default_rng(1)
+            model.set_weights([init.standard_normal(w.shape).astype(dtype) * 0.1
+                               if w.ndim == 2 else w for w in model.get_weights()])
+            if frozen is not None:
+                model.layers[frozen].trainable = False
+            model.compile(MODELS_WIDE[name](), "sparse_categorical_crossentropy",
+                          jit_compile=jit)
+            x, labels = _data(n=160, dtype=dtype)
+            before = _C.pool_stats()["background"]
+            model.fit(x, labels, batch_size=32, epochs=2, verbose=0, seed=4)
+            return _state(model)[0], _C.pool_stats()["background"] - before
+
+    ref, _ = run(False, 1)
+    # (frozen=1 freezes the max-norm layer: no constraint is left)
+    needs_all = name == "wide_sgd_clipnorm" or (name == "wide_maxnorm" and frozen is None)
+    for threads in (1, 2):
+        for mode in ("always", "never", "auto"):
+            got, count = run(True, threads, mode)
+            for u, v in zip(ref, got):
+                np.testing.assert_array_equal(u, v)
+            beside = threads == 2 and not needs_all
+            if mode == "always":
+                assert count == (2 * 5 if beside else 0), (threads, count)
+            elif mode == "never":
+                assert count == 0, (threads, count)
+            else:
+                assert 0 <= count <= (2 * 5 if beside else 0), (threads, count)
+
+
+def test_set_background_names_its_modes(background):
+    for mode in ("always", "never", "auto"):
+        background(mode)
+        assert _C.pool_stats()["background_setting"] == mode
+    with pytest.raises(ValueError, match="set_background.*'sometimes'"):
+        background("sometimes")
+    assert _C.pool_stats()["background_setting"] == "auto"
+
+
+def test_auto_keeps_the_update_after_the_backward_for_a_threads_first_steps(background):
+    """'auto' hands the update to a worker only after 16 steps of the
+    calling thread without an involuntary context switch, so a fresh
+    thread's first 10 steps keep it after the backward."""
+    import threading
+
+    from test_threads import threads as Threads
+
+    background("auto")
+    model = _wide(np.float32)
+    model.compile(fd.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    x, labels = _data(n=160, dtype=np.float32)
+    counts = []
+
+    def fit():
+        before = _C.pool_stats()["background"]
+        model.fit(x, labels, batch_size=32, epochs=2, verbose=0)
+        counts.append(_C.pool_stats()["background"] - before)
+
+    with Threads(2):
+        t = threading.Thread(target=fit)
+        t.start()
+        t.join()
+    assert counts == [0]

@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <array>
 #include <initializer_list>
 #include <string>
 #include <utility>
@@ -183,8 +184,28 @@ PYBIND11_MODULE(_C, m) {
   m.def("pool_stats", []() {
     const fusednn::cpu::PoolStats s = fusednn::cpu::pool_stats();
     return py::dict("calls"_a = s.calls, "worker_chunks"_a = s.worker_chunks,
-                    "workers"_a = s.workers, "chosen_by"_a = fusednn::cpu::threads_chosen_by());
+                    "workers"_a = s.workers, "background"_a = s.background,
+                    "background_worker_chunks"_a = s.background_worker_chunks,
+                    "background_setting"_a = std::array<const char*, 3>{
+                        "auto", "always", "never"}[size_t(fusednn::cpu::background_setting())],
+                    "chosen_by"_a = fusednn::cpu::threads_chosen_by());
   }, "The thread pool's counters and what chose its limit.");
+  m.def("set_background", [](const std::string& mode) {
+    using fusednn::cpu::Background;
+    Background b;
+    if (mode == "auto")
+      b = Background::Auto;
+    else if (mode == "always")
+      b = Background::Always;
+    else if (mode == "never")
+      b = Background::Never;
+    else
+      throw py::value_error("set_background: mode must be 'auto', 'always' or 'never', got '" +
+                            mode + "'");
+    fusednn::cpu::set_background(b);
+  }, "mode"_a,
+        "When the CPU step updates a block's parameters on a worker while the backward goes on: "
+        "'auto' (on cores where the caller was not preempted lately), 'always', 'never'.");
   m.def("host_cache_info", []() {
     const fusednn::cpu::HostCacheInfo i = fusednn::cpu::host_cache_info();
     return py::dict("idle_bytes"_a = i.idle_bytes, "used_bytes"_a = i.used_bytes,

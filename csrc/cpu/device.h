@@ -3,10 +3,15 @@
 // Arguments only the GPU reads (stream, relu mask, workspace, norms) are
 // ignored here; block_rows is the CPU's rows per task (0: chosen).
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <vector>
 
 #include "cpu/blas.h"
 #include "cpu/dispatch.h"
+#include "cpu/threads.h"
 #include "fusednn/batchnorm.h"
 #include "fusednn/loss.h"
 #include "fusednn/optimizer.h"
@@ -126,6 +131,122 @@ void optimizer_step(Opt kind, const OptStep<double>& h, OptTensor<T>* tensors, i
                     const OptStep<double>* h_at = nullptr) {
   cpu::kernels<T>().optimizer_step(kind, h_at ? *h_at : h, tensors, count, clip_mode, clip);
 }
+
+// The optimizer step of a training step, begun while its backward still runs
+// (engine/step_plan.h): ready() names the gradients a block has just
+// written, finish() completes the step. On the CPU each such tensor's
+// elements join a background job of the thread pool (cpu/threads.h) at once,
+// so a worker the backward leaves idle (its small products run on the
+// caller) updates the deeper blocks while the caller goes on down the
+// network; finish() adds the tensors not named and runs what no worker took.
+// Every element goes through optimizer_chunk, optimizer_step's own update:
+// the same bits whichever thread runs it and in whatever order. A step that
+// needs something across tensors (clipnorm, global_clipnorm, max-norm), a
+// small one, a pool without a second thread, or one whose caller was
+// preempted lately (cpu::background_pays: on shared cores the caller would
+// wait for a preempted worker's piece) runs optimizer_step at finish()
+// instead. If the step is abandoned (an exception before finish), the
+// tensors already named may have been updated; the others are not.
+//
+// The W1 step (bench/train.py's deep net), fit in one process with the two
+// forms switched between rounds: 0.91-0.95x the time at batch 32 and
+// 0.91-0.97x at 128 on idle cores; beside one busy process 0.98-0.99x and
+// 0.95x (always on there: 1.07-1.15x). At batch 1024 and on the wide net the
+// worker has the products' pieces to run and the long steps are seldom
+// free of preemption, so it stays off there.
+template <typename T>
+class UpdateBeside {
+ public:
+  UpdateBeside(Opt kind, const OptStep<double>& h, OptTensor<T>* tensors, int64_t count,
+               Clip clip_mode, double clip, double* norms, Stream st,
+               const OptStep<double>* h_at = nullptr)
+      : kind_(kind), h_(h_at ? *h_at : h), ts_(tensors), count_(count), clip_mode_(clip_mode),
+        clip_(clip), norms_(norms), st_(st) {
+    const bool pays = cpu::num_threads() >= 2 && cpu::background_pays();
+    if (!pays || count <= 0 || (clip_mode != Clip::Off && clip_mode != Clip::Value)) return;
+    int64_t total = 0, pieces = 0;
+    for (int64_t t = 0; t < count; ++t) {
+      if (tensors[t].max_norm > 0) return;
+      total += tensors[t].n;
+      pieces += (tensors[t].n + kPiece - 1) / kPiece;
+    }
+    // optimizer_step's own rule: a smaller step stays on one thread
+    if (total < kMinElements) return;
+    pieces_.reset(new Piece[size_t(pieces)]);
+    capacity_ = pieces;
+    added_.assign(size_t(count), false);
+    open_ = cpu::background_begin(pieces, &run_piece, this);
+  }
+  UpdateBeside(const UpdateBeside&) = delete;
+  UpdateBeside& operator=(const UpdateBeside&) = delete;
+  ~UpdateBeside() {
+    if (open_) cpu::background_cancel();
+  }
+
+  // The tensors whose gradient is one of `grads` (nulls ignored) may be
+  // updated now.
+  void ready(std::initializer_list<const void*> grads) {
+    if (!open_) return;
+    const int64_t before = size_;
+    for (int64_t t = 0; t < count_; ++t) {
+      if (added_[size_t(t)]) continue;
+      for (const void* g : grads)
+        if (g != nullptr && g == static_cast<const void*>(ts_[t].g)) {
+          add(t);
+          break;
+        }
+    }
+    if (size_ > before) cpu::background_release(size_);
+  }
+
+  void finish() {
+    if (!open_) {
+      if (count_ > 0)
+        optimizer_step<T>(kind_, h_, ts_, count_, clip_mode_, clip_, norms_, st_);
+      return;
+    }
+    for (int64_t t = 0; t < count_; ++t)
+      if (!added_[size_t(t)]) add(t);
+    cpu::background_finish();
+    open_ = false;
+  }
+
+ private:
+  // Elements per piece: a worker in the middle of one answers the caller's
+  // next pool call within a few microseconds.
+  static constexpr int64_t kPiece = 4096;
+  static constexpr int64_t kMinElements = 1 << 16;
+  struct Piece {
+    int64_t tensor, begin, end;
+  };
+
+  // Pieces are written before the release that lets a worker read them.
+  void add(int64_t t) {
+    added_[size_t(t)] = true;
+    for (int64_t b = 0; b < ts_[t].n && size_ < capacity_; b += kPiece)
+      pieces_[size_t(size_++)] = {t, b, std::min(ts_[t].n, b + kPiece)};
+  }
+
+  static void run_piece(void* ctx, int64_t i) {
+    const auto* u = static_cast<const UpdateBeside*>(ctx);
+    const Piece& p = u->pieces_[size_t(i)];
+    cpu::kernels<T>().optimizer_chunk(u->kind_, u->h_, u->ts_[p.tensor], p.begin, p.end,
+                                      u->clip_mode_);
+  }
+
+  Opt kind_;
+  OptStep<double> h_;
+  OptTensor<T>* ts_;
+  int64_t count_;
+  Clip clip_mode_;
+  double clip_;
+  double* norms_;
+  Stream st_;
+  std::unique_ptr<Piece[]> pieces_;
+  int64_t capacity_ = 0, size_ = 0;
+  std::vector<bool> added_;
+  bool open_ = false;
+};
 
 }  // namespace dev
 }  // namespace fusednn

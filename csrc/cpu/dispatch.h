@@ -26,7 +26,7 @@ namespace fusednn {
 namespace cpu {
 
 // Bumped whenever the table changes shape: _C refuses a library of another.
-constexpr int kKernelAbi = 2;
+constexpr int kKernelAbi = 3;
 
 // The entry points of one storage type T (float or double); the functions are
 // those of cpu/kernels.h, cpu/batchnorm.h, cpu/dropout.h and cpu/loss.h.
@@ -42,6 +42,8 @@ struct Kernels {
   void (*dense_backward_input)(const T*, const T*, const T*, T*, T*, int64_t, int64_t, int64_t,
                                Act, T);
   void (*optimizer_step)(Opt, const OptStep<double>&, OptTensor<T>*, int64_t, Clip, double);
+  void (*optimizer_chunk)(Opt, const OptStep<double>&, const OptTensor<T>&, int64_t, int64_t,
+                          Clip);
   void (*batchnorm_forward_train)(const T*, const T*, const T*, T*, T*, double, double,
                                   BnConvention, T*, T*, double*, double*, uint32_t*, int64_t,
                                   int64_t, Act, T, const BnDropout&);

@@ -60,5 +60,12 @@ template <typename T>
 void optimizer_step(Opt k, const OptStep<double>& h, OptTensor<T>* tensors, int64_t count,
                     Clip clip_mode, double clip);
 
+// Elements [b, e) of one tensor through the same update as optimizer_step,
+// for a step that needs nothing across tensors (clip_mode Off or Value, no
+// max_norm): what optimizer_step does to them, bit for bit, in any order.
+template <typename T>
+void optimizer_chunk(Opt k, const OptStep<double>& h, const OptTensor<T>& t, int64_t b,
+                     int64_t e, Clip clip_mode);
+
 }  // namespace cpu
 }  // namespace fusednn

@@ -212,10 +212,22 @@ void optimizer_step(Opt k, const OptStep<double>& h, OptTensor<T>* tensors, int6
   });
 }
 
+template <typename T>
+void optimizer_chunk(Opt k, const OptStep<double>& h, const OptTensor<T>& t, int64_t b,
+                     int64_t e, Clip clip_mode) {
+  dispatch_opt(k, [&](auto kind) {
+    update_chunk<decltype(kind)::value, T>(h, t, b, e, 1.0, clip_mode);
+  });
+}
+
 template void optimizer_step<float>(Opt, const OptStep<double>&, OptTensor<float>*, int64_t, Clip,
                                     double);
 template void optimizer_step<double>(Opt, const OptStep<double>&, OptTensor<double>*, int64_t,
                                      Clip, double);
+template void optimizer_chunk<float>(Opt, const OptStep<double>&, const OptTensor<float>&,
+                                     int64_t, int64_t, Clip);
+template void optimizer_chunk<double>(Opt, const OptStep<double>&, const OptTensor<double>&,
+                                      int64_t, int64_t, Clip);
 
 }  // namespace cpu
 }  // namespace fusednn

@@ -24,6 +24,7 @@ Kernels<T> kernels_of() {
   k.dense_backward_weight = &dense_backward_weight<T>;
   k.dense_backward_input = &dense_backward_input<T>;
   k.optimizer_step = &optimizer_step<T>;
+  k.optimizer_chunk = &optimizer_chunk<T>;
   k.batchnorm_forward_train = &batchnorm_forward_train<T>;
   k.batchnorm_forward_infer = &batchnorm_forward_infer<T>;
   k.batchnorm_backward = &batchnorm_backward<T>;

@@ -4,6 +4,7 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -72,6 +73,17 @@ struct Pool {
   std::atomic_flag in_use = ATOMIC_FLAG_INIT;
 
   std::atomic<uint64_t> calls{0}, worker_chunks{0};
+
+  // The background job (cpu/threads.h): its own word, in the layout of
+  // `job`, and a release mark; claims need next < min(count, ready).
+  std::atomic<uint64_t> bg_job{0};
+  std::atomic<int64_t> bg_ready{0};
+  ChunkFn bg_fn = nullptr;
+  void* bg_ctx = nullptr;
+  std::atomic<int64_t> bg_done{0};
+  std::atomic_flag bg_in_use = ATOMIC_FLAG_INIT;
+  std::atomic<uint64_t> bg_jobs{0}, bg_worker_chunks{0};
+
   const char* chosen_by = "default";
   std::string env_error;
 };
@@ -105,6 +117,35 @@ inline bool has_work(const Pool& p, int index) {
   return next_of(s) < count_of(s) && index < p.limit.load(std::memory_order_relaxed) - 1;
 }
 
+// The background chunk that may be claimed next, if any (`s`: the word it
+// was read from, for the claim).
+inline bool bg_next(const Pool& p, uint64_t* s) {
+  *s = p.bg_job.load(std::memory_order_seq_cst);
+  const uint64_t ready = uint64_t(p.bg_ready.load(std::memory_order_seq_cst));
+  return next_of(*s) < std::min(count_of(*s), ready);
+}
+
+inline bool bg_has_work(const Pool& p, int index) {
+  uint64_t s;
+  return bg_next(p, &s) && index < p.limit.load(std::memory_order_relaxed) - 1;
+}
+
+// Claims and runs one background chunk. Returns whether it ran one. The
+// ready mark is read after the word: a word of the next job (another
+// generation) makes the claim fail.
+bool bg_work_one(Pool& p) {
+  uint64_t s;
+  while (bg_next(p, &s)) {
+    if (!p.bg_job.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+      continue;
+    p.bg_fn(p.bg_ctx, int64_t(next_of(s)));
+    p.bg_done.fetch_add(1, std::memory_order_acq_rel);
+    return true;
+  }
+  return false;
+}
+
 void* worker_main(void* arg) {
   const int index = int(reinterpret_cast<intptr_t>(arg));
   Pool& p = pool();
@@ -115,20 +156,25 @@ void* worker_main(void* arg) {
       if (ran > 0) p.worker_chunks.fetch_add(uint64_t(ran), std::memory_order_relaxed);
       continue;
     }
+    // One background chunk, then the caller's calls are looked at again.
+    if (index < p.limit.load(std::memory_order_relaxed) - 1 && bg_work_one(p)) {
+      p.bg_worker_chunks.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
     // Poll a while, then sleep until the next call.
     const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
     bool found = false;
     while (!found) {
       for (int i = 0; i < 64 && !found; ++i) {
         FUSEDNN_PAUSE();
-        found = has_work(p, index);
+        found = has_work(p, index) || bg_has_work(p, index);
       }
       if (std::chrono::steady_clock::now() >= until) break;
     }
     if (found) continue;
     p.sleepers.fetch_add(1, std::memory_order_seq_cst);
     const uint32_t seq = p.wake_seq.load(std::memory_order_seq_cst);
-    if (!has_work(p, index)) futex_wait(&p.wake_seq, seq);
+    if (!has_work(p, index) && !bg_has_work(p, index)) futex_wait(&p.wake_seq, seq);
     p.sleepers.fetch_sub(1, std::memory_order_seq_cst);
   }
   return nullptr;
@@ -157,6 +203,9 @@ void reset_in_child() {
   p.sleepers.store(0);
   p.job.store(0);
   p.in_use.clear();
+  p.bg_job.store(0);
+  p.bg_ready.store(0);
+  p.bg_in_use.clear();
   t_inside = false;
 }
 
@@ -261,9 +310,118 @@ void run_chunks(int64_t n_chunks, ChunkFn fn, void* ctx) {
   p.in_use.clear(std::memory_order_release);
 }
 
+namespace {
+
+// Wakes sleeping workers for new background work.
+void bg_wake(Pool& p) {
+  p.wake_seq.fetch_add(1, std::memory_order_seq_cst);
+  if (p.sleepers.load(std::memory_order_seq_cst) > 0)
+    futex_wake(&p.wake_seq, p.limit.load(std::memory_order_relaxed) - 1);
+}
+
+// Waits until `n` background chunks are done (those a worker holds).
+void bg_wait(Pool& p, int64_t n) {
+  for (int spins = 0; p.bg_done.load(std::memory_order_acquire) < n; ++spins) {
+    if (spins < 4096)
+      FUSEDNN_PAUSE();
+    else
+      sched_yield();
+  }
+}
+
+}  // namespace
+
+bool background_begin(int64_t n_chunks, ChunkFn fn, void* ctx) {
+  Pool& p = pool();
+  const int limit = p.limit.load(std::memory_order_relaxed);
+  if (n_chunks <= 0 || n_chunks > int64_t(kFieldMask) || limit <= 1 || t_inside) return false;
+  if (p.bg_in_use.test_and_set(std::memory_order_acquire)) return false;
+  ensure_workers(p, limit);
+  p.bg_jobs.fetch_add(1, std::memory_order_relaxed);
+  p.bg_fn = fn;
+  p.bg_ctx = ctx;
+  p.bg_done.store(0, std::memory_order_relaxed);
+  p.bg_ready.store(0, std::memory_order_seq_cst);
+  const uint64_t gen = (gen_of(p.bg_job.load(std::memory_order_relaxed)) + 1) & ((1u << 24) - 1);
+  p.bg_job.store(pack(gen, uint64_t(n_chunks), 0), std::memory_order_seq_cst);
+  return true;
+}
+
+void background_release(int64_t ready) {
+  Pool& p = pool();
+  if (ready <= p.bg_ready.load(std::memory_order_relaxed)) return;
+  p.bg_ready.store(ready, std::memory_order_seq_cst);
+  bg_wake(p);
+}
+
+void background_finish() {
+  Pool& p = pool();
+  const int64_t n = int64_t(count_of(p.bg_job.load(std::memory_order_relaxed)));
+  p.bg_ready.store(n, std::memory_order_seq_cst);
+  const bool was_inside = t_inside;
+  t_inside = true;  // a chunk's own pool calls run inline, as in run_chunks
+  while (bg_work_one(p)) {
+  }
+  t_inside = was_inside;
+  bg_wait(p, n);
+  p.bg_in_use.clear(std::memory_order_release);
+}
+
+int64_t background_cancel() {
+  Pool& p = pool();
+  // The word's count is cut to the claims made so far: a claim in flight
+  // (read before the cut) fails its compare-and-swap.
+  uint64_t s = p.bg_job.load(std::memory_order_acquire);
+  while (!p.bg_job.compare_exchange_weak(s, pack(gen_of(s), next_of(s), next_of(s)),
+                                         std::memory_order_acq_rel, std::memory_order_acquire)) {
+  }
+  const int64_t claimed = int64_t(next_of(s));
+  bg_wait(p, claimed);
+  p.bg_in_use.clear(std::memory_order_release);
+  return claimed;
+}
+
+bool preempted_lately() {
+  // Calls in a row without an involuntary switch before the caller counts as
+  // not preempted again: 16 steps, tens of milliseconds at small batches.
+  // The first 16 calls of a thread count as preempted.
+  constexpr int kQuietCalls = 16;
+  thread_local long last = -1;
+  thread_local int quiet = 0;
+  struct rusage ru;
+  if (getrusage(RUSAGE_THREAD, &ru) != 0) return true;
+  const long now = ru.ru_nivcsw;
+  if (last < 0 || now != last)
+    quiet = 0;
+  else if (quiet < kQuietCalls)
+    ++quiet;
+  last = now;
+  return quiet < kQuietCalls;
+}
+
+namespace {
+std::atomic<int> g_background{int(Background::Auto)};
+}  // namespace
+
+void set_background(Background mode) { g_background.store(int(mode)); }
+
+Background background_setting() { return Background(g_background.load()); }
+
+bool background_pays() {
+  switch (background_setting()) {
+    case Background::Always:
+      return true;
+    case Background::Never:
+      return false;
+    default:
+      return !preempted_lately();
+  }
+}
+
 PoolStats pool_stats() {
   Pool& p = pool();
-  return {p.calls.load(), p.worker_chunks.load(), p.started.load()};
+  return {p.calls.load(), p.worker_chunks.load(), p.started.load(), p.bg_jobs.load(),
+          p.bg_worker_chunks.load()};
 }
 
 namespace {

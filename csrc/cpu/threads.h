@@ -44,10 +44,51 @@ using ChunkFn = void (*)(void* ctx, int64_t chunk);
 // the pool.
 FUSEDNN_THREADS_API void run_chunks(int64_t n_chunks, ChunkFn fn, void* ctx);
 
+// A background job: chunks that workers claim whenever no run_chunks call
+// has work for them, while the caller goes on with its own calls (which still
+// use the pool as usual: a worker looks at the caller's calls first, between
+// any two background chunks). The caller releases the chunks in order as
+// their inputs become ready, then finishes the job, running what no worker
+// took, and returns when every chunk is done. One background job at a time;
+// begin returns false (and starts nothing) when the pool has no worker to
+// give, when called from inside a chunk, or while another background job is
+// open. Chunks never wait for one another: any order of running them must
+// give the same result.
+FUSEDNN_THREADS_API bool background_begin(int64_t n_chunks, ChunkFn fn, void* ctx);
+// Chunks [0, ready) may now be claimed (ready only grows).
+FUSEDNN_THREADS_API void background_release(int64_t ready);
+// Releases all chunks, runs the unclaimed ones on the caller and waits for
+// the rest.
+FUSEDNN_THREADS_API void background_finish();
+// Stops the job where it is: no chunk is claimed any more; waits for the
+// claimed ones. Returns how many ran (chunks [0, that) ran, the rest not).
+FUSEDNN_THREADS_API int64_t background_cancel();
+
+// Whether the calling thread was preempted lately: an involuntary context
+// switch (another runnable thread or process took its core) since any of
+// its last kQuietCalls calls of this function, made once per step of a
+// loop. Work the caller would have to wait for on a worker pays only on
+// cores that are not shared: a worker preempted in the middle of it holds
+// the caller for the rest of a time slice. False on idle cores, where such
+// switches are rare (a few a second).
+FUSEDNN_THREADS_API bool preempted_lately();
+
+// When a loop hands work to a background job: Auto (the default) when
+// !preempted_lately(), Always, or Never (what tests and benchmarks set to
+// compare the two forms; the results are the same bits either way).
+enum class Background : int { Auto = 0, Always = 1, Never = 2 };
+FUSEDNN_THREADS_API void set_background(Background mode);
+FUSEDNN_THREADS_API Background background_setting();
+// Whether a step should use a background job now, by the setting; called
+// once per step (it keeps preempted_lately's count).
+FUSEDNN_THREADS_API bool background_pays();
+
 struct PoolStats {
   uint64_t calls;          // run_chunks calls that used the pool
   uint64_t worker_chunks;  // chunks that a worker (not the caller) ran
   int workers;             // worker threads started
+  uint64_t background;     // background jobs begun
+  uint64_t background_worker_chunks;  // their chunks that a worker ran
 };
 FUSEDNN_THREADS_API PoolStats pool_stats();
 
