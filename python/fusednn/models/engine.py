@@ -38,6 +38,7 @@ set them at construction).
 from __future__ import annotations
 
 import contextlib
+import operator
 
 import numpy as np
 
@@ -156,6 +157,7 @@ def _block(step, width):
 
 
 _NO_DEVICE = contextlib.nullcontext()
+_TRAINABLE = operator.attrgetter("trainable")
 
 
 class _Compiled:
@@ -167,6 +169,7 @@ class _Compiled:
         self._plan = None
         self._key = None
         self._refs = self._drops = ()
+        self._ref_columns = (None, (), ())
 
     def _ensure(self, *build_args):
         if self._plan is None or self._current_key() != self._key:
@@ -175,8 +178,14 @@ class _Compiled:
 
     def _arrays_key(self):
         """The arrays the plan points to and each dropout's seed and rate
-        (predict's seeded MC dropout sets the seeds for one call)."""
-        return (tuple(id(getattr(layer, attr)) for _, layer, attr in self._refs),
+        (predict's seeded MC dropout sets the seeds for one call). Read at
+        every step: the layers and attribute names are kept as two lists
+        for map(), which walks them without a Python frame per weight."""
+        refs = self._refs
+        if self._ref_columns[0] is not refs:
+            self._ref_columns = (refs, [r[1] for r in refs], [r[2] for r in refs])
+        _, layers, attrs = self._ref_columns
+        return (tuple(map(id, map(getattr, layers, attrs))),
                 tuple((d.seed, d.rate) for d in self._drops))
 
 
@@ -201,7 +210,7 @@ class CompiledStep(_Compiled):
         m = self.model
         opt = m.optimizer
         return (id(m._steps), id(opt), id(opt._slots),
-                tuple(layer.trainable for layer in m.layers), self._arrays_key())
+                tuple(map(_TRAINABLE, m.layers)), self._arrays_key())
 
     def _build(self, caller):
         m = self.model
@@ -246,8 +255,9 @@ class CompiledStep(_Compiled):
 
     def _device(self):
         """The weights' device made current (a GPU plan), else nothing."""
-        w = self.model.weights
-        return w[0].device if self._dev.name == "cuda" else _NO_DEVICE
+        if self._dev.name != "cuda":
+            return _NO_DEVICE  # (model.weights walks every layer: not once a CPU step)
+        return self.model.weights[0].device
 
     def _route_grads(self, owner, stop):
         """Each layer's ``grads`` becomes the plan's gradient buffers of its
