@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
-#include <memory>
 #include <vector>
 
 #include "cpu/blas.h"
@@ -134,19 +133,21 @@ void optimizer_step(Opt kind, const OptStep<double>& h, OptTensor<T>* tensors, i
 
 // The optimizer step of a training step, begun while its backward still runs
 // (engine/step_plan.h): ready() names the gradients a block has just
-// written, finish() completes the step. On the CPU each such tensor's
-// elements join a background job of the thread pool (cpu/threads.h) at once,
-// so a worker the backward leaves idle (its small products run on the
-// caller) updates the deeper blocks while the caller goes on down the
-// network; finish() adds the tensors not named and runs what no worker took.
-// Every element goes through optimizer_chunk, optimizer_step's own update:
-// the same bits whichever thread runs it and in whatever order. A step that
-// needs something across tensors (clipnorm, global_clipnorm, max-norm), a
-// small one, a pool without a second thread, or one whose caller was
-// preempted lately (cpu::background_pays: on shared cores the caller would
-// wait for a preempted worker's piece) runs optimizer_step at finish()
-// instead. If the step is abandoned (an exception before finish), the
-// tensors already named may have been updated; the others are not.
+// written; finish() completes the step and returns true, or returns false
+// when nothing was begun, and the step then runs optimizer_step itself. On
+// the CPU each named tensor's elements join a background job of the thread
+// pool (cpu/threads.h) at once, so a worker the backward leaves idle (its
+// small products run on the caller) updates the deeper blocks while the
+// caller goes on down the network; finish() adds the tensors not named and
+// runs what no worker took. Every element goes through optimizer_chunk,
+// optimizer_step's own update: the same bits whichever thread runs it and in
+// whatever order. Nothing is begun for a step that needs something across
+// tensors (clipnorm, global_clipnorm, max-norm), a small one, a pool without
+// a second thread, or one whose caller was preempted lately
+// (cpu::background_pays: on shared cores the caller would wait for a
+// preempted worker's piece). If the step is abandoned (an exception before
+// finish), the tensors already named may have been updated; the others are
+// not.
 //
 // The W1 step (bench/train.py's deep net), fit in one process with the two
 // forms switched between rounds: 0.91-0.95x the time at batch 32 and
@@ -158,10 +159,8 @@ template <typename T>
 class UpdateBeside {
  public:
   UpdateBeside(Opt kind, const OptStep<double>& h, OptTensor<T>* tensors, int64_t count,
-               Clip clip_mode, double clip, double* norms, Stream st,
-               const OptStep<double>* h_at = nullptr)
-      : kind_(kind), h_(h_at ? *h_at : h), ts_(tensors), count_(count), clip_mode_(clip_mode),
-        clip_(clip), norms_(norms), st_(st) {
+               Clip clip_mode, const OptStep<double>* h_at = nullptr)
+      : kind_(kind), h_(h_at ? *h_at : h), ts_(tensors), count_(count), clip_mode_(clip_mode) {
     const bool pays = cpu::num_threads() >= 2 && cpu::background_pays();
     if (!pays || count <= 0 || (clip_mode != Clip::Off && clip_mode != Clip::Value)) return;
     int64_t total = 0, pieces = 0;
@@ -172,9 +171,15 @@ class UpdateBeside {
     }
     // optimizer_step's own rule: a smaller step stays on one thread
     if (total < kMinElements) return;
-    pieces_.reset(new Piece[size_t(pieces)]);
+    // The lists live on with the calling thread, so a step allocates only
+    // when it needs more than the thread's steps before it.
+    static thread_local std::vector<Piece> piece_list;
+    static thread_local std::vector<char> added_list;
+    piece_list.resize(size_t(pieces));
+    added_list.assign(size_t(count), 0);
+    pieces_ = piece_list.data();
+    added_ = added_list.data();
     capacity_ = pieces;
-    added_.assign(size_t(count), false);
     open_ = cpu::background_begin(pieces, &run_piece, this);
   }
   UpdateBeside(const UpdateBeside&) = delete;
@@ -189,7 +194,7 @@ class UpdateBeside {
     if (!open_) return;
     const int64_t before = size_;
     for (int64_t t = 0; t < count_; ++t) {
-      if (added_[size_t(t)]) continue;
+      if (added_[t]) continue;
       for (const void* g : grads)
         if (g != nullptr && g == static_cast<const void*>(ts_[t].g)) {
           add(t);
@@ -199,16 +204,13 @@ class UpdateBeside {
     if (size_ > before) cpu::background_release(size_);
   }
 
-  void finish() {
-    if (!open_) {
-      if (count_ > 0)
-        optimizer_step<T>(kind_, h_, ts_, count_, clip_mode_, clip_, norms_, st_);
-      return;
-    }
+  bool finish() {
+    if (!open_) return false;
     for (int64_t t = 0; t < count_; ++t)
-      if (!added_[size_t(t)]) add(t);
+      if (!added_[t]) add(t);
     cpu::background_finish();
     open_ = false;
+    return true;
   }
 
  private:
@@ -222,14 +224,14 @@ class UpdateBeside {
 
   // Pieces are written before the release that lets a worker read them.
   void add(int64_t t) {
-    added_[size_t(t)] = true;
+    added_[t] = 1;
     for (int64_t b = 0; b < ts_[t].n && size_ < capacity_; b += kPiece)
-      pieces_[size_t(size_++)] = {t, b, std::min(ts_[t].n, b + kPiece)};
+      pieces_[size_++] = {t, b, std::min(ts_[t].n, b + kPiece)};
   }
 
   static void run_piece(void* ctx, int64_t i) {
     const auto* u = static_cast<const UpdateBeside*>(ctx);
-    const Piece& p = u->pieces_[size_t(i)];
+    const Piece& p = u->pieces_[i];
     cpu::kernels<T>().optimizer_chunk(u->kind_, u->h_, u->ts_[p.tensor], p.begin, p.end,
                                       u->clip_mode_);
   }
@@ -239,12 +241,9 @@ class UpdateBeside {
   OptTensor<T>* ts_;
   int64_t count_;
   Clip clip_mode_;
-  double clip_;
-  double* norms_;
-  Stream st_;
-  std::unique_ptr<Piece[]> pieces_;
+  Piece* pieces_ = nullptr;
+  char* added_ = nullptr;
   int64_t capacity_ = 0, size_ = 0;
-  std::vector<bool> added_;
   bool open_ = false;
 };
 

@@ -381,6 +381,9 @@ int64_t background_cancel() {
   return claimed;
 }
 
+namespace {
+
+// Whether the calling thread was preempted lately (background_pays).
 bool preempted_lately() {
   // Calls in a row without an involuntary switch before the caller counts as
   // not preempted again: 16 steps, tens of milliseconds at small batches.
@@ -399,8 +402,8 @@ bool preempted_lately() {
   return quiet < kQuietCalls;
 }
 
-namespace {
 std::atomic<int> g_background{int(Background::Auto)};
+
 }  // namespace
 
 void set_background(Background mode) { g_background.store(int(mode)); }

@@ -64,23 +64,19 @@ FUSEDNN_THREADS_API void background_finish();
 // claimed ones. Returns how many ran (chunks [0, that) ran, the rest not).
 FUSEDNN_THREADS_API int64_t background_cancel();
 
-// Whether the calling thread was preempted lately: an involuntary context
-// switch (another runnable thread or process took its core) since any of
-// its last kQuietCalls calls of this function, made once per step of a
-// loop. Work the caller would have to wait for on a worker pays only on
-// cores that are not shared: a worker preempted in the middle of it holds
-// the caller for the rest of a time slice. False on idle cores, where such
-// switches are rare (a few a second).
-FUSEDNN_THREADS_API bool preempted_lately();
-
-// When a loop hands work to a background job: Auto (the default) when
-// !preempted_lately(), Always, or Never (what tests and benchmarks set to
-// compare the two forms; the results are the same bits either way).
+// When a step hands work to a background job: Auto (the default) only while
+// the calling thread was not preempted lately, Always, or Never (what tests
+// and benchmarks set to compare the two forms; the results are the same bits
+// either way). Work the caller would have to wait for on a worker pays only
+// on cores that are not shared: a worker preempted in the middle of it holds
+// the caller for the rest of a time slice.
 enum class Background : int { Auto = 0, Always = 1, Never = 2 };
 FUSEDNN_THREADS_API void set_background(Background mode);
 FUSEDNN_THREADS_API Background background_setting();
 // Whether a step should use a background job now, by the setting; called
-// once per step (it keeps preempted_lately's count).
+// once per step. Auto: no involuntary context switch of the calling thread
+// (another thread or process took its core) during its last 16 calls, which
+// on idle cores happen a few times a second.
 FUSEDNN_THREADS_API bool background_pays();
 
 struct PoolStats {

@@ -77,32 +77,14 @@ void optimizer_step(Opt kind, const OptStep<double>& h, OptTensor<T>* tensors, i
 }
 
 // cpu/device.h's UpdateBeside under the same calls: on the GPU the update is
-// one multi-tensor launch after the backward (the stream orders it), so
-// ready() has nothing to do and finish() makes that launch.
+// one multi-tensor launch after the backward (the stream orders it), which
+// the step makes itself when finish() says nothing was begun.
 template <typename T>
-class UpdateBeside {
- public:
-  UpdateBeside(Opt kind, const OptStep<double>& h, OptTensor<T>* tensors, int64_t count,
-               Clip clip_mode, double clip, double* norms, Stream st,
-               const OptStep<double>* h_at = nullptr)
-      : kind_(kind), h_(h), ts_(tensors), count_(count), clip_mode_(clip_mode), clip_(clip),
-        norms_(norms), st_(st), h_at_(h_at) {}
+struct UpdateBeside {
+  UpdateBeside(Opt, const OptStep<double>&, OptTensor<T>*, int64_t, Clip,
+               const OptStep<double>* = nullptr) {}
   void ready(std::initializer_list<const void*>) {}
-  void finish() {
-    if (count_ > 0)
-      optimizer_step<T>(kind_, h_, ts_, count_, clip_mode_, clip_, norms_, st_, h_at_);
-  }
-
- private:
-  Opt kind_;
-  const OptStep<double>& h_;
-  OptTensor<T>* ts_;
-  int64_t count_;
-  Clip clip_mode_;
-  double clip_;
-  double* norms_;
-  Stream st_;
-  const OptStep<double>* h_at_;
+  bool finish() { return false; }
 };
 
 }  // namespace dev

@@ -241,14 +241,15 @@ struct StepPlan {
     // The update of a block's parameters may start once its backward is
     // done (nothing later reads them); on the CPU a worker the backward
     // leaves idle starts it then (dev::UpdateBeside).
-    dev::UpdateBeside<T> update(rule, h, tensors, count, clip_mode, clip, norms, st, h_at);
+    dev::UpdateBeside<T> update(rule, h, tensors, count, clip_mode, h_at);
     const T* g = dout;
     for (int i = n - 1; i >= stop; --i) {
       Block& k = blocks[i];
       g = backward(k, inputs[i], g, m, i > stop, counters, st);
       update.ready({k.dw, k.db, k.dgamma, k.dbeta});
     }
-    update.finish();
+    if (!update.finish() && count > 0)
+      dev::optimizer_step<T>(rule, h, tensors, count, clip_mode, clip, norms, st, h_at);
     return r;
   }
 
