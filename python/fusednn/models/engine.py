@@ -168,24 +168,27 @@ class _Compiled:
         self.model = model
         self._plan = None
         self._key = None
-        self._refs = self._drops = ()
-        self._ref_columns = (None, (), ())
+        self._set_refs((), ())
 
     def _ensure(self, *build_args):
         if self._plan is None or self._current_key() != self._key:
             self._build(*build_args)
             self._key = self._current_key()
 
+    def _set_refs(self, refs, drops):
+        """Keeps what _arrays_key reads: the layer and attribute of each array
+        the plan points to (`refs`: (name, layer, attribute)), as two lists
+        for map(), and the plan's dropout layers."""
+        self._drops = drops
+        self._ref_layers = [r[1] for r in refs]
+        self._ref_attrs = [r[2] for r in refs]
+
     def _arrays_key(self):
         """The arrays the plan points to and each dropout's seed and rate
         (predict's seeded MC dropout sets the seeds for one call). Read at
-        every step: the layers and attribute names are kept as two lists
-        for map(), which walks them without a Python frame per weight."""
-        refs = self._refs
-        if self._ref_columns[0] is not refs:
-            self._ref_columns = (refs, [r[1] for r in refs], [r[2] for r in refs])
-        _, layers, attrs = self._ref_columns
-        return (tuple(map(id, map(getattr, layers, attrs))),
+        every step, through map(), which walks the weights without a Python
+        frame per weight."""
+        return (tuple(map(id, map(getattr, self._ref_layers, self._ref_attrs))),
                 tuple((d.seed, d.rate) for d in self._drops))
 
 
@@ -240,8 +243,7 @@ class CompiledStep(_Compiled):
         # the layers whose penalty_loss can be nonzero, for fit's batch loss
         self.penalized = [layer for layer in m.layers
                           if any(p is not None for p in layer.weight_penalties())]
-        self._refs = refs
-        self._drops = drops
+        self._set_refs(refs, drops)
         self._outputs = blocks[-1]["out"]
         weights = m.weights
         self._dev = dev = backend_for(caller, w=weights[0] if weights else None)
@@ -329,7 +331,8 @@ class CompiledForward(_Compiled):
 
     def _build(self):
         m = self.model
-        blocks, self._refs, self._drops, _ = _blocks(m)
+        blocks, refs, drops, _ = _blocks(m)
+        self._set_refs(refs, drops)
         # A forward-only plan: no trained tensor, the loss and rule unused.
         self._plan = _C.StepPlan(blocks, m._model_dtype() == np.float64, LossKind.Mse, False,
                                  0.5, len(blocks), _C.Opt.SGD, [])
